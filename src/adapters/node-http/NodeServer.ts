@@ -1,0 +1,42 @@
+import { Context, Effect, Layer } from "effect"
+import * as Http from "node:http"
+import type { AddressInfo } from "node:net"
+
+export interface NodeServerOptions {
+  readonly port: number
+  readonly host?: string
+}
+
+/**
+ * The one Node HTTP server of the gateway. The HTTP adapter attaches its `request` handler and
+ * the WebSocket adapter owns the `upgrade` event, so neither needs the other.
+ */
+export class NodeServer extends Context.Tag("resonance/NodeServer")<
+  NodeServer,
+  { readonly server: Http.Server; readonly port: number; readonly host: string }
+>() {
+  static readonly layer = (options: NodeServerOptions) =>
+    Layer.scoped(
+      NodeServer,
+      Effect.acquireRelease(
+        Effect.async<{ server: Http.Server; port: number; host: string }, Error>((resume) => {
+          const server = Http.createServer()
+          // Keep-alive sockets outliving a response must not hold shutdown hostage.
+          server.keepAliveTimeout = 5_000
+          const onError = (error: Error) => resume(Effect.fail(error))
+          server.once("error", onError)
+          server.listen(options.port, options.host ?? "0.0.0.0", () => {
+            server.off("error", onError)
+            const address = server.address() as AddressInfo
+            resume(Effect.succeed({ server, port: address.port, host: options.host ?? "0.0.0.0" }))
+          })
+        }),
+        ({ server }) =>
+          Effect.async<void>((resume) => {
+            server.close(() => resume(Effect.void))
+            server.closeIdleConnections()
+            setTimeout(() => server.closeAllConnections(), 1_000).unref()
+          })
+      ).pipe(Effect.orDie)
+    )
+}

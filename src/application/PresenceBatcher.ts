@@ -1,0 +1,146 @@
+import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Queue, Schedule } from "effect"
+import type { PresenceBatch } from "../domain/Model.js"
+import type { PresenceEvent } from "../domain/Presence.js"
+import { foldPresence, offline, online } from "../domain/Presence.js"
+import { ConnectionHub } from "./ConnectionHub.js"
+import { GatewayIdentity } from "./ports/GatewayIdentity.js"
+import { Logic } from "./ports/Logic.js"
+
+export interface PresenceBatcherOptions {
+  readonly batchSize: number
+  readonly flushInterval: Duration.DurationInput
+  /** Backoff between failed SyncStatus attempts; retried until Logic answers. */
+  readonly retry?: Schedule.Schedule<unknown, unknown>
+  /** How long shutdown may spend flushing what is left. */
+  readonly flushTimeout?: Duration.DurationInput
+}
+
+export interface PresenceBatcherShape {
+  readonly online: (username: string, remoteIp: string) => void
+  readonly offline: (username: string) => void
+  /** Events accepted but not yet acknowledged by Logic. */
+  readonly backlog: Effect.Effect<number>
+  /** Batches Logic acknowledged so far. */
+  readonly batchesSent: Effect.Effect<number>
+}
+
+export const defaultPresenceRetry: Schedule.Schedule<unknown, unknown> = Schedule.exponential("100 millis").pipe(
+  Schedule.union(Schedule.spaced("5 seconds"))
+)
+
+const nowSeconds = () => BigInt(Math.floor(Date.now() / 1000))
+
+/**
+ * Presence to Logic in batches: a batch leaves when `batchSize` events wait or `flushInterval`
+ * has passed since the first of them, whichever comes first. Nothing is dropped: a failed
+ * SyncStatus is retried with backoff and shutdown flushes what was taken.
+ */
+export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<PresenceBatcher, PresenceBatcherShape>() {
+  static readonly layer = (options: PresenceBatcherOptions) =>
+    Layer.scoped(
+      PresenceBatcher,
+      Effect.gen(function*() {
+        const logic = yield* Logic
+        const identity = yield* GatewayIdentity
+        const hub = yield* ConnectionHub
+        const batchSize = Math.max(1, options.batchSize)
+        const retry = options.retry ?? defaultPresenceRetry
+        const queue = yield* Queue.unbounded<PresenceEvent>()
+        let seqId = 0n
+        let sent = 0
+        let taken: Array<PresenceEvent> = []
+        let batchFull = yield* Deferred.make<void>()
+        let waitingForFull = false
+
+        const offer = (event: PresenceEvent) => {
+          queue.unsafeOffer(event)
+          if (waitingForFull && taken.length + Option.getOrElse(queue.unsafeSize(), () => 0) >= batchSize) {
+            waitingForFull = false
+            Deferred.unsafeDone(batchFull, Exit.void)
+          }
+        }
+
+        const toBatch = (events: ReadonlyArray<PresenceEvent>): PresenceBatch => {
+          const folded = foldPresence(events)
+          seqId++
+          return { seqId, gatewayId: identity.id, onlineBatch: folded.online, offlineBatch: folded.offline }
+        }
+
+        // After Logic was unreachable its view may be stale: re-announce everyone connected here.
+        const resync = Effect.sync(() => {
+          const at = nowSeconds()
+          for (const username of hub.users()) {
+            const first = hub.connectionsOf(username)?.values().next().value
+            offer(online(username, first?.info.remoteAddress ?? "", at))
+          }
+        })
+
+        const sendTaken = Effect.suspend(() => {
+          if (taken.length === 0) return Effect.void
+          const batch = toBatch(taken)
+          let failures = 0
+          return logic.syncStatus(batch).pipe(
+            Effect.tapError((error) =>
+              Effect.sync(() => failures++).pipe(
+                Effect.zipRight(Effect.logWarning("presence sync failed; retrying", { code: error.code, message: error.message, seqId: String(batch.seqId) }))
+              )
+            ),
+            Effect.retry(retry),
+            Effect.tap(() =>
+              Effect.sync(() => {
+                taken = []
+                sent++
+              })
+            ),
+            Effect.tap(() => (failures > 0 ? resync : Effect.void)),
+            Effect.withSpan("PresenceBatcher.syncStatus", { attributes: { "presence.events": taken.length } })
+          )
+        })
+
+        const collect = Effect.gen(function*() {
+          yield* Effect.uninterruptibleMask((restore) =>
+            restore(Queue.takeBetween(queue, 1, batchSize)).pipe(
+              Effect.tap((items) => Effect.sync(() => taken.push(...items)))
+            )
+          )
+          if (taken.length >= batchSize) return
+          batchFull = yield* Deferred.make<void>()
+          waitingForFull = true
+          yield* Effect.race(Deferred.await(batchFull), Effect.sleep(options.flushInterval))
+          waitingForFull = false
+          yield* Effect.uninterruptible(
+            Queue.takeUpTo(queue, batchSize - taken.length).pipe(
+              Effect.tap((items) => Effect.sync(() => taken.push(...items)))
+            )
+          )
+        })
+
+        const flushOnShutdown = Effect.gen(function*() {
+          const rest = yield* Queue.takeAll(queue)
+          taken.push(...rest)
+          while (taken.length > 0) {
+            const chunk = taken.slice(0, batchSize)
+            const batch = toBatch(chunk)
+            yield* logic.syncStatus(batch).pipe(Effect.retry(Schedule.recurs(2).pipe(Schedule.addDelay(() => "100 millis"))))
+            taken = taken.slice(chunk.length)
+            sent++
+          }
+        }).pipe(
+          Effect.timeout(options.flushTimeout ?? "5 seconds"),
+          Effect.catchAll((error) =>
+            Effect.logError("presence events could not be flushed on shutdown", { pending: taken.length, error: String(error) })
+          )
+        )
+
+        yield* Effect.addFinalizer(() => flushOnShutdown)
+        yield* Effect.forkScoped(Effect.forever(Effect.zipRight(collect, sendTaken)))
+
+        return {
+          online: (username, remoteIp) => offer(online(username, remoteIp, nowSeconds())),
+          offline: (username) => offer(offline(username, nowSeconds())),
+          backlog: Effect.map(Queue.size(queue), (size) => size + taken.length),
+          batchesSent: Effect.sync(() => sent)
+        }
+      })
+    )
+}

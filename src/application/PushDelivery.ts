@@ -1,0 +1,87 @@
+import { Context, Effect, Layer } from "effect"
+import type { PushMessage } from "../domain/Model.js"
+import { pushPacket } from "../domain/Packet.js"
+import { ConnectionHub } from "./ConnectionHub.js"
+import { FrameCodec } from "./ports/FrameCodec.js"
+import { Metrics } from "./ports/Metrics.js"
+
+export interface DeliveryReport {
+  /** Targets with no connection here, or whose every write failed. */
+  readonly failedUsernames: ReadonlyArray<string>
+  /** Frames written. */
+  readonly delivered: number
+}
+
+export interface DeliveryOptions {
+  /** A connection that must not receive this push (the socket that sent the message). */
+  readonly excludeConnectionId?: number
+}
+
+export interface PushDeliveryShape {
+  /** Plain form for in-process callers already inside a request. */
+  readonly deliverNow: (
+    usernames: ReadonlyArray<string>,
+    message: PushMessage,
+    options?: DeliveryOptions
+  ) => DeliveryReport
+  readonly deliver: (
+    usernames: ReadonlyArray<string>,
+    message: PushMessage,
+    options?: DeliveryOptions
+  ) => Effect.Effect<DeliveryReport>
+}
+
+/** Fans a message out: the frame is encoded once and the same bytes go to every device. */
+export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDelivery, PushDeliveryShape>() {
+  static readonly layer = Layer.effect(
+    PushDelivery,
+    Effect.gen(function*() {
+      const hub = yield* ConnectionHub
+      const codec = yield* FrameCodec
+      const metrics = yield* Metrics
+
+      const deliverNow = (
+        usernames: ReadonlyArray<string>,
+        message: PushMessage,
+        options?: DeliveryOptions
+      ): DeliveryReport => {
+        const started = performance.now()
+        const frame = codec.encode(pushPacket(message))
+        const exclude = options?.excludeConnectionId
+        const failedUsernames: Array<string> = []
+        let delivered = 0
+        const seen = usernames.length > 1 ? new Set<string>() : undefined
+        for (const username of usernames) {
+          if (seen !== undefined) {
+            if (seen.has(username)) continue
+            seen.add(username)
+          }
+          const devices = hub.connectionsOf(username)
+          let reached = 0
+          let attempted = 0
+          if (devices !== undefined) {
+            for (const connection of devices) {
+              if (connection.info.id === exclude) continue
+              attempted++
+              if (connection.send(frame)) reached++
+            }
+          }
+          // A user whose only device is the excluded sender counts as reached.
+          if (reached === 0 && !(attempted === 0 && devices !== undefined && devices.size > 0)) {
+            failedUsernames.push(username)
+          }
+          delivered += reached
+        }
+        metrics.messagesSent(delivered)
+        if (failedUsernames.length > 0) metrics.pushFailed(failedUsernames.length)
+        metrics.pushDuration((performance.now() - started) / 1000)
+        return { failedUsernames, delivered }
+      }
+
+      return {
+        deliverNow,
+        deliver: (usernames, message, options) => Effect.sync(() => deliverNow(usernames, message, options))
+      }
+    })
+  )
+}

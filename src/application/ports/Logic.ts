@@ -1,0 +1,91 @@
+import { Context, Effect, Layer } from "effect"
+import type { LogicError } from "../../domain/Errors.js"
+import { logicError } from "../../domain/Errors.js"
+import type {
+  AuthResult,
+  ChatRequest,
+  ContactInfo,
+  InboxPage,
+  PresenceBatch,
+  PushMessage,
+  SendMessageResult,
+  SessionInfo,
+  User
+} from "../../domain/Model.js"
+
+/** Request shapes mirror `resonance.logic.v1`, so the gRPC adapter passes them through. */
+export interface LoginInput {
+  readonly username: string
+  readonly password: string
+}
+export interface RegisterInput extends LoginInput {
+  readonly nickname: string
+}
+export interface CreateSessionInput {
+  readonly creatorUsername: string
+  readonly members: ReadonlyArray<string>
+  readonly name: string
+  readonly type: number
+}
+export interface HistoryInput {
+  readonly username: string
+  readonly sessionId: string
+  readonly limit: bigint
+  readonly beforeSeq: bigint
+}
+export interface ReadPositionInput {
+  readonly username: string
+  readonly sessionId: string
+  readonly seqId: bigint
+}
+export interface InboxInput {
+  readonly username: string
+  readonly cursorId: bigint
+  readonly limit: bigint
+}
+/** Where a chat came from, so an in-process Logic can skip echoing it to the sending socket. */
+export interface ChatOrigin {
+  readonly connectionId: number
+}
+
+export interface LogicShape {
+  readonly login: (input: LoginInput) => Effect.Effect<AuthResult, LogicError>
+  readonly register: (input: RegisterInput) => Effect.Effect<AuthResult, LogicError>
+  /** Fails with `unauthenticated` when the token is not valid. */
+  readonly validateToken: (accessToken: string) => Effect.Effect<User, LogicError>
+  /** Fails with the business error (e.g. "not a session member") or an outage. */
+  readonly sendMessage: (chat: ChatRequest, origin?: ChatOrigin) => Effect.Effect<SendMessageResult, LogicError>
+  readonly syncStatus: (batch: PresenceBatch) => Effect.Effect<void, LogicError>
+  readonly getSessionList: (username: string) => Effect.Effect<ReadonlyArray<SessionInfo>, LogicError>
+  readonly createSession: (input: CreateSessionInput) => Effect.Effect<string, LogicError>
+  readonly getHistoryMessages: (input: HistoryInput) => Effect.Effect<ReadonlyArray<PushMessage>, LogicError>
+  readonly getContactList: (username: string) => Effect.Effect<ReadonlyArray<ContactInfo>, LogicError>
+  readonly searchUser: (query: string) => Effect.Effect<ReadonlyArray<ContactInfo>, LogicError>
+  /** Returns the caller's unread count in the session after the update. */
+  readonly updateReadPosition: (input: ReadPositionInput) => Effect.Effect<bigint, LogicError>
+  readonly pullInboxDelta: (input: InboxInput) => Effect.Effect<InboxPage, LogicError>
+}
+
+/** The Logic service: in-process on SQLite (embedded mode) or over gRPC (cluster mode). */
+export class Logic extends Context.Tag("resonance/Logic")<Logic, LogicShape>() {
+  /** A Logic that answers every call with `unavailable`; override the methods a test needs. */
+  static readonly layerTest = (overrides: Partial<LogicShape> = {}): Layer.Layer<Logic> =>
+    Layer.succeed(Logic, { ...unavailableLogic, ...overrides })
+}
+
+const down = () => Effect.fail(logicError("unavailable", "logic service is unavailable"))
+
+export const unavailableLogic: LogicShape = {
+  login: down,
+  register: down,
+  validateToken: down,
+  sendMessage: down,
+  syncStatus: down,
+  getSessionList: down,
+  createSession: down,
+  getHistoryMessages: down,
+  getContactList: down,
+  searchUser: down,
+  updateReadPosition: down,
+  pullInboxDelta: down
+}

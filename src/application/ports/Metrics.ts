@@ -1,0 +1,33 @@
+import { Context, Layer } from "effect"
+
+/**
+ * Counting on the hot path: every method is a plain call (a lookup and an add), never an Effect.
+ */
+export interface MetricsShape {
+  readonly connectionOpened: () => void
+  readonly connectionClosed: () => void
+  readonly connectionRejected: (reason: string) => void
+  readonly pulse: () => void
+  readonly messageReceived: () => void
+  readonly messagesSent: (frames: number) => void
+  readonly pushFailed: (users: number) => void
+  readonly pushDuration: (seconds: number) => void
+  readonly httpRequest: (route: string, code: number, seconds: number) => void
+  readonly grpcRequest: (method: string, code: string, seconds: number) => void
+}
+
+export class Metrics extends Context.Tag("resonance/Metrics")<Metrics, MetricsShape>() {
+  static readonly noop: MetricsShape = {
+    connectionOpened: () => {},
+    connectionClosed: () => {},
+    connectionRejected: () => {},
+    pulse: () => {},
+    messageReceived: () => {},
+    messagesSent: () => {},
+    pushFailed: () => {},
+    pushDuration: () => {},
+    httpRequest: () => {},
+    grpcRequest: () => {}
+  }
+  static readonly layerNoop: Layer.Layer<Metrics> = Layer.succeed(Metrics, Metrics.noop)
+}

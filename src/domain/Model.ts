@@ -1,0 +1,104 @@
+/**
+ * The data the gateway moves around, shaped exactly like the wire messages
+ * (lowerCamelCase fields, int64 as bigint) so adapters pass them through without copying.
+ */
+
+export interface User {
+  readonly username: string
+  readonly nickname: string
+  readonly avatarUrl: string
+}
+
+export const SessionType = { Direct: 1, Group: 2, System: 3 } as const
+
+export const MessageTypes = ["text", "image", "file", "system", "audio", "video"] as const
+export type MessageType = (typeof MessageTypes)[number]
+
+export interface SessionMeta {
+  readonly name: string
+  readonly type: number
+}
+
+export interface ChatRequest {
+  readonly sessionId: string
+  readonly fromUsername: string
+  readonly toUsername: string
+  readonly content: string
+  readonly type: string
+  readonly timestamp: bigint
+}
+
+export interface PushMessage {
+  readonly msgId: bigint
+  readonly seqId: bigint
+  readonly sessionId: string
+  readonly fromUsername: string
+  readonly toUsername: string
+  readonly content: string
+  readonly type: string
+  readonly timestamp: bigint
+  readonly sessionMeta: SessionMeta | undefined
+}
+
+export interface AckBody {
+  readonly refSeq: string
+  readonly msgId: bigint
+  readonly seqId: bigint
+  readonly sessionId: string
+  readonly error: string
+}
+
+export interface ContactInfo {
+  readonly username: string
+  readonly nickname: string
+  readonly avatarUrl: string
+}
+
+export interface SessionInfo {
+  readonly sessionId: string
+  readonly name: string
+  readonly type: number
+  readonly avatarUrl: string
+  readonly unreadCount: bigint
+  readonly lastReadSeq: bigint
+  readonly lastMessage: PushMessage | undefined
+}
+
+export interface InboxEvent {
+  readonly inboxId: bigint
+  readonly message: PushMessage | undefined
+}
+
+export interface AuthResult {
+  readonly accessToken: string
+  readonly user: User | undefined
+}
+
+export interface SendMessageResult {
+  readonly msgId: bigint
+  readonly seqId: bigint
+}
+
+export interface InboxPage {
+  readonly events: ReadonlyArray<InboxEvent>
+  readonly nextCursorId: bigint
+  readonly hasMore: boolean
+}
+
+export interface UserOnline {
+  readonly username: string
+  readonly remoteIp: string
+  readonly timestamp: bigint
+}
+
+export interface UserOffline {
+  readonly username: string
+  readonly timestamp: bigint
+}
+
+export interface PresenceBatch {
+  readonly seqId: bigint
+  readonly gatewayId: string
+  readonly onlineBatch: ReadonlyArray<UserOnline>
+  readonly offlineBatch: ReadonlyArray<UserOffline>
+}
