@@ -33,7 +33,6 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
         const cache = yield* Cache.makeWith({
           capacity: options.cacheCapacity ?? 50_000,
           lookup: (token: string) => logic.validateToken(token),
-          // Outages and refusals are not remembered: only a valid answer is.
           timeToLive: (exit) => (Exit.isSuccess(exit) ? ttl : Duration.zero)
         })
 
@@ -51,6 +50,8 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
               return yield* new AuthError({ reason: "Invalid", message: "access token was revoked" })
             }
             const user = yield* cache.get(token).pipe(
+              // Outages and refusals are not remembered: only a valid answer is.
+              Effect.tapError(() => cache.invalidate(token)),
               Effect.mapError((error) =>
                 error.code === "unavailable" || error.code === "deadline_exceeded"
                   ? new AuthError({ reason: "Unavailable", message: error.message })

@@ -178,7 +178,7 @@ export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, 
                 accepting = false
                 return Effect.gen(function*() {
                   const size = yield* Queue.size(inbox)
-                  return size === 0 && !busy
+                  return size <= 0 && !busy
                 }).pipe(
                   Effect.repeat({ schedule: Schedule.spaced("10 millis"), until: (idle) => idle }),
                   Effect.timeout(timeout),

@@ -138,7 +138,7 @@ export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<Pr
         return {
           online: (username, remoteIp) => offer(online(username, remoteIp, nowSeconds())),
           offline: (username) => offer(offline(username, nowSeconds())),
-          backlog: Effect.map(Queue.size(queue), (size) => size + taken.length),
+          backlog: Effect.map(Queue.size(queue), (size) => Math.max(0, size) + taken.length),
           batchesSent: Effect.sync(() => sent)
         }
       })

@@ -1,0 +1,350 @@
+import { Context, Deferred, Duration, Effect, Exit, Layer, Runtime, Schedule, Scope } from "effect"
+import type * as Http from "node:http"
+import type { Duplex } from "node:stream"
+import { WebSocket, WebSocketServer } from "ws"
+import { Authenticator } from "../../application/Authenticator.js"
+import type { Principal } from "../../application/Authenticator.js"
+import type { LiveConnection } from "../../application/ConnectionHub.js"
+import { ConnectionHub } from "../../application/ConnectionHub.js"
+import type { ConnectionHandle } from "../../application/Dispatcher.js"
+import { Dispatcher } from "../../application/Dispatcher.js"
+import { Metrics } from "../../application/ports/Metrics.js"
+import { Readiness } from "../../application/Readiness.js"
+import { CloseCodes } from "../../domain/Connection.js"
+import type { AuthError } from "../../domain/Errors.js"
+import { NodeServer } from "../node-http/NodeServer.js"
+
+export interface WebSocketOptions {
+  readonly path: string
+  /** Largest frame accepted; `ws` itself closes with 1009 above it. */
+  readonly maxMessageSize: number
+  readonly pingInterval: Duration.DurationInput
+  /** A connection with no pong and no frame for this long is dropped. */
+  readonly pongTimeout: Duration.DurationInput
+  /** Bytes queued in the kernel/ws buffer for one client before it is disconnected as slow. */
+  readonly sendBufferLimit: number
+  readonly maxConnections: number
+  readonly maxConnectionsPerIp: number
+  readonly maxDevicesPerUser: number
+  readonly compression: {
+    readonly enabled: boolean
+    readonly threshold: number
+    readonly concurrencyLimit: number
+  }
+  /** Seconds over which clients are closed with 1012 on shutdown, so they do not reconnect at once. */
+  readonly drainSeconds: number
+  /** Client address of an upgrade request (proxy-aware) and whether it may connect at all. */
+  readonly clientIp: (request: Http.IncomingMessage) => string
+  readonly ipAllowed: (ip: string) => boolean
+}
+
+export const defaultWebSocketOptions: WebSocketOptions = {
+  path: "/ws",
+  maxMessageSize: 1024 * 1024,
+  pingInterval: "30 seconds",
+  pongTimeout: "60 seconds",
+  sendBufferLimit: 4 * 1024 * 1024,
+  maxConnections: 0,
+  maxConnectionsPerIp: 0,
+  maxDevicesPerUser: 0,
+  compression: { enabled: false, threshold: 1024, concurrencyLimit: 4 },
+  drainSeconds: 0,
+  clientIp: (request) => normalizeIp(request.socket.remoteAddress ?? ""),
+  ipAllowed: () => true
+}
+
+export const normalizeIp = (address: string): string => (address.startsWith("::ffff:") ? address.slice(7) : address)
+
+interface Client {
+  readonly ws: WebSocket
+  readonly connection: LiveConnection
+  readonly ip: string
+  readonly scope: Scope.CloseableScope
+  handle: ConnectionHandle | undefined
+  lastSeen: number
+}
+
+export interface WebSocketGatewayShape {
+  readonly connectionCount: () => number
+  /** Refuses new upgrades and closes every client with 1012, spread over `drainSeconds`. */
+  readonly drain: Effect.Effect<void>
+}
+
+export class WebSocketGateway extends Context.Tag("resonance/WebSocketGateway")<
+  WebSocketGateway,
+  WebSocketGatewayShape
+>() {}
+
+const rejectUpgrade = (socket: Duplex, status: number, message: string, extraHeaders: Record<string, string> = {}) => {
+  if (socket.destroyed) return
+  const body = JSON.stringify({ code: statusCodeName(status), message })
+  const headers = [
+    `HTTP/1.1 ${status} ${statusText[status] ?? "Error"}`,
+    "Connection: close",
+    "Content-Type: application/json",
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    ...Object.entries(extraHeaders).map(([k, v]) => `${k}: ${v}`)
+  ]
+  socket.end(`${headers.join("\r\n")}\r\n\r\n${body}`)
+}
+
+const statusText: Record<number, string> = {
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  429: "Too Many Requests",
+  503: "Service Unavailable"
+}
+
+const statusCodeName = (status: number) =>
+  status === 401
+    ? "unauthenticated"
+    : status === 403
+    ? "permission_denied"
+    : status === 404
+    ? "not_found"
+    : status === 429
+    ? "resource_exhausted"
+    : "unavailable"
+
+const bearerToken = (request: Http.IncomingMessage, url: URL): string | undefined => {
+  const fromQuery = url.searchParams.get("token")
+  if (fromQuery !== null && fromQuery !== "") return fromQuery
+  const header = request.headers.authorization
+  if (header !== undefined && header.toLowerCase().startsWith("bearer ")) return header.slice(7).trim()
+  return undefined
+}
+
+/**
+ * The WebSocket entry point. It owns the `upgrade` event of the shared server and its own `ws`
+ * server, so frame size, compression, pings and backpressure are ours to set.
+ */
+export const layer = (options: WebSocketOptions) =>
+  Layer.scoped(
+    WebSocketGateway,
+    Effect.gen(function*() {
+      const { server } = yield* NodeServer
+      const authenticator = yield* Authenticator
+      const dispatcher = yield* Dispatcher
+      const hub = yield* ConnectionHub
+      const metrics = yield* Metrics
+      const readiness = yield* Readiness
+      const runtime = yield* Effect.runtime<never>()
+      const runFork = Runtime.runFork(runtime)
+      const runSync = Runtime.runSync(runtime)
+
+      const pingMs = Duration.toMillis(Duration.decode(options.pingInterval))
+      const pongMs = Duration.toMillis(Duration.decode(options.pongTimeout))
+      const wss = new WebSocketServer({
+        noServer: true,
+        clientTracking: false,
+        maxPayload: options.maxMessageSize,
+        perMessageDeflate: options.compression.enabled
+          ? {
+            threshold: options.compression.threshold,
+            concurrencyLimit: options.compression.concurrencyLimit,
+            serverNoContextTakeover: true,
+            clientNoContextTakeover: true,
+            zlibDeflateOptions: { level: 1, memLevel: 7 }
+          }
+          : false
+      })
+
+      const clients = new Set<Client>()
+      const perIp = new Map<string, number>()
+      let pending = 0
+      let accepting = true
+      let nextId = 1
+      let allClosed: Deferred.Deferred<void> | undefined
+
+      const releaseIp = (ip: string) => {
+        const count = (perIp.get(ip) ?? 1) - 1
+        if (count <= 0) perIp.delete(ip)
+        else perIp.set(ip, count)
+      }
+
+      const refuse = (socket: Duplex, status: number, reason: string, message: string, headers?: Record<string, string>) => {
+        metrics.connectionRejected(reason)
+        rejectUpgrade(socket, status, message, headers)
+      }
+
+      const open = (ws: WebSocket, principal: Principal, ip: string) => {
+        const client: Client = {
+          ws,
+          ip,
+          scope: runSync(Scope.make()),
+          handle: undefined,
+          lastSeen: Date.now(),
+          connection: {
+            info: {
+              id: nextId++,
+              username: principal.username,
+              remoteAddress: ip,
+              connectedAt: Date.now(),
+              expiresAt: principal.expiresAt
+            },
+            send: (frame) => {
+              if (ws.readyState !== WebSocket.OPEN) return false
+              if (ws.bufferedAmount > options.sendBufferLimit) {
+                closeClient(client, CloseCodes.SlowConsumer, "slow consumer: send buffer full")
+                return false
+              }
+              ws.send(frame)
+              return true
+            },
+            close: (code, reason) => closeClient(client, code, reason)
+          }
+        }
+        clients.add(client)
+
+        if (options.maxDevicesPerUser > 0) {
+          const devices = hub.connectionsOf(principal.username)
+          if (devices !== undefined && devices.size >= options.maxDevicesPerUser) {
+            let excess = devices.size - options.maxDevicesPerUser + 1
+            for (const oldest of devices) {
+              if (excess-- <= 0) break
+              oldest.close(CloseCodes.DeviceLimit, "device limit reached: a newer device connected")
+            }
+          }
+        }
+
+        client.handle = runSync(Scope.extend(dispatcher.attach(client.connection), client.scope))
+
+        ws.on("message", (data, isBinary) => {
+          client.lastSeen = Date.now()
+          if (!isBinary) {
+            closeClient(client, CloseCodes.UnsupportedData, "binary protobuf frames only")
+            return
+          }
+          client.handle?.receive(data as Buffer)
+        })
+        ws.on("pong", () => {
+          client.lastSeen = Date.now()
+        })
+        ws.on("error", (error) => {
+          runFork(Effect.logDebug("websocket error", { error: error.message, user: principal.username }))
+        })
+        ws.on("close", () => {
+          clients.delete(client)
+          releaseIp(ip)
+          runFork(
+            Scope.close(client.scope, Exit.void).pipe(
+              Effect.ensuring(
+                Effect.suspend(() =>
+                  allClosed !== undefined && clients.size === 0 ? Deferred.succeed(allClosed, undefined) : Effect.void
+                )
+              )
+            )
+          )
+        })
+      }
+
+      const closeClient = (client: Client, code: number, reason: string) => {
+        const { ws } = client
+        if (ws.readyState === WebSocket.CLOSED || ws.readyState === WebSocket.CLOSING) return
+        ws.close(code, reason)
+        // A peer that never answers the close handshake is cut off.
+        setTimeout(() => ws.terminate(), 5_000).unref()
+      }
+
+      const admit = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
+        const url = new URL(request.url ?? "/", "http://gateway")
+        if (url.pathname !== options.path) return refuse(socket, 404, "not_found", "no websocket endpoint here")
+        if (!accepting || readiness.isDraining()) {
+          return refuse(socket, 503, "draining", "gateway is shutting down", { "Retry-After": "1" })
+        }
+        const ip = options.clientIp(request)
+        if (!options.ipAllowed(ip)) return refuse(socket, 403, "ip_denied", "address not allowed")
+        if (options.maxConnections > 0 && clients.size + pending >= options.maxConnections) {
+          return refuse(socket, 503, "global_limit", "gateway is at its connection limit", { "Retry-After": "5" })
+        }
+        const fromIp = perIp.get(ip) ?? 0
+        if (options.maxConnectionsPerIp > 0 && fromIp >= options.maxConnectionsPerIp) {
+          return refuse(socket, 429, "ip_limit", "too many connections from this address", { "Retry-After": "5" })
+        }
+        perIp.set(ip, fromIp + 1)
+        pending++
+        const token = bearerToken(request, url)
+        runFork(
+          authenticator.authenticate(token).pipe(
+            Effect.match({
+              onFailure: (error: AuthError) => {
+                pending--
+                releaseIp(ip)
+                if (error.reason === "Unavailable") refuse(socket, 503, "auth_unavailable", error.message)
+                else refuse(socket, 401, "unauthenticated", error.message)
+              },
+              onSuccess: (principal) => {
+                pending--
+                if (!accepting || socket.destroyed) {
+                  releaseIp(ip)
+                  if (!socket.destroyed) refuse(socket, 503, "draining", "gateway is shutting down")
+                  return
+                }
+                wss.handleUpgrade(request, socket, head, (ws) => open(ws, principal, ip))
+              }
+            }),
+            Effect.withSpan("WebSocket.upgrade")
+          )
+        )
+      }
+
+      const onUpgrade = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
+        socket.on("error", () => socket.destroy())
+        try {
+          admit(request, socket, head)
+        } catch (error) {
+          runFork(Effect.logError("upgrade failed", { error: String(error) }))
+          socket.destroy()
+        }
+      }
+
+      server.on("upgrade", onUpgrade)
+
+      const sweep = Effect.sync(() => {
+        const now = Date.now()
+        for (const client of clients) {
+          if (now - client.lastSeen > pongMs) {
+            client.ws.terminate()
+          } else if (client.ws.readyState === WebSocket.OPEN) {
+            client.ws.ping()
+          }
+        }
+      })
+      yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(Duration.millis(pingMs))))
+
+      const drain = Effect.gen(function*() {
+        accepting = false
+        if (clients.size === 0) return
+        const done = yield* Deferred.make<void>()
+        allClosed = done
+        const snapshot = [...clients]
+        const spreadMs = Math.max(0, options.drainSeconds * 1000)
+        yield* Effect.forEach(
+          snapshot,
+          (client, index) =>
+            Effect.sleep(Duration.millis(snapshot.length > 1 ? (spreadMs * index) / snapshot.length : 0)).pipe(
+              Effect.zipRight(client.handle?.drain("3 seconds") ?? Effect.void),
+              Effect.zipRight(Effect.sync(() => closeClient(client, CloseCodes.ServiceRestart, "service restart")))
+            ),
+          { concurrency: "unbounded", discard: true }
+        )
+        yield* Deferred.await(done).pipe(Effect.timeout("6 seconds"), Effect.ignore)
+        for (const client of clients) client.ws.terminate()
+      }).pipe(Effect.withSpan("WebSocket.drain"))
+
+      yield* Effect.addFinalizer(() =>
+        drain.pipe(
+          Effect.zipRight(
+            Effect.sync(() => {
+              server.off("upgrade", onUpgrade)
+              wss.close()
+            })
+          ),
+          Effect.zipRight(Effect.logInfo("websocket gateway drained"))
+        )
+      )
+
+      return { connectionCount: () => clients.size, drain }
+    })
+  )

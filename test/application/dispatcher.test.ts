@@ -1,0 +1,295 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Fiber, Layer, Scope, TestClock } from "effect"
+import { ConnectionHub } from "../../src/application/ConnectionHub.js"
+import { Dispatcher } from "../../src/application/Dispatcher.js"
+import { PresenceBatcher } from "../../src/application/PresenceBatcher.js"
+import type { ChatOrigin } from "../../src/application/ports/Logic.js"
+import { CloseCodes } from "../../src/domain/Connection.js"
+import { logicError } from "../../src/domain/Errors.js"
+import type { ChatRequest, PresenceBatch } from "../../src/domain/Model.js"
+import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
+import type { CoreOptions } from "../support/core.js"
+import { coreLayer, fakeConnection, recordingMetrics } from "../support/core.js"
+
+const settle = Effect.repeatN(Effect.yieldNow(), 50)
+
+const chatFrame = (seq: string, overrides: Partial<ChatRequest> = {}) =>
+  WsPacket.encode({
+    seq,
+    payload: {
+      $case: "chat",
+      value: {
+        sessionId: "single:alice:bob",
+        fromUsername: "mallory",
+        toUsername: "bob",
+        content: "hello",
+        type: "text",
+        timestamp: 0n,
+        ...overrides
+      }
+    }
+  }).finish()
+
+const pulseFrame = (seq: string) => WsPacket.encode({ seq, payload: { $case: "pulse", value: {} } }).finish()
+
+const acks = (packets: ReadonlyArray<WsPacket>) =>
+  packets.flatMap((p) => (p.payload?.$case === "ack" ? [{ seq: p.seq, ...p.payload.value }] : []))
+
+const withCore = (options: CoreOptions) => Effect.provide(coreLayer(options))
+
+describe("Dispatcher", () => {
+  it.scoped("answers a pulse with a pulse", () => {
+    const recorder = recordingMetrics()
+    return Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      handle.receive(pulseFrame("p-1"))
+      yield* settle
+      expect(conn.packets()).toEqual([{ seq: "p-1", payload: { $case: "pulse", value: {} } }])
+      expect(recorder.count("pulse")).toBe(1)
+    }).pipe(withCore({ metrics: recorder.layer }))
+  })
+
+  it.scoped("forwards a chat as the authenticated user and acks with ids", () => {
+    const received: Array<[ChatRequest, ChatOrigin | undefined]> = []
+    return Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      handle.receive(chatFrame("c-1"))
+      yield* settle
+      expect(received).toHaveLength(1)
+      const [chat, origin] = received[0]!
+      expect(chat.fromUsername).toBe("alice")
+      expect(chat.timestamp).toBeGreaterThan(0n)
+      expect(origin).toEqual({ connectionId: conn.info.id })
+      expect(acks(conn.packets())).toEqual([
+        { seq: "c-1", refSeq: "c-1", msgId: 42n, seqId: 7n, sessionId: "single:alice:bob", error: "" }
+      ])
+    }).pipe(
+      withCore({
+        logic: {
+          sendMessage: (chat, origin) =>
+            Effect.sync(() => {
+              received.push([chat, origin])
+              return { msgId: 42n, seqId: 7n }
+            })
+        }
+      })
+    )
+  })
+
+  it.scoped("acks a business refusal with its message", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      handle.receive(chatFrame("c-2"))
+      yield* settle
+      expect(acks(conn.packets())[0]).toMatchObject({ refSeq: "c-2", error: "not a session member", msgId: 0n })
+    }).pipe(
+      withCore({ logic: { sendMessage: () => Effect.fail(logicError("permission_denied", "not a session member")) } })
+    ))
+
+  it.scoped("acks with an error when Logic is down", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      handle.receive(chatFrame("c-3"))
+      yield* settle
+      expect(acks(conn.packets())[0]!.error).toBe("logic service is unavailable")
+    }).pipe(withCore({})))
+
+  it.scoped("acks with a deadline error when Logic does not answer in time", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      handle.receive(chatFrame("slow"))
+      yield* settle
+      expect(conn.frames).toHaveLength(0)
+      yield* TestClock.adjust("2 seconds")
+      yield* settle
+      expect(acks(conn.packets())[0]).toMatchObject({ refSeq: "slow", error: "logic did not answer in time" })
+    }).pipe(withCore({ dispatcher: { chatTimeout: "2 seconds" }, logic: { sendMessage: () => Effect.never } })))
+
+  it.scoped("handles frames of one connection in arrival order", () => {
+    let call = 0
+    return Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      handle.receive(chatFrame("first"))
+      handle.receive(pulseFrame("second"))
+      handle.receive(chatFrame("third"))
+      yield* settle
+      yield* TestClock.adjust("1 second")
+      yield* settle
+      expect(conn.packets().map((p) => p.seq)).toEqual(["first", "second", "third"])
+      expect(acks(conn.packets()).map((a) => a.msgId)).toEqual([1n, 2n])
+    }).pipe(
+      withCore({
+        logic: {
+          // The first call is slow: a concurrent design would answer "third" before "first".
+          sendMessage: () =>
+            Effect.suspend(() => {
+              const n = ++call
+              return Effect.as(n === 1 ? Effect.sleep("500 millis") : Effect.void, { msgId: BigInt(n), seqId: 1n })
+            })
+        }
+      })
+    )
+  })
+
+  it.scoped("a slow Logic call on one connection does not block another", () => {
+    const gate = Deferred.unsafeMake<void>(undefined as never)
+    return Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const slow = fakeConnection("alice")
+      const fast = fakeConnection("bob")
+      const slowHandle = yield* dispatcher.attach(slow)
+      const fastHandle = yield* dispatcher.attach(fast)
+      slowHandle.receive(chatFrame("blocked", { content: "wait" }))
+      fastHandle.receive(chatFrame("quick"))
+      yield* settle
+      expect(acks(fast.packets())).toHaveLength(1)
+      expect(slow.frames).toHaveLength(0)
+      yield* Deferred.succeed(gate, undefined)
+      yield* settle
+      expect(acks(slow.packets())).toHaveLength(1)
+    }).pipe(
+      withCore({
+        logic: {
+          sendMessage: (chat) =>
+            Effect.as(chat.content === "wait" ? Deferred.await(gate) : Effect.void, { msgId: 1n, seqId: 1n })
+        }
+      })
+    )
+  })
+
+  it.scoped("closes with 1007 on a frame that is not a WsPacket", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      handle.receive(new Uint8Array([0x0a, 0xff, 0xff, 0xff]))
+      expect(conn.closes[0]?.code).toBe(CloseCodes.InvalidPayload)
+    }).pipe(withCore({})))
+
+  it.scoped("answers an unknown payload with an error ack when it has a seq, else closes 1003", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      // seq "u1" plus field 20 (unknown to the contract)
+      handle.receive(new Uint8Array([0x0a, 0x02, 0x75, 0x31, 0xa2, 0x01, 0x00]))
+      expect(acks(conn.packets())[0]).toMatchObject({ refSeq: "u1", error: "unknown packet type" })
+      handle.receive(new Uint8Array([0xa2, 0x01, 0x00]))
+      expect(conn.closes[0]?.code).toBe(CloseCodes.UnsupportedData)
+    }).pipe(withCore({})))
+
+  it.scoped("records client delivery acks", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      handle.receive(
+        WsPacket.encode({
+          seq: "",
+          payload: { $case: "ack", value: { refSeq: "123456789012345", msgId: 0n, seqId: 0n, sessionId: "", error: "" } }
+        }).finish()
+      )
+      yield* settle
+      expect(handle.stats.deliveriesConfirmed).toBe(1)
+      expect(handle.stats.lastConfirmedMsgId).toBe(123456789012345n)
+      expect(conn.frames).toHaveLength(0)
+    }).pipe(withCore({})))
+
+  it.scoped("refuses frames beyond the pending limit with an error ack", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      for (let i = 0; i < 6; i++) handle.receive(chatFrame(`f${i}`))
+      const refused = acks(conn.packets()).filter((a) => a.error === "too many pending frames")
+      expect(refused.length).toBeGreaterThanOrEqual(3)
+    }).pipe(withCore({ dispatcher: { maxPendingFrames: 2 }, logic: { sendMessage: () => Effect.never } })))
+
+  it.scoped("rate-limits chat frames per connection and disconnects persistent abuse", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      for (let i = 0; i < 4; i++) handle.receive(chatFrame(`r${i}`))
+      yield* settle
+      expect(acks(conn.packets()).filter((a) => a.error.startsWith("rate limited"))).toHaveLength(2)
+      expect(conn.closes).toHaveLength(0)
+      for (let i = 0; i < 3; i++) handle.receive(chatFrame(`x${i}`))
+      expect(conn.closes[0]?.code).toBe(CloseCodes.RateLimited)
+    }).pipe(
+      withCore({
+        dispatcher: { messagesPerSecond: 1, messageBurst: 2, maxRateViolations: 5 },
+        logic: { sendMessage: () => Effect.succeed({ msgId: 1n, seqId: 1n }) }
+      })
+    ))
+
+  it.effect("registers devices in the hub and announces presence for the first and last only", () => {
+    const batches: Array<PresenceBatch> = []
+    return Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const hub = yield* ConnectionHub
+      const presence = yield* PresenceBatcher
+      const phoneScope = yield* Scope.make()
+      const laptopScope = yield* Scope.make()
+      yield* Scope.extend(dispatcher.attach(fakeConnection("alice")), phoneScope)
+      yield* Scope.extend(dispatcher.attach(fakeConnection("alice")), laptopScope)
+      expect(hub.connectionsOf("alice")?.size).toBe(2)
+      yield* Scope.close(phoneScope, Exit.void)
+      expect(hub.connectionsOf("alice")?.size).toBe(1)
+      yield* settle
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      yield* Scope.close(laptopScope, Exit.void)
+      yield* settle
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      expect(hub.connectionsOf("alice")).toBeUndefined()
+      expect(batches.flatMap((b) => b.onlineBatch.map((u) => u.username))).toEqual(["alice"])
+      expect(batches.flatMap((b) => b.offlineBatch.map((u) => u.username))).toEqual(["alice"])
+      expect(yield* presence.backlog).toBe(0)
+    }).pipe(withCore({ logic: { syncStatus: (batch) => Effect.sync(() => void batches.push(batch)) } }))
+  })
+
+  it.scoped("closes a connection with 4001 when its token expires", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice", { expiresAt: 60_000 })
+      yield* dispatcher.attach(conn)
+      yield* TestClock.adjust("59 seconds")
+      expect(conn.closes).toHaveLength(0)
+      yield* TestClock.adjust("1 second")
+      yield* settle
+      expect(conn.closes[0]).toEqual({ code: CloseCodes.TokenExpired, reason: "token expired" })
+    }).pipe(withCore({})))
+
+  it.scoped("drain answers chats already taken and refuses new frames", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      handle.receive(chatFrame("pending-1"))
+      handle.receive(chatFrame("pending-2"))
+      const draining = yield* Effect.fork(handle.drain("5 seconds"))
+      yield* Effect.yieldNow()
+      handle.receive(chatFrame("late"))
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(draining)
+      expect(acks(conn.packets()).map((a) => a.refSeq)).toEqual(["pending-1", "pending-2"])
+    }).pipe(
+      withCore({ logic: { sendMessage: () => Effect.as(Effect.sleep("100 millis"), { msgId: 1n, seqId: 1n }) } })
+    ))
+})
+
+void Layer

@@ -1,0 +1,160 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Layer, Schedule, TestClock } from "effect"
+import { ConnectionHub } from "../../src/application/ConnectionHub.js"
+import { GatewayIdentity } from "../../src/application/ports/GatewayIdentity.js"
+import { Logic } from "../../src/application/ports/Logic.js"
+import { PresenceBatcher } from "../../src/application/PresenceBatcher.js"
+import type { PresenceBatch } from "../../src/domain/Model.js"
+import { logicError } from "../../src/domain/Errors.js"
+import { fakeConnection } from "../support/core.js"
+
+const settle = Effect.repeatN(Effect.yieldNow(), 50)
+
+const harness = (options: { batchSize?: number; failFirst?: number } = {}) => {
+  const batches: Array<PresenceBatch> = []
+  let calls = 0
+  const logic = Logic.layerTest({
+    syncStatus: (batch) =>
+      Effect.suspend(() => {
+        calls++
+        if (calls <= (options.failFirst ?? 0)) return Effect.fail(logicError("unavailable", "logic down"))
+        batches.push(batch)
+        return Effect.void
+      })
+  })
+  const layer = PresenceBatcher.layer({
+    batchSize: options.batchSize ?? 50,
+    flushInterval: "100 millis",
+    retry: Schedule.exponential("100 millis")
+  }).pipe(
+    Layer.provideMerge(Layer.mergeAll(logic, GatewayIdentity.layer("gateway-service-007"), ConnectionHub.layer))
+  )
+  return { batches, layer, calls: () => calls }
+}
+
+const usernames = (batches: ReadonlyArray<PresenceBatch>) => batches.flatMap((b) => b.onlineBatch.map((u) => u.username))
+
+describe("PresenceBatcher", () => {
+  it.effect("sends nothing before the flush interval, then one folded batch", () => {
+    const h = harness()
+    return Effect.gen(function*() {
+      const presence = yield* PresenceBatcher
+      presence.online("alice", "10.0.0.1")
+      presence.online("bob", "10.0.0.2")
+      presence.offline("carol")
+      yield* settle
+      yield* TestClock.adjust("50 millis")
+      expect(h.batches).toHaveLength(0)
+      yield* TestClock.adjust("60 millis")
+      yield* settle
+      expect(h.batches).toHaveLength(1)
+      const [batch] = h.batches
+      expect(batch!.gatewayId).toBe("gateway-service-007")
+      expect(batch!.seqId).toBe(1n)
+      expect(batch!.onlineBatch.map((u) => [u.username, u.remoteIp])).toEqual([["alice", "10.0.0.1"], ["bob", "10.0.0.2"]])
+      expect(batch!.offlineBatch.map((u) => u.username)).toEqual(["carol"])
+    }).pipe(Effect.provide(h.layer))
+  })
+
+  it.effect("sends at once when batch_size events are waiting", () => {
+    const h = harness({ batchSize: 3 })
+    return Effect.gen(function*() {
+      const presence = yield* PresenceBatcher
+      presence.online("a", "ip")
+      yield* settle
+      presence.online("b", "ip")
+      presence.online("c", "ip")
+      yield* settle
+      expect(h.batches).toHaveLength(1)
+      expect(usernames(h.batches)).toEqual(["a", "b", "c"])
+    }).pipe(Effect.provide(h.layer))
+  })
+
+  it.effect("numbers batches with an increasing seq_id", () => {
+    const h = harness({ batchSize: 2 })
+    return Effect.gen(function*() {
+      const presence = yield* PresenceBatcher
+      for (const name of ["a", "b", "c", "d", "e"]) presence.online(name, "ip")
+      yield* settle
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      expect(h.batches.map((b) => b.seqId)).toEqual([1n, 2n, 3n])
+      expect(usernames(h.batches)).toEqual(["a", "b", "c", "d", "e"])
+    }).pipe(Effect.provide(h.layer))
+  })
+
+  it.effect("retries a failed SyncStatus with backoff and loses nothing", () => {
+    const h = harness({ failFirst: 2 })
+    return Effect.gen(function*() {
+      const presence = yield* PresenceBatcher
+      presence.online("alice", "ip")
+      yield* settle
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      expect(h.calls()).toBe(1)
+      expect(h.batches).toHaveLength(0)
+      presence.offline("bob")
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      expect(h.calls()).toBe(2)
+      yield* TestClock.adjust("200 millis")
+      yield* settle
+      expect(h.batches[0]!.onlineBatch.map((u) => u.username)).toEqual(["alice"])
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      expect(h.batches.flatMap((b) => b.offlineBatch.map((u) => u.username))).toContain("bob")
+      const backlog = yield* presence.backlog
+      expect(backlog).toBe(0)
+    }).pipe(Effect.provide(h.layer))
+  })
+
+  it.effect("re-announces connected users after Logic comes back", () => {
+    const h = harness({ failFirst: 1 })
+    return Effect.gen(function*() {
+      const hub = yield* ConnectionHub
+      const presence = yield* PresenceBatcher
+      hub.add(fakeConnection("dave", { remoteAddress: "10.1.1.1" }))
+      presence.offline("erin")
+      yield* settle
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      expect(h.batches[0]!.offlineBatch.map((u) => u.username)).toEqual(["erin"])
+      expect(h.batches[1]!.onlineBatch).toEqual([expect.objectContaining({ username: "dave", remoteIp: "10.1.1.1" })])
+    }).pipe(Effect.provide(h.layer))
+  })
+
+  it.effect("flushes queued events on shutdown", () => {
+    const h = harness()
+    return Effect.gen(function*() {
+      yield* Effect.gen(function*() {
+        const presence = yield* PresenceBatcher
+        presence.online("alice", "ip")
+        presence.offline("bob")
+        yield* settle
+      }).pipe(Effect.provide(h.layer))
+      expect(h.batches).toHaveLength(1)
+      expect(usernames(h.batches)).toEqual(["alice"])
+      expect(h.batches[0]!.offlineBatch.map((u) => u.username)).toEqual(["bob"])
+    })
+  })
+
+  it.effect("batches a burst of 5,000 connects into batch_size batches without losing any", () => {
+    const h = harness({ batchSize: 50 })
+    return Effect.gen(function*() {
+      const presence = yield* PresenceBatcher
+      for (let i = 0; i < 5000; i++) presence.online(`user-${i}`, "ip")
+      for (let round = 0; round < 120 && usernames(h.batches).length < 5000; round++) {
+        yield* settle
+        yield* TestClock.adjust("100 millis")
+      }
+      const seen = usernames(h.batches)
+      expect(new Set(seen).size).toBe(5000)
+      expect(h.batches.length).toBe(100)
+      expect(h.batches.every((b) => b.onlineBatch.length <= 50)).toBe(true)
+    }).pipe(Effect.provide(h.layer))
+  })
+})

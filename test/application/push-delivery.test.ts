@@ -1,0 +1,108 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { ConnectionHub } from "../../src/application/ConnectionHub.js"
+import { PushDelivery } from "../../src/application/PushDelivery.js"
+import type { PushMessage } from "../../src/domain/Model.js"
+import { coreLayer, fakeConnection, recordingMetrics } from "../support/core.js"
+
+const message: PushMessage = {
+  msgId: 7318624519394279425n,
+  seqId: 3n,
+  sessionId: "single:a:b",
+  fromUsername: "a",
+  toUsername: "b",
+  content: "hi",
+  type: "text",
+  timestamp: 1700000000n,
+  sessionMeta: { name: "a", type: 1 }
+}
+
+describe("PushDelivery", () => {
+  it.effect("writes the same encoded bytes to every device of every target", () =>
+    Effect.gen(function*() {
+      const hub = yield* ConnectionHub
+      const push = yield* PushDelivery
+      const b1 = fakeConnection("b")
+      const b2 = fakeConnection("b")
+      const c = fakeConnection("c")
+      for (const conn of [b1, b2, c]) hub.add(conn)
+      const report = yield* push.deliver(["b", "c"], message)
+      expect(report).toEqual({ failedUsernames: [], delivered: 3 })
+      expect(b1.frames[0]).toBe(b2.frames[0])
+      expect(b1.frames[0]).toBe(c.frames[0])
+      const packet = b1.packets()[0]!
+      expect(packet.payload).toEqual({ $case: "push", value: message })
+    }).pipe(Effect.provide(coreLayer())))
+
+  it.effect("reports users with no connection here", () =>
+    Effect.gen(function*() {
+      const hub = yield* ConnectionHub
+      const push = yield* PushDelivery
+      hub.add(fakeConnection("b"))
+      const report = yield* push.deliver(["b", "ghost", "nobody"], message)
+      expect(report.failedUsernames).toEqual(["ghost", "nobody"])
+      expect(report.delivered).toBe(1)
+    }).pipe(Effect.provide(coreLayer())))
+
+  it.effect("a user whose every write fails is failed; one good device is enough", () =>
+    Effect.gen(function*() {
+      const hub = yield* ConnectionHub
+      const push = yield* PushDelivery
+      const stuck = fakeConnection("b")
+      stuck.accept = false
+      const c1 = fakeConnection("c")
+      c1.accept = false
+      const c2 = fakeConnection("c")
+      for (const conn of [stuck, c1, c2]) hub.add(conn)
+      const report = yield* push.deliver(["b", "c"], message)
+      expect(report.failedUsernames).toEqual(["b"])
+      expect(c2.frames).toHaveLength(1)
+    }).pipe(Effect.provide(coreLayer())))
+
+  it.effect("skips the excluded sending connection but reaches the sender's other devices", () =>
+    Effect.gen(function*() {
+      const hub = yield* ConnectionHub
+      const push = yield* PushDelivery
+      const sending = fakeConnection("a")
+      const otherDevice = fakeConnection("a")
+      hub.add(sending)
+      hub.add(otherDevice)
+      const report = yield* push.deliver(["a"], message, { excludeConnectionId: sending.info.id })
+      expect(sending.frames).toHaveLength(0)
+      expect(otherDevice.frames).toHaveLength(1)
+      expect(report.failedUsernames).toEqual([])
+    }).pipe(Effect.provide(coreLayer())))
+
+  it.effect("a sender whose only device is the excluded one is not reported failed", () =>
+    Effect.gen(function*() {
+      const hub = yield* ConnectionHub
+      const push = yield* PushDelivery
+      const sending = fakeConnection("a")
+      hub.add(sending)
+      const report = yield* push.deliver(["a"], message, { excludeConnectionId: sending.info.id })
+      expect(report).toEqual({ failedUsernames: [], delivered: 0 })
+    }).pipe(Effect.provide(coreLayer())))
+
+  it.effect("duplicate targets are delivered once", () =>
+    Effect.gen(function*() {
+      const hub = yield* ConnectionHub
+      const push = yield* PushDelivery
+      const b = fakeConnection("b")
+      hub.add(b)
+      yield* push.deliver(["b", "b", "b"], message)
+      expect(b.frames).toHaveLength(1)
+    }).pipe(Effect.provide(coreLayer())))
+
+  it.effect("counts sent frames, failed users and latency", () => {
+    const recorder = recordingMetrics()
+    return Effect.gen(function*() {
+      const hub = yield* ConnectionHub
+      const push = yield* PushDelivery
+      hub.add(fakeConnection("b"))
+      yield* push.deliver(["b", "ghost"], message)
+      expect(recorder.events.find((e) => e.name === "messagesSent")?.args).toEqual([1])
+      expect(recorder.events.find((e) => e.name === "pushFailed")?.args).toEqual([1])
+      expect(recorder.count("pushDuration")).toBe(1)
+    }).pipe(Effect.provide(coreLayer({ metrics: recorder.layer })))
+  })
+})

@@ -1,0 +1,46 @@
+import { describe, expect, it } from "@effect/vitest"
+import { newBucket, tryTake } from "../../src/domain/RateLimit.js"
+import { readClaims } from "../../src/domain/Token.js"
+
+const b64url = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url")
+const jwt = (claims: object) => `${b64url({ alg: "HS256", typ: "JWT" })}.${b64url(claims)}.sig`
+
+describe("readClaims", () => {
+  it("reads sub and exp (as milliseconds)", () => {
+    expect(readClaims(jwt({ sub: "alice", exp: 1700000000 }))).toEqual({ sub: "alice", expiresAt: 1700000000000 })
+  })
+
+  it("returns undefined for anything that is not a JWT", () => {
+    expect(readClaims("not-a-token")).toBeUndefined()
+    expect(readClaims("a.%%%.c")).toBeUndefined()
+    expect(readClaims(`x.${Buffer.from("[1]").toString("base64url")}.y`)?.sub).toBeUndefined()
+  })
+
+  it("tolerates tokens without exp", () => {
+    expect(readClaims(jwt({ sub: "bob" }))).toEqual({ sub: "bob", expiresAt: undefined })
+  })
+})
+
+describe("token bucket", () => {
+  it("allows the burst then refuses", () => {
+    const bucket = newBucket(3, 0)
+    expect([1, 2, 3, 4].map(() => tryTake(bucket, 1, 3, 0))).toEqual([true, true, true, false])
+  })
+
+  it("refills with time at the given rate, capped at the burst", () => {
+    const bucket = newBucket(2, 0)
+    tryTake(bucket, 10, 2, 0)
+    tryTake(bucket, 10, 2, 0)
+    expect(tryTake(bucket, 10, 2, 50)).toBe(false)
+    expect(tryTake(bucket, 10, 2, 150)).toBe(true)
+    expect(tryTake(bucket, 10, 2, 100_000)).toBe(true)
+    expect(tryTake(bucket, 10, 2, 100_000)).toBe(true)
+    expect(tryTake(bucket, 10, 2, 100_000)).toBe(false)
+  })
+
+  it("does not gain tokens when the clock goes back", () => {
+    const bucket = newBucket(1, 1000)
+    expect(tryTake(bucket, 1, 1, 1000)).toBe(true)
+    expect(tryTake(bucket, 1, 1, 500)).toBe(false)
+  })
+})
