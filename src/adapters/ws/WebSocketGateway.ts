@@ -186,7 +186,9 @@ export const layer = (options: WebSocketOptions) =>
             send: (frame) => {
               if (ws.readyState !== WebSocket.OPEN) return false
               if (ws.bufferedAmount > options.sendBufferLimit) {
-                closeClient(client, CloseCodes.SlowConsumer, "slow consumer: send buffer full")
+                // A client that does not read cannot take a close frame either: cut it off.
+                metrics.connectionRejected("slow_consumer")
+                ws.terminate()
                 return false
               }
               ws.send(frame)
