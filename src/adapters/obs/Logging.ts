@@ -1,0 +1,63 @@
+import { Context, FiberRef, FiberRefs, HashMap, Layer, Logger, LogLevel, Option, Tracer } from "effect"
+
+export type LogFormat = "json" | "pretty"
+
+export interface LoggingOptions {
+  /** `json`: one JSON object per line (production); `pretty`: Effect's human-readable logger. */
+  readonly format: LogFormat
+  /** debug | info | warn | error (case-insensitive); anything else means info. */
+  readonly level: string
+  /** Where JSON lines go; defaults to stdout. Ignored by the pretty format, which writes to the console. */
+  readonly write?: (line: string) => void
+}
+
+export const parseLogLevel = (level: string): LogLevel.LogLevel => {
+  switch (level.trim().toLowerCase()) {
+    case "trace":
+      return LogLevel.Trace
+    case "debug":
+      return LogLevel.Debug
+    case "warn":
+    case "warning":
+      return LogLevel.Warning
+    case "error":
+      return LogLevel.Error
+    case "fatal":
+      return LogLevel.Fatal
+    default:
+      return LogLevel.Info
+  }
+}
+
+/** Adds `traceId` and `spanId` annotations whenever the log call runs inside a span. */
+export const withTraceIds = <Message, Output>(self: Logger.Logger<Message, Output>): Logger.Logger<Message, Output> =>
+  Logger.mapInputOptions(self, (options) => {
+    const span = Context.getOption(FiberRefs.getOrDefault(options.context, FiberRef.currentContext), Tracer.ParentSpan)
+    if (Option.isNone(span)) return options
+    return {
+      ...options,
+      annotations: HashMap.set(
+        HashMap.set(options.annotations, "traceId", span.value.traceId as unknown),
+        "spanId",
+        span.value.spanId as unknown
+      )
+    }
+  })
+
+const writeStdout = (line: string): void => {
+  process.stdout.write(line + "\n")
+}
+
+export const makeLogger = (format: LogFormat, write: (line: string) => void = writeStdout): Logger.Logger<unknown, void> =>
+  withTraceIds(
+    format === "json"
+      ? Logger.map(Logger.jsonLogger, write)
+      : Logger.prettyLogger()
+  )
+
+/** Replaces Effect's default logger and sets the minimum level for everything under this Layer. */
+export const layerLogger = (options: LoggingOptions): Layer.Layer<never> =>
+  Layer.merge(
+    Logger.replace(Logger.defaultLogger, makeLogger(options.format, options.write)),
+    Logger.minimumLogLevel(parseLogLevel(options.level))
+  )

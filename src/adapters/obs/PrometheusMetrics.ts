@@ -1,0 +1,278 @@
+import { Context, Data, Effect, Layer } from "effect"
+import * as Http from "node:http"
+import type { AddressInfo } from "node:net"
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client"
+import { Metrics, type MetricsShape } from "../../application/ports/Metrics.js"
+
+export interface PrometheusOptions {
+  readonly port: number
+  readonly path: string
+  readonly host?: string
+}
+
+/** Where the scrape endpoint actually listens (the bound port when `port` was 0). */
+export class MetricsEndpoint extends Context.Tag("resonance/MetricsEndpoint")<
+  MetricsEndpoint,
+  { readonly host: string; readonly port: number; readonly path: string; readonly registry: Registry }
+>() {}
+
+export class MetricsServerError extends Data.TaggedError("MetricsServerError")<{
+  readonly reason: "Listen"
+  readonly message: string
+  readonly cause: unknown
+}> {}
+
+// Pushes are in-process writes, usually well under a millisecond.
+const pushBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
+
+interface CodeChildren {
+  readonly requests: Counter.Internal
+  readonly errors: Counter.Internal | undefined
+  readonly duration: Histogram.Internal<string>
+}
+
+interface KeyChildren<C> {
+  readonly duration: Histogram.Internal<string>
+  readonly byCode: Map<C, CodeChildren>
+}
+
+/**
+ * Builds the gateway's metrics on `registry` and returns the hot-path recorder.
+ * Label children are created once per label value and cached, so a call is a Map lookup and an add;
+ * `route` and `method` must therefore come from a bounded set (route templates, not raw paths).
+ */
+export const makePrometheusMetrics = (registry: Registry): { readonly metrics: MetricsShape; readonly registry: Registry } => {
+  const registers = [registry]
+  collectDefaultMetrics({ register: registry })
+
+  const connectionsActive = new Gauge({
+    name: "gateway_websocket_connections_active",
+    help: "WebSocket connections currently open",
+    registers
+  })
+  const connectionsTotal = new Counter({
+    name: "gateway_websocket_connections_total",
+    help: "WebSocket connections accepted since start",
+    registers
+  })
+  const connectionsRejected = new Counter({
+    name: "gateway_websocket_connections_rejected_total",
+    help: "WebSocket upgrades refused, by reason",
+    labelNames: ["reason"] as const,
+    registers
+  })
+  const pulses = new Counter({
+    name: "gateway_messages_pulse_total",
+    help: "Application-level pulse frames received",
+    registers
+  })
+  const received = new Counter({
+    name: "gateway_messages_received_total",
+    help: "Frames received from clients",
+    registers
+  })
+  const sent = new Counter({
+    name: "gateway_messages_sent_total",
+    help: "Frames written to clients",
+    registers
+  })
+  const pushFailed = new Counter({
+    name: "gateway_push_failed_total",
+    help: "Push recipients that could not be reached",
+    registers
+  })
+  const pushDuration = new Histogram({
+    name: "gateway_push_duration_seconds",
+    help: "Time to deliver one push to its recipients",
+    buckets: pushBuckets,
+    registers
+  })
+  const httpRequests = new Counter({
+    name: "gateway_http_requests_total",
+    help: "HTTP requests served, by route and status code",
+    labelNames: ["route", "code"] as const,
+    registers
+  })
+  const httpErrors = new Counter({
+    name: "gateway_http_errors_total",
+    help: "HTTP requests answered with a status code of 400 or more",
+    labelNames: ["route", "code"] as const,
+    registers
+  })
+  const httpDuration = new Histogram({
+    name: "gateway_http_request_duration_seconds",
+    help: "HTTP request duration, by route",
+    labelNames: ["route"] as const,
+    registers
+  })
+  const grpcRequests = new Counter({
+    name: "gateway_grpc_requests_total",
+    help: "gRPC calls served, by method and status code",
+    labelNames: ["method", "code"] as const,
+    registers
+  })
+  const grpcErrors = new Counter({
+    name: "gateway_grpc_errors_total",
+    help: "gRPC calls that ended with a status other than OK",
+    labelNames: ["method", "code"] as const,
+    registers
+  })
+  const grpcDuration = new Histogram({
+    name: "gateway_grpc_request_duration_seconds",
+    help: "gRPC call duration, by method",
+    labelNames: ["method"] as const,
+    registers
+  })
+
+  const rejectedByReason = new Map<string, Counter.Internal>()
+  const httpByRoute = new Map<string, KeyChildren<number>>()
+  const grpcByMethod = new Map<string, KeyChildren<string>>()
+
+  const httpChildren = (route: string, code: number): CodeChildren => {
+    let entry = httpByRoute.get(route)
+    if (entry === undefined) {
+      entry = { duration: httpDuration.labels(route), byCode: new Map() }
+      httpByRoute.set(route, entry)
+    }
+    let children = entry.byCode.get(code)
+    if (children === undefined) {
+      const label = String(code)
+      children = {
+        requests: httpRequests.labels(route, label),
+        errors: code >= 400 ? httpErrors.labels(route, label) : undefined,
+        duration: entry.duration
+      }
+      entry.byCode.set(code, children)
+    }
+    return children
+  }
+
+  const grpcChildren = (method: string, code: string): CodeChildren => {
+    let entry = grpcByMethod.get(method)
+    if (entry === undefined) {
+      entry = { duration: grpcDuration.labels(method), byCode: new Map() }
+      grpcByMethod.set(method, entry)
+    }
+    let children = entry.byCode.get(code)
+    if (children === undefined) {
+      children = {
+        requests: grpcRequests.labels(method, code),
+        errors: isGrpcOk(code) ? undefined : grpcErrors.labels(method, code),
+        duration: entry.duration
+      }
+      entry.byCode.set(code, children)
+    }
+    return children
+  }
+
+  // prom-client throws on negative or non-finite values; a metric call must never break the caller.
+  const metrics: MetricsShape = {
+    connectionOpened: () => {
+      connectionsActive.inc()
+      connectionsTotal.inc()
+    },
+    connectionClosed: () => connectionsActive.dec(),
+    connectionRejected: (reason) => {
+      let child = rejectedByReason.get(reason)
+      if (child === undefined) {
+        child = connectionsRejected.labels(reason)
+        rejectedByReason.set(reason, child)
+      }
+      child.inc()
+    },
+    pulse: () => pulses.inc(),
+    messageReceived: () => received.inc(),
+    messagesSent: (frames) => {
+      if (frames > 0 && Number.isFinite(frames)) sent.inc(frames)
+    },
+    pushFailed: (users) => {
+      if (users > 0 && Number.isFinite(users)) pushFailed.inc(users)
+    },
+    pushDuration: (seconds) => {
+      if (Number.isFinite(seconds)) pushDuration.observe(seconds)
+    },
+    httpRequest: (route, code, seconds) => {
+      const children = httpChildren(route, code)
+      children.requests.inc()
+      if (children.errors !== undefined) children.errors.inc()
+      if (Number.isFinite(seconds)) children.duration.observe(seconds)
+    },
+    grpcRequest: (method, code, seconds) => {
+      const children = grpcChildren(method, code)
+      children.requests.inc()
+      if (children.errors !== undefined) children.errors.inc()
+      if (Number.isFinite(seconds)) children.duration.observe(seconds)
+    }
+  }
+  return { metrics, registry }
+}
+
+const isGrpcOk = (code: string): boolean => code === "OK" || code === "0"
+
+const stripQuery = (url: string): string => {
+  const q = url.indexOf("?")
+  return q === -1 ? url : url.slice(0, q)
+}
+
+/** Serves `registry` at `path` on its own small HTTP server for the lifetime of the scope; 404 elsewhere. */
+export const serveMetrics = (registry: Registry, options: PrometheusOptions) =>
+  Effect.acquireRelease(
+    Effect.async<Http.Server, MetricsServerError>((resume) => {
+      const server = Http.createServer((req, res) => {
+        if (stripQuery(req.url ?? "/") !== options.path) {
+          res.writeHead(404, { "content-type": "text/plain; charset=utf-8" }).end("not found\n")
+          return
+        }
+        if (req.method !== "GET" && req.method !== "HEAD") {
+          res.writeHead(405, { allow: "GET, HEAD" }).end()
+          return
+        }
+        registry.metrics().then(
+          (body) => {
+            res.writeHead(200, { "content-type": registry.contentType })
+            res.end(req.method === "HEAD" ? undefined : body)
+          },
+          (error: unknown) => {
+            res.writeHead(500, { "content-type": "text/plain; charset=utf-8" }).end(String(error))
+          }
+        )
+      })
+      server.keepAliveTimeout = 5_000
+      const onError = (error: Error) =>
+        resume(Effect.fail(new MetricsServerError({ reason: "Listen", message: error.message, cause: error })))
+      server.once("error", onError)
+      server.listen(options.port, options.host ?? "0.0.0.0", () => {
+        server.off("error", onError)
+        resume(Effect.succeed(server))
+      })
+      return Effect.sync(() => server.close())
+    }),
+    (server) =>
+      Effect.async<void>((resume) => {
+        server.close(() => resume(Effect.void))
+        server.closeAllConnections()
+      })
+  ).pipe(
+    Effect.map((server) => ({
+      host: options.host ?? "0.0.0.0",
+      port: (server.address() as AddressInfo).port,
+      path: options.path,
+      registry
+    }))
+  )
+
+/**
+ * The Prometheus `Metrics` adapter: its own `Registry` (so several can coexist), Node process
+ * metrics, and a scrape endpoint at `http://<host>:<port><path>` closed when the Layer is released.
+ */
+export const layerPrometheus = (
+  options: PrometheusOptions
+): Layer.Layer<Metrics | MetricsEndpoint, MetricsServerError> =>
+  Layer.scopedContext(
+    Effect.gen(function*() {
+      const { metrics, registry } = makePrometheusMetrics(new Registry())
+      const endpoint = yield* serveMetrics(registry, options)
+      yield* Effect.logInfo(`metrics served at http://${endpoint.host}:${endpoint.port}${endpoint.path}`)
+      return Context.make(Metrics, metrics).pipe(Context.add(MetricsEndpoint, endpoint))
+    })
+  )
