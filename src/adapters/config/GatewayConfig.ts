@@ -1,0 +1,288 @@
+import { Config, ConfigError, ConfigProvider, Duration, Effect, Either, Option } from "effect"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+import { parse as parseYaml } from "yaml"
+
+export interface GatewayConfig {
+  /** Deployment environment; selects `gateway.<env>.yaml`. */
+  readonly env: string
+  readonly service: {
+    readonly name: string
+    readonly version: string
+    readonly host: string
+    /** Host other services use to reach this process (etcd registration). */
+    readonly advertiseHost: string
+    readonly httpPort: number
+    readonly grpcPort: number
+  }
+  readonly logicServiceName: string
+  readonly ws: {
+    readonly path: string
+    readonly maxMessageSize: number
+    readonly pingInterval: Duration.Duration
+    readonly pongTimeout: Duration.Duration
+    readonly sendBufferLimit: number
+    readonly compression: { readonly enabled: boolean; readonly threshold: number; readonly concurrencyLimit: number }
+  }
+  readonly observability: {
+    readonly trace: { readonly enabled: boolean; readonly endpoint: string; readonly sampler: number }
+    readonly metrics: { readonly enabled: boolean; readonly port: number; readonly path: string }
+  }
+  readonly log: { readonly format: "json" | "pretty"; readonly level: string }
+  readonly statusBatcher: { readonly batchSize: number; readonly flushInterval: Duration.Duration }
+  readonly etcd: { readonly endpoints: ReadonlyArray<string> }
+  readonly registry: { readonly namespace: string; readonly defaultTtl: Duration.Duration }
+  readonly embedded: { readonly databasePath: string }
+  readonly auth: { readonly secretKey: string | undefined; readonly tokenTtl: Duration.Duration }
+  readonly logic: { readonly timeout: Duration.Duration; readonly retries: number }
+  readonly limits: {
+    readonly maxConnections: number
+    readonly maxConnectionsPerIp: number
+    readonly maxDevicesPerUser: number
+    readonly messagesPerSecond: number
+    readonly messageBurst: number
+    readonly authPerIpPerMinute: number
+    readonly sessionPerUserPerSecond: number
+  }
+  readonly security: {
+    readonly ipAllow: ReadonlyArray<string>
+    readonly ipDeny: ReadonlyArray<string>
+    readonly trustedProxies: ReadonlyArray<string>
+    readonly corsOrigins: ReadonlyArray<string>
+  }
+  readonly shutdown: { readonly drainSeconds: number; readonly timeoutSeconds: number }
+}
+
+const goDurationPart = /([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)/g
+const unitMillis: Record<string, number> = { ns: 1e-6, us: 1e-3, "µs": 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+
+/** Go-style durations as in the Go gateway's YAML ("30s", "100ms", "1m30s"); a bare number is seconds. */
+export const parseDuration = (text: string): Either.Either<Duration.Duration, string> => {
+  const trimmed = text.trim()
+  if (/^[0-9]*\.?[0-9]+$/.test(trimmed)) return Either.right(Duration.seconds(Number(trimmed)))
+  let total = 0
+  let consumed = 0
+  for (const match of trimmed.matchAll(goDurationPart)) {
+    total += Number(match[1]) * unitMillis[match[2]!]!
+    consumed += match[0].length
+  }
+  if (consumed === 0 || consumed !== trimmed.length) {
+    const decoded = Duration.decodeUnknown(trimmed)
+    return Option.match(decoded, {
+      onNone: () => Either.left(`invalid duration "${text}" (use e.g. 30s, 100ms, 1m)`),
+      onSome: Either.right
+    })
+  }
+  return Either.right(Duration.millis(total))
+}
+
+const duration = (name: string, fallback: string) =>
+  Config.string(name).pipe(
+    Config.mapOrFail((text) =>
+      Either.mapLeft(parseDuration(text), (message) => ConfigErrorInvalid([name], message))
+    ),
+    Config.withDefault(Either.getOrThrow(parseDuration(fallback)))
+  )
+
+const ConfigErrorInvalid = (path: Array<string>, message: string) => ConfigError.InvalidData(path, message)
+
+const int = (name: string, fallback: number) => Config.integer(name).pipe(Config.withDefault(fallback))
+const num = (name: string, fallback: number) => Config.number(name).pipe(Config.withDefault(fallback))
+const str = (name: string, fallback: string) => Config.string(name).pipe(Config.withDefault(fallback))
+const bool = (name: string, fallback: boolean) => Config.boolean(name).pipe(Config.withDefault(fallback))
+const list = (name: string, fallback: ReadonlyArray<string> = []) =>
+  Config.array(Config.string(), name).pipe(
+    Config.map((items) => items.map((item) => item.trim()).filter((item) => item !== "")),
+    Config.withDefault(fallback as Array<string>)
+  )
+
+export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
+  env: str("env", "development"),
+  service: Config.nested(
+    Config.all({
+      name: str("name", "gateway-service"),
+      version: str("version", "0.1.0"),
+      host: str("host", "0.0.0.0"),
+      advertiseHost: str("advertise_host", "127.0.0.1"),
+      httpPort: int("http_port", 8080),
+      grpcPort: int("grpc_port", 15091)
+    }),
+    "service"
+  ),
+  logicServiceName: str("logic_service_name", "logic-service"),
+  ws: Config.nested(
+    Config.all({
+      path: str("path", "/ws"),
+      maxMessageSize: int("max_message_size", 1024 * 1024),
+      pingInterval: duration("ping_interval", "30s"),
+      pongTimeout: duration("pong_timeout", "60s"),
+      sendBufferLimit: int("send_buffer_limit", 4 * 1024 * 1024),
+      compression: Config.nested(
+        Config.all({
+          enabled: bool("enabled", false),
+          threshold: int("threshold", 1024),
+          concurrencyLimit: int("concurrency_limit", 4)
+        }),
+        "compression"
+      )
+    }),
+    "ws_config"
+  ),
+  observability: Config.nested(
+    Config.all({
+      trace: Config.nested(
+        Config.all({
+          enabled: Config.all({ enabled: bool("enabled", true), disable: bool("disable", false) }).pipe(
+            Config.map(({ disable, enabled }) => enabled && !disable)
+          ),
+          endpoint: str("endpoint", ""),
+          sampler: num("sampler", 1)
+        }),
+        "trace"
+      ),
+      metrics: Config.nested(
+        Config.all({ enabled: bool("enabled", true), port: int("port", 9092), path: str("path", "/metrics") }),
+        "metrics"
+      )
+    }),
+    "observability"
+  ),
+  log: Config.nested(
+    Config.all({
+      format: Config.literal("json", "pretty")("format").pipe(Config.withDefault("json" as const)),
+      level: str("level", "info")
+    }),
+    "log"
+  ),
+  statusBatcher: Config.nested(
+    Config.all({ batchSize: int("batch_size", 50), flushInterval: duration("flush_interval", "100ms") }),
+    "status_batcher"
+  ),
+  etcd: Config.nested(Config.all({ endpoints: list("endpoints") }), "etcd"),
+  registry: Config.nested(
+    Config.all({ namespace: str("namespace", "/resonance/services"), defaultTtl: duration("default_ttl", "30s") }),
+    "registry"
+  ),
+  embedded: Config.nested(Config.all({ databasePath: str("database_path", "./data/resonance.db") }), "embedded"),
+  auth: Config.nested(
+    Config.all({
+      secretKey: Config.option(Config.string("secret_key")).pipe(
+        Config.map((value) => Option.getOrUndefined(Option.filter(value, (s) => s !== "")))
+      ),
+      tokenTtl: duration("token_ttl", "24h")
+    }),
+    "auth"
+  ),
+  logic: Config.nested(Config.all({ timeout: duration("timeout", "5s"), retries: int("retries", 2) }), "logic"),
+  limits: Config.nested(
+    Config.all({
+      maxConnections: int("max_connections", 0),
+      maxConnectionsPerIp: int("max_connections_per_ip", 0),
+      maxDevicesPerUser: int("max_devices_per_user", 0),
+      messagesPerSecond: num("messages_per_second", 0),
+      messageBurst: num("message_burst", 0),
+      authPerIpPerMinute: num("auth_per_ip_per_minute", 30),
+      sessionPerUserPerSecond: num("session_per_user_per_second", 50)
+    }),
+    "limits"
+  ),
+  security: Config.nested(
+    Config.all({
+      ipAllow: list("ip_allow"),
+      ipDeny: list("ip_deny"),
+      trustedProxies: list("trusted_proxies"),
+      corsOrigins: list("cors_origins", ["*"])
+    }),
+    "security"
+  ),
+  shutdown: Config.nested(
+    Config.all({ drainSeconds: num("drain_seconds", 3), timeoutSeconds: num("timeout_seconds", 10) }),
+    "shutdown"
+  )
+})
+
+export const ENV_PREFIX = "RESONANCE_"
+
+/** `{service: {http_port: 1}}` → `RESONANCE_SERVICE_HTTP_PORT=1`; lists become comma-joined. */
+export const flattenYaml = (value: unknown, prefix = ENV_PREFIX.slice(0, -1), out = new Map<string, string>()) => {
+  if (Array.isArray(value)) {
+    out.set(prefix, value.map(String).join(","))
+  } else if (value !== null && typeof value === "object") {
+    for (const [key, child] of Object.entries(value)) flattenYaml(child, `${prefix}_${key.toUpperCase()}`, out)
+  } else if (value !== undefined && value !== null) {
+    out.set(prefix, String(value))
+  }
+  return out
+}
+
+/** KEY=VALUE lines, `#` comments, optional quotes; as dotenv does. */
+export const parseDotEnv = (text: string): Map<string, string> => {
+  const out = new Map<string, string>()
+  for (const raw of text.split(/\r?\n/)) {
+    const line = raw.trim()
+    if (line === "" || line.startsWith("#")) continue
+    const match = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line)
+    if (match === null) continue
+    let value = match[2]!.trim()
+    if ((value.startsWith("\"") && value.endsWith("\"")) || (value.startsWith("'") && value.endsWith("'"))) {
+      value = value.slice(1, -1)
+    } else {
+      value = value.replace(/\s+#.*$/, "")
+    }
+    out.set(match[1]!, value)
+  }
+  return out
+}
+
+export interface ConfigSources {
+  readonly directory: string
+  readonly environment: Record<string, string | undefined>
+}
+
+const readIfExists = (file: string): string | undefined => {
+  try {
+    return Fs.readFileSync(file, "utf8")
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined
+    throw error
+  }
+}
+
+/**
+ * Flattens every source into one map of `RESONANCE_*` names, applying the precedence
+ * environment > `.env` > `gateway.<env>.yaml` > `gateway.yaml`.
+ */
+export const collectSettings = (sources: ConfigSources): Effect.Effect<Map<string, string>, Error> =>
+  Effect.try({
+    try: () => {
+      const dotEnv = parseDotEnv(readIfExists(Path.join(sources.directory, ".env")) ?? "")
+      const fromEnvironment = new Map<string, string>()
+      for (const [key, value] of Object.entries(sources.environment)) {
+        if (key.startsWith(ENV_PREFIX) && value !== undefined) fromEnvironment.set(key, value)
+      }
+      const envName = fromEnvironment.get(`${ENV_PREFIX}ENV`) ?? dotEnv.get(`${ENV_PREFIX}ENV`)
+      const base = readIfExists(Path.join(sources.directory, "gateway.yaml"))
+      const overlay = envName !== undefined ? readIfExists(Path.join(sources.directory, `gateway.${envName}.yaml`)) : undefined
+      const merged = new Map<string, string>()
+      for (const layer of [base, overlay]) {
+        if (layer !== undefined) for (const [k, v] of flattenYaml(parseYaml(layer) ?? {})) merged.set(k, v)
+      }
+      for (const [k, v] of dotEnv) if (k.startsWith(ENV_PREFIX)) merged.set(k, v)
+      for (const [k, v] of fromEnvironment) merged.set(k, v)
+      return merged
+    },
+    catch: (error) => new Error(`cannot read configuration: ${error instanceof Error ? error.message : String(error)}`)
+  })
+
+export const providerFromSettings = (settings: Map<string, string>): ConfigProvider.ConfigProvider =>
+  ConfigProvider.fromMap(settings, { pathDelim: "_", seqDelim: "," }).pipe(
+    ConfigProvider.constantCase,
+    ConfigProvider.nested(ENV_PREFIX.slice(0, -1))
+  )
+
+export const loadConfig = (
+  sources: ConfigSources = { directory: process.cwd(), environment: process.env }
+): Effect.Effect<GatewayConfig, ConfigError.ConfigError | Error> =>
+  Effect.flatMap(collectSettings(sources), (settings) =>
+    Effect.withConfigProvider(gatewayConfig, providerFromSettings(settings))
+  )
