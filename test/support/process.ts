@@ -1,0 +1,106 @@
+import { spawn } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
+import * as Fs from "node:fs"
+import * as Net from "node:net"
+import * as Os from "node:os"
+import * as Path from "node:path"
+
+const root = Path.resolve(import.meta.dirname, "../..")
+
+export const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = Net.createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as Net.AddressInfo).port
+      server.close(() => resolve(port))
+    })
+  })
+
+export const tempDir = (prefix: string) => Fs.mkdtempSync(Path.join(Os.tmpdir(), prefix))
+
+export interface RunningProcess {
+  readonly child: ChildProcess
+  readonly output: () => string
+  /** Resolves with the exit code (or the signal name) once the process is gone. */
+  readonly exited: Promise<number | string>
+  readonly stop: (signal?: NodeJS.Signals) => Promise<number | string>
+}
+
+const live = new Set<ChildProcess>()
+process.on("exit", () => {
+  for (const child of live) child.kill("SIGKILL")
+})
+
+/** Starts `src/<entry>` with tsx as a real process, as `npm start` would. */
+export const startProcess = (entry: string, env: Record<string, string>, cwd = root): RunningProcess => {
+  const child = spawn(process.execPath, [Path.join(root, "node_modules/tsx/dist/cli.mjs"), Path.join(root, entry)], {
+    cwd,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  live.add(child)
+  let output = ""
+  child.stdout!.on("data", (chunk) => (output += chunk))
+  child.stderr!.on("data", (chunk) => (output += chunk))
+  const exited = new Promise<number | string>((resolve) =>
+    child.once("exit", (code, signal) => {
+      live.delete(child)
+      resolve(code ?? signal ?? "unknown")
+    })
+  )
+  return {
+    child,
+    output: () => output,
+    exited,
+    stop: (signal = "SIGTERM") => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+      return exited
+    }
+  }
+}
+
+export const waitFor = async (check: () => Promise<boolean>, timeoutMs: number, what: string) => {
+  const started = Date.now()
+  for (;;) {
+    if (await check().catch(() => false)) return
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+export interface GatewayProcess extends RunningProcess {
+  readonly httpPort: number
+  readonly grpcPort: number
+  readonly metricsPort: number
+  readonly url: string
+}
+
+/** A gateway process on free ports, ready (its /readyz answers 200) when this resolves. */
+export const startGateway = async (env: Record<string, string> = {}, entry = "src/main.ts"): Promise<GatewayProcess> => {
+  const httpPort = Number(env.RESONANCE_SERVICE_HTTP_PORT ?? (await freePort()))
+  const grpcPort = Number(env.RESONANCE_SERVICE_GRPC_PORT ?? (await freePort()))
+  const metricsPort = Number(env.RESONANCE_OBSERVABILITY_METRICS_PORT ?? (await freePort()))
+  const running = startProcess(entry, {
+    RESONANCE_SERVICE_HOST: "127.0.0.1",
+    RESONANCE_LOG_LEVEL: "warn",
+    RESONANCE_SHUTDOWN_DRAIN_SECONDS: "0.2",
+    ...env,
+    RESONANCE_SERVICE_HTTP_PORT: String(httpPort),
+    RESONANCE_SERVICE_GRPC_PORT: String(grpcPort),
+    RESONANCE_OBSERVABILITY_METRICS_PORT: String(metricsPort)
+  })
+  const url = `http://127.0.0.1:${httpPort}`
+  try {
+    await Promise.race([
+      waitFor(async () => (await fetch(`${url}/readyz`)).status === 200, 30_000, `gateway ready on ${url}`),
+      running.exited.then((code) => {
+        throw new Error(`gateway exited early (${code}):\n${running.output()}`)
+      })
+    ])
+  } catch (error) {
+    await running.stop("SIGKILL")
+    throw error
+  }
+  return { ...running, httpPort, grpcPort, metricsPort, url }
+}
