@@ -1,0 +1,84 @@
+import type Database from "better-sqlite3"
+
+/** Bump when a migration is added; `migrate` brings older files up to this version. */
+export const SCHEMA_VERSION = 1
+
+export const ROOM_SESSION_ID = "0"
+export const ROOM_NAME = "Resonance Room"
+
+const V1 = `
+CREATE TABLE IF NOT EXISTS users (
+  username      TEXT PRIMARY KEY,
+  password_hash TEXT NOT NULL,
+  nickname      TEXT NOT NULL,
+  avatar_url    TEXT NOT NULL DEFAULT '',
+  created_at    INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS sessions (
+  session_id     TEXT PRIMARY KEY,
+  type           INTEGER NOT NULL,
+  name           TEXT NOT NULL DEFAULT '',
+  avatar_url     TEXT NOT NULL DEFAULT '',
+  creator        TEXT NOT NULL DEFAULT '',
+  max_seq        INTEGER NOT NULL DEFAULT 0,
+  created_at     INTEGER NOT NULL,
+  last_active_at INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS session_members (
+  session_id    TEXT NOT NULL REFERENCES sessions(session_id),
+  username      TEXT NOT NULL REFERENCES users(username),
+  last_read_seq INTEGER NOT NULL DEFAULT 0,
+  joined_at     INTEGER NOT NULL,
+  PRIMARY KEY (session_id, username)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS session_members_by_user ON session_members(username, session_id);
+
+CREATE TABLE IF NOT EXISTS messages (
+  session_id    TEXT NOT NULL REFERENCES sessions(session_id),
+  seq_id        INTEGER NOT NULL,
+  msg_id        INTEGER NOT NULL UNIQUE,
+  from_username TEXT NOT NULL,
+  to_username   TEXT NOT NULL DEFAULT '',
+  content       TEXT NOT NULL,
+  type          TEXT NOT NULL,
+  timestamp     INTEGER NOT NULL,
+  PRIMARY KEY (session_id, seq_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS inbox (
+  inbox_id   INTEGER PRIMARY KEY AUTOINCREMENT,
+  username   TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  seq_id     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbox_by_user ON inbox(username, inbox_id);
+
+CREATE TABLE IF NOT EXISTS presence (
+  username   TEXT NOT NULL,
+  gateway_id TEXT NOT NULL,
+  remote_ip  TEXT NOT NULL DEFAULT '',
+  since      INTEGER NOT NULL,
+  PRIMARY KEY (username, gateway_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS presence_by_gateway ON presence(gateway_id);
+`
+
+export type MigrationOutcome =
+  | { readonly _tag: "Ready"; readonly from: number }
+  | { readonly _tag: "TooNew"; readonly found: number }
+
+/** Creates or upgrades the schema in one transaction and seeds the shared room. */
+export const migrate = (db: Database.Database, nowMs: number): MigrationOutcome => {
+  const found = Number(db.pragma("user_version", { simple: true }))
+  if (found > SCHEMA_VERSION) return { _tag: "TooNew", found }
+  db.transaction(() => {
+    db.exec(V1)
+    db.prepare(
+      `INSERT OR IGNORE INTO sessions (session_id, type, name, created_at, last_active_at) VALUES (?, 2, ?, ?, ?)`
+    ).run(ROOM_SESSION_ID, ROOM_NAME, nowMs, nowMs)
+    db.pragma(`user_version = ${SCHEMA_VERSION}`)
+  }).immediate()
+  return { _tag: "Ready", from: found }
+}

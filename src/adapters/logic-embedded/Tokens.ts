@@ -1,0 +1,65 @@
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { errors as joseErrors, jwtVerify, SignJWT } from "jose"
+
+export const TOKEN_ISSUER = "resonance-service"
+export const SECRET_FILE_NAME = "jwt-secret"
+
+export type TokenCheck =
+  | { readonly _tag: "Valid"; readonly username: string }
+  | { readonly _tag: "Expired" }
+  | { readonly _tag: "Invalid" }
+
+export interface TokenSigner {
+  readonly sign: (username: string, nowMs: number) => Promise<string>
+  readonly verify: (token: string, nowMs: number) => Promise<TokenCheck>
+}
+
+export const makeTokenSigner = (secret: string, ttlSeconds: number): TokenSigner => {
+  const key = new TextEncoder().encode(secret)
+  return {
+    sign: (username, nowMs) => {
+      const issuedAt = Math.floor(nowMs / 1000)
+      return new SignJWT({})
+        .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+        .setSubject(username)
+        .setIssuer(TOKEN_ISSUER)
+        .setIssuedAt(issuedAt)
+        .setExpirationTime(issuedAt + ttlSeconds)
+        .sign(key)
+    },
+    verify: async (token, nowMs) => {
+      try {
+        const { payload } = await jwtVerify(token, key, {
+          algorithms: ["HS256"],
+          issuer: TOKEN_ISSUER,
+          currentDate: new Date(nowMs),
+          requiredClaims: ["sub", "exp"]
+        })
+        return payload.sub ? { _tag: "Valid", username: payload.sub } : { _tag: "Invalid" }
+      } catch (error) {
+        return error instanceof joseErrors.JWTExpired ? { _tag: "Expired" } : { _tag: "Invalid" }
+      }
+    }
+  }
+}
+
+/**
+ * The secret kept next to the database, created once (mode 0600) so tokens survive restarts.
+ * Creation uses O_EXCL, so two processes starting together end up with the same secret.
+ */
+export const loadOrCreateSecret = (databasePath: string): string => {
+  if (databasePath === ":memory:" || databasePath === "") return randomBytes(32).toString("hex")
+  const file = path.join(path.dirname(path.resolve(databasePath)), SECRET_FILE_NAME)
+  const fresh = randomBytes(32).toString("hex")
+  try {
+    fs.writeFileSync(file, fresh + "\n", { flag: "wx", mode: 0o600 })
+    return fresh
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error
+  }
+  const stored = fs.readFileSync(file, "utf8").trim()
+  if (stored.length < 32) throw new Error(`${file} holds no usable secret (fewer than 32 characters)`)
+  return stored
+}

@@ -1,0 +1,60 @@
+import bcrypt from "bcryptjs"
+import type { LogicError } from "../../domain/Errors.js"
+import { logicError } from "../../domain/Errors.js"
+
+export const USERNAME_MAX = 32
+export const PASSWORD_MIN = 6
+export const NICKNAME_MAX = 64
+export const SESSION_NAME_MAX = 64
+
+const USERNAME_PATTERN = /^[A-Za-z0-9_.-]+$/
+
+export type Checked<A> = { readonly ok: true; readonly value: A } | { readonly ok: false; readonly error: LogicError }
+
+const ok = <A>(value: A): Checked<A> => ({ ok: true, value })
+const invalid = (message: string): Checked<never> => ({ ok: false, error: logicError("invalid_argument", message) })
+
+export const checkUsername = (raw: string): Checked<string> => {
+  const username = raw.trim()
+  if (username.length === 0) return invalid("username must not be empty")
+  if (username.length > USERNAME_MAX) return invalid(`username must be at most ${USERNAME_MAX} characters`)
+  if (!USERNAME_PATTERN.test(username)) {
+    return invalid("username may contain only letters, digits, '_', '.' and '-'")
+  }
+  return ok(username)
+}
+
+export const checkPassword = (password: string): Checked<string> => {
+  if ([...password].length < PASSWORD_MIN) return invalid(`password must be at least ${PASSWORD_MIN} characters`)
+  // bcrypt ignores everything after 72 bytes; refusing is safer than silently truncating.
+  if (bcrypt.truncates(password)) return invalid("password must be at most 72 bytes")
+  return ok(password)
+}
+
+/** An empty nickname means "use the username". */
+export const checkNickname = (raw: string, username: string): Checked<string> => {
+  const nickname = raw.trim()
+  if (nickname.length === 0) return ok(username)
+  if ([...nickname].length > NICKNAME_MAX) return invalid(`nickname must be at most ${NICKNAME_MAX} characters`)
+  return ok(nickname)
+}
+
+export const checkSessionName = (raw: string): Checked<string> => {
+  const name = raw.trim()
+  if (name.length === 0) return invalid("a group session needs a name")
+  if ([...name].length > SESSION_NAME_MAX) return invalid(`session name must be at most ${SESSION_NAME_MAX} characters`)
+  return ok(name)
+}
+
+/** `single:<x>:<y>` with the two usernames sorted, so both sides compute the same id. */
+export const directSessionId = (a: string, b: string): string => (a < b ? `single:${a}:${b}` : `single:${b}:${a}`)
+
+export const parseDirectSessionId = (sessionId: string): readonly [string, string] | undefined => {
+  const parts = sessionId.split(":")
+  if (parts.length !== 3 || parts[0] !== "single" || parts[1] === "" || parts[2] === "") return undefined
+  return [parts[1]!, parts[2]!]
+}
+
+/** LIKE pattern matching `query` anywhere, with `\` as the escape character. */
+export const containsPattern = (query: string): string => `%${query.replace(/[\\%_]/g, (c) => `\\${c}`)}%`
+export const prefixPattern = (query: string): string => `${query.replace(/[\\%_]/g, (c) => `\\${c}`)}%`

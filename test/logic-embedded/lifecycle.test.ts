@@ -1,0 +1,166 @@
+import { describe, expect, it } from "@effect/vitest"
+import Database from "better-sqlite3"
+import { Context, Effect, Exit, Layer, Scope } from "effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import * as LogicEmbedded from "../../src/adapters/logic-embedded/LogicEmbedded.js"
+import { SECRET_FILE_NAME } from "../../src/adapters/logic-embedded/Tokens.js"
+import type { DeliveryOptions } from "../../src/application/PushDelivery.js"
+import { PushDelivery } from "../../src/application/PushDelivery.js"
+import { Logic } from "../../src/application/ports/Logic.js"
+import type { PushMessage } from "../../src/domain/Model.js"
+import { chat, failure, fixture, recorder, registerAll, SECRET, tempDir } from "./helpers.js"
+
+/** Opens the embedded Logic in its own scope, so a test can close and reopen the same file. */
+const openAt = (options: LogicEmbedded.LogicEmbeddedOptions) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const { published, publish } = recorder()
+    const logic = yield* LogicEmbedded.makeEmbeddedLogic(options, publish).pipe(Scope.extend(scope))
+    return { logic, published, close: Scope.close(scope, Exit.void) }
+  })
+
+const startError = (options: LogicEmbedded.LogicEmbeddedOptions) =>
+  LogicEmbedded.makeEmbeddedLogic(options, () => Effect.void).pipe(Effect.scoped, Effect.flip)
+
+describe("LogicEmbedded lifecycle", () => {
+  it.scopedLive("a restart on the same file keeps users, sessions, messages, read positions and the secret", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const databasePath = path.join(dir, "nested", "deeper", "resonance.db")
+      const options = { databasePath, bcryptRounds: 4 }
+
+      const before = yield* openAt(options)
+      const [alice] = yield* registerAll(before.logic, "alice", "bob")
+      const id = yield* before.logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "", type: 1 })
+      const sent = yield* before.logic.sendMessage(chat(id, "alice", "before restart"))
+      yield* before.logic.updateReadPosition({ username: "bob", sessionId: id, seqId: 1n })
+      yield* before.close
+      expect((yield* failure(before.logic.getSessionList("alice"))).code).toBe("internal")
+
+      const secretFile = path.join(dir, "nested", "deeper", SECRET_FILE_NAME)
+      expect(fs.statSync(secretFile).mode & 0o777).toBe(0o600)
+      const secret = fs.readFileSync(secretFile, "utf8")
+
+      const after = yield* openAt(options)
+      yield* Effect.addFinalizer(() => after.close)
+      expect((yield* after.logic.validateToken(alice!.accessToken)).username).toBe("alice")
+      expect((yield* after.logic.login({ username: "bob", password: "secret1" })).user?.username).toBe("bob")
+      const history = yield* after.logic.getHistoryMessages({ username: "bob", sessionId: id, limit: 0n, beforeSeq: 0n })
+      expect(history.map((message) => message.content)).toEqual(["alice started a conversation", "before restart"])
+      const session = (yield* after.logic.getSessionList("bob")).find((entry) => entry.sessionId === id)
+      expect(session).toMatchObject({ unreadCount: 1n, lastReadSeq: 1n })
+      const next = yield* after.logic.sendMessage(chat(id, "bob", "after restart"))
+      expect(next.seqId).toBe(sent.seqId + 1n)
+      expect(next.msgId > sent.msgId).toBe(true)
+      expect((yield* after.logic.getSessionList("alice")).filter((entry) => entry.sessionId === "0")).toHaveLength(1)
+      expect(fs.readFileSync(secretFile, "utf8")).toBe(secret)
+    }))
+
+  it.scopedLive("with a configured secretKey no secret file is written, and tokens depend on that key", () =>
+    Effect.gen(function*() {
+      const { logic, dir } = yield* fixture({ secretKey: SECRET })
+      const { accessToken } = yield* logic.register({ username: "alice", password: "secret1", nickname: "" })
+      expect(fs.existsSync(path.join(dir, "data", SECRET_FILE_NAME))).toBe(false)
+      const other = yield* fixture({ secretKey: "a-different-secret-key-for-this-test" })
+      yield* other.logic.register({ username: "alice", password: "secret1", nickname: "" })
+      expect((yield* failure(other.logic.validateToken(accessToken))).code).toBe("unauthenticated")
+      // An empty key from configuration means "not configured": the generated secret is used.
+      const unset = yield* fixture({ secretKey: "" })
+      yield* unset.logic.register({ username: "alice", password: "secret1", nickname: "" })
+      expect(fs.readFileSync(path.join(unset.dir, "data", SECRET_FILE_NAME), "utf8").trim()).toMatch(/^[0-9a-f]{64}$/)
+    }))
+
+  it.scopedLive("layer provides Logic and pushes through PushDelivery, skipping the sending connection", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const deliveries: Array<{ usernames: ReadonlyArray<string>; message: PushMessage; options?: DeliveryOptions }> = []
+      const delivery = Layer.succeed(PushDelivery, {
+        deliverNow: (usernames, message, options) => {
+          deliveries.push({ usernames: [...usernames], message, ...(options ? { options } : {}) })
+          return { failedUsernames: [], delivered: usernames.length }
+        },
+        deliver: () => Effect.die("not used")
+      })
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(
+        LogicEmbedded.layer({ databasePath: path.join(dir, "layer.db"), bcryptRounds: 4 }).pipe(Layer.provide(delivery)),
+        scope
+      )
+      const logic = Context.get(context, Logic)
+      yield* logic.register({ username: "alice", password: "secret1", nickname: "" })
+      yield* logic.register({ username: "bob", password: "secret1", nickname: "" })
+      const sent = yield* logic.sendMessage(chat("0", "alice", "via layer"), { connectionId: 7 })
+      expect(deliveries).toHaveLength(1)
+      expect(deliveries[0]!.usernames.slice().sort()).toEqual(["alice", "bob"])
+      expect(deliveries[0]!.options).toEqual({ excludeConnectionId: 7 })
+      expect(deliveries[0]!.message.msgId).toBe(sent.msgId)
+      yield* logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "", type: 1 })
+      expect(deliveries.slice(1).map((entry) => entry.options)).toEqual([undefined, undefined])
+
+      yield* Scope.close(scope, Exit.void)
+      // Released: the file is closed and calls fail as typed errors, not defects.
+      expect((yield* failure(logic.getContactList("alice"))).code).toBe("internal")
+    }))
+
+  it.scopedLive("startup fails with EmbeddedLogicError on unusable paths, foreign files, newer schemas and bad options", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const blocker = path.join(dir, "a-file")
+      fs.writeFileSync(blocker, "not a directory")
+      expect(yield* startError({ databasePath: path.join(blocker, "x.db") })).toMatchObject({
+        _tag: "EmbeddedLogicError",
+        reason: "Directory"
+      })
+
+      const garbage = path.join(dir, "garbage.db")
+      fs.writeFileSync(garbage, "this is not an SQLite database, just some text that is long enough".repeat(20))
+      expect((yield* startError({ databasePath: garbage })).reason).toBe("Database")
+
+      const future = path.join(dir, "future.db")
+      const raw = new Database(future)
+      raw.pragma("user_version = 99")
+      raw.close()
+      const newer = yield* startError({ databasePath: future })
+      expect(newer.reason).toBe("Database")
+      expect(newer.message).toContain("schema version 99")
+
+      const fine = path.join(dir, "fine.db")
+      for (const bad of [{ bcryptRounds: 2 }, { tokenTtlSeconds: 0 }, { workerId: 1024 }, { databasePath: "" }]) {
+        expect((yield* startError({ databasePath: fine, ...bad })).reason).toBe("Options")
+      }
+    }))
+
+  it.scopedLive("syncStatus records which gateways hold which users", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture()
+      const at = 1_700_000_000n
+      yield* logic.syncStatus({
+        seqId: 1n,
+        gatewayId: "gw-1",
+        onlineBatch: [
+          { username: "alice", remoteIp: "10.0.0.1", timestamp: at },
+          { username: "bob", remoteIp: "10.0.0.2", timestamp: at }
+        ],
+        offlineBatch: []
+      })
+      yield* logic.syncStatus({
+        seqId: 1n,
+        gatewayId: "gw-2",
+        onlineBatch: [{ username: "alice", remoteIp: "10.0.0.3", timestamp: at }],
+        offlineBatch: []
+      })
+      const online = yield* logic.onlineGateways(["alice", "bob", "carol"])
+      expect([...online.entries()].map(([user, gateways]) => [user, [...gateways]])).toEqual([
+        ["alice", ["gw-1", "gw-2"]],
+        ["bob", ["gw-1"]]
+      ])
+      yield* logic.syncStatus({ seqId: 2n, gatewayId: "gw-1", onlineBatch: [], offlineBatch: [{ username: "alice", timestamp: at }] })
+      expect([...((yield* logic.onlineGateways(["alice"])).get("alice") ?? [])]).toEqual(["gw-2"])
+      expect(yield* logic.forgetGateway("gw-1")).toBe(1)
+      expect((yield* logic.onlineGateways(["bob"])).has("bob")).toBe(false)
+      expect((yield* failure(logic.syncStatus({ seqId: 3n, gatewayId: "", onlineBatch: [], offlineBatch: [] }))).code).toBe(
+        "invalid_argument"
+      )
+    }))
+})

@@ -1,0 +1,151 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { chat, failure, fixture, registerAll } from "./helpers.js"
+
+describe("LogicEmbedded sessions", () => {
+  it.scopedLive("every new user is in session 0, the Resonance Room, with nothing unread", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture()
+      yield* registerAll(logic, "alice")
+      yield* logic.sendMessage(chat("0", "alice", "hello room"))
+      yield* registerAll(logic, "bob")
+      const [room] = yield* logic.getSessionList("bob")
+      expect(room).toMatchObject({ sessionId: "0", name: "Resonance Room", type: 2, unreadCount: 0n, lastReadSeq: 1n })
+      expect(room?.lastMessage?.content).toBe("hello room")
+      yield* logic.sendMessage(chat("0", "alice", "welcome bob"))
+      expect((yield* logic.getSessionList("bob"))[0]?.unreadCount).toBe(1n)
+    }))
+
+  it.scopedLive("a direct session is single:<x>:<y> with sorted names, and creating it twice gives the same id", () =>
+    Effect.gen(function*() {
+      const { logic, published } = yield* fixture()
+      yield* registerAll(logic, "zed", "amy")
+      const id = yield* logic.createSession({ creatorUsername: "zed", members: ["amy"], name: "", type: 1 })
+      expect(id).toBe("single:amy:zed")
+      const again = yield* logic.createSession({ creatorUsername: "amy", members: ["zed", "amy"], name: "", type: 1 })
+      expect(again).toBe(id)
+      const history = yield* logic.getHistoryMessages({ username: "amy", sessionId: id, limit: 0n, beforeSeq: 0n })
+      expect(history.map((message) => message.type)).toEqual(["system"])
+      expect(published.filter((entry) => entry.message.sessionId === id)).toHaveLength(2)
+    }))
+
+  it.scopedLive("a direct session is named after the other member for each side", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture()
+      yield* logic.register({ username: "alice", password: "secret1", nickname: "Alice A." })
+      yield* logic.register({ username: "bob", password: "secret1", nickname: "Bob B." })
+      const id = yield* logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "", type: 1 })
+      const forAlice = (yield* logic.getSessionList("alice")).find((session) => session.sessionId === id)
+      const forBob = (yield* logic.getSessionList("bob")).find((session) => session.sessionId === id)
+      expect(forAlice).toMatchObject({ name: "Bob B.", type: 1 })
+      expect(forBob).toMatchObject({ name: "Alice A.", type: 1 })
+      expect(forBob?.lastMessage?.sessionMeta).toEqual({ name: "Alice A.", type: 1 })
+    }))
+
+  it.scopedLive("creating a group includes the creator, needs a name and posts a system message everyone gets", () =>
+    Effect.gen(function*() {
+      const { logic, published } = yield* fixture()
+      yield* registerAll(logic, "alice", "bob", "carol")
+      const id = yield* logic.createSession({ creatorUsername: "alice", members: ["bob", "carol", "bob"], name: " Team ", type: 2 })
+      expect(id).toMatch(/^group:\d+$/)
+      const system = published.find((entry) => entry.message.sessionId === id)
+      expect(system?.recipients.slice().sort()).toEqual(["alice", "bob", "carol"])
+      expect(system?.message).toMatchObject({ type: "system", seqId: 1n, fromUsername: "alice" })
+      expect(system?.message.sessionMeta).toEqual({ name: "Team", type: 2 })
+      expect(system?.origin).toBeUndefined()
+      for (const username of ["bob", "carol"]) {
+        const inbox = yield* logic.pullInboxDelta({ username, cursorId: 0n, limit: 0n })
+        expect(inbox.events.map((event) => event.message?.sessionId)).toEqual([id])
+        const session = (yield* logic.getSessionList(username)).find((entry) => entry.sessionId === id)
+        expect(session).toMatchObject({ name: "Team", type: 2, unreadCount: 1n })
+      }
+      const forCreator = (yield* logic.getSessionList("alice")).find((entry) => entry.sessionId === id)
+      expect(forCreator?.unreadCount).toBe(0n)
+
+      const second = yield* logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "Team", type: 2 })
+      expect(second).not.toBe(id)
+    }))
+
+  it.scopedLive("createSession refuses unknown members, nameless groups and malformed direct sessions", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture()
+      yield* registerAll(logic, "alice", "bob", "carol")
+      expect(yield* failure(logic.createSession({ creatorUsername: "alice", members: ["bob", "mallory"], name: "x", type: 2 }))).toMatchObject({
+        code: "not_found",
+        message: 'user "mallory" not found'
+      })
+      expect(yield* failure(logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "  ", type: 2 }))).toMatchObject({
+        code: "invalid_argument",
+        message: "a group session needs a name"
+      })
+      for (const members of [["bob", "carol"], ["alice"], []]) {
+        const error = yield* failure(logic.createSession({ creatorUsername: "alice", members, name: "", type: 1 }))
+        expect(error.code).toBe("invalid_argument")
+      }
+      expect((yield* failure(logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "", type: 7 }))).code).toBe(
+        "invalid_argument"
+      )
+      // No half-created session was left behind by the refusals.
+      expect((yield* logic.getSessionList("bob")).map((session) => session.sessionId)).toEqual(["0"])
+    }))
+
+  it.scopedLive("the session list is ordered by last activity, newest first", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture()
+      yield* registerAll(logic, "alice", "bob", "carol")
+      const withBob = yield* logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "", type: 1 })
+      yield* Effect.sleep("5 millis")
+      const withCarol = yield* logic.createSession({ creatorUsername: "alice", members: ["carol"], name: "", type: 1 })
+      yield* Effect.sleep("5 millis")
+      expect((yield* logic.getSessionList("alice")).map((session) => session.sessionId)).toEqual([withCarol, withBob, "0"])
+      yield* logic.sendMessage(chat(withBob, "alice", "ping"))
+      yield* Effect.sleep("5 millis")
+      expect((yield* logic.getSessionList("alice")).map((session) => session.sessionId)).toEqual([withBob, withCarol, "0"])
+      yield* logic.sendMessage(chat("0", "carol", "hi all"))
+      expect((yield* logic.getSessionList("alice")).map((session) => session.sessionId)).toEqual(["0", withBob, withCarol])
+    }))
+
+  it.scopedLive("contacts are the users sharing a direct session; group co-members are not contacts", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture()
+      yield* logic.register({ username: "alice", password: "secret1", nickname: "" })
+      yield* logic.register({ username: "bob", password: "secret1", nickname: "Bob" })
+      yield* registerAll(logic, "carol", "dave")
+      expect(yield* logic.getContactList("alice")).toEqual([])
+      yield* logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "", type: 1 })
+      yield* logic.createSession({ creatorUsername: "carol", members: ["alice"], name: "", type: 1 })
+      yield* logic.createSession({ creatorUsername: "alice", members: ["dave"], name: "club", type: 2 })
+      expect(yield* logic.getContactList("alice")).toEqual([
+        { username: "bob", nickname: "Bob", avatarUrl: "" },
+        { username: "carol", nickname: "carol", avatarUrl: "" }
+      ])
+      expect((yield* logic.getContactList("bob")).map((contact) => contact.username)).toEqual(["alice"])
+    }))
+
+  it.scopedLive("searchUser matches username or nickname case-insensitively and treats % and _ literally", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture()
+      yield* logic.register({ username: "alice", password: "secret1", nickname: "Wonderland" })
+      yield* logic.register({ username: "malice", password: "secret1", nickname: "" })
+      yield* logic.register({ username: "bob_x", password: "secret1", nickname: "Builder" })
+      yield* logic.register({ username: "bobby", password: "secret1", nickname: "" })
+      const names = (query: string) => logic.searchUser(query).pipe(Effect.map((users) => users.map((user) => user.username)))
+      expect(yield* names("ALIC")).toEqual(["alice", "malice"])
+      expect(yield* names("wonder")).toEqual(["alice"])
+      expect(yield* names("bob_")).toEqual(["bob_x"])
+      expect(yield* names("%")).toEqual([])
+      expect(yield* names("   ")).toEqual([])
+      expect((yield* logic.searchUser("alice"))[0]).toEqual({ username: "alice", nickname: "Wonderland", avatarUrl: "" })
+    }))
+
+  it.scopedLive("searchUser returns at most 20 users", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture()
+      yield* Effect.forEach(
+        Array.from({ length: 25 }, (_, i) => `user${i}`),
+        (username) => logic.register({ username, password: "secret1", nickname: "" }),
+        { concurrency: 5 }
+      )
+      expect(yield* logic.searchUser("user")).toHaveLength(20)
+    }))
+})
