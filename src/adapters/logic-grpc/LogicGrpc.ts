@@ -1,0 +1,281 @@
+import * as grpc from "@grpc/grpc-js"
+import { Cause, Duration, Effect, Exit, Layer, Option, Stream, SubscriptionRef } from "effect"
+import type { Scope } from "effect"
+import { Logic } from "../../application/ports/Logic.js"
+import type { LogicShape } from "../../application/ports/Logic.js"
+import { Metrics } from "../../application/ports/Metrics.js"
+import type { MetricsShape } from "../../application/ports/Metrics.js"
+import { logicError } from "../../domain/Errors.js"
+import type { LogicError } from "../../domain/Errors.js"
+import { AuthServiceService } from "../../gen/logic/v1/auth.js"
+import { ChatServiceService } from "../../gen/logic/v1/chat.js"
+import { PresenceServiceService } from "../../gen/logic/v1/presence.js"
+import type { UserOffline, UserOnline } from "../../gen/logic/v1/presence.js"
+import { SessionServiceService } from "../../gen/logic/v1/session.js"
+import {
+  failureCodeOf,
+  GrpcStatusError,
+  metadataOf,
+  methodLabel,
+  normalizeEndpoint,
+  statusName,
+  unaryCall
+} from "./GrpcSupport.js"
+import type { UnaryMethod } from "./GrpcSupport.js"
+import { currentTraceHeaders } from "../obs/Tracing.js"
+
+export { normalizeEndpoint } from "./GrpcSupport.js"
+
+export interface LogicGrpcOptions {
+  /** `host:port` (or `grpc://host:port`) of every live Logic instance, changing over time. */
+  readonly endpoints: Effect.Effect<SubscriptionRef.SubscriptionRef<ReadonlyArray<string>>, never, Scope.Scope>
+  /** Budget of one Logic call, retries included. */
+  readonly deadline: Duration.DurationInput
+  /** Extra attempts after UNAVAILABLE, each on the next endpoint. */
+  readonly retries: number
+  /** Pause before the first retry; doubles on each further one. Default 25 ms. */
+  readonly backoff?: Duration.DurationInput
+  readonly channelOptions?: grpc.ChannelOptions
+}
+
+export type LogicGrpcStaticOptions = Omit<LogicGrpcOptions, "endpoints">
+
+interface Endpoint {
+  readonly address: string
+  readonly client: grpc.Client
+}
+
+/** One channel per Logic instance, opened when it appears and closed when it goes. */
+class EndpointPool {
+  private readonly byAddress = new Map<string, Endpoint>()
+  private ring: ReadonlyArray<Endpoint> = []
+  private cursor = 0
+
+  constructor(private readonly channelOptions: grpc.ChannelOptions) {}
+
+  update(addresses: ReadonlyArray<string>): { readonly added: Array<string>; readonly removed: Array<string> } {
+    const wanted = new Set<string>()
+    for (const raw of addresses) {
+      const address = normalizeEndpoint(raw)
+      if (address !== undefined) wanted.add(address)
+    }
+    const added: Array<string> = []
+    const removed: Array<string> = []
+    for (const [address, endpoint] of this.byAddress) {
+      if (wanted.has(address)) continue
+      this.byAddress.delete(address)
+      endpoint.client.close()
+      removed.push(address)
+    }
+    for (const address of wanted) {
+      if (this.byAddress.has(address)) continue
+      const client = new grpc.Client(address, grpc.credentials.createInsecure(), this.channelOptions)
+      this.byAddress.set(address, { address, client })
+      added.push(address)
+    }
+    this.ring = Array.from(this.byAddress.values())
+    return { added, removed }
+  }
+
+  /** Round-robin; skips `avoid` (the endpoint that just failed) when there is another. */
+  next(avoid: Endpoint | undefined): Endpoint | undefined {
+    const ring = this.ring
+    if (ring.length === 0) return undefined
+    let endpoint = ring[this.cursor++ % ring.length]!
+    if (endpoint === avoid && ring.length > 1) endpoint = ring[this.cursor++ % ring.length]!
+    if (this.cursor >= ring.length) this.cursor %= ring.length
+    return endpoint
+  }
+
+  closeAll(): void {
+    for (const endpoint of this.byAddress.values()) endpoint.client.close()
+    this.byAddress.clear()
+    this.ring = []
+  }
+}
+
+const noEndpointMessage = "no logic-service instance"
+
+const outcomeOf = (exit: Exit.Exit<unknown, GrpcStatusError>): string =>
+  Exit.isSuccess(exit)
+    ? "OK"
+    : Option.match(Cause.failureOption(exit.cause), { onNone: () => "CANCELLED", onSome: (e) => statusName(e.status) })
+
+const toLogicError = (error: GrpcStatusError): LogicError => logicError(failureCodeOf(error.status), error.message)
+
+const make = (
+  pool: EndpointPool,
+  metrics: MetricsShape,
+  options: LogicGrpcStaticOptions
+): LogicShape => {
+  const deadlineMillis = Duration.toMillis(options.deadline)
+  const backoffMillis = Duration.toMillis(options.backoff ?? "25 millis")
+  const retries = Math.max(0, options.retries)
+
+  const invoke = <Req, Res>(name: string, method: UnaryMethod<Req, Res>, request: Req): Effect.Effect<Res, LogicError> => {
+    const label = methodLabel(method.path)
+    return Effect.flatMap(currentTraceHeaders, (headers) => {
+      const metadata = metadataOf(headers)
+      const deadlineAt = Date.now() + deadlineMillis
+
+      const retryOrFail = (
+        retry: number,
+        failed: Endpoint | undefined,
+        error: GrpcStatusError
+      ): Effect.Effect<Res, LogicError> => {
+        const delay = backoffMillis * 2 ** retry * (0.8 + Math.random() * 0.4)
+        if (retry >= retries || Date.now() + delay >= deadlineAt) return Effect.fail(toLogicError(error))
+        return Effect.zipRight(Effect.sleep(Duration.millis(delay)), attempt(retry + 1, failed))
+      }
+
+      const attempt = (retry: number, previous: Endpoint | undefined): Effect.Effect<Res, LogicError> => {
+        const endpoint = pool.next(previous)
+        if (endpoint === undefined) {
+          const error = new GrpcStatusError({ status: grpc.status.UNAVAILABLE, message: noEndpointMessage })
+          // Fail fast on a first attempt; mid-retry a replacement instance may be on its way.
+          return retry === 0 ? Effect.fail(toLogicError(error)) : retryOrFail(retry, undefined, error)
+        }
+        const started = performance.now()
+        return unaryCall(endpoint.client, method, request, metadata, new Date(deadlineAt)).pipe(
+          Effect.onExit((exit) =>
+            Effect.sync(() => metrics.grpcRequest(label, outcomeOf(exit), (performance.now() - started) / 1000))
+          ),
+          Effect.catchAll((error) =>
+            error.status === grpc.status.UNAVAILABLE
+              ? retryOrFail(retry, endpoint, error)
+              : Effect.fail(toLogicError(error))
+          )
+        )
+      }
+
+      return attempt(0, undefined)
+    }).pipe(
+      Effect.withSpan(`Logic.${name}`, {
+        kind: "client",
+        attributes: { "rpc.system": "grpc", "rpc.method": label }
+      })
+    )
+  }
+
+  return {
+    login: (input) => invoke("login", AuthServiceService.login, { username: input.username, password: input.password }),
+    register: (input) =>
+      invoke("register", AuthServiceService.register, {
+        username: input.username,
+        password: input.password,
+        nickname: input.nickname
+      }),
+    validateToken: (accessToken) =>
+      Effect.flatMap(invoke("validateToken", AuthServiceService.validateToken, { accessToken }), (response) => {
+        if (!response.valid) return Effect.fail(logicError("unauthenticated", "invalid or expired token"))
+        return Effect.succeed(response.user ?? { username: response.username, nickname: "", avatarUrl: "" })
+      }),
+    sendMessage: (chat) =>
+      Effect.flatMap(
+        invoke("sendMessage", ChatServiceService.sendMessage, {
+          sessionId: chat.sessionId,
+          fromUsername: chat.fromUsername,
+          toUsername: chat.toUsername,
+          content: chat.content,
+          type: chat.type,
+          timestamp: chat.timestamp
+        }),
+        (response) => {
+          if (response.error === "") return Effect.succeed({ msgId: response.msgId, seqId: response.seqId })
+          const code = response.error === "not a session member" ? "permission_denied" : "invalid_argument"
+          return Effect.fail(logicError(code, response.error))
+        }
+      ),
+    syncStatus: (batch) =>
+      Effect.flatMap(
+        invoke("syncStatus", PresenceServiceService.syncStatus, {
+          seqId: batch.seqId,
+          gatewayId: batch.gatewayId,
+          onlineBatch: batch.onlineBatch as Array<UserOnline>,
+          offlineBatch: batch.offlineBatch as Array<UserOffline>
+        }),
+        (response) => response.error === "" ? Effect.void : Effect.fail(logicError("invalid_argument", response.error))
+      ),
+    getSessionList: (username) =>
+      Effect.map(
+        invoke("getSessionList", SessionServiceService.getSessionList, { username }),
+        (response) => response.sessions
+      ),
+    createSession: (input) =>
+      Effect.map(
+        invoke("createSession", SessionServiceService.createSession, {
+          creatorUsername: input.creatorUsername,
+          members: input.members as Array<string>,
+          name: input.name,
+          type: input.type
+        }),
+        (response) => response.sessionId
+      ),
+    getHistoryMessages: (input) =>
+      Effect.map(
+        invoke("getHistoryMessages", SessionServiceService.getHistoryMessages, {
+          username: input.username,
+          sessionId: input.sessionId,
+          limit: input.limit,
+          beforeSeq: input.beforeSeq
+        }),
+        (response) => response.messages
+      ),
+    getContactList: (username) =>
+      Effect.map(
+        invoke("getContactList", SessionServiceService.getContactList, { username }),
+        (response) => response.contacts
+      ),
+    searchUser: (query) =>
+      Effect.map(invoke("searchUser", SessionServiceService.searchUser, { query }), (response) => response.users),
+    updateReadPosition: (input) =>
+      Effect.map(
+        invoke("updateReadPosition", SessionServiceService.updateReadPosition, {
+          sessionId: input.sessionId,
+          seqId: input.seqId,
+          username: input.username
+        }),
+        (response) => response.unreadCount
+      ),
+    pullInboxDelta: (input) =>
+      invoke("pullInboxDelta", SessionServiceService.pullInboxDelta, {
+        username: input.username,
+        cursorId: input.cursorId,
+        limit: input.limit
+      })
+  }
+}
+
+/**
+ * The Logic port over gRPC: calls are balanced round-robin over the live Logic instances,
+ * bounded by one deadline, and retried on UNAVAILABLE on the next instance with backoff.
+ */
+export const layer = (options: LogicGrpcOptions): Layer.Layer<Logic, never, Metrics> =>
+  Layer.scoped(
+    Logic,
+    Effect.gen(function*() {
+      const metrics = yield* Metrics
+      const endpoints = yield* options.endpoints
+      const pool = yield* Effect.acquireRelease(
+        Effect.sync(() => new EndpointPool(options.channelOptions ?? {})),
+        (pool) => Effect.sync(() => pool.closeAll())
+      )
+      const apply = (addresses: ReadonlyArray<string>) =>
+        Effect.suspend(() => {
+          const { added, removed } = pool.update(addresses)
+          if (added.length === 0 && removed.length === 0) return Effect.void
+          return Effect.logInfo("logic-service endpoints changed").pipe(
+            Effect.annotateLogs({ added: added.join(","), removed: removed.join(",") })
+          )
+        })
+      yield* apply(yield* SubscriptionRef.get(endpoints))
+      yield* endpoints.changes.pipe(Stream.runForEach(apply), Effect.forkScoped)
+      return make(pool, metrics, options)
+    })
+  )
+
+/** A fixed set of Logic instances, for tests and for deployments without etcd. */
+export const layerStatic = (
+  addresses: ReadonlyArray<string>,
+  options: LogicGrpcStaticOptions
+): Layer.Layer<Logic, never, Metrics> => layer({ ...options, endpoints: SubscriptionRef.make(addresses) })

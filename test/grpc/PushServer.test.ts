@@ -1,0 +1,162 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Effect, Layer, Option } from "effect"
+import * as ProtobufFrameCodec from "../../src/adapters/protobuf/FrameCodec.js"
+import * as PushServerModule from "../../src/adapters/grpc-push/PushServer.js"
+import { PushServer, pushClient, pushTargets } from "../../src/adapters/grpc-push/PushServer.js"
+import { ConnectionHub } from "../../src/application/ConnectionHub.js"
+import type { ConnectionRegistry, LiveConnection } from "../../src/application/ConnectionHub.js"
+import { PushDelivery } from "../../src/application/PushDelivery.js"
+import type { PushMessage } from "../../src/domain/Model.js"
+import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
+import { recordingMetrics, recordingTracer } from "./support.js"
+
+const message: PushMessage = {
+  msgId: 9_223_372_036_854_775_000n,
+  seqId: 77n,
+  sessionId: "0",
+  fromUsername: "alice",
+  toUsername: "",
+  content: "hello room",
+  type: "text",
+  timestamp: 1_700_000_000n,
+  sessionMeta: { name: "Resonance Room", type: 2 }
+}
+
+let nextConnectionId = 1
+
+/** A connection that keeps the frames written to it; `accepts` false models a closed or lagging socket. */
+const fakeConnection = (username: string, accepts = true) => {
+  const frames: Array<Uint8Array> = []
+  const connection: LiveConnection = {
+    info: {
+      id: nextConnectionId++,
+      username,
+      remoteAddress: "127.0.0.1",
+      connectedAt: Date.now(),
+      expiresAt: undefined
+    },
+    send: (frame) => {
+      if (!accepts) return false
+      frames.push(frame)
+      return true
+    },
+    close: () => {}
+  }
+  return { connection, frames }
+}
+
+/** A real PushService on an ephemeral port over a real hub, delivery and codec. */
+const startPushServer = Effect.gen(function*() {
+  const metrics = recordingMetrics()
+  const layer = PushServerModule.layer({ port: 0, host: "127.0.0.1", shutdownTimeout: "1 second" }).pipe(
+    Layer.provide(PushDelivery.layer),
+    Layer.provideMerge(ConnectionHub.layer),
+    Layer.provide(ProtobufFrameCodec.layer),
+    Layer.provide(metrics.layer)
+  )
+  const context = yield* Layer.build(layer)
+  const hub: ConnectionRegistry = Context.get(context, ConnectionHub)
+  const { port } = Context.get(context, PushServer)
+  const client = yield* pushClient(`grpc://127.0.0.1:${port}`)
+  return { hub, port, client, metrics }
+})
+
+describe("PushServer", () => {
+  it("pushTargets drops blanks and duplicates, keeping order", () => {
+    expect(pushTargets(["bob", " ", "alice", "bob", "", "carol", "alice"])).toStrictEqual(["bob", "alice", "carol"])
+  })
+
+  it.scopedLive("reports exactly the offline targets as failed and echoes msg_id", () =>
+    Effect.gen(function*() {
+      const { client, hub, metrics } = yield* startPushServer
+      const alice = fakeConnection("alice")
+      const bobPhone = fakeConnection("bob")
+      const bobLaptop = fakeConnection("bob")
+      for (const device of [alice, bobPhone, bobLaptop]) hub.add(device.connection)
+
+      const response = yield* client.push({
+        toUsernames: ["alice", "carol", "bob", "alice", "dave", "carol"],
+        message
+      })
+      expect(response).toStrictEqual({ msgId: message.msgId, error: "", failedUsernames: ["carol", "dave"] })
+      expect(alice.frames).toHaveLength(1)
+      expect(bobPhone.frames).toHaveLength(1)
+      expect(bobLaptop.frames).toHaveLength(1)
+      expect(metrics.grpc).toStrictEqual([{ method: "PushService/Push", code: "OK" }])
+    }))
+
+  it.scopedLive("a user whose only device refuses the frame is failed; one working device is enough", () =>
+    Effect.gen(function*() {
+      const { client, hub } = yield* startPushServer
+      const erinOnly = fakeConnection("erin", false)
+      const frankStuck = fakeConnection("frank", false)
+      const frankOk = fakeConnection("frank")
+      for (const device of [erinOnly, frankStuck, frankOk]) hub.add(device.connection)
+
+      const response = yield* client.push({ toUsernames: ["erin", "frank"], message })
+      expect(response.failedUsernames).toStrictEqual(["erin"])
+      expect(frankOk.frames).toHaveLength(1)
+    }))
+
+  it.scopedLive("delivers one WsPacket push frame carrying the message", () =>
+    Effect.gen(function*() {
+      const { client, hub } = yield* startPushServer
+      const alice = fakeConnection("alice")
+      const bob = fakeConnection("bob")
+      hub.add(alice.connection)
+      hub.add(bob.connection)
+      yield* client.push({ toUsernames: ["alice", "bob"], message })
+
+      expect(alice.frames).toHaveLength(1)
+      expect(bob.frames[0]).toBe(alice.frames[0])
+      const packet = WsPacket.decode(alice.frames[0]!)
+      expect(packet.payload).toStrictEqual({ $case: "push", value: message })
+    }))
+
+  it.scopedLive("refuses a request without targets or without a message with INVALID_ARGUMENT", () =>
+    Effect.gen(function*() {
+      const { client, hub, metrics } = yield* startPushServer
+      const alice = fakeConnection("alice")
+      hub.add(alice.connection)
+
+      const noTargets = yield* Effect.flip(client.push({ toUsernames: [], message }))
+      expect(noTargets).toMatchObject({ code: "invalid_argument", message: "to_usernames must name at least one user" })
+      const blankTargets = yield* Effect.flip(client.push({ toUsernames: ["", "  "], message }))
+      expect(blankTargets.code).toBe("invalid_argument")
+      const noMessage = yield* Effect.flip(client.push({ toUsernames: ["alice"], message: undefined }))
+      expect(noMessage).toMatchObject({ code: "invalid_argument", message: "message is required" })
+
+      expect(alice.frames).toHaveLength(0)
+      expect(metrics.grpc.map((entry) => entry.code)).toStrictEqual([
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT"
+      ])
+    }))
+
+  it.scopedLive("each Push gets a server span continuing the caller's trace", () =>
+    Effect.gen(function*() {
+      const recording = yield* recordingTracer
+      yield* Effect.gen(function*() {
+        const { client, hub } = yield* startPushServer
+        hub.add(fakeConnection("alice").connection)
+        yield* client.push({ toUsernames: ["alice"], message }).pipe(Effect.withSpan("task.root"))
+      }).pipe(Effect.withTracer(recording.tracer))
+
+      const clientSpan = recording.spans.find((span) => span.name === "PushService.Push")
+      const serverSpan = recording.spans.find((span) => span.name === "resonance.gateway.v1.PushService/Push")
+      expect(clientSpan?.kind).toBe("client")
+      expect(serverSpan?.kind).toBe("server")
+      expect(serverSpan?.traceId).toBe(clientSpan?.traceId)
+      expect(Option.map(serverSpan!.parent, (parent) => parent.spanId)).toStrictEqual(Option.some(clientSpan!.spanId))
+      expect(serverSpan?.attributes.get("push.failed")).toBe(0)
+    }))
+
+  it.scopedLive("stops serving when its scope closes", () =>
+    Effect.gen(function*() {
+      const { port } = yield* Effect.scoped(Effect.map(startPushServer, ({ port }) => ({ port })))
+      const client = yield* pushClient(`127.0.0.1:${port}`, { deadline: "2 seconds" })
+      const error = yield* Effect.flip(client.push({ toUsernames: ["alice"], message }))
+      expect(error.code).toBe("unavailable")
+    }))
+})

@@ -1,0 +1,61 @@
+import { Context, Effect, Layer, Schedule, Tracer } from "effect"
+import type { Scope } from "effect"
+import { Logic, unavailableLogic } from "../../src/application/ports/Logic.js"
+import type { LogicShape } from "../../src/application/ports/Logic.js"
+import { Metrics } from "../../src/application/ports/Metrics.js"
+import type { MetricsShape } from "../../src/application/ports/Metrics.js"
+import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
+import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
+
+export interface GrpcMetric {
+  readonly method: string
+  readonly code: string
+}
+
+/** A Metrics port that records gRPC calls and ignores the rest. */
+export const recordingMetrics = () => {
+  const grpc: Array<GrpcMetric> = []
+  const shape: MetricsShape = { ...Metrics.noop, grpcRequest: (method, code) => void grpc.push({ method, code }) }
+  return { grpc, layer: Layer.succeed(Metrics, shape) }
+}
+
+/** A fake Logic (Logic.layerTest: unavailable unless overridden) served over real gRPC on 127.0.0.1. */
+export const serveFake = (overrides: Partial<LogicShape>): Effect.Effect<string, Error, Scope.Scope> =>
+  Effect.gen(function*() {
+    const logic = yield* Effect.provide(Logic, Logic.layerTest(overrides))
+    const { port } = yield* serveLogic(logic, { port: 0, host: "127.0.0.1", shutdownTimeout: "1 second" })
+    return `127.0.0.1:${port}`
+  })
+
+export const fakeLogic = (overrides: Partial<LogicShape>): LogicShape => ({ ...unavailableLogic, ...overrides })
+
+/** Builds a layer into the current scope and returns the Logic it provides. */
+export const buildLogic = (
+  layer: Layer.Layer<Logic, never, Metrics>,
+  metrics: Layer.Layer<Metrics> = Metrics.layerNoop
+): Effect.Effect<LogicShape, never, Scope.Scope> =>
+  Effect.map(Layer.build(Layer.provide(layer, metrics)), (context) => Context.get(context, Logic))
+
+export const staticClient = (
+  addresses: ReadonlyArray<string>,
+  options: Partial<LogicGrpc.LogicGrpcStaticOptions> = {},
+  metrics?: Layer.Layer<Metrics>
+) => buildLogic(LogicGrpc.layerStatic(addresses, { deadline: "5 seconds", retries: 2, ...options }), metrics)
+
+/** Retries `check` until it succeeds, for conditions reached asynchronously (watchers). */
+export const eventually = <A, E, R>(check: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.retry(check, Schedule.spaced("20 millis").pipe(Schedule.compose(Schedule.recurs(250))))
+
+/** A tracer that behaves like the current one and keeps every span it starts. */
+export const recordingTracer = Effect.map(Effect.tracer, (base) => {
+  const spans: Array<Tracer.Span> = []
+  const tracer = Tracer.make({
+    span: (name, parent, context, links, startTime, kind, options) => {
+      const span = base.span(name, parent, context, links, startTime, kind, options)
+      spans.push(span)
+      return span
+    },
+    context: (f, fiber) => base.context(f, fiber)
+  })
+  return { spans, tracer }
+})
