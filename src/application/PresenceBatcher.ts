@@ -5,6 +5,7 @@ import { foldPresence, offline, online } from "../domain/Presence.js"
 import { ConnectionHub } from "./ConnectionHub.js"
 import { GatewayIdentity } from "./ports/GatewayIdentity.js"
 import { Logic } from "./ports/Logic.js"
+import { Metrics } from "./ports/Metrics.js"
 
 export interface PresenceBatcherOptions {
   readonly batchSize: number
@@ -43,6 +44,7 @@ export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<Pr
         const logic = yield* Logic
         const identity = yield* GatewayIdentity
         const hub = yield* ConnectionHub
+        const metrics = yield* Metrics
         const batchSize = Math.max(1, options.batchSize)
         const retry = options.retry ?? defaultPresenceRetry
         const queue = yield* Queue.unbounded<PresenceEvent>()
@@ -88,6 +90,7 @@ export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<Pr
             Effect.retry(retry),
             Effect.tap(() =>
               Effect.sync(() => {
+                metrics.presenceBatch(batch.onlineBatch.length + batch.offlineBatch.length)
                 taken = []
                 sent++
               })
@@ -123,6 +126,7 @@ export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<Pr
             const batch = toBatch(chunk)
             yield* logic.syncStatus(batch).pipe(Effect.retry(Schedule.recurs(2).pipe(Schedule.addDelay(() => "100 millis"))))
             taken = taken.slice(chunk.length)
+            metrics.presenceBatch(batch.onlineBatch.length + batch.offlineBatch.length)
             sent++
           }
         }).pipe(

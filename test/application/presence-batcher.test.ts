@@ -3,6 +3,7 @@ import { Effect, Layer, Schedule, TestClock } from "effect"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import { GatewayIdentity } from "../../src/application/ports/GatewayIdentity.js"
 import { Logic } from "../../src/application/ports/Logic.js"
+import { Metrics } from "../../src/application/ports/Metrics.js"
 import { PresenceBatcher } from "../../src/application/PresenceBatcher.js"
 import type { PresenceBatch } from "../../src/domain/Model.js"
 import { logicError } from "../../src/domain/Errors.js"
@@ -27,7 +28,9 @@ const harness = (options: { batchSize?: number; failFirst?: number } = {}) => {
     flushInterval: "100 millis",
     retry: Schedule.exponential("100 millis")
   }).pipe(
-    Layer.provideMerge(Layer.mergeAll(logic, GatewayIdentity.layer("gateway-service-007"), ConnectionHub.layer))
+    Layer.provideMerge(
+      Layer.mergeAll(logic, GatewayIdentity.layer("gateway-service-007"), ConnectionHub.layer, Metrics.layerNoop)
+    )
   )
   return { batches, layer, calls: () => calls }
 }

@@ -61,6 +61,11 @@ export const makePrometheusMetrics = (registry: Registry): { readonly metrics: M
     labelNames: ["reason"] as const,
     registers
   })
+  const presenceBatches = new Counter({
+    name: "gateway_presence_batches_total",
+    help: "SyncStatus batches Logic acknowledged",
+    registers
+  })
   const pulses = new Counter({
     name: "gateway_messages_pulse_total",
     help: "Application-level pulse frames received",
@@ -180,6 +185,7 @@ export const makePrometheusMetrics = (registry: Registry): { readonly metrics: M
       }
       child.inc()
     },
+    presenceBatch: () => presenceBatches.inc(),
     pulse: () => pulses.inc(),
     messageReceived: () => received.inc(),
     messagesSent: (frames) => {

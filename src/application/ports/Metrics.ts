@@ -7,6 +7,8 @@ export interface MetricsShape {
   readonly connectionOpened: () => void
   readonly connectionClosed: () => void
   readonly connectionRejected: (reason: string) => void
+  /** A SyncStatus batch Logic acknowledged, with the events it carried. */
+  readonly presenceBatch: (events: number) => void
   readonly pulse: () => void
   readonly messageReceived: () => void
   readonly messagesSent: (frames: number) => void
@@ -21,6 +23,7 @@ export class Metrics extends Context.Tag("resonance/Metrics")<Metrics, MetricsSh
     connectionOpened: () => {},
     connectionClosed: () => {},
     connectionRejected: () => {},
+    presenceBatch: () => {},
     pulse: () => {},
     messageReceived: () => {},
     messagesSent: () => {},
