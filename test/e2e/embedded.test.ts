@@ -1,0 +1,175 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+import { LoginResponse } from "../../src/gen/gateway/v1/api.js"
+import type { WsPacket } from "../../src/gen/gateway/v1/packet.js"
+import { auth, connectCall, session } from "../support/client.js"
+import type { TestClient } from "../support/gateway.js"
+import { connectClient } from "../support/gateway.js"
+import type { GatewayProcess } from "../support/process.js"
+import { startGateway, tempDir } from "../support/process.js"
+
+const dataDir = tempDir("resonance-e2e-")
+const env = { RESONANCE_EMBEDDED_DATABASE_PATH: Path.join(dataDir, "resonance.db") }
+let gateway: GatewayProcess
+
+const wsPort = () => gateway.httpPort
+
+const chat = (seq: string, sessionId: string, content: string, fromUsername = ""): WsPacket => ({
+  seq,
+  payload: { $case: "chat", value: { sessionId, fromUsername, toUsername: "", content, type: "text", timestamp: 0n } }
+})
+
+const ackOf = (client: TestClient, seq: string) =>
+  client.next((p) => p.payload?.$case === "ack" && p.seq === seq).then((p) => (p.payload as { value: any }).value)
+
+const pushWith = (client: TestClient, content: string) =>
+  client.next((p) => p.payload?.$case === "push" && p.payload.value.content === content).then(
+    (p) => (p.payload as { value: any }).value
+  )
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+describe("embedded mode end to end (a real gateway process)", () => {
+  beforeAll(async () => {
+    gateway = await startGateway(env)
+  }, 60_000)
+
+  afterAll(async () => {
+    await gateway?.stop("SIGKILL")
+    Fs.rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  const tokens: Record<string, string> = {}
+
+  it("registers users over Connect JSON in the shape the web client expects", async () => {
+    for (const name of ["alice", "bob", "carol"]) {
+      const response = await auth(gateway.url, "Register", { username: name, password: "secret-pw", nickname: name.toUpperCase() })
+      expect(response.status).toBe(200)
+      expect(response.body.accessToken).toEqual(expect.any(String))
+      expect(response.body.user).toMatchObject({ username: name, nickname: name.toUpperCase() })
+      tokens[name] = response.body.accessToken
+    }
+  })
+
+  it("logs in over Connect binary", async () => {
+    const response = await fetch(`${gateway.url}/resonance.gateway.v1.AuthService/Login`, {
+      method: "POST",
+      headers: { "content-type": "application/proto" },
+      body: Buffer.from([0x0a, 0x05, ...Buffer.from("alice"), 0x12, 0x09, ...Buffer.from("secret-pw")])
+    })
+    expect(response.status).toBe(200)
+    const decoded = LoginResponse.decode(new Uint8Array(await response.arrayBuffer()))
+    expect(decoded.user?.username).toBe("alice")
+  })
+
+  it("the web client's first calls work: GetSessionList {} and PullInboxDelta {limit:'200'}", async () => {
+    const list = await session(gateway.url, "GetSessionList", {}, tokens.alice!)
+    expect(list.status).toBe(200)
+    expect(list.body.sessions.map((s: any) => s.sessionId)).toContain("0")
+    const inbox = await session(gateway.url, "PullInboxDelta", { limit: "200" }, tokens.alice!)
+    expect(inbox.status).toBe(200)
+  })
+
+  it("two users chat across devices: acks, pushes, spoofing, non-members, history, unread, inbox", async () => {
+    const alicePhone = await connectClient(wsPort(), { token: tokens.alice })
+    const aliceLaptop = await connectClient(wsPort(), { token: tokens.alice })
+    const bob = await connectClient(wsPort(), { token: tokens.bob })
+    const carol = await connectClient(wsPort(), { token: tokens.carol })
+
+    const created = await session(gateway.url, "CreateSession", { members: ["bob"], type: 1 }, tokens.alice!)
+    expect(created.status).toBe(200)
+    const sessionId = created.body.sessionId
+    expect(sessionId).toBe("single:alice:bob")
+
+    alicePhone.send(chat("a1", sessionId, "hello bob", "mallory"))
+    const ack1 = await ackOf(alicePhone, "a1")
+    expect(ack1.error).toBe("")
+    expect(ack1.msgId).toBeGreaterThan(0n)
+    const atBob = await pushWith(bob, "hello bob")
+    expect(atBob.fromUsername).toBe("alice")
+    expect(atBob.msgId).toBe(ack1.msgId)
+    expect(atBob.seqId).toBe(ack1.seqId)
+    expect((await pushWith(aliceLaptop, "hello bob")).fromUsername).toBe("alice")
+
+    bob.send(chat("b1", sessionId, "hi alice"))
+    const ack2 = await ackOf(bob, "b1")
+    expect(ack2.seqId).toBe(ack1.seqId + 1n)
+    await pushWith(alicePhone, "hi alice")
+    await pushWith(aliceLaptop, "hi alice")
+
+    carol.send(chat("c1", sessionId, "let me in"))
+    expect((await ackOf(carol, "c1")).error).toBe("not a session member")
+
+    for (let i = 0; i < 3; i++) {
+      alicePhone.send(chat(`a-more-${i}`, sessionId, `more ${i}`))
+      await ackOf(alicePhone, `a-more-${i}`)
+    }
+    await sleep(200)
+    const everything = [alicePhone, aliceLaptop, bob, carol].flatMap((c) => c.packets)
+    expect(everything.some((p) => p.payload?.$case === "push" && p.payload.value.content === "let me in")).toBe(false)
+    expect(alicePhone.packets.some((p) => p.payload?.$case === "push" && p.payload.value.content === "hello bob")).toBe(false)
+
+    const history = await session(gateway.url, "GetHistoryMessages", { sessionId, limit: "3" }, tokens.bob!)
+    expect(history.status).toBe(200)
+    const seqs = history.body.messages.map((m: any) => BigInt(m.seqId))
+    expect(seqs).toEqual([...seqs].sort((a: bigint, b: bigint) => (a < b ? -1 : 1)))
+    expect(history.body.messages.at(-1).content).toBe("more 2")
+    const older = await session(gateway.url, "GetHistoryMessages", { sessionId, limit: "10", beforeSeq: String(seqs[0]) }, tokens.bob!)
+    expect(older.body.messages.map((m: any) => m.content)).toContain("hello bob")
+
+    const bobSessions = await session(gateway.url, "GetSessionList", {}, tokens.bob!)
+    const direct = bobSessions.body.sessions.find((s: any) => s.sessionId === sessionId)
+    // bob read up to his own reply; the three later messages of alice are unread
+    expect(Number(direct.unreadCount)).toBe(3)
+    const read = await session(gateway.url, "UpdateReadPosition", { sessionId, seqId: direct.lastMessage.seqId }, tokens.bob!)
+    expect(read.status).toBe(200)
+    expect(Number(read.body.unreadCount ?? 0)).toBe(0)
+
+    const inbox = await session(gateway.url, "PullInboxDelta", { cursorId: "0", limit: "2" }, tokens.bob!)
+    expect(inbox.body.events).toHaveLength(2)
+    expect(inbox.body.hasMore).toBe(true)
+    const rest = await session(gateway.url, "PullInboxDelta", { cursorId: inbox.body.nextCursorId, limit: "200" }, tokens.bob!)
+    const contents = [...inbox.body.events, ...rest.body.events].map((e: any) => e.message.content)
+    expect(contents).toEqual(expect.arrayContaining(["hello bob", "hi alice", "more 2"]))
+
+    for (const client of [alicePhone, aliceLaptop, bob, carol]) client.ws.close()
+  })
+
+  it("acked messages and logins survive SIGTERM and a restart on the same database", async () => {
+    const client = await connectClient(wsPort(), { token: tokens.alice })
+    client.send(chat("last", "single:alice:bob", "right before shutdown"))
+    const ack = await ackOf(client, "last")
+    expect(ack.error).toBe("")
+    const closed = client.closed
+    const exitCode = await gateway.stop("SIGTERM")
+    expect(exitCode).toBe(0)
+    expect([1001, 1012]).toContain((await closed).code)
+
+    gateway = await startGateway(env)
+    const login = await auth(gateway.url, "Login", { username: "bob", password: "secret-pw" })
+    expect(login.status).toBe(200)
+    // A token issued before the restart is still valid: the secret was kept.
+    const history = await session(gateway.url, "GetHistoryMessages", { sessionId: "single:alice:bob", limit: "1" }, tokens.bob!)
+    expect(history.status).toBe(200)
+    expect(history.body.messages[0].content).toBe("right before shutdown")
+    expect(BigInt(history.body.messages[0].msgId)).toBe(ack.msgId)
+  }, 60_000)
+
+  it("bad input gets precise errors and never a 500", async () => {
+    const short = await auth(gateway.url, "Register", { username: "dave", password: "123" })
+    expect(short.status).toBe(400)
+    expect(short.body.code).toBe("invalid_argument")
+    const taken = await auth(gateway.url, "Register", { username: "alice", password: "secret-pw" })
+    expect(taken.status).toBe(409)
+    const badJson = await fetch(`${gateway.url}/resonance.gateway.v1.AuthService/Login`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{not json"
+    })
+    expect(badJson.status).toBe(400)
+    const noToken = await connectCall(gateway.url, "/resonance.gateway.v1.SessionService/GetSessionList", {})
+    expect(noToken.status).toBe(401)
+    expect(noToken.body.code).toBe("unauthenticated")
+  })
+})
