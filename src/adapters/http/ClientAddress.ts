@@ -1,0 +1,66 @@
+import type * as Http from "node:http"
+import { compileCidrSet, compileIpFilter, normalizeIp } from "../../domain/IpFilter.js"
+
+/** Strips a port from an X-Forwarded-For hop (`1.2.3.4:5678`, `[::1]:80`). */
+const hopAddress = (hop: string): string => {
+  if (hop.startsWith("[")) {
+    const end = hop.indexOf("]")
+    return end === -1 ? hop : hop.slice(1, end)
+  }
+  const colon = hop.indexOf(":")
+  return colon !== -1 && colon === hop.lastIndexOf(":") ? hop.slice(0, colon) : hop
+}
+
+/**
+ * The client's address: the peer itself, unless the peer is a trusted proxy; then the right-most
+ * X-Forwarded-For hop that is not a trusted proxy (hops further left are client-supplied and
+ * could be forged). Addresses come back normalized (`::ffff:1.2.3.4` → `1.2.3.4`); "" when unknown.
+ */
+export const clientIp = (
+  remoteAddress: string | undefined,
+  xForwardedFor: string | ReadonlyArray<string> | undefined,
+  isTrustedProxy: (ip: string) => boolean
+): string => {
+  if (remoteAddress === undefined || remoteAddress === "") return ""
+  let current = normalizeIp(remoteAddress) ?? remoteAddress
+  if (xForwardedFor === undefined || !isTrustedProxy(current)) return current
+  const hops = (typeof xForwardedFor === "string" ? xForwardedFor : xForwardedFor.join(",")).split(",")
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = hops[i]!.trim()
+    if (hop === "") continue
+    const address = normalizeIp(hopAddress(hop))
+    // A trusted proxy wrote garbage: keep the last address we know to be real.
+    if (address === undefined) return current
+    if (!isTrustedProxy(address)) return address
+    current = address
+  }
+  return current
+}
+
+export interface ClientAddressOptions {
+  readonly ipAllow: ReadonlyArray<string>
+  readonly ipDeny: ReadonlyArray<string>
+  readonly trustedProxies: ReadonlyArray<string>
+}
+
+export interface ClientAddressing {
+  /** The proxy-aware, normalized client address of a Node request (HTTP or upgrade). */
+  readonly clientIp: (request: Http.IncomingMessage) => string
+  /** Whether that address may be served at all (the allow/deny lists). */
+  readonly ipAllowed: (ip: string) => boolean
+}
+
+/** The two plain checks every entry point runs, compiled once from the configuration. */
+export const makeClientAddressing = (options: ClientAddressOptions): ClientAddressing => {
+  const isTrustedProxy = compileCidrSet(options.trustedProxies)
+  const hasProxies = options.trustedProxies.length > 0
+  return {
+    clientIp: (request) =>
+      clientIp(
+        request.socket.remoteAddress,
+        hasProxies ? request.headers["x-forwarded-for"] : undefined,
+        isTrustedProxy
+      ),
+    ipAllowed: compileIpFilter({ allow: options.ipAllow, deny: options.ipDeny })
+  }
+}

@@ -1,0 +1,161 @@
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import { Data, Effect } from "effect"
+import type * as Http from "node:http"
+import type { AuthError, FailureCode, LogicError } from "../../domain/Errors.js"
+
+/** The Connect error codes this adapter answers with. */
+export type ConnectCode = FailureCode | "unimplemented"
+
+/** A request that ends in a Connect error; `status` overrides the code's usual HTTP status. */
+export class ConnectError extends Data.TaggedError("ConnectError")<{
+  readonly code: ConnectCode
+  readonly message: string
+  readonly status?: number
+  readonly headers?: Readonly<Record<string, string>>
+}> {}
+
+export const connectError = (code: ConnectCode, message: string) => new ConnectError({ code, message })
+
+const statusByCode: Record<ConnectCode, number> = {
+  invalid_argument: 400,
+  unauthenticated: 401,
+  permission_denied: 403,
+  not_found: 404,
+  already_exists: 409,
+  resource_exhausted: 429,
+  internal: 500,
+  unimplemented: 501,
+  unavailable: 503,
+  deadline_exceeded: 504
+}
+
+export const httpStatusOf = (code: ConnectCode): number => statusByCode[code]
+
+/** Connect unary errors are always JSON, whatever the request's format. */
+export const errorResponse = (error: ConnectError): HttpServerResponse.HttpServerResponse =>
+  HttpServerResponse.text(JSON.stringify({ code: error.code, message: error.message }), {
+    status: error.status ?? httpStatusOf(error.code),
+    contentType: "application/json",
+    ...(error.headers === undefined ? {} : { headers: error.headers })
+  })
+
+export const fromLogicError = (error: LogicError): ConnectError => connectError(error.code, error.message)
+
+export const fromAuthError = (error: AuthError): ConnectError =>
+  error.reason === "Unavailable"
+    ? connectError("unavailable", error.message || "authentication is unavailable")
+    : new ConnectError({
+      code: "unauthenticated",
+      message: error.message,
+      headers: { "www-authenticate": "Bearer" }
+    })
+
+export type Format = "json" | "proto"
+
+/** The codec of a Connect unary request, from its Content-Type; undefined when unsupported. */
+export const formatOf = (contentType: string | undefined): Format | undefined => {
+  if (contentType === undefined) return undefined
+  const semicolon = contentType.indexOf(";")
+  const mediaType = (semicolon === -1 ? contentType : contentType.slice(0, semicolon)).trim().toLowerCase()
+  if (mediaType === "application/json") return "json"
+  if (mediaType === "application/proto") return "proto"
+  return undefined
+}
+
+export const unsupportedMediaType = (contentType: string | undefined) =>
+  new ConnectError({
+    code: "unimplemented",
+    message: `unsupported content-type ${JSON.stringify(contentType ?? "")}: use application/json or application/proto`,
+    status: 415,
+    headers: { "accept-post": "application/json, application/proto" }
+  })
+
+const bodyTooLarge = (maxBytes: number) =>
+  new ConnectError({
+    code: "resource_exhausted",
+    message: `request body is larger than ${maxBytes} bytes`,
+    status: 413
+  })
+
+/**
+ * Reads the request body up to `maxBytes`. A declared Content-Length above the limit is refused
+ * before reading; past the limit the rest is left for Node to discard, so the 413 still reaches
+ * the client on a live connection.
+ */
+export const readBody = (incoming: Http.IncomingMessage, maxBytes: number): Effect.Effect<Uint8Array, ConnectError> => {
+  const declared = incoming.headers["content-length"]
+  if (declared !== undefined && Number(declared) > maxBytes) return Effect.fail(bodyTooLarge(maxBytes))
+  if (incoming.readableEnded) return Effect.succeed(new Uint8Array(0))
+  return Effect.async<Uint8Array, ConnectError>((resume) => {
+    const chunks: Array<Buffer> = []
+    let size = 0
+    const cleanup = () => {
+      incoming.off("data", onData)
+      incoming.off("end", onEnd)
+      incoming.off("error", onError)
+      incoming.off("aborted", onAborted)
+    }
+    const onData = (chunk: Buffer) => {
+      size += chunk.length
+      if (size > maxBytes) {
+        cleanup()
+        incoming.resume()
+        resume(Effect.fail(bodyTooLarge(maxBytes)))
+        return
+      }
+      chunks.push(chunk)
+    }
+    const onEnd = () => {
+      cleanup()
+      resume(Effect.succeed(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
+    }
+    const onError = (error: Error) => {
+      cleanup()
+      resume(Effect.fail(connectError("invalid_argument", `could not read the request body: ${error.message}`)))
+    }
+    const onAborted = () => onError(new Error("client aborted"))
+    incoming.on("data", onData)
+    incoming.once("end", onEnd)
+    incoming.once("error", onError)
+    incoming.once("aborted", onAborted)
+    return Effect.sync(cleanup)
+  })
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true })
+
+/**
+ * A proto3 JSON request body: an object whose values are scalars or arrays of scalars (no request
+ * message of this API has a nested message). The empty body is the empty message.
+ */
+export const parseJsonObject = (body: Uint8Array): Record<string, unknown> | ConnectError => {
+  let parsed: unknown
+  try {
+    const text = utf8.decode(body)
+    if (text.trim() === "") return {}
+    parsed = JSON.parse(text)
+  } catch {
+    return connectError("invalid_argument", "invalid JSON body")
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    return connectError("invalid_argument", "invalid JSON body: expected an object")
+  }
+  for (const [key, value] of Object.entries(parsed)) {
+    const scalar = (item: unknown) => item === null || typeof item !== "object"
+    if (!(scalar(value) || (Array.isArray(value) && value.every(scalar)))) {
+      return connectError("invalid_argument", `invalid JSON body: unexpected value for field ${JSON.stringify(key)}`)
+    }
+  }
+  return parsed as Record<string, unknown>
+}
+
+/** The bearer token of an Authorization header, if any. */
+export const bearerToken = (authorization: string | undefined): string | undefined => {
+  if (authorization === undefined) return undefined
+  const match = /^\s*bearer\s+(\S+)\s*$/i.exec(authorization)
+  return match === null ? undefined : match[1]
+}
+
+/** Connect-Timeout-Ms: at most 10 digits of milliseconds; anything else is ignored. */
+export const timeoutOf = (header: string | undefined): number | undefined =>
+  header !== undefined && /^\d{1,10}$/.test(header) ? Number(header) : undefined

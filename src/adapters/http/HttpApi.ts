@@ -1,0 +1,372 @@
+import type * as HttpApp from "@effect/platform/HttpApp"
+import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
+import * as HttpRouter from "@effect/platform/HttpRouter"
+import type { RouteNotFound } from "@effect/platform/HttpServerError"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
+import { Cause, Clock, Context, Effect, Layer } from "effect"
+import { Authenticator } from "../../application/Authenticator.js"
+import { Logic } from "../../application/ports/Logic.js"
+import { Metrics } from "../../application/ports/Metrics.js"
+import { Readiness } from "../../application/Readiness.js"
+import { invalidCidrs } from "../../domain/IpFilter.js"
+import { NodeServer } from "../node-http/NodeServer.js"
+import { makeClientAddressing } from "./ClientAddress.js"
+import type { Format } from "./Connect.js"
+import {
+  bearerToken,
+  ConnectError,
+  connectError,
+  errorResponse,
+  formatOf,
+  fromAuthError,
+  fromLogicError,
+  parseJsonObject,
+  readBody,
+  timeoutOf,
+  unsupportedMediaType
+} from "./Connect.js"
+import { makeCors } from "./Cors.js"
+import type { Caller, Procedure } from "./Procedures.js"
+import { makeProcedures } from "./Procedures.js"
+import { makeKeyedRateLimiter } from "./RateLimiter.js"
+
+export { clientIp, makeClientAddressing } from "./ClientAddress.js"
+export type { ClientAddressing, ClientAddressOptions } from "./ClientAddress.js"
+export { compileCidrSet, compileIpFilter } from "../../domain/IpFilter.js"
+
+export interface HttpOptions {
+  /** Origins allowed by CORS; `["*"]` allows any (the Origin is echoed back). */
+  readonly corsOrigins: ReadonlyArray<string>
+  readonly maxBodyBytes: number
+  readonly rateLimits: {
+    /** Login and Register calls per client IP (each procedure its own bucket); 0 = unlimited. */
+    readonly authPerIpPerMinute: number
+    /** SessionService calls per user, all methods together; 0 = unlimited. */
+    readonly sessionPerUserPerSecond: number
+    /** Calls allowed at once above the rate; defaults to one period's worth (a minute, a second). */
+    readonly burst?: number
+  }
+  readonly ipAllow: ReadonlyArray<string>
+  readonly ipDeny: ReadonlyArray<string>
+  readonly trustedProxies: ReadonlyArray<string>
+}
+
+export const defaultHttpOptions: HttpOptions = {
+  corsOrigins: ["*"],
+  maxBodyBytes: 1024 * 1024,
+  rateLimits: { authPerIpPerMinute: 20, sessionPerUserPerSecond: 20 },
+  ipAllow: [],
+  ipDeny: [],
+  trustedProxies: []
+}
+
+/** What one request has learned so far, read back when it is logged and counted. */
+interface RequestState {
+  readonly route: string
+  readonly ip: string
+  username: string | undefined
+}
+
+class CurrentRequest extends Context.Tag("resonance/http/CurrentRequest")<CurrentRequest, RequestState>() {}
+
+type Transport = "connect" | "rest-body" | "rest-query"
+
+interface RouteSpec {
+  readonly method: "GET" | "POST"
+  readonly path: `/${string}`
+  readonly handler: Effect.Effect<
+    HttpServerResponse.HttpServerResponse,
+    ConnectError,
+    CurrentRequest | HttpServerRequest.HttpServerRequest
+  >
+}
+
+const restRoutes: ReadonlyArray<readonly [RouteSpec["method"], `/${string}`, string, Transport]> = [
+  ["POST", "/api/v1/auth/login", "Login", "rest-body"],
+  ["POST", "/api/v1/auth/register", "Register", "rest-body"],
+  ["POST", "/api/v1/auth/logout", "Logout", "rest-body"],
+  ["GET", "/api/v1/session/list", "GetSessionList", "rest-query"],
+  ["POST", "/api/v1/session/create", "CreateSession", "rest-body"],
+  ["GET", "/api/v1/session/messages", "GetHistoryMessages", "rest-query"],
+  ["GET", "/api/v1/session/search", "SearchUser", "rest-query"],
+  ["GET", "/api/v1/session/contacts", "GetContactList", "rest-query"],
+  ["POST", "/api/v1/session/read", "UpdateReadPosition", "rest-body"],
+  ["GET", "/api/v1/session/inbox", "PullInboxDelta", "rest-query"]
+]
+
+const pathOf = (url: string): string => {
+  const query = url.indexOf("?")
+  return query === -1 ? url : url.slice(0, query)
+}
+
+const queryObject = (url: string): Record<string, unknown> => {
+  const query = url.indexOf("?")
+  const object: Record<string, unknown> = {}
+  if (query === -1) return object
+  for (const [key, value] of new URLSearchParams(url.slice(query + 1))) object[key] = value
+  return object
+}
+
+const headerOf = (request: HttpServerRequest.HttpServerRequest, name: string): string | undefined => {
+  const value = request.headers[name]
+  return typeof value === "string" ? value : undefined
+}
+
+const build = (options: HttpOptions) =>
+  Effect.gen(function*() {
+    const logic = yield* Logic
+    const authenticator = yield* Authenticator
+    const readiness = yield* Readiness
+    const metrics = yield* Metrics
+
+    for (const [name, list] of [["ipAllow", options.ipAllow], ["ipDeny", options.ipDeny], [
+      "trustedProxies",
+      options.trustedProxies
+    ]] as const) {
+      const invalid = invalidCidrs(list)
+      if (invalid.length > 0) return yield* Effect.dieMessage(`http.${name}: not an address or CIDR: ${invalid.join(", ")}`)
+    }
+
+    const addressing = makeClientAddressing(options)
+    const cors = makeCors(options.corsOrigins)
+    const procedures = makeProcedures(logic, authenticator)
+    const byMethod = new Map(procedures.map((procedure) => [procedure.method, procedure]))
+
+    const { authPerIpPerMinute, sessionPerUserPerSecond, burst } = options.rateLimits
+    const ipLimiter = authPerIpPerMinute > 0
+      ? makeKeyedRateLimiter({ ratePerSecond: authPerIpPerMinute / 60, burst: burst ?? authPerIpPerMinute })
+      : undefined
+    const userLimiter = sessionPerUserPerSecond > 0
+      ? makeKeyedRateLimiter({
+        ratePerSecond: sessionPerUserPerSecond,
+        burst: burst ?? Math.max(1, Math.ceil(sessionPerUserPerSecond))
+      })
+      : undefined
+
+    const limit = (limiter: typeof ipLimiter, key: string) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const retryAfter = limiter === undefined ? 0 : limiter.take(key, now)
+        return retryAfter === 0 ? Effect.void : Effect.fail(
+          new ConnectError({
+            code: "resource_exhausted",
+            message: `rate limit exceeded, retry in ${retryAfter}s`,
+            headers: { "retry-after": String(retryAfter) }
+          })
+        )
+      })
+
+    const authenticate = (token: string | undefined) =>
+      Effect.map(
+        Effect.mapError(authenticator.authenticate(token), fromAuthError),
+        (principal): Caller => ({ username: principal.username, token: token ?? "" })
+      )
+
+    const decodeMessage = (procedure: Procedure, transport: Transport, format: Format) =>
+      Effect.gen(function*() {
+        const request = yield* HttpServerRequest.HttpServerRequest
+        let object: Record<string, unknown> | undefined
+        let bytes: Uint8Array | undefined
+        if (transport === "rest-query") {
+          object = queryObject(request.url)
+        } else {
+          const body = yield* readBody(NodeHttpServerRequest.toIncomingMessage(request), options.maxBodyBytes)
+          if (format === "proto") {
+            bytes = body
+          } else {
+            const parsed = parseJsonObject(body)
+            if (parsed instanceof ConnectError) return yield* Effect.fail(parsed)
+            object = parsed
+          }
+        }
+        try {
+          return bytes === undefined ? procedure.fromJson(object!) : procedure.fromBinary(bytes)
+        } catch (error) {
+          const detail = error instanceof Error ? `: ${error.message}` : ""
+          return yield* Effect.fail(
+            connectError(
+              "invalid_argument",
+              bytes === undefined ? `invalid JSON body${detail}` : `invalid protobuf body${detail}`
+            )
+          )
+        }
+      })
+
+    const procedureHandler = (procedure: Procedure, transport: Transport): RouteSpec["handler"] =>
+      Effect.gen(function*() {
+        const request = yield* HttpServerRequest.HttpServerRequest
+        const state = yield* CurrentRequest
+        const contentType = headerOf(request, "content-type")
+        let format: Format = "json"
+        if (transport === "connect") {
+          const connectFormat = formatOf(contentType)
+          if (connectFormat === undefined) return yield* Effect.fail(unsupportedMediaType(contentType))
+          format = connectFormat
+        } else if (transport === "rest-body" && contentType !== undefined && formatOf(contentType) !== "json") {
+          return yield* Effect.fail(unsupportedMediaType(contentType))
+        }
+
+        if (procedure.limitedBy === "ip") yield* limit(ipLimiter, `${procedure.path} ${state.ip}`)
+        let caller: Caller | undefined
+        const headerToken = bearerToken(headerOf(request, "authorization"))
+        if (procedure.access === "bearer") {
+          caller = yield* authenticate(headerToken)
+          state.username = caller.username
+          if (procedure.limitedBy === "user") yield* limit(userLimiter, caller.username)
+        }
+
+        const message = yield* decodeMessage(procedure, transport, format)
+        const invalid = procedure.validate(message)
+        if (invalid !== undefined) return yield* Effect.fail(connectError("invalid_argument", invalid))
+        if (procedure.access === "token") {
+          caller = yield* authenticate(procedure.bodyToken(message) || headerToken)
+          state.username = caller.username
+        }
+
+        const deadline = timeoutOf(headerOf(request, "connect-timeout-ms"))
+        const call = Effect.mapError(procedure.invoke(message, caller), fromLogicError)
+        const response = yield* (deadline === undefined ? call : call.pipe(
+          Effect.timeoutFail({
+            duration: deadline,
+            onTimeout: () => connectError("deadline_exceeded", `no answer within ${deadline} ms`)
+          })
+        )).pipe(
+          Effect.annotateLogs({ procedure: procedure.method, ...(caller ? { username: caller.username } : {}) })
+        )
+        return format === "proto"
+          ? HttpServerResponse.uint8Array(procedure.toBinary(response), { contentType: "application/proto" })
+          : HttpServerResponse.text(JSON.stringify(procedure.toJson(response)), { contentType: "application/json" })
+      })
+
+    const routes: Array<RouteSpec> = [
+      {
+        method: "GET",
+        path: "/healthz",
+        handler: Effect.succeed(HttpServerResponse.unsafeJson({ status: "ok" }))
+      },
+      {
+        method: "GET",
+        path: "/readyz",
+        handler: Effect.sync(() =>
+          readiness.isReady()
+            ? HttpServerResponse.unsafeJson({ status: "ready" })
+            : HttpServerResponse.unsafeJson({ status: readiness.isDraining() ? "draining" : "starting" }, {
+              status: 503
+            })
+        )
+      },
+      ...procedures.map((procedure): RouteSpec => ({
+        method: "POST",
+        path: procedure.path as `/${string}`,
+        handler: procedureHandler(procedure, "connect")
+      })),
+      ...restRoutes.map(([method, path, procedure, transport]): RouteSpec => ({
+        method,
+        path,
+        handler: procedureHandler(byMethod.get(procedure)!, transport)
+      }))
+    ]
+    const methodsByPath = new Map<string, Array<string>>()
+    for (const route of routes) methodsByPath.set(route.path, [...(methodsByPath.get(route.path) ?? []), route.method])
+
+    const router = HttpRouter.fromIterable(
+      routes.map((route) => HttpRouter.makeRoute(route.method, route.path, route.handler))
+    )
+
+    const unrouted = (error: RouteNotFound) => {
+      const methods = methodsByPath.get(pathOf(error.request.url))
+      return methods === undefined
+        ? connectError("not_found", `no route for ${error.request.method} ${pathOf(error.request.url)}`)
+        : new ConnectError({
+          code: "unimplemented",
+          message: `method ${error.request.method} is not allowed here`,
+          status: 405,
+          headers: { allow: [...methods, "OPTIONS"].join(", ") }
+        })
+    }
+
+    const dispatch = (request: HttpServerRequest.HttpServerRequest, state: RequestState) => {
+      if (!addressing.ipAllowed(state.ip)) {
+        return Effect.fail(connectError("permission_denied", "client address is not allowed"))
+      }
+      if (request.method === "OPTIONS") {
+        return Effect.succeed(HttpServerResponse.empty({ status: 204, headers: cors.preflight }))
+      }
+      return router.pipe(
+        Effect.catchTag("RouteNotFound", (error) => Effect.fail(unrouted(error))),
+        Effect.provideService(CurrentRequest, state)
+      )
+    }
+
+    const routeOf = (url: string) => {
+      const path = pathOf(url)
+      return methodsByPath.has(path) ? path : "unmatched"
+    }
+
+    const app: HttpApp.Default = Effect.gen(function*() {
+      const request = yield* HttpServerRequest.HttpServerRequest
+      const startedAt = performance.now()
+      const incoming = NodeHttpServerRequest.toIncomingMessage(request)
+      const state: RequestState = { route: routeOf(request.url), ip: addressing.clientIp(incoming), username: undefined }
+      const elapsed = () => (performance.now() - startedAt) / 1000
+
+      const response = yield* dispatch(request, state).pipe(
+        Effect.catchTag("ConnectError", (error) => Effect.succeed(errorResponse(error))),
+        Effect.catchAllCause((cause) =>
+          Cause.isInterruptedOnly(cause) ? Effect.failCause(cause) : Effect.as(
+            Effect.logError(`HTTP ${state.route} failed`, cause),
+            errorResponse(connectError("internal", "internal error"))
+          )
+        ),
+        Effect.onInterrupt(() => Effect.sync(() => metrics.httpRequest(state.route, 499, elapsed())))
+      )
+      const withCors = HttpServerResponse.setHeaders(response, cors.headers(headerOf(request, "origin")))
+      metrics.httpRequest(state.route, withCors.status, elapsed())
+      const annotations = {
+        route: state.route,
+        status: withCors.status,
+        client_ip: state.ip,
+        ...(state.username === undefined ? {} : { username: state.username })
+      }
+      yield* Effect.annotateCurrentSpan(annotations)
+      const line = `${request.method} ${state.route} ${withCors.status}`
+      yield* (withCors.status >= 500 ? Effect.logWarning(line) : Effect.logDebug(line)).pipe(
+        Effect.annotateLogs(annotations)
+      )
+      return withCors
+    })
+
+    return { app, routeOf }
+  })
+
+/**
+ * The gateway's HTTP API as an HttpApp: Connect unary (JSON and binary) and REST routes over the
+ * same procedures, health probes, CORS, IP filtering, rate limits, metrics and logs per request.
+ * Dies when an address list holds something that is not an address or CIDR.
+ */
+export const makeApp = (
+  options: HttpOptions
+): Effect.Effect<HttpApp.Default, never, Logic | Authenticator | Readiness | Metrics> =>
+  Effect.map(build(options), ({ app }) => app)
+
+/**
+ * Serves the HTTP API on the shared Node server: attaches a `request` listener for the life of the
+ * layer (the `upgrade` event stays with the WebSocket adapter).
+ */
+export const layer = (options: HttpOptions): Layer.Layer<never, never, NodeServer | Logic | Authenticator | Readiness | Metrics> =>
+  Layer.scopedDiscard(
+    Effect.gen(function*() {
+      const { server } = yield* NodeServer
+      const { app, routeOf } = yield* build(options)
+      // The platform's tracer names the per-request span; it sits outside the app, in the runtime.
+      const handler = yield* NodeHttpServer.makeHandler(app).pipe(
+        Effect.provideService(HttpMiddleware.SpanNameGenerator, (request) => `HTTP ${routeOf(request.url)}`)
+      )
+      yield* Effect.acquireRelease(
+        Effect.sync(() => server.on("request", handler)),
+        () => Effect.sync(() => server.off("request", handler))
+      )
+    })
+  )

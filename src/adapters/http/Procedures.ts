@@ -1,0 +1,271 @@
+import { Effect, Either, ParseResult, Schema } from "effect"
+import type { AuthenticatorShape } from "../../application/Authenticator.js"
+import type { LogicShape } from "../../application/ports/Logic.js"
+import type { LogicError } from "../../domain/Errors.js"
+import * as Api from "../../gen/gateway/v1/api.js"
+
+/** The authenticated caller of a procedure. */
+export interface Caller {
+  readonly username: string
+  readonly token: string
+}
+
+/**
+ * Who may call: `public` needs nothing, `bearer` needs the Authorization header, `token` takes the
+ * token from the request body (falling back to the header) once it is decoded.
+ */
+export type Access = "public" | "bearer" | "token"
+
+/** A unary procedure with its types erased, so one table drives the Connect and REST routes. */
+export interface Procedure {
+  readonly service: "AuthService" | "SessionService"
+  readonly method: string
+  /** The Connect path, also the key of its rate limit whatever path the request came by. */
+  readonly path: string
+  readonly access: Access
+  readonly limitedBy: "ip" | "user" | undefined
+  readonly fromJson: (object: Record<string, unknown>) => unknown
+  readonly fromBinary: (bytes: Uint8Array) => unknown
+  /** The first rule the request breaks, as a client-facing message. */
+  readonly validate: (request: unknown) => string | undefined
+  readonly bodyToken: (request: unknown) => string
+  readonly invoke: (request: unknown, caller: Caller | undefined) => Effect.Effect<unknown, LogicError>
+  readonly toJson: (response: unknown) => unknown
+  readonly toBinary: (response: unknown) => Uint8Array
+}
+
+interface ProcedureSpec<Req, Res> {
+  readonly service: Procedure["service"]
+  readonly method: string
+  readonly access: Access
+  readonly limitedBy?: "ip" | "user"
+  readonly request: Api.MessageFns<Req>
+  readonly response: Api.MessageFns<Res>
+  readonly schema?: Schema.Schema<any, any>
+  readonly bodyToken?: (request: Req) => string
+  readonly invoke: (request: Req, caller: Caller) => Effect.Effect<Res, LogicError>
+}
+
+const firstIssue = (schema: Schema.Schema<any, any>) => {
+  const decode = Schema.decodeUnknownEither(schema, { errors: "first" })
+  return (request: unknown): string | undefined => {
+    const result = decode(request)
+    if (Either.isRight(result)) return undefined
+    const issue = ParseResult.ArrayFormatter.formatErrorSync(result.left)[0]
+    return issue === undefined ? "invalid request" : issue.message
+  }
+}
+
+const define = <Req, Res>(spec: ProcedureSpec<Req, Res>): Procedure => ({
+  service: spec.service,
+  method: spec.method,
+  path: `/resonance.gateway.v1.${spec.service}/${spec.method}`,
+  access: spec.access,
+  limitedBy: spec.limitedBy,
+  fromJson: (object) => spec.request.fromJSON(object),
+  fromBinary: (bytes) => spec.request.decode(bytes),
+  validate: spec.schema === undefined ? () => undefined : firstIssue(spec.schema),
+  bodyToken: (request) => spec.bodyToken?.(request as Req) ?? "",
+  // Public procedures get no caller; they never read it.
+  invoke: (request, caller) => spec.invoke(request as Req, caller as Caller),
+  toJson: (response) => spec.response.toJSON(response as Res),
+  toBinary: (response) => spec.response.encode(response as Res).finish()
+})
+
+const INT64_MAX = (1n << 63n) - 1n
+
+const nonEmpty = (field: string) =>
+  Schema.String.pipe(Schema.filter((value) => value.trim() !== "", { message: () => `${field} must not be empty` }))
+
+const nonNegativeInt64 = (field: string) =>
+  Schema.BigIntFromSelf.pipe(
+    Schema.filter((value) => value >= 0n && value <= INT64_MAX, {
+      message: () => `${field} must be between 0 and ${INT64_MAX}`
+    })
+  )
+
+const SessionTypes = [1, 2, 3]
+
+const LoginSchema = Schema.Struct({
+  username: nonEmpty("username"),
+  password: Schema.String.pipe(Schema.filter((value) => value !== "", { message: () => "password must not be empty" }))
+})
+
+const RegisterSchema = Schema.Struct({
+  username: nonEmpty("username"),
+  password: Schema.String.pipe(
+    Schema.filter((value) => value.length >= 6, { message: () => "password must be at least 6 characters" })
+  ),
+  nickname: Schema.String
+})
+
+const CreateSessionSchema = Schema.Struct({
+  type: Schema.Number.pipe(
+    Schema.filter((value) => SessionTypes.includes(value), {
+      message: () => "type must be 1 (direct), 2 (group) or 3 (system)"
+    })
+  ),
+  members: Schema.Array(Schema.String).pipe(
+    Schema.filter((members) => members.every((member) => member.trim() !== ""), {
+      message: () => "members must not contain an empty username"
+    })
+  ),
+  name: Schema.String
+}).pipe(
+  Schema.filter((request) =>
+    request.type === 3 || request.members.length > 0 ||
+    (request.type === 2 ? "members must not be empty for a group session" : "members must name the other user")
+  )
+)
+
+const HistorySchema = Schema.Struct({
+  sessionId: nonEmpty("session_id"),
+  limit: nonNegativeInt64("limit"),
+  beforeSeq: nonNegativeInt64("before_seq")
+})
+
+const SearchSchema = Schema.Struct({ query: nonEmpty("query") })
+
+const ReadPositionSchema = Schema.Struct({
+  sessionId: nonEmpty("session_id"),
+  seqId: nonNegativeInt64("seq_id")
+})
+
+const InboxSchema = Schema.Struct({
+  cursorId: nonNegativeInt64("cursor_id"),
+  limit: nonNegativeInt64("limit")
+})
+
+/** Every procedure of the HTTP API, bound to the Logic and the Authenticator. */
+export const makeProcedures = (logic: LogicShape, authenticator: AuthenticatorShape): ReadonlyArray<Procedure> => [
+  define({
+    service: "AuthService",
+    method: "Login",
+    access: "public",
+    limitedBy: "ip",
+    request: Api.LoginRequest,
+    response: Api.LoginResponse,
+    schema: LoginSchema,
+    invoke: (request) => logic.login({ username: request.username, password: request.password })
+  }),
+  define({
+    service: "AuthService",
+    method: "Register",
+    access: "public",
+    limitedBy: "ip",
+    request: Api.RegisterRequest,
+    response: Api.RegisterResponse,
+    schema: RegisterSchema,
+    invoke: (request) =>
+      logic.register({
+        username: request.username,
+        password: request.password,
+        nickname: request.nickname
+      })
+  }),
+  define({
+    service: "AuthService",
+    method: "Logout",
+    access: "token",
+    request: Api.LogoutRequest,
+    response: Api.LogoutResponse,
+    bodyToken: (request) => request.accessToken,
+    invoke: (_, caller) => Effect.as(authenticator.revoke(caller.token), { success: true })
+  }),
+  define({
+    service: "SessionService",
+    method: "GetSessionList",
+    access: "bearer",
+    limitedBy: "user",
+    request: Api.GetSessionListRequest,
+    response: Api.GetSessionListResponse,
+    invoke: (_, caller) =>
+      Effect.map(logic.getSessionList(caller.username), (sessions) => ({ sessions: [...sessions] }))
+  }),
+  define({
+    service: "SessionService",
+    method: "CreateSession",
+    access: "bearer",
+    limitedBy: "user",
+    request: Api.CreateSessionRequest,
+    response: Api.CreateSessionResponse,
+    schema: CreateSessionSchema,
+    invoke: (request, caller) =>
+      Effect.map(
+        logic.createSession({
+          creatorUsername: caller.username,
+          members: request.members,
+          name: request.name,
+          type: request.type
+        }),
+        (sessionId) => ({ sessionId })
+      )
+  }),
+  define({
+    service: "SessionService",
+    method: "GetHistoryMessages",
+    access: "bearer",
+    limitedBy: "user",
+    request: Api.GetHistoryMessagesRequest,
+    response: Api.GetHistoryMessagesResponse,
+    schema: HistorySchema,
+    invoke: (request, caller) =>
+      Effect.map(
+        logic.getHistoryMessages({
+          username: caller.username,
+          sessionId: request.sessionId,
+          limit: request.limit,
+          beforeSeq: request.beforeSeq
+        }),
+        (messages) => ({ messages: [...messages] })
+      )
+  }),
+  define({
+    service: "SessionService",
+    method: "GetContactList",
+    access: "bearer",
+    limitedBy: "user",
+    request: Api.GetContactListRequest,
+    response: Api.GetContactListResponse,
+    invoke: (_, caller) =>
+      Effect.map(logic.getContactList(caller.username), (contacts) => ({ contacts: [...contacts] }))
+  }),
+  define({
+    service: "SessionService",
+    method: "SearchUser",
+    access: "bearer",
+    limitedBy: "user",
+    request: Api.SearchUserRequest,
+    response: Api.SearchUserResponse,
+    schema: SearchSchema,
+    invoke: (request) => Effect.map(logic.searchUser(request.query), (users) => ({ users: [...users] }))
+  }),
+  define({
+    service: "SessionService",
+    method: "UpdateReadPosition",
+    access: "bearer",
+    limitedBy: "user",
+    request: Api.UpdateReadPositionRequest,
+    response: Api.UpdateReadPositionResponse,
+    schema: ReadPositionSchema,
+    invoke: (request, caller) =>
+      Effect.map(
+        logic.updateReadPosition({ username: caller.username, sessionId: request.sessionId, seqId: request.seqId }),
+        (unreadCount) => ({ unreadCount })
+      )
+  }),
+  define({
+    service: "SessionService",
+    method: "PullInboxDelta",
+    access: "bearer",
+    limitedBy: "user",
+    request: Api.PullInboxDeltaRequest,
+    response: Api.PullInboxDeltaResponse,
+    schema: InboxSchema,
+    invoke: (request, caller) =>
+      Effect.map(
+        logic.pullInboxDelta({ username: caller.username, cursorId: request.cursorId, limit: request.limit }),
+        (page) => ({ events: [...page.events], nextCursorId: page.nextCursorId, hasMore: page.hasMore })
+      )
+  })
+]

@@ -1,0 +1,137 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Cause, Effect, Exit } from "effect"
+import { bearer, call, connect, json, serve } from "./harness.js"
+
+const login = (url: string, headers: Record<string, string> = {}) =>
+  call(url + connect("AuthService", "Login"), json({ username: "alice", password: "secret1" }, headers))
+
+describe("rate limits", () => {
+  it.scopedLive("Login per client IP: 429 with Retry-After past the burst, on the REST twin too", () =>
+    Effect.gen(function*() {
+      const { url, calls } = yield* serve({ rateLimits: { authPerIpPerMinute: 3, sessionPerUserPerSecond: 0 } })
+      for (let i = 0; i < 3; i++) expect((yield* login(url)).status).toBe(200)
+      const limited = yield* login(url, { origin: "https://chat.example" })
+      expect(limited.status).toBe(429)
+      expect(limited.body.code).toBe("resource_exhausted")
+      expect(Number(limited.headers.get("retry-after"))).toBeGreaterThanOrEqual(1)
+      expect(limited.headers.get("access-control-allow-origin")).toBe("https://chat.example")
+      const twin = yield* call(url + "/api/v1/auth/login", json({ username: "alice", password: "secret1" }))
+      expect(twin.status).toBe(429)
+      // Register has a bucket of its own.
+      const register = yield* call(
+        url + connect("AuthService", "Register"),
+        json({ username: "zed", password: "secret1" })
+      )
+      expect(register.status).toBe(200)
+      expect(calls.map((c) => c.method)).toEqual(["login", "login", "login", "register"])
+    }))
+
+  it.scopedLive("SessionService per user: one user's flood does not limit another", () =>
+    Effect.gen(function*() {
+      const { url } = yield* serve({
+        rateLimits: { authPerIpPerMinute: 0, sessionPerUserPerSecond: 0.01, burst: 2 }
+      })
+      const list = (token: string) => call(url + connect("SessionService", "GetSessionList"), json({}, bearer(token)))
+      expect((yield* list("token-alice")).status).toBe(200)
+      expect((yield* list("token-alice")).status).toBe(200)
+      const limited = yield* list("token-alice")
+      expect(limited.status).toBe(429)
+      expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(1)
+      // All methods share the user's bucket.
+      const other = yield* call(url + "/api/v1/session/contacts", { headers: bearer() })
+      expect(other.status).toBe(429)
+      expect((yield* list("token-bob")).status).toBe(200)
+    }))
+
+  it.scopedLive("with limits at 0 nothing is limited", () =>
+    Effect.gen(function*() {
+      const { url } = yield* serve()
+      for (let i = 0; i < 30; i++) expect((yield* login(url)).status).toBe(200)
+    }))
+})
+
+describe("IP filtering", () => {
+  it.scopedLive("a denied address gets 403 permission_denied on every route, with CORS headers", () =>
+    Effect.gen(function*() {
+      const { url, calls } = yield* serve({ ipDeny: ["127.0.0.1/32"] })
+      for (const path of ["/healthz", "/readyz", "/api/v1/session/list", "/nowhere"]) {
+        const response = yield* call(url + path, { headers: { origin: "https://chat.example" } })
+        expect([path, response.status, response.body.code]).toEqual([path, 403, "permission_denied"])
+        expect(response.headers.get("access-control-allow-origin")).toBe("https://chat.example")
+      }
+      expect((yield* login(url)).status).toBe(403)
+      expect(calls).toEqual([])
+    }))
+
+  it.scopedLive("a list entry that is not an address or CIDR stops the layer from starting", () =>
+    Effect.gen(function*() {
+      const exit = yield* Effect.exit(serve({ ipDeny: ["10.0.0.0/8", "10.0.0.300"] }))
+      expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+      if (Exit.isFailure(exit)) expect(Cause.pretty(exit.cause)).toContain("http.ipDeny: not an address or CIDR: 10.0.0.300")
+    }))
+
+  it.scopedLive("an allow list without loopback refuses us; one with it lets us in", () =>
+    Effect.gen(function*() {
+      const refused = yield* serve({ ipAllow: ["10.0.0.0/8", "2001:db8::/32"] })
+      expect((yield* call(refused.url + "/healthz")).status).toBe(403)
+      const admitted = yield* serve({ ipAllow: ["10.0.0.0/8", "127.0.0.0/8"] })
+      expect((yield* call(admitted.url + "/healthz")).status).toBe(200)
+    }))
+
+  it.scopedLive("X-Forwarded-For is honoured only from a trusted proxy, right-most untrusted hop first", () =>
+    Effect.gen(function*() {
+      const behindProxy = yield* serve({ trustedProxies: ["127.0.0.1/32", "10.0.0.0/8"], ipDeny: ["203.0.113.7"] })
+      const xff = (value: string) => call(behindProxy.url + "/healthz", { headers: { "x-forwarded-for": value } })
+      expect((yield* xff("203.0.113.7")).status).toBe(403)
+      expect((yield* xff("203.0.113.7, 10.1.1.1")).status).toBe(403)
+      expect((yield* xff("198.51.100.1")).status).toBe(200)
+      // A client cannot hide behind a forged left-most hop.
+      expect((yield* xff("198.51.100.1, 203.0.113.7")).status).toBe(403)
+      expect((yield* xff("203.0.113.7, 198.51.100.1")).status).toBe(200)
+
+      const direct = yield* serve({ ipDeny: ["203.0.113.7"] })
+      const spoofed = yield* call(direct.url + "/healthz", { headers: { "x-forwarded-for": "203.0.113.7" } })
+      expect(spoofed.status).toBe(200)
+    }))
+
+  it.scopedLive("behind a trusted proxy the Login limit is kept per forwarded client", () =>
+    Effect.gen(function*() {
+      const { url } = yield* serve({
+        trustedProxies: ["127.0.0.1"],
+        rateLimits: { authPerIpPerMinute: 1, sessionPerUserPerSecond: 0 }
+      })
+      expect((yield* login(url, { "x-forwarded-for": "198.51.100.1" })).status).toBe(200)
+      expect((yield* login(url, { "x-forwarded-for": "198.51.100.1" })).status).toBe(429)
+      expect((yield* login(url, { "x-forwarded-for": "198.51.100.2" })).status).toBe(200)
+    }))
+})
+
+describe("observability", () => {
+  it.scopedLive("every request is counted under its route pattern, never the raw URL", () =>
+    Effect.gen(function*() {
+      const { url, metrics } = yield* serve()
+      yield* login(url)
+      yield* call(url + "/api/v1/session/messages?session_id=secret-session&limit=5", { headers: bearer() })
+      yield* call(url + "/users/12345/profile")
+      yield* call(url + "/healthz", { method: "OPTIONS" })
+      expect(metrics).toEqual([
+        { route: "/resonance.gateway.v1.AuthService/Login", code: 200 },
+        { route: "/api/v1/session/messages", code: 200 },
+        { route: "unmatched", code: 404 },
+        { route: "/healthz", code: 204 }
+      ])
+    }))
+
+  it.scopedLive("one span per request is named after the route; log lines carry the username", () =>
+    Effect.gen(function*() {
+      const { url, spans, logs } = yield* serve()
+      yield* call(url + "/api/v1/session/list", { headers: bearer("token-bob") })
+      yield* call(url + "/nowhere")
+      expect(spans).toContain("HTTP /api/v1/session/list")
+      expect(spans).toContain("HTTP unmatched")
+      const listed = logs.find((log) => log.annotations["route"] === "/api/v1/session/list")
+      expect(listed?.annotations).toMatchObject({ username: "bob", status: 200, client_ip: "127.0.0.1" })
+      const unmatched = logs.find((log) => log.annotations["route"] === "unmatched")
+      expect(unmatched?.annotations["username"]).toBeUndefined()
+    }))
+})
