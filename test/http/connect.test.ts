@@ -89,12 +89,17 @@ describe("Connect unary, JSON", () => {
       )
       expect(created.status).toBe(200)
       expect(created.body).toEqual({ sessionId: "group-1" })
+      // No type: one other member makes a direct session, several a group.
+      yield* call(url + connect("SessionService", "CreateSession"), json({ members: ["bob"] }, bearer()))
+      yield* call(url + connect("SessionService", "CreateSession"), json({ members: ["bob", "carol"] }, bearer()))
       yield* call(
         url + connect("SessionService", "UpdateReadPosition"),
         json({ username: "mallory", sessionId: "s1", seqId: "5" }, bearer("token-bob"))
       )
       expect(calls).toEqual([
         { method: "createSession", input: { creatorUsername: "alice", members: ["bob"], name: "G", type: 2 } },
+        { method: "createSession", input: { creatorUsername: "alice", members: ["bob"], name: "", type: 1 } },
+        { method: "createSession", input: { creatorUsername: "alice", members: ["bob", "carol"], name: "", type: 2 } },
         { method: "updateReadPosition", input: { username: "bob", sessionId: "s1", seqId: 5n } }
       ])
     }))
@@ -285,7 +290,7 @@ describe("validation", () => {
     ["SessionService", "CreateSession", { type: 2, name: "G" }, "members must not be empty for a group session"],
     ["SessionService", "CreateSession", { type: 2, members: ["bob", " "] }, "members must not contain an empty username"],
     ["SessionService", "CreateSession", { type: 7, members: ["bob"] }, "type must be 1 (direct), 2 (group) or 3 (system)"],
-    ["SessionService", "CreateSession", { members: ["bob"] }, "type must be 1 (direct), 2 (group) or 3 (system)"],
+    ["SessionService", "CreateSession", { members: [] }, "members must name the other user"],
     ["SessionService", "GetHistoryMessages", { limit: "10" }, "session_id must not be empty"],
     ["SessionService", "GetHistoryMessages", { sessionId: "s1", limit: "-1" }, "limit must be between 0 and 9223372036854775807"],
     ["SessionService", "GetHistoryMessages", { sessionId: "s1", limit: "9223372036854775808" }, "limit must be between 0 and 9223372036854775807"],

@@ -101,7 +101,8 @@ const RegisterSchema = Schema.Struct({
 
 const CreateSessionSchema = Schema.Struct({
   type: Schema.Number.pipe(
-    Schema.filter((value) => SessionTypes.includes(value), {
+    // 0 (left out) is inferred from the members: one other user is a direct session.
+    Schema.filter((value) => value === 0 || SessionTypes.includes(value), {
       message: () => "type must be 1 (direct), 2 (group) or 3 (system)"
     })
   ),
@@ -196,7 +197,11 @@ export const makeProcedures = (logic: LogicShape, authenticator: AuthenticatorSh
           creatorUsername: caller.username,
           members: request.members,
           name: request.name,
-          type: request.type
+          type: request.type !== 0
+            ? request.type
+            : request.members.filter((member) => member !== caller.username).length === 1
+            ? 1
+            : 2
         }),
         (sessionId) => ({ sessionId })
       )
