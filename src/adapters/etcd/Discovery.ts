@@ -1,0 +1,134 @@
+import { Effect, Either, Queue, Schedule, SubscriptionRef } from "effect"
+import type { Scope } from "effect"
+import type { IKeyValue } from "etcd3"
+import { acquireEtcdClient, etcdCall } from "./Client.js"
+import type { EtcdError } from "./Client.js"
+import type { EtcdClientOptions } from "./Client.js"
+import type { ServiceInstance } from "./ServiceInstance.js"
+import { decodeServiceInstance, defaultNamespace, grpcAddress, servicePrefix } from "./ServiceInstance.js"
+
+export interface DiscoveredInstance {
+  readonly id: string
+  /** `host:port` from the first gRPC endpoint, without `grpc://`. */
+  readonly address: string
+  readonly raw: ServiceInstance
+}
+
+export interface WatchServiceOptions extends EtcdClientOptions {
+  /** Default `/resonance/services`. */
+  readonly namespace?: string
+  readonly serviceName: string
+  /** Pause between attempts to (re)list and watch; default exponential from 100 ms, capped at 3 s. */
+  readonly retry?: Schedule.Schedule<unknown, EtcdError>
+}
+
+type WatchEvent =
+  | { readonly _tag: "Put"; readonly kv: IKeyValue }
+  | { readonly _tag: "Delete"; readonly key: string }
+  | { readonly _tag: "Broken"; readonly error: unknown }
+
+const defaultRetry: Schedule.Schedule<unknown, EtcdError> = Schedule.exponential("100 millis").pipe(
+  Schedule.union(Schedule.spaced("3 seconds")),
+  Schedule.jittered
+)
+
+const byId = (a: DiscoveredInstance, b: DiscoveredInstance) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+
+/**
+ * The live set of instances of one service: a full listing, then a prefix watch from the listed
+ * revision. A broken watch (etcd restarted, compacted, unreachable) is dropped and the listing
+ * redone, so the set converges to etcd's whatever happened meanwhile; meanwhile the last known
+ * set stays. Values that do not parse are skipped with a warning. With etcd unreachable at start
+ * the set is empty and attempts go on. The ref changes only when the set does.
+ */
+export const watchService = (
+  options: WatchServiceOptions
+): Effect.Effect<SubscriptionRef.SubscriptionRef<ReadonlyArray<DiscoveredInstance>>, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const prefix = servicePrefix(options.namespace ?? defaultNamespace, options.serviceName)
+    const client = yield* acquireEtcdClient(options)
+    const ref = yield* SubscriptionRef.make<ReadonlyArray<DiscoveredInstance>>([])
+    // key -> raw value and what it decoded to (undefined when it did not)
+    const entries = new Map<string, { readonly value: string; readonly instance: DiscoveredInstance | undefined }>()
+
+    let published = "[]"
+
+    /** Sets the ref from `entries`, unless that changes nothing for a reader. */
+    const publish = Effect.suspend(() => {
+      const instances = Array.from(entries.values(), (entry) => entry.instance)
+        .filter((instance): instance is DiscoveredInstance => instance !== undefined)
+        .sort(byId)
+      const signature = JSON.stringify(instances)
+      if (signature === published) return Effect.void
+      published = signature
+      return SubscriptionRef.set(ref, instances)
+    })
+
+    const applyPut = (kv: IKeyValue): Effect.Effect<void> => {
+      const key = kv.key.toString()
+      const value = kv.value.toString()
+      if (entries.get(key)?.value === value) return Effect.void
+      const decoded = Either.flatMap(decodeServiceInstance(value), (raw) => {
+        const address = grpcAddress(raw)
+        return address === undefined
+          ? Either.left("no grpc:// or host:port endpoint")
+          : Either.right<DiscoveredInstance>({ id: raw.id, address, raw })
+      })
+      entries.set(key, { value, instance: Either.getOrUndefined(decoded) })
+      return Either.isLeft(decoded)
+        ? Effect.logWarning("skipping an unreadable service instance in etcd", { key, reason: decoded.left })
+        : Effect.void
+    }
+
+    const connect = Effect.gen(function*() {
+      const listing = yield* etcdCall("list instances", () => client.getAll().prefix(prefix).exec())
+      entries.clear()
+      for (const kv of listing.kvs) yield* applyPut(kv)
+      yield* publish
+
+      const events = yield* Queue.unbounded<WatchEvent>()
+      yield* Effect.acquireRelease(
+        // `watcher()` attaches at once (unlike `create()`, which resolves only once connected), so
+        // listeners are on before anything can happen, a disconnect while connecting included.
+        Effect.sync(() =>
+          client.watch().prefix(prefix).startRevision(String(BigInt(listing.header.revision) + 1n)).watcher()
+            .on("put", (kv) => events.unsafeOffer({ _tag: "Put", kv }))
+            .on("delete", (kv) => events.unsafeOffer({ _tag: "Delete", key: kv.key.toString() }))
+            .on("disconnected", (error) => events.unsafeOffer({ _tag: "Broken", error }))
+            .on("error", (error) => events.unsafeOffer({ _tag: "Broken", error }))
+        ),
+        (watcher) => Effect.promise(() => watcher.cancel()).pipe(Effect.timeout("2 seconds"), Effect.ignore)
+      )
+      return events
+    })
+
+    const follow = (events: Queue.Queue<WatchEvent>) =>
+      Effect.gen(function*() {
+        while (true) {
+          const event = yield* Queue.take(events)
+          switch (event._tag) {
+            case "Put":
+              yield* applyPut(event.kv)
+              yield* publish
+              break
+            case "Delete":
+              entries.delete(event.key)
+              yield* publish
+              break
+            case "Broken":
+              return yield* Effect.logWarning("etcd discovery watch broken; listing again", { prefix, error: String(event.error) })
+          }
+        }
+      })
+
+    const retry = Schedule.andThen(options.retry ?? defaultRetry, defaultRetry)
+    const cycle = Effect.scoped(
+      connect.pipe(
+        Effect.tapError((error) => Effect.logWarning("etcd discovery cannot list; retrying", { prefix, error: error.message })),
+        Effect.retry(retry),
+        Effect.flatMap(follow)
+      )
+    )
+    yield* Effect.forkScoped(Effect.forever(cycle))
+    return ref
+  })
