@@ -32,9 +32,9 @@ process.on("exit", () => {
   for (const child of live) child.kill("SIGKILL")
 })
 
-/** Starts `src/<entry>` with tsx as a real process, as `npm start` would. */
+/** Starts `src/<entry>` as one real Node process (tsx as a loader), as `npm start` does. */
 export const startProcess = (entry: string, env: Record<string, string>, cwd = root): RunningProcess => {
-  const child = spawn(process.execPath, [Path.join(root, "node_modules/tsx/dist/cli.mjs"), Path.join(root, entry)], {
+  const child = spawn(process.execPath, ["--import", "tsx", Path.join(root, entry)], {
     cwd,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"]

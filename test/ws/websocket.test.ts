@@ -7,6 +7,7 @@ import { CloseCodes } from "../../src/domain/Connection.js"
 import { logicError } from "../../src/domain/Errors.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import type { WsPacket } from "../../src/gen/gateway/v1/packet.js"
+import type { TestClient } from "../support/gateway.js"
 import { connectClient, promise, serverPort, tokenFor, upgradeStatus, wsGatewayLayer } from "../support/gateway.js"
 
 const message = (content: string): PushMessage => ({
@@ -211,7 +212,7 @@ describe("WebSocket adapter", () => {
   it.scopedLive("limits connections per IP with 429 and globally with 503", () =>
     Effect.gen(function*() {
       const port = yield* serverPort
-      const clients = []
+      const clients: Array<TestClient> = []
       for (let i = 0; i < 3; i++) clients.push(yield* promise(() => connectClient(port, { token: tokenFor(`u${i}`) })))
       expect(yield* promise(() => upgradeStatus(port, { token: tokenFor("u4") }))).toBe(429)
       clients[0]!.ws.close()

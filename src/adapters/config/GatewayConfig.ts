@@ -237,6 +237,8 @@ export const parseDotEnv = (text: string): Map<string, string> => {
 export interface ConfigSources {
   readonly directory: string
   readonly environment: Record<string, string | undefined>
+  /** `RESONANCE_*` values below every source: another program's own defaults. */
+  readonly defaults?: Readonly<Record<string, string>>
 }
 
 const readIfExists = (file: string): string | undefined => {
@@ -263,7 +265,7 @@ export const collectSettings = (sources: ConfigSources): Effect.Effect<Map<strin
       const envName = fromEnvironment.get(`${ENV_PREFIX}ENV`) ?? dotEnv.get(`${ENV_PREFIX}ENV`)
       const base = readIfExists(Path.join(sources.directory, "gateway.yaml"))
       const overlay = envName !== undefined ? readIfExists(Path.join(sources.directory, `gateway.${envName}.yaml`)) : undefined
-      const merged = new Map<string, string>()
+      const merged = new Map<string, string>(Object.entries(sources.defaults ?? {}))
       for (const layer of [base, overlay]) {
         if (layer !== undefined) for (const [k, v] of flattenYaml(parseYaml(layer) ?? {})) merged.set(k, v)
       }

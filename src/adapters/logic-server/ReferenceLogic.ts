@@ -1,0 +1,126 @@
+import { Context, Duration, Effect, ExecutionStrategy, Exit, FiberSet, Layer, Scope, Stream, SubscriptionRef } from "effect"
+import type { DiscoveredInstance } from "../etcd/Discovery.js"
+import { watchService } from "../etcd/Discovery.js"
+import type { PushClient } from "../grpc-push/PushServer.js"
+import { pushClient } from "../grpc-push/PushServer.js"
+import type { EmbeddedLogic, LogicEmbeddedOptions, Publisher } from "../logic-embedded/LogicEmbedded.js"
+import { makeEmbeddedLogic } from "../logic-embedded/LogicEmbedded.js"
+import { serveLogic } from "./LogicGrpcServer.js"
+
+export interface ReferenceLogicOptions {
+  readonly embedded: LogicEmbeddedOptions
+  readonly port: number
+  readonly host?: string
+  readonly etcdEndpoints: ReadonlyArray<string>
+  readonly namespace: string
+  /** Where gateways register, e.g. `gateway-service`. */
+  readonly gatewayServiceName: string
+  readonly pushDeadline?: Duration.DurationInput
+}
+
+/** The running reference Logic: its gRPC port and the Logic behind it. */
+export class ReferenceLogic extends Context.Tag("resonance/ReferenceLogic")<
+  ReferenceLogic,
+  { readonly port: number; readonly logic: EmbeddedLogic }
+>() {}
+
+interface GatewayClient {
+  readonly address: string
+  readonly client: PushClient
+  readonly scope: Scope.CloseableScope
+}
+
+/**
+ * The embedded Logic served over gRPC, doing the Task service's job as well: each committed
+ * message is pushed with `PushService.Push` to the gateways (found in etcd) that reported its
+ * members online through SyncStatus.
+ */
+export const layer = (options: ReferenceLogicOptions) =>
+  Layer.scoped(
+    ReferenceLogic,
+    Effect.gen(function*() {
+      const layerScope = yield* Effect.scope
+      const gateways = yield* watchService({
+        endpoints: options.etcdEndpoints,
+        namespace: options.namespace,
+        serviceName: options.gatewayServiceName
+      })
+      const clients = new Map<string, GatewayClient>()
+      const pushes = yield* FiberSet.make<void>()
+      let logic: EmbeddedLogic | undefined
+
+      const clientFor = (instance: DiscoveredInstance) =>
+        Effect.gen(function*() {
+          const known = clients.get(instance.id)
+          if (known !== undefined && known.address === instance.address) return known.client
+          if (known !== undefined) yield* Scope.close(known.scope, Exit.void)
+          const scope = yield* Scope.fork(layerScope, ExecutionStrategy.sequential)
+          const client = yield* Scope.extend(
+            pushClient(instance.address, { deadline: options.pushDeadline ?? "3 seconds" }),
+            scope
+          )
+          clients.set(instance.id, { address: instance.address, client, scope })
+          return client
+        })
+
+      // A gateway gone from etcd no longer holds anyone: drop its presence and its client.
+      yield* gateways.changes.pipe(
+        Stream.runForEach((instances) =>
+          Effect.gen(function*() {
+            const live = new Set(instances.map((instance) => instance.id))
+            for (const [id, known] of clients) {
+              if (live.has(id)) continue
+              clients.delete(id)
+              yield* Scope.close(known.scope, Exit.void)
+              if (logic !== undefined) yield* Effect.ignore(logic.forgetGateway(id))
+              yield* Effect.logInfo("gateway left; its users are offline").pipe(Effect.annotateLogs({ gateway: id }))
+            }
+          })
+        ),
+        Effect.forkScoped
+      )
+
+      const deliver: Publisher = (recipients, message) =>
+        Effect.gen(function*() {
+          if (logic === undefined) return
+          const where = yield* logic.onlineGateways(recipients)
+          const byGateway = new Map<string, Array<string>>()
+          for (const [username, gatewayIds] of where) {
+            for (const gatewayId of gatewayIds) {
+              const users = byGateway.get(gatewayId)
+              if (users === undefined) byGateway.set(gatewayId, [username])
+              else users.push(username)
+            }
+          }
+          if (byGateway.size === 0) return
+          const instances = yield* SubscriptionRef.get(gateways)
+          yield* Effect.forEach(
+            byGateway,
+            ([gatewayId, toUsernames]) => {
+              const instance = instances.find((candidate) => candidate.id === gatewayId)
+              if (instance === undefined) return Effect.void
+              return clientFor(instance).pipe(
+                Effect.flatMap((client) => client.push({ toUsernames, message })),
+                Effect.catchAll((error) =>
+                  Effect.logWarning("push to a gateway failed; the message waits in the inbox").pipe(
+                    Effect.annotateLogs({ gateway: gatewayId, code: error.code, error: error.message })
+                  )
+                )
+              )
+            },
+            { concurrency: "unbounded", discard: true }
+          )
+        }).pipe(
+          Effect.catchAll((error) => Effect.logWarning("cannot resolve recipients' gateways", error)),
+          Effect.withSpan("ReferenceLogic.publish")
+        )
+
+      // Acks must not wait for the fan-out, as with the Task service behind a queue.
+      const publish: Publisher = (recipients, message, origin) =>
+        FiberSet.run(pushes, deliver(recipients, message, origin)).pipe(Effect.asVoid)
+
+      logic = yield* makeEmbeddedLogic(options.embedded, publish)
+      const { port } = yield* serveLogic(logic, { port: options.port, host: options.host })
+      return { port, logic }
+    })
+  )

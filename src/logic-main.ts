@@ -1,0 +1,53 @@
+import { NodeRuntime } from "@effect/platform-node"
+import { Duration, Effect, Layer } from "effect"
+import { loadConfig } from "./adapters/config/GatewayConfig.js"
+import { layerRegistry } from "./adapters/etcd/Registry.js"
+import * as ReferenceLogic from "./adapters/logic-server/ReferenceLogic.js"
+import { layerLogger } from "./adapters/obs/Logging.js"
+
+/**
+ * `npm run logic`: the reference Logic service. Same configuration names as the gateway; its
+ * own defaults are the service name `logic-service`, gRPC port 15090 and a local etcd.
+ */
+const program = Effect.gen(function*() {
+  const config = yield* loadConfig({
+    directory: process.cwd(),
+    environment: process.env,
+    defaults: {
+      RESONANCE_SERVICE_NAME: "logic-service",
+      RESONANCE_SERVICE_GRPC_PORT: "15090",
+      RESONANCE_ETCD_ENDPOINTS: "127.0.0.1:2379"
+    }
+  })
+  const advertised = `${config.service.advertiseHost}:${config.service.grpcPort}`
+  const logic = ReferenceLogic.layer({
+    embedded: {
+      databasePath: config.embedded.databasePath,
+      secretKey: config.auth.secretKey,
+      tokenTtlSeconds: Duration.toSeconds(config.auth.tokenTtl)
+    },
+    port: config.service.grpcPort,
+    host: config.service.host,
+    etcdEndpoints: config.etcd.endpoints,
+    namespace: config.registry.namespace,
+    gatewayServiceName: "gateway-service"
+  })
+  // Registered once serving, revoked first on shutdown.
+  const registry = layerRegistry({
+    endpoints: config.etcd.endpoints,
+    namespace: config.registry.namespace,
+    serviceName: config.service.name,
+    version: config.service.version,
+    ttlSeconds: Duration.toSeconds(config.registry.defaultTtl),
+    metadata: {},
+    grpcEndpoint: `grpc://${advertised}`
+  })
+  const ready = Layer.effectDiscard(
+    Effect.logInfo("logic service ready").pipe(Effect.annotateLogs({ grpc: advertised, etcd: config.etcd.endpoints.join(",") }))
+  )
+  return yield* Layer.launch(ready.pipe(Layer.provideMerge(registry), Layer.provideMerge(logic))).pipe(
+    Effect.provide(layerLogger({ format: config.log.format, level: config.log.level }))
+  )
+})
+
+NodeRuntime.runMain(program, { disablePrettyLogger: true })

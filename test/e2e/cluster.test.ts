@@ -1,0 +1,189 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import * as grpc from "@grpc/grpc-js"
+import { Etcd3 } from "etcd3"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+import { PushServiceClient } from "../../src/gen/gateway/v1/push.js"
+import type { PushRequest, PushResponse } from "../../src/gen/gateway/v1/push.js"
+import type { WsPacket } from "../../src/gen/gateway/v1/packet.js"
+import { auth, session } from "../support/client.js"
+import type { EtcdProcess } from "../support/etcd.js"
+import { startEtcd } from "../support/etcd.js"
+import type { TestClient } from "../support/gateway.js"
+import { connectClient } from "../support/gateway.js"
+import type { GatewayProcess, RunningProcess } from "../support/process.js"
+import { freePort, startGateway, startProcess, tempDir, waitFor } from "../support/process.js"
+
+let etcd: EtcdProcess
+let etcdClient: Etcd3
+let logic: RunningProcess
+let logicPort: number
+let gw1: GatewayProcess
+let gw2: GatewayProcess
+const dataDir = tempDir("resonance-cluster-")
+
+const clusterEnv = () => ({
+  RESONANCE_ETCD_ENDPOINTS: etcd.endpoint,
+  RESONANCE_REGISTRY_DEFAULT_TTL: "2s",
+  RESONANCE_LOGIC_TIMEOUT: "1500ms",
+  RESONANCE_SERVICE_ADVERTISE_HOST: "127.0.0.1"
+})
+
+const startLogic = async () => {
+  const running = startProcess("src/logic-main.ts", {
+    ...clusterEnv(),
+    RESONANCE_SERVICE_HOST: "127.0.0.1",
+    RESONANCE_SERVICE_GRPC_PORT: String(logicPort),
+    RESONANCE_EMBEDDED_DATABASE_PATH: Path.join(dataDir, "logic.db"),
+    RESONANCE_LOG_LEVEL: "warn"
+  })
+  await waitFor(
+    async () => (await etcdClient.getAll().prefix("/resonance/services/logic-service/").keys()).length > 0,
+    30_000,
+    "logic-service registered"
+  )
+  return running
+}
+
+const registered = async (service: string) => {
+  const all = await etcdClient.getAll().prefix(`/resonance/services/${service}/`).strings()
+  return Object.fromEntries(Object.entries(all).map(([key, value]) => [key, JSON.parse(value)]))
+}
+
+const push = (port: number, request: PushRequest) =>
+  new Promise<PushResponse>((resolve, reject) => {
+    const client = new PushServiceClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure())
+    client.push(request, (error, response) => {
+      client.close()
+      if (error) reject(error)
+      else resolve(response)
+    })
+  })
+
+const chat = (seq: string, sessionId: string, content: string): WsPacket => ({
+  seq,
+  payload: { $case: "chat", value: { sessionId, fromUsername: "", toUsername: "", content, type: "text", timestamp: 0n } }
+})
+
+const ackOf = (client: TestClient, seq: string, timeoutMs = 5_000) =>
+  client.next((p) => p.payload?.$case === "ack" && p.seq === seq, timeoutMs).then((p) => (p.payload as { value: any }).value)
+
+describe("cluster mode: two gateways, the reference Logic and a real etcd", () => {
+  beforeAll(async () => {
+    etcd = await startEtcd()
+    etcdClient = new Etcd3({ hosts: etcd.endpoint })
+    logicPort = await freePort()
+    logic = await startLogic()
+    gw1 = await startGateway(clusterEnv())
+    gw2 = await startGateway(clusterEnv())
+  }, 120_000)
+
+  afterAll(async () => {
+    await Promise.all([gw1?.stop("SIGKILL"), gw2?.stop("SIGKILL"), logic?.stop("SIGKILL")])
+    etcdClient?.close()
+    await etcd?.stop()
+    Fs.rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  const tokens: Record<string, string> = {}
+
+  it("registers each process in etcd with the contract's key and JSON", async () => {
+    const gateways = await registered("gateway-service")
+    expect(Object.keys(gateways).sort()).toEqual([
+      "/resonance/services/gateway-service/gateway-service-001",
+      "/resonance/services/gateway-service/gateway-service-002"
+    ])
+    const endpoints = Object.values(gateways).map((g: any) => g.endpoints[0]).sort()
+    expect(endpoints).toEqual([`grpc://127.0.0.1:${gw1.grpcPort}`, `grpc://127.0.0.1:${gw2.grpcPort}`].sort())
+    for (const entry of Object.values(gateways) as Array<any>) {
+      expect(entry).toEqual({
+        id: expect.stringMatching(/^gateway-service-00[12]$/),
+        name: "gateway-service",
+        version: expect.any(String),
+        metadata: { http_addr: expect.stringMatching(/^127\.0\.0\.1:\d+$/), ws_addr: expect.stringMatching(/^127\.0\.0\.1:\d+$/) },
+        endpoints: [expect.stringMatching(/^grpc:\/\/127\.0\.0\.1:\d+$/)]
+      })
+    }
+    const logics = await registered("logic-service")
+    expect(Object.values(logics).map((l: any) => l.endpoints[0])).toEqual([`grpc://127.0.0.1:${logicPort}`])
+  })
+
+  it("a message from a user on gateway 1 reaches a user on gateway 2 and is acked", async () => {
+    for (const [name, gateway] of [["alice", gw1], ["bob", gw2]] as const) {
+      const response = await auth(gateway.url, "Register", { username: name, password: "secret-pw" })
+      expect(response.status).toBe(200)
+      tokens[name] = response.body.accessToken
+    }
+    const alice = await connectClient(gw1.httpPort, { token: tokens.alice })
+    const bob = await connectClient(gw2.httpPort, { token: tokens.bob })
+    const created = await session(gw1.url, "CreateSession", { members: ["bob"], type: 1 }, tokens.alice!)
+    expect(created.body.sessionId).toBe("single:alice:bob")
+    // Presence reaches Logic in batches (100 ms): wait until bob's gateway is known.
+    let delivered = false
+    for (let attempt = 0; attempt < 30 && !delivered; attempt++) {
+      alice.send(chat(`a${attempt}`, "single:alice:bob", `hello ${attempt}`))
+      const ack = await ackOf(alice, `a${attempt}`)
+      expect(ack.error).toBe("")
+      delivered = await bob
+        .next((p) => p.payload?.$case === "push" && p.payload.value.content === `hello ${attempt}`, 300)
+        .then(() => true, () => false)
+    }
+    expect(delivered).toBe(true)
+    bob.send(chat("b1", "single:alice:bob", "hi from gateway 2"))
+    expect((await ackOf(bob, "b1")).error).toBe("")
+    const atAlice = await alice.next((p) => p.payload?.$case === "push" && p.payload.value.content === "hi from gateway 2")
+    expect(atAlice.payload?.$case === "push" && atAlice.payload.value.fromUsername).toBe("bob")
+    alice.ws.close()
+    bob.ws.close()
+  }, 30_000)
+
+  it("Push to a mixed online/offline list reports exactly the users not connected here", async () => {
+    const alice = await connectClient(gw1.httpPort, { token: tokens.alice })
+    const response = await push(gw1.grpcPort, {
+      toUsernames: ["alice", "bob", "nobody"],
+      message: {
+        msgId: 123n, seqId: 1n, sessionId: "single:alice:bob", fromUsername: "bob", toUsername: "alice",
+        content: "pushed", type: "text", timestamp: 1n, sessionMeta: undefined
+      }
+    })
+    expect(response.msgId).toBe(123n)
+    expect([...response.failedUsernames].sort()).toEqual(["bob", "nobody"])
+    await alice.next((p) => p.payload?.$case === "push" && p.payload.value.content === "pushed")
+    alice.ws.close()
+  })
+
+  it("with Logic stopped chats are acked with an error, the gateway stays healthy, and it recovers", async () => {
+    const alice = await connectClient(gw1.httpPort, { token: tokens.alice })
+    await logic.stop("SIGKILL")
+    alice.send(chat("down-1", "single:alice:bob", "while logic is down"))
+    const ack = await ackOf(alice, "down-1", 10_000)
+    expect(ack.error).not.toBe("")
+    expect((await fetch(`${gw1.url}/healthz`)).status).toBe(200)
+    const login = await auth(gw1.url, "Login", { username: "alice", password: "secret-pw" })
+    expect(login.status).toBe(503)
+    expect(login.body.code).toBe("unavailable")
+
+    logic = await startLogic()
+    let recovered = false
+    for (let attempt = 0; attempt < 50 && !recovered; attempt++) {
+      alice.send(chat(`up-${attempt}`, "single:alice:bob", "logic is back"))
+      recovered = (await ackOf(alice, `up-${attempt}`, 10_000)).error === ""
+      if (!recovered) await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+    expect(recovered).toBe(true)
+    alice.ws.close()
+  }, 60_000)
+
+  it("entries follow the processes: lease expiry after kill -9, immediate removal on SIGTERM", async () => {
+    const before = await registered("gateway-service")
+    const key2 = Object.entries(before).find(([, v]: [string, any]) => v.endpoints[0].endsWith(`:${gw2.grpcPort}`))![0]
+    const key1 = Object.entries(before).find(([, v]: [string, any]) => v.endpoints[0].endsWith(`:${gw1.grpcPort}`))![0]
+    await gw2.stop("SIGKILL")
+    expect(Object.keys(await registered("gateway-service"))).toContain(key2)
+    await waitFor(async () => !Object.keys(await registered("gateway-service")).includes(key2), 10_000, "lease expiry")
+
+    const stopping = gw1.stop("SIGTERM")
+    await waitFor(async () => !Object.keys(await registered("gateway-service")).includes(key1), 1_500, "revocation on SIGTERM")
+    expect(await stopping).toBe(0)
+  }, 30_000)
+})
