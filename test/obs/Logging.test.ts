@@ -36,6 +36,18 @@ describe("Logging", () => {
     }).pipe(Effect.provide(layerLogger({ format: "json", level: "info", write: out.write })))
   })
 
+  it.effect("a message with an object argument is flattened into the text and annotations", () => {
+    const out = capture()
+    return Effect.gen(function*() {
+      yield* Effect.logWarning("etcd lease lost", { error: "timeout", attempt: 3 })
+      yield* Effect.logInfo("two parts", "plain")
+      const [first, second] = out.parsed()
+      expect(first!.message).toBe("etcd lease lost")
+      expect(first!.annotations).toEqual({ error: "timeout", attempt: 3 })
+      expect(second!.message).toEqual(["two parts", "plain"])
+    }).pipe(Effect.provide(layerLogger({ format: "json", level: "info", write: out.write })))
+  })
+
   it.effect("trace ids in log lines are the ones exported over OpenTelemetry", () => {
     const out = capture()
     const exporter = new InMemorySpanExporter()

@@ -68,6 +68,8 @@ export const recordingMetrics = () => {
 
 export interface CoreOptions {
   readonly logic?: Partial<LogicShape>
+  /** A real Logic adapter instead of the fake one. */
+  readonly logicLayer?: Layer.Layer<Logic, never, Metrics>
   readonly dispatcher?: DispatcherOptions
   readonly presence?: Partial<PresenceBatcherOptions>
   readonly metrics?: Layer.Layer<Metrics>
@@ -75,10 +77,12 @@ export interface CoreOptions {
 
 /** The application core with the protobuf codec and test Layers for the ports. */
 export const coreLayer = (options: CoreOptions = {}) => {
+  const metrics = options.metrics ?? Metrics.layerNoop
+  const logic = options.logicLayer?.pipe(Layer.provide(metrics)) ?? Logic.layerTest({ ...defaultLogic, ...options.logic })
   const ports = Layer.mergeAll(
-    Logic.layerTest({ ...defaultLogic, ...options.logic }),
+    logic,
     ProtobufCodec.layer,
-    options.metrics ?? Metrics.layerNoop,
+    metrics,
     GatewayIdentity.layer("gateway-test-001"),
     ConnectionHub.layer,
     Readiness.layer

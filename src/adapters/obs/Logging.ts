@@ -44,15 +44,40 @@ export const withTraceIds = <Message, Output>(self: Logger.Logger<Message, Outpu
     }
   })
 
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Error)
+
+/**
+ * `Effect.log("text", { key: value })` arrives as the message array `["text", {...}]`: keep the
+ * text as the message and lift the object's fields into annotations, so JSON lines stay flat.
+ */
+export const withStructuredArgs = <Output>(self: Logger.Logger<unknown, Output>): Logger.Logger<unknown, Output> =>
+  Logger.mapInputOptions(self, (options) => {
+    const message = options.message
+    if (!Array.isArray(message) || message.length < 2 || typeof message[0] !== "string") return options
+    let annotations = options.annotations
+    const rest: Array<unknown> = []
+    for (const part of message.slice(1)) {
+      if (isRecord(part)) {
+        for (const [key, value] of Object.entries(part)) annotations = HashMap.set(annotations, key, value)
+      } else {
+        rest.push(part instanceof Error ? part.message : part)
+      }
+    }
+    return { ...options, annotations, message: rest.length === 0 ? message[0] : [message[0], ...rest] }
+  })
+
 const writeStdout = (line: string): void => {
   process.stdout.write(line + "\n")
 }
 
 export const makeLogger = (format: LogFormat, write: (line: string) => void = writeStdout): Logger.Logger<unknown, void> =>
   withTraceIds(
-    format === "json"
-      ? Logger.map(Logger.jsonLogger, write)
-      : Logger.prettyLogger()
+    withStructuredArgs(
+      format === "json"
+        ? Logger.map(Logger.jsonLogger, write)
+        : Logger.prettyLogger()
+    )
   )
 
 /** Replaces Effect's default logger and sets the minimum level for everything under this Layer. */

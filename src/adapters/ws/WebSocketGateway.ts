@@ -210,7 +210,17 @@ export const layer = (options: WebSocketOptions) =>
           }
         }
 
-        client.handle = runSync(Scope.extend(dispatcher.attach(client.connection), client.scope))
+        const { id } = client.connection.info
+        client.handle = runSync(
+          Effect.gen(function*() {
+            // One span for the life of the connection: every chat frame's span is its child.
+            const session = yield* Effect.makeSpanScoped("WebSocket.session", {
+              kind: "server",
+              attributes: { "user.name": principal.username, "net.peer.ip": ip, "ws.connection_id": id }
+            })
+            return yield* Effect.withParentSpan(dispatcher.attach(client.connection), session)
+          }).pipe(Effect.annotateLogs({ user: principal.username, connection: id }), Scope.extend(client.scope))
+        )
 
         ws.on("message", (data, isBinary) => {
           client.lastSeen = Date.now()
