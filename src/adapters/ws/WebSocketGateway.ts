@@ -12,6 +12,7 @@ import { Metrics } from "../../application/ports/Metrics.js"
 import { Readiness } from "../../application/Readiness.js"
 import { CloseCodes } from "../../domain/Connection.js"
 import type { AuthError } from "../../domain/Errors.js"
+import { clientIp } from "../http/ClientAddress.js"
 import { NodeServer } from "../node-http/NodeServer.js"
 
 export interface WebSocketOptions {
@@ -49,11 +50,9 @@ export const defaultWebSocketOptions: WebSocketOptions = {
   maxDevicesPerUser: 0,
   compression: { enabled: false, threshold: 1024, concurrencyLimit: 4 },
   drainSeconds: 0,
-  clientIp: (request) => normalizeIp(request.socket.remoteAddress ?? ""),
+  clientIp: (request) => clientIp(request.socket.remoteAddress, undefined, () => false),
   ipAllowed: () => true
 }
-
-export const normalizeIp = (address: string): string => (address.startsWith("::ffff:") ? address.slice(7) : address)
 
 interface Client {
   readonly ws: WebSocket
