@@ -179,8 +179,9 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
       maxConnections: int("max_connections", 0),
       maxConnectionsPerIp: int("max_connections_per_ip", 0),
       maxDevicesPerUser: int("max_devices_per_user", 0),
-      messagesPerSecond: num("messages_per_second", 0),
-      messageBurst: num("message_burst", 0),
+      // No person types 50 messages a second; a script flooding Logic does.
+      messagesPerSecond: num("messages_per_second", 50),
+      messageBurst: num("message_burst", 100),
       authPerIpPerMinute: num("auth_per_ip_per_minute", 30),
       sessionPerUserPerSecond: num("session_per_user_per_second", 50)
     }),
