@@ -136,6 +136,50 @@ describe("embedded mode end to end (a real gateway process)", () => {
     for (const client of [alicePhone, aliceLaptop, bob, carol]) client.ws.close()
   })
 
+  it("the metrics port shows all 13 metrics with their types, following the traffic", async () => {
+    const scrape = async () => (await fetch(`http://127.0.0.1:${gateway.metricsPort}/metrics`)).text()
+    const value = (text: string, name: string, labels = "") => {
+      const line = text.split("\n").find((l) => l.startsWith(`${name}${labels} `) || (labels === "" && l.startsWith(`${name} `)))
+      return line === undefined ? undefined : Number(line.split(" ").at(-1))
+    }
+    const before = await scrape()
+    const types: Record<string, string> = {
+      gateway_websocket_connections_active: "gauge",
+      gateway_websocket_connections_total: "counter",
+      gateway_messages_pulse_total: "counter",
+      gateway_messages_received_total: "counter",
+      gateway_messages_sent_total: "counter",
+      gateway_push_failed_total: "counter",
+      gateway_http_requests_total: "counter",
+      gateway_http_errors_total: "counter",
+      gateway_grpc_requests_total: "counter",
+      gateway_grpc_errors_total: "counter",
+      gateway_push_duration_seconds: "histogram",
+      gateway_http_request_duration_seconds: "histogram",
+      gateway_grpc_request_duration_seconds: "histogram"
+    }
+    for (const [name, type] of Object.entries(types)) expect(before).toContain(`# TYPE ${name} ${type}`)
+
+    const client = await connectClient(wsPort(), { token: tokens.alice })
+    client.send({ seq: "m1", payload: { $case: "pulse", value: {} } })
+    await client.next((p) => p.seq === "m1")
+    client.send(chat("m2", "single:alice:bob", "counted"))
+    await ackOf(client, "m2")
+    expect((await connectCall(gateway.url, "/resonance.gateway.v1.SessionService/GetSessionList", {})).status).toBe(401)
+    const during = await scrape()
+    expect(value(during, "gateway_websocket_connections_active")).toBe(1)
+    expect(value(during, "gateway_messages_pulse_total")! - (value(before, "gateway_messages_pulse_total") ?? 0)).toBe(1)
+    expect(value(during, "gateway_messages_received_total")! - (value(before, "gateway_messages_received_total") ?? 0)).toBe(1)
+    expect(value(during, "gateway_websocket_connections_total")!).toBeGreaterThan(value(before, "gateway_websocket_connections_total") ?? 0)
+    expect(value(during, "gateway_push_duration_seconds_count")!).toBeGreaterThan(value(before, "gateway_push_duration_seconds_count") ?? 0)
+    expect(during).toMatch(/gateway_http_requests_total\{route="\/resonance\.gateway\.v1\.SessionService\/GetHistoryMessages",code="200"\} \d+/)
+    expect(during).toMatch(/gateway_http_errors_total\{route="[^"]+",code="401"\} \d+/)
+    client.ws.close()
+    await client.closed
+    await sleep(100)
+    expect(value(await scrape(), "gateway_websocket_connections_active")).toBe(0)
+  })
+
   it("acked messages and logins survive SIGTERM and a restart on the same database", async () => {
     const client = await connectClient(wsPort(), { token: tokens.alice })
     client.send(chat("last", "single:alice:bob", "right before shutdown"))
