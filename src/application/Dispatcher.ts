@@ -1,19 +1,25 @@
-import { Clock, Context, Duration, Effect, Fiber, Layer, Queue, Schedule } from "effect"
-import type { Scope } from "effect"
+import { Context, Duration, Effect, FiberRef, Layer, Option, Runtime, Schedule } from "effect"
+import type { Clock, Fiber, HashMap, Scope, Tracer } from "effect"
 import { CloseCodes } from "../domain/Connection.js"
+import type { LogicError } from "../domain/Errors.js"
 import type { ChatRequest } from "../domain/Model.js"
 import type { Packet } from "../domain/Packet.js"
 import { ackPacket, classifyInbound, errorAck } from "../domain/Packet.js"
+import type { TokenBucket } from "../domain/RateLimit.js"
 import { newBucket, tryTake } from "../domain/RateLimit.js"
-import type { LiveConnection } from "./ConnectionHub.js"
+import type { ConnectionRegistry, LiveConnection } from "./ConnectionHub.js"
 import { ConnectionHub } from "./ConnectionHub.js"
+import type { FrameCodecShape } from "./ports/FrameCodec.js"
 import { FrameCodec, isFault } from "./ports/FrameCodec.js"
+import type { LogicShape } from "./ports/Logic.js"
 import { Logic } from "./ports/Logic.js"
+import type { MetricsShape } from "./ports/Metrics.js"
 import { Metrics } from "./ports/Metrics.js"
+import type { PresenceBatcherShape } from "./PresenceBatcher.js"
 import { PresenceBatcher } from "./PresenceBatcher.js"
 
 export interface DispatcherOptions {
-  /** Frames of one connection waiting to be handled; past this, frames are refused. */
+  /** Frames of one connection waiting behind a chat in flight; past this, frames are refused. */
   readonly maxPendingFrames?: number
   /** Deadline of one Logic.sendMessage call, after which the chat is acked with an error. */
   readonly chatTimeout?: Duration.DurationInput
@@ -43,155 +49,267 @@ export interface ConnectionHandle {
 export interface DispatcherShape {
   /**
    * Attaches a connection for the life of the scope: registers it in the hub, announces presence,
-   * and handles its frames in arrival order on one fiber of its own.
+   * and handles its frames in arrival order. The current span (the WebSocket session) parents
+   * every chat span, and the current log annotations follow each chat.
    */
   readonly attach: (connection: LiveConnection) => Effect.Effect<ConnectionHandle, never, Scope.Scope>
 }
 
+/** What every connection shares: built once per Dispatcher. */
+interface Shared {
+  readonly codec: FrameCodecShape
+  readonly logic: LogicShape
+  readonly metrics: MetricsShape
+  readonly clock: Clock.Clock
+  readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+  readonly maxPending: number
+  readonly chatTimeout: Duration.Duration
+  readonly rate: number
+  readonly burst: number
+  readonly maxViolations: number
+}
+
+/**
+ * One connection's frame handling, kept plain so an idle socket costs a few small objects and no
+ * fiber: frames are handled synchronously, a chat runs as one short-lived fiber, and frames that
+ * arrive while it is in flight wait in order behind it.
+ */
+class ConnectionState implements ConnectionHandle {
+  readonly stats: ConnectionStats = { received: 0, deliveriesConfirmed: 0, lastConfirmedMsgId: 0n }
+  private pending: Array<Packet> = []
+  private inFlight = false
+  private accepting = true
+  private violations = 0
+  private readonly bucket: TokenBucket | undefined
+
+  constructor(
+    readonly connection: LiveConnection,
+    private readonly shared: Shared,
+    private readonly parentSpan: Option.Option<Tracer.AnySpan>,
+    private readonly annotations: HashMap.HashMap<string, unknown>
+  ) {
+    this.bucket = shared.rate > 0 ? newBucket(shared.burst, shared.clock.unsafeCurrentTimeMillis()) : undefined
+  }
+
+  readonly receive = (frame: Uint8Array): void => {
+    if (!this.accepting) return
+    const { codec } = this.shared
+    const decoded = codec.decode(frame)
+    if (isFault(decoded)) {
+      if (decoded._tag === "Malformed") {
+        this.connection.close(CloseCodes.InvalidPayload, "malformed frame: not a WsPacket")
+      } else if (decoded.seq !== "") {
+        this.reply(errorAck(decoded.seq, "unknown packet type"))
+      } else {
+        this.connection.close(CloseCodes.UnsupportedData, "unknown packet type")
+      }
+      return
+    }
+    if (
+      this.bucket !== undefined && decoded.payload?.$case === "chat" &&
+      !this.admitChat(decoded.seq, decoded.payload.value.sessionId)
+    ) return
+    if (this.inFlight || this.pending.length > 0) {
+      if (this.pending.length >= this.shared.maxPending) {
+        this.reply(errorAck(decoded.seq, "too many pending frames"))
+        return
+      }
+      this.stats.received++
+      this.pending.push(decoded)
+      return
+    }
+    this.stats.received++
+    this.handle(decoded)
+  }
+
+  drain(timeout: Duration.DurationInput): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      this.accepting = false
+      return Effect.sync(() => !this.inFlight && this.pending.length === 0).pipe(
+        Effect.repeat({ schedule: Schedule.spaced("10 millis"), until: (idle) => idle }),
+        Effect.timeout(timeout),
+        Effect.ignore
+      )
+    })
+  }
+
+  close(): void {
+    this.accepting = false
+    this.pending = []
+  }
+
+  private admitChat(seq: string, sessionId: string): boolean {
+    const { shared } = this
+    if (tryTake(this.bucket!, shared.rate, shared.burst, shared.clock.unsafeCurrentTimeMillis())) {
+      this.violations = 0
+      return true
+    }
+    if (++this.violations >= shared.maxViolations) {
+      this.connection.close(CloseCodes.RateLimited, "too many messages")
+    } else {
+      this.reply(errorAck(seq, "rate limited: too many messages", sessionId))
+    }
+    return false
+  }
+
+  private reply(packet: Packet): boolean {
+    return this.connection.send(this.shared.codec.encode(packet))
+  }
+
+  private handle(packet: Packet): void {
+    const { metrics, clock } = this.shared
+    const now = BigInt(Math.floor(clock.unsafeCurrentTimeMillis() / 1000))
+    const decision = classifyInbound(packet, this.connection.info.username, now)
+    switch (decision._tag) {
+      case "ReplyPulse":
+        metrics.pulse()
+        this.reply(decision.reply)
+        return
+      case "ForwardChat":
+        metrics.messageReceived()
+        this.inFlight = true
+        this.shared.runFork(this.forward(decision.seq, decision.chat)).addObserver(this.settled)
+        return
+      case "RecordDelivery":
+        this.stats.deliveriesConfirmed++
+        if (decision.msgId > this.stats.lastConfirmedMsgId) this.stats.lastConfirmedMsgId = decision.msgId
+        return
+      case "Reject":
+        this.reply(decision.reply)
+        return
+    }
+  }
+
+  private readonly settled = (): void => {
+    this.inFlight = false
+    while (!this.inFlight && this.pending.length > 0) this.handle(this.pending.shift()!)
+  }
+
+  private forward(seq: string, chat: ChatRequest): Effect.Effect<void> {
+    const { logic, chatTimeout } = this.shared
+    const { info } = this.connection
+    const call = logic.sendMessage(chat, { connectionId: info.id }).pipe(
+      Effect.timeoutFail({
+        duration: chatTimeout,
+        onTimeout: (): Pick<LogicError, "code" | "message"> => ({
+          code: "deadline_exceeded",
+          message: "logic did not answer in time"
+        })
+      }),
+      Effect.match({
+        onFailure: (error) => errorAck(seq, error.message || error.code, chat.sessionId),
+        onSuccess: (result) =>
+          ackPacket(seq, { msgId: result.msgId, seqId: result.seqId, sessionId: chat.sessionId, error: "" })
+      }),
+      Effect.map((ack) => void this.reply(ack)),
+      Effect.withSpan("Dispatcher.chat", {
+        parent: Option.getOrUndefined(this.parentSpan),
+        attributes: { "chat.session_id": chat.sessionId, "chat.seq": seq, "user.name": info.username }
+      })
+    )
+    return Effect.locally(call, FiberRef.currentLogAnnotations, this.annotations)
+  }
+}
+
+/** Connections by the second their token expires; one ticker closes them, not a timer each. */
+class ExpiryWheel {
+  private readonly bySecond = new Map<number, Set<LiveConnection>>()
+
+  constructor(private readonly onFirstEntry: () => void) {}
+
+  get isEmpty(): boolean {
+    return this.bySecond.size === 0
+  }
+
+  add(connection: LiveConnection, expiresAt: number): void {
+    const second = Math.ceil(expiresAt / 1000)
+    if (this.bySecond.size === 0) this.onFirstEntry()
+    let due = this.bySecond.get(second)
+    if (due === undefined) this.bySecond.set(second, (due = new Set()))
+    due.add(connection)
+  }
+
+  remove(connection: LiveConnection, expiresAt: number): void {
+    const second = Math.ceil(expiresAt / 1000)
+    const due = this.bySecond.get(second)
+    if (due === undefined) return
+    due.delete(connection)
+    if (due.size === 0) this.bySecond.delete(second)
+  }
+
+  expire(now: number): void {
+    const second = Math.floor(now / 1000)
+    for (const [at, due] of this.bySecond) {
+      if (at > second) continue
+      this.bySecond.delete(at)
+      for (const connection of due) connection.close(CloseCodes.TokenExpired, "token expired")
+    }
+  }
+}
+
+const attachWith = (
+  shared: Shared,
+  hub: ConnectionRegistry,
+  presence: PresenceBatcherShape,
+  expiry: ExpiryWheel
+) =>
+(connection: LiveConnection): Effect.Effect<ConnectionHandle, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { info } = connection
+    const parentSpan = yield* Effect.currentParentSpan.pipe(Effect.option)
+    const annotations = yield* FiberRef.get(FiberRef.currentLogAnnotations)
+    const state = new ConnectionState(connection, shared, parentSpan, annotations)
+    shared.metrics.connectionOpened()
+    if (hub.add(connection).first) presence.online(info.username, info.remoteAddress)
+    if (info.expiresAt !== undefined) expiry.add(connection, info.expiresAt)
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        state.close()
+        if (info.expiresAt !== undefined) expiry.remove(connection, info.expiresAt)
+        shared.metrics.connectionClosed()
+        if (hub.remove(connection).last) presence.offline(info.username)
+      })
+    )
+    return state
+  })
+
 export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, DispatcherShape>() {
   static readonly layer = (options: DispatcherOptions = {}) =>
-    Layer.effect(
+    Layer.scoped(
       Dispatcher,
       Effect.gen(function*() {
         const hub = yield* ConnectionHub
-        const codec = yield* FrameCodec
-        const logic = yield* Logic
-        const metrics = yield* Metrics
         const presence = yield* PresenceBatcher
-        const maxPending = options.maxPendingFrames ?? 64
-        const chatTimeout = Duration.decode(options.chatTimeout ?? "5 seconds")
+        const runtime = yield* Effect.runtime<never>()
         const rate = options.messagesPerSecond ?? 0
-        const burst = options.messageBurst ?? Math.max(1, rate * 2)
-        const maxViolations = options.maxRateViolations ?? 20
-
-        const attach = (connection: LiveConnection) =>
-          Effect.gen(function*() {
-            const { info } = connection
-            const stats: ConnectionStats = { received: 0, deliveriesConfirmed: 0, lastConfirmedMsgId: 0n }
-            const inbox = yield* Queue.bounded<Packet>(maxPending)
-            const bucket = newBucket(burst, Date.now())
-            let violations = 0
-            let accepting = true
-            let busy = false
-
-            const reply = (packet: Packet) => connection.send(codec.encode(packet))
-
-            const forward = (seq: string, chat: ChatRequest) =>
-              logic.sendMessage(chat, { connectionId: info.id }).pipe(
-                Effect.timeoutFail({
-                  duration: chatTimeout,
-                  onTimeout: () => ({ code: "deadline_exceeded", message: "logic did not answer in time" }) as const
-                }),
-                Effect.match({
-                  onFailure: (error) => errorAck(seq, error.message || error.code, chat.sessionId),
-                  onSuccess: (result) =>
-                    ackPacket(seq, { msgId: result.msgId, seqId: result.seqId, sessionId: chat.sessionId, error: "" })
-                }),
-                Effect.map(reply),
-                Effect.withSpan("Dispatcher.chat", {
-                  attributes: { "chat.session_id": chat.sessionId, "chat.seq": seq, "user.name": info.username }
-                })
+        const shared: Shared = {
+          codec: yield* FrameCodec,
+          logic: yield* Logic,
+          metrics: yield* Metrics,
+          clock: yield* Effect.clock,
+          runFork: Runtime.runFork(runtime),
+          maxPending: options.maxPendingFrames ?? 64,
+          chatTimeout: Duration.decode(options.chatTimeout ?? "5 seconds"),
+          rate,
+          burst: options.messageBurst ?? Math.max(1, rate * 2),
+          maxViolations: options.maxRateViolations ?? 20
+        }
+        // The ticker sleeps on a latch while no connection carries an expiry.
+        const hasEntries = yield* Effect.makeLatch(false)
+        const expiry = new ExpiryWheel(() => hasEntries.unsafeOpen())
+        const tick = Effect.zipRight(
+          hasEntries.close,
+          Effect.suspend(() =>
+            expiry.isEmpty
+              ? hasEntries.await
+              : Effect.zipRight(
+                Effect.sleep("1 second"),
+                Effect.sync(() => expiry.expire(shared.clock.unsafeCurrentTimeMillis()))
               )
-
-            const handle = (packet: Packet) =>
-              Effect.suspend(() => {
-                const now = BigInt(Math.floor(Date.now() / 1000))
-                const decision = classifyInbound(packet, info.username, now)
-                switch (decision._tag) {
-                  case "ReplyPulse":
-                    metrics.pulse()
-                    reply(decision.reply)
-                    return Effect.void
-                  case "ForwardChat":
-                    metrics.messageReceived()
-                    return forward(decision.seq, decision.chat)
-                  case "RecordDelivery":
-                    stats.deliveriesConfirmed++
-                    if (decision.msgId > stats.lastConfirmedMsgId) stats.lastConfirmedMsgId = decision.msgId
-                    return Effect.void
-                  case "Reject":
-                    reply(decision.reply)
-                    return Effect.void
-                }
-              })
-
-            const receive = (frame: Uint8Array) => {
-              if (!accepting) return
-              const decoded = codec.decode(frame)
-              if (isFault(decoded)) {
-                if (decoded._tag === "Malformed") {
-                  connection.close(CloseCodes.InvalidPayload, "malformed frame: not a WsPacket")
-                } else if (decoded.seq !== "") {
-                  reply(errorAck(decoded.seq, "unknown packet type"))
-                } else {
-                  connection.close(CloseCodes.UnsupportedData, "unknown packet type")
-                }
-                return
-              }
-              if (rate > 0 && decoded.payload?.$case === "chat") {
-                if (!tryTake(bucket, rate, burst, Date.now())) {
-                  if (++violations >= maxViolations) {
-                    connection.close(CloseCodes.RateLimited, "too many messages")
-                  } else {
-                    reply(errorAck(decoded.seq, "rate limited: too many messages", decoded.payload.value.sessionId))
-                  }
-                  return
-                }
-                violations = 0
-              }
-              if (!inbox.unsafeOffer(decoded)) {
-                reply(errorAck(decoded.seq, "too many pending frames"))
-                return
-              }
-              stats.received++
-            }
-
-            const consume = Queue.take(inbox).pipe(
-              Effect.tap(() => Effect.sync(() => (busy = true))),
-              Effect.flatMap(handle),
-              Effect.ensuring(Effect.sync(() => (busy = false))),
-              Effect.forever
-            )
-
-            metrics.connectionOpened()
-            if (hub.add(connection).first) presence.online(info.username, info.remoteAddress)
-            yield* Effect.addFinalizer(() =>
-              Effect.sync(() => {
-                accepting = false
-                metrics.connectionClosed()
-                if (hub.remove(connection).last) presence.offline(info.username)
-              })
-            )
-            const consumer = yield* Effect.forkScoped(consume)
-
-            if (info.expiresAt !== undefined) {
-              const now = yield* Clock.currentTimeMillis
-              yield* Effect.forkScoped(
-                Effect.sleep(Duration.millis(Math.max(0, info.expiresAt - now))).pipe(
-                  Effect.zipRight(Effect.sync(() => connection.close(CloseCodes.TokenExpired, "token expired")))
-                )
-              )
-            }
-
-            const drain = (timeout: Duration.DurationInput) =>
-              Effect.suspend(() => {
-                accepting = false
-                return Effect.gen(function*() {
-                  const size = yield* Queue.size(inbox)
-                  return size <= 0 && !busy
-                }).pipe(
-                  Effect.repeat({ schedule: Schedule.spaced("10 millis"), until: (idle) => idle }),
-                  Effect.timeout(timeout),
-                  Effect.ignore,
-                  Effect.zipRight(Fiber.interrupt(consumer)),
-                  Effect.asVoid
-                )
-              })
-
-            return { receive, drain, stats } satisfies ConnectionHandle
-          })
-
-        return { attach }
+          )
+        )
+        yield* Effect.forkScoped(Effect.forever(tick))
+        return { attach: attachWith(shared, hub, presence, expiry) }
       })
     )
 }

@@ -54,6 +54,7 @@ describe("Dispatcher", () => {
   it.scoped("forwards a chat as the authenticated user and acks with ids", () => {
     const received: Array<[ChatRequest, ChatOrigin | undefined]> = []
     return Effect.gen(function*() {
+      yield* TestClock.setTime(1_700_000_123_456)
       const dispatcher = yield* Dispatcher
       const conn = fakeConnection("alice")
       const handle = yield* dispatcher.attach(conn)
@@ -62,7 +63,7 @@ describe("Dispatcher", () => {
       expect(received).toHaveLength(1)
       const [chat, origin] = received[0]!
       expect(chat.fromUsername).toBe("alice")
-      expect(chat.timestamp).toBeGreaterThan(0n)
+      expect(chat.timestamp).toBe(1_700_000_123n)
       expect(origin).toEqual({ connectionId: conn.info.id })
       expect(acks(conn.packets())).toEqual([
         { seq: "c-1", refSeq: "c-1", msgId: 42n, seqId: 7n, sessionId: "single:alice:bob", error: "" }
