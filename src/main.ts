@@ -134,7 +134,8 @@ export const gatewayLayer = (config: GatewayConfig) => {
       messagesPerSecond: config.limits.messagesPerSecond,
       messageBurst: config.limits.messageBurst > 0 ? config.limits.messageBurst : undefined
     }),
-    Authenticator.layer()
+    // A Logic across the network is worth a short cache of valid tokens; the embedded one is not.
+    Authenticator.layer({ cacheTtl: isCluster(config) ? "30 seconds" : 0 })
   )
 
   const entryPoints = Layer.mergeAll(

@@ -16,7 +16,7 @@ export interface AuthenticatorShape {
 }
 
 export interface AuthenticatorOptions {
-  /** How long a positive answer of Logic is reused. */
+  /** How long a positive answer of Logic is reused; 0 asks Logic every time (an in-process Logic is cheap). */
   readonly cacheTtl?: Duration.DurationInput
   readonly cacheCapacity?: number
 }
@@ -49,7 +49,8 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
             if (revoked.has(token)) {
               return yield* new AuthError({ reason: "Invalid", message: "access token was revoked" })
             }
-            const user = yield* cache.get(token).pipe(
+            const lookup = Duration.isZero(ttl) ? logic.validateToken(token) : cache.get(token)
+            const user = yield* lookup.pipe(
               // Outages and refusals are not remembered: only a valid answer is.
               Effect.tapError(() => cache.invalidate(token)),
               Effect.mapError((error) =>

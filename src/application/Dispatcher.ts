@@ -1,5 +1,5 @@
-import { Context, Duration, Effect, FiberRef, Layer, Option, Runtime, Schedule } from "effect"
-import type { Clock, Fiber, HashMap, Scope, Tracer } from "effect"
+import { Context, Duration, Effect, Layer, Option, Runtime, Schedule } from "effect"
+import type { Clock, Fiber, Scope, Tracer } from "effect"
 import { CloseCodes } from "../domain/Connection.js"
 import type { LogicError } from "../domain/Errors.js"
 import type { ChatRequest } from "../domain/Model.js"
@@ -7,7 +7,7 @@ import type { Packet } from "../domain/Packet.js"
 import { ackPacket, classifyInbound, errorAck } from "../domain/Packet.js"
 import type { TokenBucket } from "../domain/RateLimit.js"
 import { newBucket, tryTake } from "../domain/RateLimit.js"
-import type { ConnectionRegistry, LiveConnection } from "./ConnectionHub.js"
+import type { LiveConnection } from "./ConnectionHub.js"
 import { ConnectionHub } from "./ConnectionHub.js"
 import type { FrameCodecShape } from "./ports/FrameCodec.js"
 import { FrameCodec, isFault } from "./ports/FrameCodec.js"
@@ -15,7 +15,6 @@ import type { LogicShape } from "./ports/Logic.js"
 import { Logic } from "./ports/Logic.js"
 import type { MetricsShape } from "./ports/Metrics.js"
 import { Metrics } from "./ports/Metrics.js"
-import type { PresenceBatcherShape } from "./PresenceBatcher.js"
 import { PresenceBatcher } from "./PresenceBatcher.js"
 
 export interface DispatcherOptions {
@@ -46,12 +45,19 @@ export interface ConnectionHandle {
   readonly stats: Readonly<ConnectionStats>
 }
 
+/** A connection opened with the plain `open`; `close` is idempotent. */
+export interface ConnectionSession extends ConnectionHandle {
+  readonly close: () => void
+}
+
 export interface DispatcherShape {
   /**
-   * Attaches a connection for the life of the scope: registers it in the hub, announces presence,
-   * and handles its frames in arrival order. The current span (the WebSocket session) parents
-   * every chat span, and the current log annotations follow each chat.
+   * Opens a connection: registers it in the hub, announces presence and handles its frames in
+   * arrival order until `close`. Plain, so a socket adapter enters no Effect per connection;
+   * `parentSpan` (the WebSocket session) parents every chat span.
    */
+  readonly open: (connection: LiveConnection, parentSpan?: Tracer.AnySpan) => ConnectionSession
+  /** `open` for the life of the scope; the current span parents the chat spans. */
   readonly attach: (connection: LiveConnection) => Effect.Effect<ConnectionHandle, never, Scope.Scope>
 }
 
@@ -67,6 +73,8 @@ interface Shared {
   readonly rate: number
   readonly burst: number
   readonly maxViolations: number
+  /** Unregisters a connection that closed. */
+  readonly closed: (connection: LiveConnection) => void
 }
 
 /**
@@ -74,27 +82,30 @@ interface Shared {
  * fiber: frames are handled synchronously, a chat runs as one short-lived fiber, and frames that
  * arrive while it is in flight wait in order behind it.
  */
-class ConnectionState implements ConnectionHandle {
-  readonly stats: ConnectionStats = { received: 0, deliveriesConfirmed: 0, lastConfirmedMsgId: 0n }
-  private pending: Array<Packet> = []
+class ConnectionState implements ConnectionSession, ConnectionStats {
+  received = 0
+  deliveriesConfirmed = 0
+  lastConfirmedMsgId = 0n
+  private pending: Array<Packet> | undefined = undefined
   private inFlight = false
+  private active = true
   private accepting = true
   private violations = 0
-  private readonly bucket: TokenBucket | undefined
+  private bucket: TokenBucket | undefined = undefined
 
   constructor(
     readonly connection: LiveConnection,
     private readonly shared: Shared,
-    private readonly parentSpan: Option.Option<Tracer.AnySpan>,
-    private readonly annotations: HashMap.HashMap<string, unknown>
-  ) {
-    this.bucket = shared.rate > 0 ? newBucket(shared.burst, shared.clock.unsafeCurrentTimeMillis()) : undefined
+    private readonly parentSpan: Tracer.AnySpan | undefined
+  ) {}
+
+  get stats(): ConnectionStats {
+    return this
   }
 
-  readonly receive = (frame: Uint8Array): void => {
+  receive(frame: Uint8Array): void {
     if (!this.accepting) return
-    const { codec } = this.shared
-    const decoded = codec.decode(frame)
+    const decoded = this.shared.codec.decode(frame)
     if (isFault(decoded)) {
       if (decoded._tag === "Malformed") {
         this.connection.close(CloseCodes.InvalidPayload, "malformed frame: not a WsPacket")
@@ -106,26 +117,27 @@ class ConnectionState implements ConnectionHandle {
       return
     }
     if (
-      this.bucket !== undefined && decoded.payload?.$case === "chat" &&
+      this.shared.rate > 0 && decoded.payload?.$case === "chat" &&
       !this.admitChat(decoded.seq, decoded.payload.value.sessionId)
     ) return
-    if (this.inFlight || this.pending.length > 0) {
-      if (this.pending.length >= this.shared.maxPending) {
+    if (this.inFlight) {
+      const pending = this.pending ??= []
+      if (pending.length >= this.shared.maxPending) {
         this.reply(errorAck(decoded.seq, "too many pending frames"))
         return
       }
-      this.stats.received++
-      this.pending.push(decoded)
+      this.received++
+      pending.push(decoded)
       return
     }
-    this.stats.received++
+    this.received++
     this.handle(decoded)
   }
 
   drain(timeout: Duration.DurationInput): Effect.Effect<void> {
     return Effect.suspend(() => {
       this.accepting = false
-      return Effect.sync(() => !this.inFlight && this.pending.length === 0).pipe(
+      return Effect.sync(() => !this.inFlight && (this.pending === undefined || this.pending.length === 0)).pipe(
         Effect.repeat({ schedule: Schedule.spaced("10 millis"), until: (idle) => idle }),
         Effect.timeout(timeout),
         Effect.ignore
@@ -134,13 +146,17 @@ class ConnectionState implements ConnectionHandle {
   }
 
   close(): void {
+    if (!this.active) return
+    this.active = false
     this.accepting = false
-    this.pending = []
+    this.pending = undefined
+    this.shared.closed(this.connection)
   }
 
   private admitChat(seq: string, sessionId: string): boolean {
     const { shared } = this
-    if (tryTake(this.bucket!, shared.rate, shared.burst, shared.clock.unsafeCurrentTimeMillis())) {
+    const now = shared.clock.unsafeCurrentTimeMillis()
+    if (tryTake(this.bucket ??= newBucket(shared.burst, now), shared.rate, shared.burst, now)) {
       this.violations = 0
       return true
     }
@@ -168,11 +184,11 @@ class ConnectionState implements ConnectionHandle {
       case "ForwardChat":
         metrics.messageReceived()
         this.inFlight = true
-        this.shared.runFork(this.forward(decision.seq, decision.chat)).addObserver(this.settled)
+        this.shared.runFork(this.forward(decision.seq, decision.chat)).addObserver(() => this.settled())
         return
       case "RecordDelivery":
-        this.stats.deliveriesConfirmed++
-        if (decision.msgId > this.stats.lastConfirmedMsgId) this.stats.lastConfirmedMsgId = decision.msgId
+        this.deliveriesConfirmed++
+        if (decision.msgId > this.lastConfirmedMsgId) this.lastConfirmedMsgId = decision.msgId
         return
       case "Reject":
         this.reply(decision.reply)
@@ -180,15 +196,16 @@ class ConnectionState implements ConnectionHandle {
     }
   }
 
-  private readonly settled = (): void => {
+  private settled(): void {
     this.inFlight = false
-    while (!this.inFlight && this.pending.length > 0) this.handle(this.pending.shift()!)
+    const pending = this.pending
+    while (!this.inFlight && pending !== undefined && pending.length > 0) this.handle(pending.shift()!)
   }
 
   private forward(seq: string, chat: ChatRequest): Effect.Effect<void> {
     const { logic, chatTimeout } = this.shared
     const { info } = this.connection
-    const call = logic.sendMessage(chat, { connectionId: info.id }).pipe(
+    return logic.sendMessage(chat, { connectionId: info.id }).pipe(
       Effect.timeoutFail({
         duration: chatTimeout,
         onTimeout: (): Pick<LogicError, "code" | "message"> => ({
@@ -203,11 +220,12 @@ class ConnectionState implements ConnectionHandle {
       }),
       Effect.map((ack) => void this.reply(ack)),
       Effect.withSpan("Dispatcher.chat", {
-        parent: Option.getOrUndefined(this.parentSpan),
+        parent: this.parentSpan,
+        captureStackTrace: false,
         attributes: { "chat.session_id": chat.sessionId, "chat.seq": seq, "user.name": info.username }
-      })
+      }),
+      Effect.annotateLogs({ user: info.username, connection: info.id })
     )
-    return Effect.locally(call, FiberRef.currentLogAnnotations, this.annotations)
   }
 }
 
@@ -247,32 +265,6 @@ class ExpiryWheel {
   }
 }
 
-const attachWith = (
-  shared: Shared,
-  hub: ConnectionRegistry,
-  presence: PresenceBatcherShape,
-  expiry: ExpiryWheel
-) =>
-(connection: LiveConnection): Effect.Effect<ConnectionHandle, never, Scope.Scope> =>
-  Effect.gen(function*() {
-    const { info } = connection
-    const parentSpan = yield* Effect.currentParentSpan.pipe(Effect.option)
-    const annotations = yield* FiberRef.get(FiberRef.currentLogAnnotations)
-    const state = new ConnectionState(connection, shared, parentSpan, annotations)
-    shared.metrics.connectionOpened()
-    if (hub.add(connection).first) presence.online(info.username, info.remoteAddress)
-    if (info.expiresAt !== undefined) expiry.add(connection, info.expiresAt)
-    yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
-        state.close()
-        if (info.expiresAt !== undefined) expiry.remove(connection, info.expiresAt)
-        shared.metrics.connectionClosed()
-        if (hub.remove(connection).last) presence.offline(info.username)
-      })
-    )
-    return state
-  })
-
 export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, DispatcherShape>() {
   static readonly layer = (options: DispatcherOptions = {}) =>
     Layer.scoped(
@@ -282,21 +274,28 @@ export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, 
         const presence = yield* PresenceBatcher
         const runtime = yield* Effect.runtime<never>()
         const rate = options.messagesPerSecond ?? 0
+        // The ticker sleeps on a latch while no connection carries an expiry.
+        const hasEntries = yield* Effect.makeLatch(false)
+        const expiry = new ExpiryWheel(() => hasEntries.unsafeOpen())
+        const metrics = yield* Metrics
         const shared: Shared = {
           codec: yield* FrameCodec,
           logic: yield* Logic,
-          metrics: yield* Metrics,
+          metrics,
           clock: yield* Effect.clock,
           runFork: Runtime.runFork(runtime),
           maxPending: options.maxPendingFrames ?? 64,
           chatTimeout: Duration.decode(options.chatTimeout ?? "5 seconds"),
           rate,
           burst: options.messageBurst ?? Math.max(1, rate * 2),
-          maxViolations: options.maxRateViolations ?? 20
+          maxViolations: options.maxRateViolations ?? 20,
+          closed: (connection) => {
+            const { info } = connection
+            if (info.expiresAt !== undefined) expiry.remove(connection, info.expiresAt)
+            metrics.connectionClosed()
+            if (hub.remove(connection).last) presence.offline(info.username)
+          }
         }
-        // The ticker sleeps on a latch while no connection carries an expiry.
-        const hasEntries = yield* Effect.makeLatch(false)
-        const expiry = new ExpiryWheel(() => hasEntries.unsafeOpen())
         const tick = Effect.zipRight(
           hasEntries.close,
           Effect.suspend(() =>
@@ -309,7 +308,24 @@ export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, 
           )
         )
         yield* Effect.forkScoped(Effect.forever(tick))
-        return { attach: attachWith(shared, hub, presence, expiry) }
+
+        const open = (connection: LiveConnection, parentSpan?: Tracer.AnySpan): ConnectionSession => {
+          const { info } = connection
+          const state = new ConnectionState(connection, shared, parentSpan)
+          metrics.connectionOpened()
+          if (hub.add(connection).first) presence.online(info.username, info.remoteAddress)
+          if (info.expiresAt !== undefined) expiry.add(connection, info.expiresAt)
+          return state
+        }
+
+        const attach = (connection: LiveConnection) =>
+          Effect.flatMap(Effect.option(Effect.currentParentSpan), (span) =>
+            Effect.acquireRelease(
+              Effect.sync(() => open(connection, Option.getOrUndefined(span))),
+              (session) => Effect.sync(() => session.close())
+            ))
+
+        return { open, attach }
       })
     )
 }

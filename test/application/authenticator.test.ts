@@ -67,6 +67,24 @@ describe("Authenticator", () => {
     }).pipe(Effect.provide(h.layer))
   })
 
+  it.effect("with a zero ttl every authentication asks Logic", () => {
+    let calls = 0
+    const layer = Authenticator.layer({ cacheTtl: 0 }).pipe(
+      Layer.provide(
+        Logic.layerTest({
+          validateToken: () => Effect.sync(() => (calls++, { username: "alice", nickname: "", avatarUrl: "" }))
+        })
+      )
+    )
+    return Effect.gen(function*() {
+      const auth = yield* Authenticator
+      const token = jwt({ sub: "alice" })
+      yield* auth.authenticate(token)
+      yield* auth.authenticate(token)
+      expect(calls).toBe(2)
+    }).pipe(Effect.provide(layer))
+  })
+
   it.effect("does not cache an outage and reports it as Unavailable", () => {
     let down = true
     const h = harness(() =>

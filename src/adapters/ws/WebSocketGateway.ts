@@ -1,4 +1,5 @@
-import { Context, Deferred, Duration, Effect, Exit, Layer, Runtime, Schedule, Scope } from "effect"
+import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Runtime, Schedule } from "effect"
+import type { Tracer } from "effect"
 import type * as Http from "node:http"
 import type { Duplex } from "node:stream"
 import { WebSocket, WebSocketServer } from "ws"
@@ -6,11 +7,13 @@ import { Authenticator } from "../../application/Authenticator.js"
 import type { Principal } from "../../application/Authenticator.js"
 import type { LiveConnection } from "../../application/ConnectionHub.js"
 import { ConnectionHub } from "../../application/ConnectionHub.js"
-import type { ConnectionHandle } from "../../application/Dispatcher.js"
+import type { ConnectionSession } from "../../application/Dispatcher.js"
 import { Dispatcher } from "../../application/Dispatcher.js"
 import { Metrics } from "../../application/ports/Metrics.js"
+import type { MetricsShape } from "../../application/ports/Metrics.js"
 import { Readiness } from "../../application/Readiness.js"
 import { CloseCodes } from "../../domain/Connection.js"
+import type { ConnectionInfo } from "../../domain/Connection.js"
 import type { AuthError } from "../../domain/Errors.js"
 import { clientIp } from "../http/ClientAddress.js"
 import { NodeServer } from "../node-http/NodeServer.js"
@@ -54,13 +57,95 @@ export const defaultWebSocketOptions: WebSocketOptions = {
   ipAllowed: () => true
 }
 
-interface Client {
-  readonly ws: WebSocket
-  readonly connection: LiveConnection
-  readonly ip: string
-  readonly scope: Scope.CloseableScope
-  handle: ConnectionHandle | undefined
+/** Shared by every connection of one gateway; a client keeps only a pointer to it. */
+interface GatewayContext {
+  readonly options: WebSocketOptions
+  readonly metrics: MetricsShape
+  readonly clients: Set<WsClient>
+  readonly onClosed: (client: WsClient) => void
+}
+
+const kClient = Symbol("resonance.client")
+
+/**
+ * One client socket. Methods live on the prototype and the socket's listeners are shared
+ * functions, so an idle connection costs a few small objects beyond what `ws` holds.
+ */
+class WsClient implements LiveConnection {
+  handle: ConnectionSession | undefined = undefined
   lastSeen: number
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly info: ConnectionInfo,
+    readonly span: Tracer.Span,
+    private readonly gateway: GatewayContext
+  ) {
+    this.lastSeen = info.connectedAt
+    ;(ws as unknown as Record<symbol, WsClient>)[kClient] = this
+    ws.on("message", onMessage)
+    ws.on("pong", onPong)
+    ws.on("error", onError)
+    ws.on("close", onClose)
+  }
+
+  send(frame: Uint8Array): boolean {
+    const { ws } = this
+    if (ws.readyState !== WebSocket.OPEN) return false
+    if (ws.bufferedAmount > this.gateway.options.sendBufferLimit) {
+      // A client that does not read cannot take a close frame either: cut it off.
+      this.gateway.metrics.connectionRejected("slow_consumer")
+      ws.terminate()
+      return false
+    }
+    ws.send(frame)
+    return true
+  }
+
+  close(code: number, reason: string): void {
+    const { ws } = this
+    if (ws.readyState === WebSocket.CLOSED || ws.readyState === WebSocket.CLOSING) return
+    ws.close(code, reason)
+    // A peer that never answers the close handshake is cut off.
+    setTimeout(terminate, 5_000, ws).unref()
+  }
+
+  closed(): void {
+    this.handle?.close()
+    this.gateway.onClosed(this)
+  }
+}
+
+const clientOf = (ws: WebSocket) => (ws as unknown as Record<symbol, WsClient>)[kClient]!
+
+function terminate(ws: WebSocket) {
+  ws.terminate()
+}
+
+function onMessage(this: WebSocket, data: unknown, isBinary: boolean) {
+  const client = clientOf(this)
+  client.lastSeen = Date.now()
+  if (!isBinary) {
+    client.close(CloseCodes.UnsupportedData, "binary protobuf frames only")
+    return
+  }
+  client.handle?.receive(data as Buffer)
+}
+
+function onPong(this: WebSocket) {
+  clientOf(this).lastSeen = Date.now()
+}
+
+function onError(this: WebSocket) {
+  // `close` follows every error; nothing to do but not crash.
+}
+
+function onClose(this: WebSocket) {
+  clientOf(this).closed()
+}
+
+function destroySocket(this: Duplex) {
+  this.destroy()
 }
 
 export interface WebSocketGatewayShape {
@@ -130,7 +215,8 @@ export const layer = (options: WebSocketOptions) =>
       const readiness = yield* Readiness
       const runtime = yield* Effect.runtime<never>()
       const runFork = Runtime.runFork(runtime)
-      const runSync = Runtime.runSync(runtime)
+      const tracer = yield* Effect.tracer
+      const clock = yield* Effect.clock
 
       const pingMs = Duration.toMillis(Duration.decode(options.pingInterval))
       const pongMs = Duration.toMillis(Duration.decode(options.pongTimeout))
@@ -149,7 +235,7 @@ export const layer = (options: WebSocketOptions) =>
           : false
       })
 
-      const clients = new Set<Client>()
+      const clients = new Set<WsClient>()
       const perIp = new Map<string, number>()
       let pending = 0
       let accepting = true
@@ -167,35 +253,33 @@ export const layer = (options: WebSocketOptions) =>
         rejectUpgrade(socket, status, message, headers)
       }
 
-      const open = (ws: WebSocket, principal: Principal, ip: string) => {
-        const client: Client = {
-          ws,
-          ip,
-          scope: runSync(Scope.make()),
-          handle: undefined,
-          lastSeen: Date.now(),
-          connection: {
-            info: {
-              id: nextId++,
-              username: principal.username,
-              remoteAddress: ip,
-              connectedAt: Date.now(),
-              expiresAt: principal.expiresAt
-            },
-            send: (frame) => {
-              if (ws.readyState !== WebSocket.OPEN) return false
-              if (ws.bufferedAmount > options.sendBufferLimit) {
-                // A client that does not read cannot take a close frame either: cut it off.
-                metrics.connectionRejected("slow_consumer")
-                ws.terminate()
-                return false
-              }
-              ws.send(frame)
-              return true
-            },
-            close: (code, reason) => closeClient(client, code, reason)
-          }
+      const gateway: GatewayContext = {
+        options,
+        metrics,
+        clients,
+        onClosed: (client) => {
+          clients.delete(client)
+          releaseIp(client.info.remoteAddress)
+          client.span.end(clock.unsafeCurrentTimeNanos(), Exit.void)
+          if (allClosed !== undefined && clients.size === 0) Deferred.unsafeDone(allClosed, Exit.void)
         }
+      }
+
+      const open = (ws: WebSocket, principal: Principal, ip: string) => {
+        const id = nextId++
+        // One span for the life of the connection: every chat frame's span is its child.
+        const span = tracer.span("WebSocket.session", Option.none(), Context.empty(), [], clock.unsafeCurrentTimeNanos(), "server")
+        span.attribute("user.name", principal.username)
+        span.attribute("net.peer.ip", ip)
+        span.attribute("ws.connection_id", id)
+        const info: ConnectionInfo = {
+          id,
+          username: principal.username,
+          remoteAddress: ip,
+          connectedAt: Date.now(),
+          expiresAt: principal.expiresAt
+        }
+        const client = new WsClient(ws, info, span, gateway)
         clients.add(client)
 
         if (options.maxDevicesPerUser > 0) {
@@ -208,54 +292,7 @@ export const layer = (options: WebSocketOptions) =>
             }
           }
         }
-
-        const { id } = client.connection.info
-        client.handle = runSync(
-          Effect.gen(function*() {
-            // One span for the life of the connection: every chat frame's span is its child.
-            const session = yield* Effect.makeSpanScoped("WebSocket.session", {
-              kind: "server",
-              attributes: { "user.name": principal.username, "net.peer.ip": ip, "ws.connection_id": id }
-            })
-            return yield* Effect.withParentSpan(dispatcher.attach(client.connection), session)
-          }).pipe(Effect.annotateLogs({ user: principal.username, connection: id }), Scope.extend(client.scope))
-        )
-
-        ws.on("message", (data, isBinary) => {
-          client.lastSeen = Date.now()
-          if (!isBinary) {
-            closeClient(client, CloseCodes.UnsupportedData, "binary protobuf frames only")
-            return
-          }
-          client.handle?.receive(data as Buffer)
-        })
-        ws.on("pong", () => {
-          client.lastSeen = Date.now()
-        })
-        ws.on("error", (error) => {
-          runFork(Effect.logDebug("websocket error", { error: error.message, user: principal.username }))
-        })
-        ws.on("close", () => {
-          clients.delete(client)
-          releaseIp(ip)
-          runFork(
-            Scope.close(client.scope, Exit.void).pipe(
-              Effect.ensuring(
-                Effect.suspend(() =>
-                  allClosed !== undefined && clients.size === 0 ? Deferred.succeed(allClosed, undefined) : Effect.void
-                )
-              )
-            )
-          )
-        })
-      }
-
-      const closeClient = (client: Client, code: number, reason: string) => {
-        const { ws } = client
-        if (ws.readyState === WebSocket.CLOSED || ws.readyState === WebSocket.CLOSING) return
-        ws.close(code, reason)
-        // A peer that never answers the close handshake is cut off.
-        setTimeout(() => ws.terminate(), 5_000).unref()
+        client.handle = dispatcher.open(client, span)
       }
 
       const admit = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -301,7 +338,7 @@ export const layer = (options: WebSocketOptions) =>
       }
 
       const onUpgrade = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
-        socket.on("error", () => socket.destroy())
+        socket.on("error", destroySocket)
         try {
           admit(request, socket, head)
         } catch (error) {
@@ -336,7 +373,7 @@ export const layer = (options: WebSocketOptions) =>
           (client, index) =>
             Effect.sleep(Duration.millis(snapshot.length > 1 ? (spreadMs * index) / snapshot.length : 0)).pipe(
               Effect.zipRight(client.handle?.drain("3 seconds") ?? Effect.void),
-              Effect.zipRight(Effect.sync(() => closeClient(client, CloseCodes.ServiceRestart, "service restart")))
+              Effect.zipRight(Effect.sync(() => client.close(CloseCodes.ServiceRestart, "service restart")))
             ),
           { concurrency: "unbounded", discard: true }
         )
