@@ -22,6 +22,7 @@ import type {
   User
 } from "../../domain/Model.js"
 import { MessageTypes, SessionType } from "../../domain/Model.js"
+import { makeGroupCommit } from "./GroupCommit.js"
 import { migrate, ROOM_SESSION_ID } from "./Schema.js"
 import { makeSnowflake, MAX_WORKER_ID } from "./Snowflake.js"
 import { loadOrCreateSecret, makeTokenSigner } from "./Tokens.js"
@@ -386,6 +387,7 @@ export const makeEmbeddedLogic = (
       }
       return postTx(input)
     })
+    const sendCommit = makeGroupCommit(db, sendTx)
 
     const createTx = db.transaction(
       (
@@ -578,17 +580,15 @@ export const makeEmbeddedLogic = (
         sessionId = directSessionId(chat.fromUsername, chat.toUsername)
       }
       const nowMs = yield* Clock.currentTimeMillis
-      const outcome = yield* attempt("sendMessage", () =>
-        sendTx.immediate({
-          sessionId,
-          fromUsername: chat.fromUsername,
-          content: chat.content,
-          type,
-          timestamp: chat.timestamp > 0n ? chat.timestamp : BigInt(Math.floor(nowMs / 1000)),
-          msgId: snowflake.next(nowMs),
-          nowMs
-        })
-      )
+      const outcome = yield* sendCommit.submit({
+        sessionId,
+        fromUsername: chat.fromUsername,
+        content: chat.content,
+        type,
+        timestamp: chat.timestamp > 0n ? chat.timestamp : BigInt(Math.floor(nowMs / 1000)),
+        msgId: snowflake.next(nowMs),
+        nowMs
+      }).pipe(Effect.catchAll((error) => storageFailure("sendMessage", error)))
       const posted = yield* postOutcomeToResult(outcome)
       yield* publishPosted(posted, origin)
       return { msgId: posted.row.msg_id, seqId: posted.row.seq_id }

@@ -1,0 +1,59 @@
+import { describe, expect, it } from "@effect/vitest"
+import Database from "better-sqlite3"
+import { Effect, Exit } from "effect"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { makeGroupCommit } from "../../src/adapters/logic-embedded/GroupCommit.js"
+
+const openDb = () => {
+  const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-group-commit-"))
+  const db = new Database(Path.join(dir, "db.sqlite"))
+  db.pragma("journal_mode = WAL")
+  db.exec("CREATE TABLE t (v TEXT NOT NULL UNIQUE)")
+  return { db, cleanup: () => (db.close(), Fs.rmSync(dir, { recursive: true, force: true })) }
+}
+
+describe("group commit", () => {
+  it.live("writes of one turn commit together; a failing one is undone alone", () => {
+    const { db, cleanup } = openDb()
+    const insert = db.prepare("INSERT INTO t (v) VALUES (?)")
+    const write = db.transaction((v: string) => {
+      if (v === "bad") throw new Error("refused")
+      insert.run(v)
+      return v.toUpperCase()
+    })
+    const commit = makeGroupCommit(db, write)
+    return Effect.gen(function*() {
+      const results = yield* Effect.all(
+        ["a", "bad", "c", "a"].map((v) => Effect.exit(commit.submit(v))),
+        { concurrency: "unbounded" }
+      )
+      expect(Exit.isSuccess(results[0]!) && results[0].value).toBe("A")
+      expect(Exit.isFailure(results[1]!)).toBe(true)
+      expect(Exit.isSuccess(results[2]!) && results[2].value).toBe("C")
+      // A duplicate fails on the UNIQUE constraint, still without undoing the others.
+      expect(Exit.isFailure(results[3]!)).toBe(true)
+      const rows = db.prepare("SELECT v FROM t ORDER BY v").all() as Array<{ v: string }>
+      expect(rows.map((r) => r.v)).toEqual(["a", "c"])
+    }).pipe(Effect.ensuring(Effect.sync(cleanup)))
+  })
+
+  it.live("a caller hears back only after the commit, and batches are bounded", () => {
+    const { db, cleanup } = openDb()
+    const insert = db.prepare("INSERT INTO t (v) VALUES (?)")
+    const write = db.transaction((v: string) => insert.run(v).changes)
+    const commit = makeGroupCommit(db, write, 3)
+    return Effect.gen(function*() {
+      const results = yield* Effect.all(
+        Array.from({ length: 10 }, (_, i) =>
+          commit.submit(`v${i}`).pipe(
+            Effect.map(() => (db.prepare("SELECT count(*) AS n FROM t WHERE v = ?").get(`v${i}`) as { n: number }).n)
+          )),
+        { concurrency: "unbounded" }
+      )
+      expect(results).toEqual(Array(10).fill(1))
+      expect((db.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n).toBe(10)
+    }).pipe(Effect.ensuring(Effect.sync(cleanup)))
+  })
+})
