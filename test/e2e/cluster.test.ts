@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as grpc from "@grpc/grpc-js"
 import { Etcd3 } from "etcd3"
 import * as Fs from "node:fs"
+import * as Net from "node:net"
 import * as Path from "node:path"
 import { PushServiceClient } from "../../src/gen/gateway/v1/push.js"
 import type { PushRequest, PushResponse } from "../../src/gen/gateway/v1/push.js"
@@ -29,6 +30,13 @@ const clusterEnv = () => ({
   RESONANCE_SERVICE_ADVERTISE_HOST: "127.0.0.1"
 })
 
+const portOpen = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const socket = Net.connect(port, "127.0.0.1")
+    socket.once("connect", () => (socket.destroy(), resolve(true)))
+    socket.once("error", () => resolve(false))
+  })
+
 const startLogic = async () => {
   const running = startProcess("src/logic-main.ts", {
     ...clusterEnv(),
@@ -38,9 +46,11 @@ const startLogic = async () => {
     RESONANCE_LOG_LEVEL: "warn"
   })
   await waitFor(
-    async () => (await etcdClient.getAll().prefix("/resonance/services/logic-service/").keys()).length > 0,
+    async () =>
+      (await portOpen(logicPort)) &&
+      (await etcdClient.getAll().prefix("/resonance/services/logic-service/").keys()).length > 0,
     30_000,
-    "logic-service registered"
+    "logic-service serving and registered"
   )
   return running
 }
@@ -171,12 +181,12 @@ describe("cluster mode: two gateways, the reference Logic and a real etcd", () =
 
     logic = await startLogic()
     let recovered = false
-    for (let attempt = 0; attempt < 50 && !recovered; attempt++) {
+    for (let attempt = 0; attempt < 100 && !recovered; attempt++) {
       alice.send(chat(`up-${attempt}`, "single:alice:bob", "logic is back"))
       recovered = (await ackOf(alice, `up-${attempt}`, 10_000)).error === ""
       if (!recovered) await new Promise((resolve) => setTimeout(resolve, 200))
     }
-    expect(recovered).toBe(true)
+    expect(recovered, `no successful chat after Logic came back; gateway output:\n${gw1.output().slice(-3000)}`).toBe(true)
     alice.ws.close()
   }, 60_000)
 

@@ -38,6 +38,17 @@ export interface LogicGrpcOptions {
   readonly channelOptions?: grpc.ChannelOptions
 }
 
+/**
+ * Logic instances sit next to the gateway: a restarted one should be reached within seconds,
+ * not after grpc-js's default reconnect backoff of up to two minutes.
+ */
+export const defaultChannelOptions: grpc.ChannelOptions = {
+  "grpc.initial_reconnect_backoff_ms": 250,
+  "grpc.max_reconnect_backoff_ms": 2_000,
+  "grpc.keepalive_time_ms": 30_000,
+  "grpc.keepalive_timeout_ms": 10_000
+}
+
 export type LogicGrpcStaticOptions = Omit<LogicGrpcOptions, "endpoints">
 
 interface Endpoint {
@@ -257,7 +268,7 @@ export const layer = (options: LogicGrpcOptions): Layer.Layer<Logic, never, Metr
       const metrics = yield* Metrics
       const endpoints = yield* options.endpoints
       const pool = yield* Effect.acquireRelease(
-        Effect.sync(() => new EndpointPool(options.channelOptions ?? {})),
+        Effect.sync(() => new EndpointPool({ ...defaultChannelOptions, ...options.channelOptions })),
         (pool) => Effect.sync(() => pool.closeAll())
       )
       const apply = (addresses: ReadonlyArray<string>) =>

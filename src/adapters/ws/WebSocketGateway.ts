@@ -332,7 +332,7 @@ export const layer = (options: WebSocketOptions) =>
                 wss.handleUpgrade(request, socket, head, (ws) => open(ws, principal, ip))
               }
             }),
-            Effect.withSpan("WebSocket.upgrade")
+            Effect.withSpan("WebSocket.upgrade", { captureStackTrace: false })
           )
         )
       }
