@@ -23,6 +23,7 @@ const program = Effect.gen(function*() {
   const logic = ReferenceLogic.layer({
     embedded: {
       databasePath: config.embedded.databasePath,
+      synchronous: config.embedded.synchronous,
       secretKey: config.auth.secretKey,
       tokenTtlSeconds: Duration.toSeconds(config.auth.tokenTtl)
     },

@@ -51,6 +51,7 @@ const logicLayer = (config: GatewayConfig): Layer.Layer<Logic, LogicEmbedded.Emb
     })
     : LogicEmbedded.layer({
       databasePath: config.embedded.databasePath,
+      synchronous: config.embedded.synchronous,
       secretKey: config.auth.secretKey,
       tokenTtlSeconds: Duration.toSeconds(config.auth.tokenTtl)
     })

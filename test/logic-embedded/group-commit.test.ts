@@ -5,6 +5,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { makeGroupCommit } from "../../src/adapters/logic-embedded/GroupCommit.js"
+import { makeWalSync } from "../../src/adapters/logic-embedded/WalSync.js"
 
 const openDb = () => {
   const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-group-commit-"))
@@ -39,11 +40,12 @@ describe("group commit", () => {
     }).pipe(Effect.ensuring(Effect.sync(cleanup)))
   })
 
-  it.live("a caller hears back only after the commit, and batches are bounded", () => {
+  it.live("a caller hears back only after the commit and its flush, and batches are bounded", () => {
     const { db, cleanup } = openDb()
     const insert = db.prepare("INSERT INTO t (v) VALUES (?)")
     const write = db.transaction((v: string) => insert.run(v).changes)
-    const commit = makeGroupCommit(db, write, 3)
+    let flushes = 0
+    const commit = makeGroupCommit(db, write, (done) => setTimeout(() => (flushes++, done()), 5), 3)
     return Effect.gen(function*() {
       const results = yield* Effect.all(
         Array.from({ length: 10 }, (_, i) =>
@@ -54,6 +56,29 @@ describe("group commit", () => {
       )
       expect(results).toEqual(Array(10).fill(1))
       expect((db.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n).toBe(10)
+      // ten writes in one turn, three to a batch: four commits, each flushed before its callers resume
+      expect(flushes).toBe(4)
     }).pipe(Effect.ensuring(Effect.sync(cleanup)))
   })
+})
+
+describe("WAL flush", () => {
+  it.scopedLive("fdatasyncs the -wal file of a WAL database after commits", () =>
+    Effect.gen(function*() {
+      const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-wal-"))
+      const file = Path.join(dir, "db.sqlite")
+      const db = new Database(file)
+      yield* Effect.addFinalizer(() => Effect.sync(() => (db.close(), Fs.rmSync(dir, { recursive: true, force: true }))))
+      db.pragma("journal_mode = WAL")
+      db.pragma("synchronous = NORMAL")
+      const wal = yield* makeWalSync(file)
+      // Before any write there is no WAL: nothing to flush, and no error.
+      yield* wal.sync
+      db.exec("CREATE TABLE t (v TEXT)")
+      db.prepare("INSERT INTO t VALUES ('x')").run()
+      expect(Fs.existsSync(`${file}-wal`)).toBe(true)
+      yield* wal.sync
+      const flushed = yield* Effect.async<Error | undefined>((resume) => wal.flush((error) => resume(Effect.succeed(error))))
+      expect(flushed).toBeUndefined()
+    }))
 })

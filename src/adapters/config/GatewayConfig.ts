@@ -32,7 +32,7 @@ export interface GatewayConfig {
   readonly statusBatcher: { readonly batchSize: number; readonly flushInterval: Duration.Duration }
   readonly etcd: { readonly endpoints: ReadonlyArray<string> }
   readonly registry: { readonly namespace: string; readonly defaultTtl: Duration.Duration }
-  readonly embedded: { readonly databasePath: string }
+  readonly embedded: { readonly databasePath: string; readonly synchronous: "normal" | "full" }
   readonly auth: { readonly secretKey: string | undefined; readonly tokenTtl: Duration.Duration }
   readonly logic: { readonly timeout: Duration.Duration; readonly retries: number }
   readonly limits: {
@@ -163,7 +163,13 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
     Config.all({ namespace: str("namespace", "/resonance/services"), defaultTtl: duration("default_ttl", "30s") }),
     "registry"
   ),
-  embedded: Config.nested(Config.all({ databasePath: str("database_path", "./data/resonance.db") }), "embedded"),
+  embedded: Config.nested(
+    Config.all({
+      databasePath: str("database_path", "./data/resonance.db"),
+      synchronous: Config.literal("normal", "full")("synchronous").pipe(Config.withDefault("normal" as const))
+    }),
+    "embedded"
+  ),
   auth: Config.nested(
     Config.all({
       secretKey: Config.option(Config.string("secret_key")).pipe(

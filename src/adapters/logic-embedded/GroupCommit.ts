@@ -12,7 +12,13 @@ interface Job<I, O> {
  * as a savepoint inside the batch, so one failing write does not undo the others; no caller hears
  * back before the batch has committed.
  */
-export const makeGroupCommit = <I, O>(db: Database, write: Transaction<(input: I) => O>, maxBatch = 256) => {
+export const makeGroupCommit = <I, O>(
+  db: Database,
+  write: Transaction<(input: I) => O>,
+  /** Runs after each batch commits and before its callers resume (the WAL flush). */
+  afterCommit: (done: (error?: Error) => void) => void = (done) => done(),
+  maxBatch = 256
+) => {
   let queue: Array<Job<I, O>> = []
   let scheduled = false
 
@@ -37,7 +43,11 @@ export const makeGroupCommit = <I, O>(db: Database, write: Transaction<(input: I
       } catch (error) {
         outcomes = batch.map(() => ({ ok: false as const, error }))
       }
-      for (let i = 0; i < batch.length; i++) batch[i]!.resume(outcomes[i]!)
+      afterCommit((error) => {
+        for (let i = 0; i < batch.length; i++) {
+          batch[i]!.resume(error === undefined ? outcomes[i]! : { ok: false, error })
+        }
+      })
     }
   }
 

@@ -23,6 +23,7 @@ import type {
 } from "../../domain/Model.js"
 import { MessageTypes, SessionType } from "../../domain/Model.js"
 import { makeGroupCommit } from "./GroupCommit.js"
+import { makeWalSync, noWalSync } from "./WalSync.js"
 import { migrate, ROOM_SESSION_ID } from "./Schema.js"
 import { makeSnowflake, MAX_WORKER_ID } from "./Snowflake.js"
 import { loadOrCreateSecret, makeTokenSigner } from "./Tokens.js"
@@ -50,8 +51,8 @@ export interface LogicEmbeddedOptions {
   /** Snowflake worker bits of msg_id, 0..1023. Default 0. */
   readonly workerId?: number
   /**
-   * "full" (default): a commit survives power loss, as an ack promises. "normal" survives a
-   * process crash only, for benchmarks and throwaway setups.
+   * "full" (default): an acknowledged write survives power loss; the WAL is flushed with an
+   * fdatasync off the event loop before the ack. "normal": it survives a process crash only.
    */
   readonly synchronous?: "full" | "normal"
 }
@@ -226,10 +227,7 @@ const validateOptions = (options: LogicEmbeddedOptions): Effect.Effect<void, Emb
   return Effect.void
 }
 
-const openDatabase = (
-  databasePath: string,
-  synchronous: "full" | "normal"
-): Effect.Effect<Database.Database, EmbeddedLogicError, Scope.Scope> =>
+const openDatabase = (databasePath: string): Effect.Effect<Database.Database, EmbeddedLogicError, Scope.Scope> =>
   Effect.gen(function*() {
     const inMemory = databasePath === ":memory:"
     if (!inMemory) {
@@ -252,7 +250,8 @@ const openDatabase = (
     const outcome = yield* Effect.try({
       try: () => {
         if (!inMemory) db.pragma("journal_mode = WAL")
-        db.pragma(`synchronous = ${synchronous === "normal" ? "NORMAL" : "FULL"}`)
+        // Commits never fsync on the event loop; durability comes from WalSync.
+        db.pragma("synchronous = NORMAL")
         db.pragma("foreign_keys = ON")
         db.pragma("busy_timeout = 5000")
         db.defaultSafeIntegers(true)
@@ -282,7 +281,11 @@ export const makeEmbeddedLogic = (
     yield* validateOptions(options)
     const ttlSeconds = Math.floor(options.tokenTtlSeconds ?? 86_400)
     const rounds = options.bcryptRounds ?? 10
-    const db = yield* openDatabase(options.databasePath, options.synchronous ?? "full")
+    const db = yield* openDatabase(options.databasePath)
+    const wal = options.databasePath === ":memory:" || options.synchronous === "normal"
+      ? noWalSync
+      : yield* makeWalSync(options.databasePath)
+    const durable = wal.sync.pipe(Effect.catchAll((error) => storageFailure("flushing the WAL", error)))
     const secret = options.secretKey || (yield* Effect.try({
       try: () => loadOrCreateSecret(options.databasePath),
       catch: (cause) =>
@@ -387,7 +390,7 @@ export const makeEmbeddedLogic = (
       }
       return postTx(input)
     })
-    const sendCommit = makeGroupCommit(db, sendTx)
+    const sendCommit = makeGroupCommit(db, sendTx, wal.flush)
 
     const createTx = db.transaction(
       (
@@ -543,6 +546,7 @@ export const makeEmbeddedLogic = (
       const hash = yield* attemptPromise("password hashing", () => bcrypt.hash(input.password, rounds))
       const nowMs = yield* Clock.currentTimeMillis
       const created = yield* attempt("register", () => registerTx.immediate(username, hash, nickname, nowMs))
+      yield* durable
       if (!created) return yield* taken
       return yield* issue({ username, nickname, avatar_url: "" })
     })
@@ -642,6 +646,7 @@ export const makeEmbeddedLogic = (
           nowMs
         }))
       )
+      yield* durable
       switch (outcome._tag) {
         case "UnknownUser":
           return yield* Effect.fail(logicError("not_found", `user "${outcome.username}" not found`))
