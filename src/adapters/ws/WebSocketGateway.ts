@@ -372,12 +372,13 @@ export const layer = (options: WebSocketOptions) =>
           snapshot,
           (client, index) =>
             Effect.sleep(Duration.millis(snapshot.length > 1 ? (spreadMs * index) / snapshot.length : 0)).pipe(
-              Effect.zipRight(client.handle?.drain("3 seconds") ?? Effect.void),
+              Effect.zipRight(client.handle?.drain("2 seconds") ?? Effect.void),
               Effect.zipRight(Effect.sync(() => client.close(CloseCodes.ServiceRestart, "service restart")))
             ),
           { concurrency: "unbounded", discard: true }
         )
-        yield* Deferred.await(done).pipe(Effect.timeout("6 seconds"), Effect.ignore)
+        // Bounded so that spread + drain + close stay inside shutdown.timeout_seconds.
+        yield* Deferred.await(done).pipe(Effect.timeout("3 seconds"), Effect.ignore)
         for (const client of clients) client.ws.terminate()
       }).pipe(Effect.withSpan("WebSocket.drain"))
 
