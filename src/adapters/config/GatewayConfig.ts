@@ -166,7 +166,7 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
   embedded: Config.nested(
     Config.all({
       databasePath: str("database_path", "./data/resonance.db"),
-      synchronous: Config.literal("normal", "full")("synchronous").pipe(Config.withDefault("normal" as const))
+      synchronous: Config.literal("full", "normal")("synchronous").pipe(Config.withDefault("full" as const))
     }),
     "embedded"
   ),

@@ -560,7 +560,7 @@ export const makeEmbeddedLogic = (
       return yield* issue(row)
     })
 
-    const validateToken: LogicShape["validateToken"] = Effect.fn("LogicEmbedded.validateToken")(function*(token) {
+    const validateToken: LogicShape["validateToken"] = Effect.fn("LogicEmbedded.validateToken", { captureStackTrace: false })(function*(token) {
       const nowMs = yield* Clock.currentTimeMillis
       const check = yield* attemptPromise("token check", () => tokens.verify(token, nowMs))
       if (check._tag === "Expired") return yield* Effect.fail(logicError("unauthenticated", "access token expired"))
@@ -570,7 +570,7 @@ export const makeEmbeddedLogic = (
       return toUser(row)
     })
 
-    const sendMessage = Effect.fn("LogicEmbedded.sendMessage")(function*(chat: ChatRequest, origin?: ChatOrigin) {
+    const sendMessage = Effect.fn("LogicEmbedded.sendMessage", { captureStackTrace: false })(function*(chat: ChatRequest, origin?: ChatOrigin) {
       const type = chat.type === "" ? "text" : chat.type
       if (!USER_MESSAGE_TYPES.has(type)) {
         return yield* Effect.fail(logicError("invalid_argument", `unsupported message type "${type}"`))

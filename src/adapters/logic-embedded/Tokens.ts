@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto"
+import { randomBytes, webcrypto } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { errors as joseErrors, jwtVerify, SignJWT } from "jose"
@@ -17,10 +17,20 @@ export interface TokenSigner {
 }
 
 export const makeTokenSigner = (secret: string, ttlSeconds: number): TokenSigner => {
-  const key = new TextEncoder().encode(secret)
+  // Imported once: jose would import raw key bytes again on every sign and verify.
+  let imported: Promise<webcrypto.CryptoKey> | undefined
+  const keyOf = () =>
+    imported ??= webcrypto.subtle.importKey(
+      "raw",
+      new TextEncoder().encode(secret),
+      { name: "HMAC", hash: "SHA-256" },
+      false,
+      ["sign", "verify"]
+    )
   return {
-    sign: (username, nowMs) => {
+    sign: async (username, nowMs) => {
       const issuedAt = Math.floor(nowMs / 1000)
+      const key = await keyOf()
       return new SignJWT({})
         .setProtectedHeader({ alg: "HS256", typ: "JWT" })
         .setSubject(username)
@@ -31,7 +41,7 @@ export const makeTokenSigner = (secret: string, ttlSeconds: number): TokenSigner
     },
     verify: async (token, nowMs) => {
       try {
-        const { payload } = await jwtVerify(token, key, {
+        const { payload } = await jwtVerify(token, await keyOf(), {
           algorithms: ["HS256"],
           issuer: TOKEN_ISSUER,
           currentDate: new Date(nowMs),

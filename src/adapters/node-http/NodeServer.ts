@@ -25,7 +25,8 @@ export class NodeServer extends Context.Tag("resonance/NodeServer")<
           server.keepAliveTimeout = 5_000
           const onError = (error: Error) => resume(Effect.fail(error))
           server.once("error", onError)
-          server.listen(options.port, options.host ?? "0.0.0.0", () => {
+          // A connect storm overflows Node's default accept queue of 511 and costs clients SYN retries.
+          server.listen({ port: options.port, host: options.host ?? "0.0.0.0", backlog: 4096 }, () => {
             server.off("error", onError)
             const address = server.address() as AddressInfo
             resume(Effect.succeed({ server, port: address.port, host: options.host ?? "0.0.0.0" }))
