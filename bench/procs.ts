@@ -1,0 +1,155 @@
+import { spawn } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
+import { execFileSync } from "node:child_process"
+import * as Fs from "node:fs"
+import * as Net from "node:net"
+import * as Path from "node:path"
+import { pathToFileURL } from "node:url"
+
+export const repoRoot = Path.resolve(import.meta.dirname, "..")
+const tsxLoader = pathToFileURL(Path.join(repoRoot, "node_modules/tsx/dist/loader.mjs")).href
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+export const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = Net.createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as Net.AddressInfo).port
+      server.close(() => resolve(port))
+    })
+  })
+
+/** The hard limit on open files: children are started with their soft limit raised to it. */
+export const hardFileLimit = (): number => {
+  const out = execFileSync("bash", ["-c", "ulimit -Hn"], { encoding: "utf8" }).trim()
+  return out === "unlimited" ? 1_048_576 : Number(out)
+}
+
+export interface Child {
+  readonly name: string
+  readonly process: ChildProcess
+  readonly pid: number
+  /** The last lines the child wrote, for error reports. */
+  readonly output: () => string
+  readonly exited: Promise<number | string>
+  readonly stop: (signal?: NodeJS.Signals, graceMs?: number) => Promise<number | string>
+}
+
+const live = new Set<ChildProcess>()
+
+/** Last resort: whatever happens to the orchestrator, no child outlives it. */
+export const killAll = () => {
+  for (const child of live) {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+  }
+  live.clear()
+}
+process.on("exit", killAll)
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.once(signal, () => {
+    killAll()
+    process.exit(130)
+  })
+}
+
+export interface StartOptions {
+  readonly name: string
+  /** A TypeScript entry run with the tsx loader, relative to the repository root. */
+  readonly entry: string
+  readonly env?: Record<string, string>
+  readonly nodeFlags?: ReadonlyArray<string>
+  readonly ipc?: boolean
+  /** Where `entry` is looked up and the process runs; default the repository root. */
+  readonly root?: string
+  /** Also append everything the child writes to this file. */
+  readonly logFile?: string
+}
+
+/**
+ * Starts `node [flags] --import tsx <entry>` as ONE process (the tsx CLI would put the program in
+ * a grandchild, out of reach of our SIGUSR2 and /proc/<pid>), with the soft file limit raised.
+ */
+export const startNode = (options: StartOptions): Child => {
+  const root = options.root ?? repoRoot
+  const args = [...(options.nodeFlags ?? []), "--import", tsxLoader, Path.join(root, options.entry)]
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("RESONANCE_")))
+  const child = spawn("bash", ["-c", 'ulimit -n "$(ulimit -Hn)" && exec "$0" "$@"', process.execPath, ...args], {
+    cwd: root,
+    env: { ...inherited, ...options.env },
+    stdio: options.ipc ? ["ignore", "pipe", "pipe", "ipc"] : ["ignore", "pipe", "pipe"]
+  })
+  live.add(child)
+  let output = ""
+  const log = options.logFile === undefined ? undefined : Fs.createWriteStream(options.logFile, { flags: "a" })
+  const keep = (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-20_000)
+    log?.write(chunk)
+  }
+  child.stdout!.on("data", keep)
+  child.stderr!.on("data", keep)
+  const exited = new Promise<number | string>((resolve) =>
+    child.once("exit", (code, signal) => {
+      live.delete(child)
+      log?.end()
+      resolve(code ?? signal ?? "unknown")
+    })
+  )
+  const stop = async (signal: NodeJS.Signals = "SIGTERM", graceMs = 5_000) => {
+    if (child.exitCode !== null || child.signalCode !== null) return exited
+    child.kill(signal)
+    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs)
+    const result = await exited
+    clearTimeout(timer)
+    return result
+  }
+  return { name: options.name, process: child, pid: child.pid!, output: () => output, exited, stop }
+}
+
+/** Resident set size in bytes, from /proc/<pid>/status. */
+export const rssBytes = (pid: number): number => {
+  const status = Fs.readFileSync(`/proc/${pid}/status`, "utf8")
+  const match = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)
+  if (match === null) throw new Error(`no VmRSS for pid ${pid}`)
+  return Number(match[1]) * 1024
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat. */
+export const cpuSeconds = (pid: number): number => {
+  const stat = Fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+  // Fields after the parenthesised command name; utime and stime are the 12th and 13th of them.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
+
+/** Full GCs (the child runs `gc()` on SIGUSR2), then RSS once it has settled. */
+export const rssAfterGc = async (pid: number): Promise<number> => {
+  for (let i = 0; i < 3; i++) {
+    process.kill(pid, "SIGUSR2")
+    await sleep(400)
+  }
+  return rssBytes(pid)
+}
+
+export const waitFor = async (what: string, check: () => Promise<boolean>, timeoutMs: number, child?: Child) => {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (child !== undefined && (child.process.exitCode !== null || child.process.signalCode !== null)) {
+      throw new Error(`${child.name} exited while waiting for ${what}:\n${child.output()}`)
+    }
+    if (await check().catch(() => false)) return
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await sleep(100)
+  }
+}
+
+/** Kernel TCP counters that show a listen queue overflowing (loopback shares one namespace). */
+export const listenQueueCounters = (): { readonly overflows: number; readonly syncookies: number } => {
+  const lines = Fs.readFileSync("/proc/net/netstat", "utf8").split("\n")
+  const at = lines.findIndex((line) => line.startsWith("TcpExt:"))
+  const names = lines[at]!.split(" ")
+  const values = lines[at + 1]!.split(" ")
+  const value = (name: string) => Number(values[names.indexOf(name)] ?? Number.NaN)
+  return { overflows: value("ListenOverflows"), syncookies: value("SyncookiesSent") }
+}

@@ -1,0 +1,818 @@
+/**
+ * `npm run bench [-- --quick]`: the gateway as a real process in embedded mode, driven over
+ * loopback by a separate load process with real `ws` clients, against a bare `ws` baseline on the
+ * same clients. Prints a table, writes bench/results/latest.json (the issue-7 figures),
+ * bench/results/e2e-latency.svg and bench/results/details.json (everything measured).
+ */
+import { credentials, Metadata } from "@grpc/grpc-js"
+import { execFileSync } from "node:child_process"
+import * as Fs from "node:fs"
+import * as Http from "node:http"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { PushServiceClient } from "../src/gen/gateway/v1/push.js"
+import type { PushMessage } from "../src/gen/gateway/v1/packet.js"
+import { WsPacket } from "../src/gen/gateway/v1/packet.js"
+import type { Child } from "./procs.js"
+import { cpuSeconds, freePort, hardFileLimit, listenQueueCounters, killAll, repoRoot, rssAfterGc, sleep, startNode, waitFor } from "./procs.js"
+import type {
+  ConnectResult,
+  LevelResult,
+  LoadCommand,
+  LoadReply,
+  LoadResults,
+  SaturationResult
+} from "./protocol.js"
+import type { Latest } from "./report.js"
+import { latencySvg, round, rows, table } from "./report.js"
+import { seed } from "./seed.js"
+
+const quick = process.argv.includes("--quick")
+/** Gateways run with --cpu-prof; phases are marked (monotonic µs, the profile's clock) in details.json. */
+const profile = process.argv.includes("--profile")
+/** Servers write a heap snapshot before and after the idle connects into bench/results/heap/. */
+const heap = process.argv.includes("--heap")
+const heapDir = Path.join(repoRoot, "bench/results/heap")
+/** Every child's output goes to bench/results/logs/ as well. */
+const keepLogs = process.argv.includes("--keep-logs")
+const logDir = Path.join(repoRoot, "bench/results/logs")
+const logFileFor = (name: string) => {
+  if (!keepLogs) return {}
+  Fs.mkdirSync(logDir, { recursive: true })
+  return { logFile: Path.join(logDir, `${name}.log`) }
+}
+/** Extra node flags for the gateway process, e.g. `--gateway-flag=--trace-gc`. */
+const gatewayFlags = process.argv.filter((a) => a.startsWith("--gateway-flag=")).map((a) => a.slice("--gateway-flag=".length))
+/** Names the measured code in logs and details.json when --gateway-root is not a git checkout. */
+const label = process.argv.find((a) => a.startsWith("--label="))?.slice("--label=".length)
+/** Extra gateway settings, e.g. `--gateway-env=RESONANCE_EMBEDDED_SYNCHRONOUS=normal`. */
+const gatewayEnv = Object.fromEntries(
+  process.argv.filter((a) => a.startsWith("--gateway-env=")).map((a) => {
+    const setting = a.slice("--gateway-env=".length)
+    const at = setting.indexOf("=")
+    return [setting.slice(0, at), setting.slice(at + 1)]
+  })
+)
+/** Another checkout (or a patched copy) whose src/main.ts is benchmarked instead: for before/after runs. */
+const gatewayRoot = process.argv.find((a) => a.startsWith("--gateway-root="))?.slice("--gateway-root=".length)
+
+interface Mark {
+  readonly phase: string
+  readonly fromUs: number
+  readonly toUs: number
+}
+const marks: Array<Mark> = []
+const monotonicUs = () => Number(process.hrtime.bigint() / 1000n)
+const marked = async <A>(phase: string, run: () => Promise<A>): Promise<A> => {
+  const fromUs = monotonicUs()
+  try {
+    return await run()
+  } finally {
+    marks.push({ phase, fromUs, toUs: monotonicUs() })
+  }
+}
+
+interface Plan {
+  readonly connections: number
+  readonly warmupUsers: number
+  readonly pairs: number
+  readonly fanoutPushes: number
+  readonly fanoutConcurrency: number
+  readonly e2eRate: number
+  readonly e2eLevels: ReadonlyArray<number>
+  readonly e2eWarmupMs: number
+  readonly e2eDurationMs: number
+  readonly saturationMs: number
+  readonly stormConnects: number
+}
+
+const flag = (name: string): number | undefined => {
+  const arg = process.argv.find((a) => a.startsWith(`--${name}=`))
+  return arg === undefined ? undefined : Number(arg.slice(name.length + 3))
+}
+
+const preset: Plan = quick
+  ? {
+    connections: 10_000,
+    warmupUsers: 100,
+    pairs: 500,
+    fanoutPushes: 3_000,
+    fanoutConcurrency: 32,
+    e2eRate: 2_000,
+    e2eLevels: [500, 1_000, 2_000, 3_000, 4_000],
+    e2eWarmupMs: 500,
+    e2eDurationMs: 3_000,
+    saturationMs: 3_000,
+    stormConnects: 5_000
+  }
+  : {
+    connections: 50_000,
+    warmupUsers: 100,
+    pairs: 500,
+    fanoutPushes: 10_000,
+    fanoutConcurrency: 32,
+    e2eRate: 2_000,
+    e2eLevels: [500, 1_000, 2_000, 3_000, 4_000, 6_000, 8_000],
+    e2eWarmupMs: 1_000,
+    e2eDurationMs: 8_000,
+    saturationMs: 8_000,
+    stormConnects: 20_000
+  }
+
+const requested: Plan = {
+  ...preset,
+  connections: flag("connections") ?? preset.connections,
+  stormConnects: flag("storm") ?? preset.stormConnects,
+  fanoutConcurrency: flag("fanout-concurrency") ?? preset.fanoutConcurrency,
+  fanoutPushes: flag("fanout-pushes") ?? preset.fanoutPushes
+}
+
+/** Every socket is a file descriptor in the server and in the load process; stay under the hard limit. */
+const fileLimit = hardFileLimit()
+const connectionCap = Math.max(1_000, fileLimit - 1_000)
+const plan: Plan = {
+  ...requested,
+  connections: Math.min(requested.connections, connectionCap),
+  stormConnects: Math.min(requested.stormConnects, connectionCap)
+}
+
+/** A destination sees at most ~28k ephemeral ports per source address: spread big runs over 127.0.0.x. */
+const forcedSources = flag("source-addresses")
+const sourceAddresses = (count: number): Array<string> => {
+  const n = forcedSources ?? (count <= 20_000 ? 0 : Math.ceil(count / 20_000))
+  return Array.from({ length: n }, (_, i) => `127.0.0.${i + 2}`)
+}
+
+/** Which code was measured: the commit and whether src/ had uncommitted changes (read-only git calls). */
+const sourceVersion = (root: string) => {
+  try {
+    const git = (...args: Array<string>) =>
+      execFileSync("git", ["-C", root, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim()
+    return { commit: git("rev-parse", "--short", "HEAD"), srcModified: git("status", "--porcelain", "--", "src") !== "" }
+  } catch {
+    return { commit: label ?? "unknown", srcModified: false }
+  }
+}
+
+const log = (message: string) => process.stdout.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`)
+
+// --- the load process -----------------------------------------------------------------------
+
+interface Load {
+  readonly child: Child
+  readonly call: <C extends LoadCommand>(command: C, timeoutMs?: number) => Promise<LoadResults[C["cmd"]]>
+}
+
+const startLoad = (): Load => {
+  const child = startNode({ name: "load", entry: "bench/load.ts", ipc: true, ...logFileFor("load"), nodeFlags: ["--max-old-space-size=4096"] })
+  let nextId = 1
+  const pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>()
+  child.process.on("message", (reply: LoadReply) => {
+    const waiter = pending.get(reply.id)
+    if (waiter === undefined) return
+    pending.delete(reply.id)
+    if (reply.ok) waiter.resolve(reply.result)
+    else waiter.reject(new Error(`load process: ${reply.error}`))
+  })
+  void child.exited.then((code) => {
+    for (const waiter of pending.values()) waiter.reject(new Error(`load process exited (${code}):\n${child.output()}`))
+    pending.clear()
+  })
+  const call = <C extends LoadCommand>(command: C, timeoutMs = 120_000) =>
+    new Promise<LoadResults[C["cmd"]]>((resolve, reject) => {
+      const id = nextId++
+      const timer = setTimeout(() => {
+        pending.delete(id)
+        reject(new Error(`load process did not answer ${command.cmd} within ${timeoutMs} ms`))
+      }, timeoutMs)
+      pending.set(id, {
+        resolve: (value) => {
+          clearTimeout(timer)
+          resolve(value as LoadResults[C["cmd"]])
+        },
+        reject: (error) => {
+          clearTimeout(timer)
+          reject(error)
+        }
+      })
+      child.process.send({ id, command })
+    })
+  return { child, call }
+}
+
+// --- servers under test ----------------------------------------------------------------------
+
+interface Target {
+  readonly name: string
+  readonly child: Child
+  readonly wsUrl: string
+  /** Writes one message to the given users through the server's push entry point; resolves with frames written. */
+  readonly push: (targets: ReadonlyArray<string>) => Promise<number>
+  readonly close: () => void
+}
+
+const message: PushMessage = {
+  msgId: 7_300_000_000_000_001n,
+  seqId: 42n,
+  sessionId: "group:bench-fanout",
+  fromUsername: "bench000000",
+  toUsername: "",
+  content: "fan-out message from the benchmark, a typical short chat line",
+  type: "text",
+  timestamp: BigInt(Math.floor(Date.now() / 1000)),
+  sessionMeta: { name: "bench fan-out group", type: 2 }
+}
+/** What the gateway writes for `message`, so the baseline writes byte-identical frames. */
+const pushFrame = Buffer.from(WsPacket.encode({ seq: "", payload: { $case: "push", value: message } }).finish())
+
+const metricValue = async (metricsUrl: string, name: string): Promise<number> => {
+  const text = await (await fetch(metricsUrl)).text()
+  const match = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, "m").exec(text)
+  // A labelled series appears with its first observation: absent means zero so far.
+  return match === null ? 0 : Number(match[1])
+}
+
+interface Gateway extends Target {
+  readonly metricsUrl: string
+}
+
+let gatewayRuns = 0
+
+const startGateway = async (databasePath: string, secretKey: string, profileDir: string): Promise<Gateway> => {
+  const run = ++gatewayRuns
+  const [httpPort, grpcPort, metricsPort] = [await freePort(), await freePort(), await freePort()]
+  const child = startNode({
+    name: "gateway",
+    entry: "src/main.ts",
+    ...logFileFor(`gateway-${run}`),
+    ...(gatewayRoot !== undefined ? { root: Path.resolve(gatewayRoot) } : {}),
+    nodeFlags: [
+      "--expose-gc",
+      ...gatewayFlags,
+      ...(heap ? ["--heapsnapshot-signal=SIGUSR1", `--diagnostic-dir=${heapDir}`] : []),
+      // One directory per run: the tsx loader thread writes a profile of its own next to the main thread's.
+      ...(profile ? ["--cpu-prof", `--cpu-prof-dir=${Path.join(profileDir, `gateway-${run}`)}`] : [])
+    ],
+    env: {
+      RESONANCE_SERVICE_HOST: "127.0.0.1",
+      RESONANCE_SERVICE_HTTP_PORT: String(httpPort),
+      RESONANCE_SERVICE_GRPC_PORT: String(grpcPort),
+      RESONANCE_OBSERVABILITY_METRICS_PORT: String(metricsPort),
+      RESONANCE_EMBEDDED_DATABASE_PATH: databasePath,
+      RESONANCE_AUTH_SECRET_KEY: secretKey,
+      RESONANCE_LOG_LEVEL: "warn",
+      RESONANCE_OBSERVABILITY_TRACE_ENABLED: "false",
+      RESONANCE_SHUTDOWN_DRAIN_SECONDS: "0.5",
+      ...gatewayEnv
+    }
+  })
+  const base = `http://127.0.0.1:${httpPort}`
+  await waitFor("gateway /readyz", async () => (await fetch(`${base}/readyz`)).status === 200, 60_000, child)
+  const client = new PushServiceClient(`127.0.0.1:${grpcPort}`, credentials.createInsecure())
+  const push = (targets: ReadonlyArray<string>) =>
+    new Promise<number>((resolve, reject) =>
+      client.push(
+        { toUsernames: targets as Array<string>, message },
+        new Metadata(),
+        { deadline: new Date(Date.now() + 30_000) },
+        (error, response) =>
+          error ? reject(error) : resolve(targets.length - response.failedUsernames.length)
+      )
+    )
+  return {
+    name: "gateway",
+    child,
+    wsUrl: `ws://127.0.0.1:${httpPort}/ws`,
+    push,
+    close: () => client.close(),
+    metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`
+  }
+}
+
+const startBaseline = async (profileDir: string): Promise<Target> => {
+  const port = await freePort()
+  const child = startNode({
+    name: "baseline",
+    entry: "bench/baseline.ts",
+    ...logFileFor("baseline"),
+    nodeFlags: [
+      "--expose-gc",
+      ...(heap ? ["--heapsnapshot-signal=SIGUSR1", `--diagnostic-dir=${heapDir}`] : []),
+      ...(profile ? ["--cpu-prof", `--cpu-prof-dir=${Path.join(profileDir, "baseline")}`] : [])
+    ],
+    env: { BENCH_BASELINE_PORT: String(port) }
+  })
+  const base = `http://127.0.0.1:${port}`
+  await waitFor("baseline", async () => (await fetch(`${base}/readyz`)).ok, 30_000, child)
+  await fetch(`${base}/frame`, { method: "POST", body: pushFrame })
+  const agent = new Http.Agent({ keepAlive: true, maxSockets: 64 })
+  const push = (targets: ReadonlyArray<string>) =>
+    new Promise<number>((resolve, reject) => {
+      const request = Http.request(`${base}/push`, { method: "POST", agent }, (response) => {
+        let body = ""
+        response.setEncoding("utf8")
+        response.on("data", (chunk: string) => (body += chunk))
+        response.on("end", () => resolve(Number(body)))
+        response.on("error", reject)
+      })
+      request.on("error", reject)
+      request.end(targets.join("\n"))
+    })
+  return { name: "raw ws", child, wsUrl: `ws://127.0.0.1:${port}/ws`, push, close: () => agent.destroy() }
+}
+
+// --- phases -------------------------------------------------------------------------------
+
+/** CPU used by the server, the load process and this orchestrator, as a share of one core over the window. */
+interface CpuShare {
+  readonly server: number
+  /** CPU-seconds the server used over the window. */
+  readonly serverSeconds: number
+  readonly load: number
+  readonly orchestrator: number
+}
+
+const cpuText = (cpu: CpuShare) => `cpu: server ${cpu.server}, load ${cpu.load}, orchestrator ${cpu.orchestrator}`
+
+const cpuMeter = (server: Child, load: Child) => {
+  const wall = performance.now()
+  const s0 = cpuSeconds(server.pid)
+  const l0 = cpuSeconds(load.pid)
+  const o0 = process.cpuUsage()
+  return (): CpuShare => {
+    const seconds = (performance.now() - wall) / 1000
+    const own = process.cpuUsage(o0)
+    const used = cpuSeconds(server.pid) - s0
+    return {
+      server: round(used / seconds, 2),
+      serverSeconds: used,
+      load: round((cpuSeconds(load.pid) - l0) / seconds, 2),
+      orchestrator: round((own.user + own.system) / 1e6 / seconds, 2)
+    }
+  }
+}
+
+/** Asks the process for a heap snapshot and waits until the file is complete; renames it to `name`. */
+const heapSnapshot = async (pid: number, name: string) => {
+  const before = new Set(Fs.readdirSync(heapDir))
+  process.kill(pid, "SIGUSR1")
+  let file: string | undefined
+  let size = -1
+  let stable = 0
+  const deadline = Date.now() + 120_000
+  while (stable < 5) {
+    if (Date.now() > deadline) throw new Error(`no complete heap snapshot from pid ${pid}`)
+    await sleep(300)
+    file ??= Fs.readdirSync(heapDir).find((entry) => !before.has(entry) && entry.endsWith(".heapsnapshot"))
+    if (file === undefined) continue
+    const now = Fs.statSync(Path.join(heapDir, file)).size
+    stable = now === size && now > 0 ? stable + 1 : 0
+    size = now
+  }
+  Fs.renameSync(Path.join(heapDir, file!), Path.join(heapDir, `${name}.heapsnapshot`))
+}
+
+interface IdleResult {
+  readonly connections: number
+  readonly failed: number
+  readonly firstError: string
+  readonly rssBefore: number
+  readonly rssAfter: number
+  readonly bytesPerConnection: number
+  readonly connectMs: number
+}
+
+const idlePhase = async (load: Load, target: Target): Promise<IdleResult> => {
+  // Warm-up on users outside the measured set: first-connection code paths are compiled and allocated now.
+  await load.call({
+    cmd: "connect",
+    url: target.wsUrl,
+    from: plan.connections,
+    count: plan.warmupUsers,
+    concurrency: 50,
+    localAddresses: [],
+    timeoutMs: 30_000
+  })
+  await load.call({ cmd: "closeAll" })
+  await sleep(500)
+  const rssBefore = await rssAfterGc(target.child.pid)
+  if (heap) await heapSnapshot(target.child.pid, `${target.name.replace(/\W/g, "-")}-before`)
+  const connect = await load.call({
+    cmd: "connect",
+    url: target.wsUrl,
+    from: 0,
+    count: plan.connections,
+    concurrency: 200,
+    localAddresses: sourceAddresses(plan.connections),
+    timeoutMs: 60_000
+  }, 600_000)
+  if (connect.failed > 0) log(`${target.name}: ${connect.failed} connects failed, first: ${connect.firstError}`)
+  await sleep(1_000)
+  const rssAfter = await rssAfterGc(target.child.pid)
+  if (heap) await heapSnapshot(target.child.pid, `${target.name.replace(/\W/g, "-")}-after`)
+  return {
+    connections: connect.opened,
+    failed: connect.failed,
+    firstError: connect.firstError,
+    rssBefore,
+    rssAfter,
+    bytesPerConnection: (rssAfter - rssBefore) / Math.max(1, connect.opened),
+    connectMs: connect.elapsedMs
+  }
+}
+
+interface FanoutResult {
+  readonly pushes: number
+  readonly framesWritten: number
+  readonly framesReceived: number
+  readonly clientWindowMs: number
+  readonly deliveriesPerSecond: number
+  readonly pushCallMs: number
+  readonly cpu: CpuShare
+  /** Frames delivered per CPU-second the server used. */
+  readonly framesPerServerCpuSecond: number
+}
+
+/** `count` pushes of one message to 100 connected users each, `concurrency` in flight. */
+const runPushes = async (target: Target, usernames: ReadonlyArray<string>, connected: number, count: number) => {
+  let next = 0
+  let written = 0
+  const worker = async () => {
+    while (next < count) {
+      const start = ((next++ * 100) % Math.max(100, connected - 100))
+      const frames = await target.push(usernames.slice(start, start + 100))
+      written += frames
+    }
+  }
+  await Promise.all(Array.from({ length: plan.fanoutConcurrency }, worker))
+  return written
+}
+
+const fanoutPhase = async (load: Load, target: Target, usernames: ReadonlyArray<string>, connected: number): Promise<FanoutResult> => {
+  await runPushes(target, usernames, connected, Math.ceil(plan.fanoutPushes / 5))
+  await sleep(300)
+  await load.call({ cmd: "countBegin" })
+  const cpu = cpuMeter(target.child, load.child)
+  const started = performance.now()
+  const written = await runPushes(target, usernames, connected, plan.fanoutPushes)
+  const pushCallMs = performance.now() - started
+  const counted = await load.call({ cmd: "countEnd", expected: written, timeoutMs: 15_000 })
+  const cpuShare = cpu()
+  const windowMs = counted.lastAt - counted.firstAt
+  if (counted.count < written) log(`${target.name}: ${written - counted.count} of ${written} pushed frames never arrived`)
+  return {
+    pushes: plan.fanoutPushes,
+    framesWritten: written,
+    framesReceived: counted.count,
+    clientWindowMs: windowMs,
+    deliveriesPerSecond: windowMs > 0 ? (counted.count - 1) / (windowMs / 1000) : Number.NaN,
+    pushCallMs,
+    cpu: cpuShare,
+    framesPerServerCpuSecond: counted.count / cpuShare.serverSeconds
+  }
+}
+
+interface StormResult extends ConnectResult {
+  readonly cpu: CpuShare
+  /** Accepted connects per CPU-second the server used: steadier than the rate on a busy machine. */
+  readonly connectsPerServerCpuSecond: number
+  /** Connects the kernel dropped because the accept queue was full (the client retries after 1 s, 3 s…). */
+  readonly listenOverflows: number
+  readonly syncookies: number
+  readonly connectsPerSecond: number
+  readonly presenceBatches: number
+  readonly presenceRpcsPer1000: number
+}
+
+const stormPhase = async (load: Load, target: Target, metricsUrl: string | undefined): Promise<StormResult> => {
+  const before = metricsUrl === undefined ? 0 : await metricValue(metricsUrl, "gateway_presence_batches_total")
+  const cpu = cpuMeter(target.child, load.child)
+  const queue = listenQueueCounters()
+  const storm = await load.call({
+    cmd: "connect",
+    url: target.wsUrl,
+    from: 0,
+    count: plan.stormConnects,
+    concurrency: 0,
+    localAddresses: sourceAddresses(plan.stormConnects),
+    timeoutMs: 60_000
+  }, 300_000)
+  const cpuShare = cpu()
+  const queueAfter = listenQueueCounters()
+  if (storm.failed > 0) log(`${target.name} storm: ${storm.failed} connects failed, first: ${storm.firstError}`)
+  let batches = 0
+  if (metricsUrl !== undefined) {
+    // Presence is batched behind the connects: wait until the batch counter stops moving. Scrapes are
+    // spaced out: each one makes prom-client list every open fd and handle of the gateway.
+    let last = -1
+    let stableSince = performance.now()
+    const deadline = performance.now() + 30_000
+    while (performance.now() < deadline) {
+      const value = await metricValue(metricsUrl, "gateway_presence_batches_total")
+      if (value !== last) {
+        last = value
+        stableSince = performance.now()
+      } else if (performance.now() - stableSince > 1_000) {
+        break
+      }
+      await sleep(400)
+    }
+    batches = last - before
+  }
+  return {
+    ...storm,
+    cpu: cpuShare,
+    connectsPerServerCpuSecond: storm.opened / cpuShare.serverSeconds,
+    listenOverflows: queueAfter.overflows - queue.overflows,
+    syncookies: queueAfter.syncookies - queue.syncookies,
+    connectsPerSecond: storm.opened / (storm.elapsedMs / 1000),
+    presenceBatches: batches,
+    presenceRpcsPer1000: (batches / Math.max(1, storm.opened)) * 1000
+  }
+}
+
+// --- main ---------------------------------------------------------------------------------
+
+const allPhases = ["idle", "fanout", "e2e", "storm"] as const
+type Phase = (typeof allPhases)[number]
+/** `--phases=e2e,storm` runs a subset (for profiling); only a run of all four writes latest.json and the plot. */
+const phases = new Set<Phase>(
+  (process.argv.find((a) => a.startsWith("--phases="))?.slice("--phases=".length).split(",") ?? allPhases).map((name) => {
+    if (!(allPhases as ReadonlyArray<string>).includes(name)) throw new Error(`unknown phase ${name}`)
+    return name as Phase
+  })
+)
+const complete = allPhases.every((phase) => phases.has(phase))
+
+const printLevel = (level: LevelResult & { readonly cpu: CpuShare }) =>
+  log(
+    `gateway: e2e ${level.offeredRate} msg/s offered, ${Math.round(level.sentRate)} sent, ${Math.round(level.deliveredRate)} delivered/s: ` +
+      `p50 ${level.p50.toFixed(2)} ms, p99 ${level.p99.toFixed(2)} ms` +
+      (level.received < level.measured ? `, ${level.measured - level.received} pushes missing` : "") +
+      (level.ackErrors > 0 ? `, ${level.ackErrors} ack errors (${level.firstAckError})` : "") +
+      `; ${cpuText(level.cpu)}`
+  )
+
+const main = async () => {
+  const startedAt = Date.now()
+  const work = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-bench-"))
+  const databasePath = Path.join(work, "resonance.db")
+  const secretKey = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("hex")
+  const resultsDir = Path.join(repoRoot, "bench/results")
+  const profileDir = Path.join(resultsDir, "profiles")
+  Fs.mkdirSync(resultsDir, { recursive: true })
+  if (profile) Fs.rmSync(profileDir, { recursive: true, force: true })
+  if (keepLogs) Fs.rmSync(logDir, { recursive: true, force: true })
+  if (heap) {
+    Fs.rmSync(heapDir, { recursive: true, force: true })
+    Fs.mkdirSync(heapDir, { recursive: true })
+  }
+  const children: Array<Child> = []
+  const stopTimeout = profile ? 60_000 : 10_000
+  try {
+    const version = sourceVersion(gatewayRoot ?? repoRoot)
+    log(
+      `${quick ? "quick" : "full"} run of ${[...phases].join(", ")} on ${version.commit}${version.srcModified ? " (src modified)" : ""}; ` +
+        `${Os.availableParallelism()} cores, ${process.version}, ` +
+        `file limit ${fileLimit}, load average ${Os.loadavg().map((l) => l.toFixed(1)).join(" ")}`
+    )
+    if (plan.connections < requested.connections) {
+      log(`capping connections at ${plan.connections} (hard open-file limit ${fileLimit}; raise it for ${requested.connections})`)
+    }
+
+    const users = plan.connections + plan.warmupUsers
+    const seedStarted = performance.now()
+    const seeded = await seed({ databasePath, secretKey, users, directPairs: plan.pairs })
+    const seedMs = performance.now() - seedStarted
+    log(`seeded ${users} users and ${seeded.pairs.length} direct sessions in ${(seedMs / 1000).toFixed(1)} s`)
+
+    const load = startLoad()
+    children.push(load.child)
+    await load.call({ cmd: "users", usernames: seeded.usernames, tokens: seeded.tokens, pairs: seeded.pairs })
+    const holdAll = phases.has("idle") || phases.has("fanout")
+
+    // Baseline first, on the same clients, then the gateway: never both holding sockets at once.
+    let rawIdle: IdleResult | undefined
+    let rawFanout: FanoutResult | undefined
+    let rawStorm: StormResult | undefined
+    if (holdAll || phases.has("storm")) {
+      const baseline = await startBaseline(profileDir)
+      children.push(baseline.child)
+      if (holdAll) {
+        rawIdle = await marked("raw.idle", () => idlePhase(load, baseline))
+        log(`raw ws: ${rawIdle.connections} idle sockets, ${Math.round(rawIdle.bytesPerConnection)} B each`)
+      }
+      if (phases.has("fanout")) {
+        rawFanout = await marked("raw.fanout", () => fanoutPhase(load, baseline, seeded.usernames, rawIdle!.connections))
+        log(
+          `raw ws: fan-out ${Math.round(rawFanout.deliveriesPerSecond)} frames/s ` +
+            `(${Math.round(rawFanout.framesPerServerCpuSecond)} per server CPU-second); ${cpuText(rawFanout.cpu)}`
+        )
+      }
+      await load.call({ cmd: "closeAll" })
+      if (phases.has("storm")) {
+        await sleep(500)
+        rawStorm = await marked("raw.storm", () => stormPhase(load, baseline, undefined))
+        log(
+          `raw ws: storm ${Math.round(rawStorm.connectsPerSecond)} connects/s, ${rawStorm.listenOverflows} listen-queue ` +
+            `overflows, ${Math.round(rawStorm.connectsPerServerCpuSecond)} per server CPU-second; ${cpuText(rawStorm.cpu)}`
+        )
+        await load.call({ cmd: "closeAll" })
+      }
+      baseline.close()
+      await baseline.child.stop("SIGTERM", stopTimeout)
+    }
+
+    let idle: IdleResult | undefined
+    let fanout: FanoutResult | undefined
+    /** Server-side view from the gateway's own histograms: mean gRPC handler time and delivery time per push. */
+    let fanoutServerMs: { grpcCall: number; delivery: number } | undefined
+    const levels: Array<LevelResult & { readonly cpu: CpuShare }> = []
+    let saturation: (SaturationResult & { readonly cpu: CpuShare }) | undefined
+    if (holdAll || phases.has("e2e")) {
+      const gateway = await startGateway(databasePath, secretKey, profileDir)
+      children.push(gateway.child)
+      if (holdAll) {
+        idle = await marked("idle", () => idlePhase(load, gateway))
+        const active = await metricValue(gateway.metricsUrl, "gateway_websocket_connections_active")
+        log(`gateway: ${idle.connections} idle sockets (gateway counts ${active}), ${Math.round(idle.bytesPerConnection)} B each`)
+      } else {
+        const chatters = await load.call({
+          cmd: "connect",
+          url: gateway.wsUrl,
+          from: 0,
+          count: plan.pairs * 2,
+          concurrency: 100,
+          localAddresses: [],
+          timeoutMs: 30_000
+        })
+        if (chatters.failed > 0) throw new Error(`e2e users could not connect: ${chatters.firstError}`)
+      }
+      if (phases.has("fanout")) {
+        const metric = (name: string) => metricValue(gateway.metricsUrl, name)
+        const [grpcSum0, grpcCount0, pushSum0, pushCount0] = await Promise.all([
+          metric("gateway_grpc_request_duration_seconds_sum"),
+          metric("gateway_grpc_request_duration_seconds_count"),
+          metric("gateway_push_duration_seconds_sum"),
+          metric("gateway_push_duration_seconds_count")
+        ])
+        fanout = await marked("fanout", () => fanoutPhase(load, gateway, seeded.usernames, idle!.connections))
+        const [grpcSum1, grpcCount1, pushSum1, pushCount1] = await Promise.all([
+          metric("gateway_grpc_request_duration_seconds_sum"),
+          metric("gateway_grpc_request_duration_seconds_count"),
+          metric("gateway_push_duration_seconds_sum"),
+          metric("gateway_push_duration_seconds_count")
+        ])
+        fanoutServerMs = {
+          grpcCall: ((grpcSum1 - grpcSum0) / (grpcCount1 - grpcCount0)) * 1000,
+          delivery: ((pushSum1 - pushSum0) / (pushCount1 - pushCount0)) * 1000
+        }
+        log(
+          `gateway: fan-out ${Math.round(fanout.deliveriesPerSecond)} frames/s ` +
+            `(${Math.round(fanout.framesPerServerCpuSecond)} per server CPU-second); ${cpuText(fanout.cpu)}; ` +
+            `per push (incl. warm-up): gRPC handler ${fanoutServerMs.grpcCall.toFixed(2)} ms, delivery ${fanoutServerMs.delivery.toFixed(2)} ms, ` +
+            `client round trip ${((fanout.pushCallMs * plan.fanoutConcurrency) / fanout.pushes).toFixed(2)} ms`
+        )
+      }
+      if (phases.has("e2e")) {
+        const rates = [...new Set([...plan.e2eLevels, plan.e2eRate])].sort((a, b) => a - b)
+        for (const rate of rates) {
+          // Past saturation a level only piles up backlog: one such level shows the knee, more add nothing.
+          const last = levels[levels.length - 1]
+          if (rate > plan.e2eRate && last !== undefined && last.offeredRate >= plan.e2eRate && last.deliveredRate < 0.8 * last.offeredRate) {
+            log(`gateway: e2e ${rate} msg/s skipped: ${last.offeredRate} msg/s was already past saturation`)
+            continue
+          }
+          const cpu = cpuMeter(gateway.child, load.child)
+          const measured = await marked(`e2e.${rate}`, () =>
+            load.call({ cmd: "e2e", rate, warmupMs: plan.e2eWarmupMs, durationMs: plan.e2eDurationMs, drainMs: 5_000 }))
+          const level = { ...measured, cpu: cpu() }
+          levels.push(level)
+          printLevel(level)
+          // An overloaded level leaves chats queued in the gateway; the next level starts once they are through.
+          const settled = await load.call({ cmd: "quiet", quietMs: 500, timeoutMs: 30_000 })
+          if (!settled.drained) log(`gateway: still delivering ${Math.round(settled.waitedMs)} ms after the ${rate} msg/s level`)
+        }
+        const cpu = cpuMeter(gateway.child, load.child)
+        const measured = await marked("saturation", () =>
+          load.call({ cmd: "saturate", window: 2, warmupMs: 500, durationMs: plan.saturationMs }))
+        saturation = { ...measured, cpu: cpu() }
+        log(
+          `gateway: saturation ${Math.round(saturation.ackedPerSecond)} acks/s` +
+            (saturation.ackErrors > 0 ? ` (${saturation.ackErrors} errors: ${saturation.firstAckError})` : "") +
+            `; ${cpuText(saturation.cpu)}`
+        )
+      }
+      await load.call({ cmd: "closeAll" })
+      gateway.close()
+      await gateway.child.stop("SIGTERM", stopTimeout)
+    }
+
+    let storm: StormResult | undefined
+    if (phases.has("storm")) {
+      // A fresh process for the storm: every client reconnecting at once after a restart, cold caches.
+      const fresh = await startGateway(databasePath, secretKey, profileDir)
+      children.push(fresh.child)
+      storm = await marked("storm", () => stormPhase(load, fresh, fresh.metricsUrl))
+      log(
+        `gateway: storm ${Math.round(storm.connectsPerSecond)} connects/s, ${storm.presenceBatches} presence batches, ` +
+          `${storm.listenOverflows} listen-queue overflows; ` +
+          `${Math.round(storm.connectsPerServerCpuSecond)} per server CPU-second; ${cpuText(storm.cpu)}`
+      )
+      await load.call({ cmd: "closeAll" })
+      fresh.close()
+      await fresh.child.stop("SIGTERM", stopTimeout)
+    }
+    await load.child.stop()
+
+    const details = {
+      mode: quick ? "quick" : "full",
+      phases: [...phases],
+      gatewayRoot: gatewayRoot ?? repoRoot,
+      source: sourceVersion(gatewayRoot ?? repoRoot),
+      gatewayEnv,
+      plan,
+      fileLimit,
+      loadAverage: Os.loadavg(),
+      seedMs,
+      gateway: { idle, fanout, fanoutServerMs, levels, saturation, storm },
+      raw: { idle: rawIdle, fanout: rawFanout, storm: rawStorm },
+      totalSeconds: (Date.now() - startedAt) / 1000,
+      marks
+    }
+    Fs.writeFileSync(Path.join(resultsDir, complete ? "details.json" : "details-partial.json"), JSON.stringify(details, null, 2) + "\n")
+    if (levels.length > 0) {
+      process.stdout.write(
+        `\n${
+          table(
+            ["e2e offered/s", "sent/s", "delivered/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "ack errors", "gateway cpu"],
+            levels.map((level) => [
+              String(level.offeredRate),
+              String(Math.round(level.sentRate)),
+              String(Math.round(level.deliveredRate)),
+              level.p50.toFixed(2),
+              level.p90.toFixed(2),
+              level.p99.toFixed(2),
+              level.p999.toFixed(2),
+              level.max.toFixed(1),
+              String(level.ackErrors),
+              level.cpu.server.toFixed(2)
+            ])
+          )
+        }\n`
+      )
+    }
+    if (complete) {
+      const fixed = levels.find((level) => level.offeredRate === plan.e2eRate)!
+      const latest: Latest = {
+        idle: {
+          connections: idle!.connections,
+          bytes_per_connection: round(idle!.bytesPerConnection),
+          ratio_vs_raw_ws: round(idle!.bytesPerConnection / rawIdle!.bytesPerConnection, 2)
+        },
+        fanout: {
+          deliveries_per_s: round(fanout!.deliveriesPerSecond),
+          ratio_vs_raw_ws: round(fanout!.deliveriesPerSecond / rawFanout!.deliveriesPerSecond, 2)
+        },
+        e2e: { p50_ms: round(fixed.p50, 2), p99_ms: round(fixed.p99, 2), acked_per_s: round(saturation!.ackedPerSecond) },
+        storm: {
+          connects_per_s: round(storm!.connectsPerSecond),
+          presence_rpcs_per_1000_connects: round(storm!.presenceRpcsPer1000, 1)
+        },
+        machine: { cores: Os.availableParallelism(), node: process.version, date: new Date().toISOString() }
+      }
+      const subtitle = `${latest.machine.date.slice(0, 10)} · ${latest.machine.cores} cores · Node ${latest.machine.node} · ` +
+        `${plan.pairs * 2} users in ${plan.pairs} direct sessions, ${idle!.connections} sockets held · ${quick ? "quick" : "full"} run`
+      Fs.writeFileSync(Path.join(resultsDir, "latest.json"), JSON.stringify(latest, null, 2) + "\n")
+      Fs.writeFileSync(Path.join(resultsDir, "e2e-latency.svg"), latencySvg(levels, subtitle, { fixedRate: plan.e2eRate, saturation: saturation!.ackedPerSecond }))
+      const body = rows(latest, {
+        idleBytes: rawIdle!.bytesPerConnection,
+        fanoutRate: rawFanout!.deliveriesPerSecond,
+        stormRate: rawStorm!.connectsPerSecond
+      }).map((row) => [row.metric, row.gateway, row.raw, row.target, row.verdict])
+      process.stdout.write(`\n${table(["metric", "gateway", "raw ws", "target", ""], body)}\n\n`)
+      log(`wrote bench/results/latest.json, e2e-latency.svg and details.json in ${((Date.now() - startedAt) / 1000).toFixed(0)} s`)
+    } else {
+      log(`partial run: wrote bench/results/details-partial.json in ${((Date.now() - startedAt) / 1000).toFixed(0)} s`)
+    }
+  } catch (error) {
+    for (const child of children) {
+      if (child.process.exitCode !== null || child.process.signalCode !== null) {
+        process.stderr.write(`--- ${child.name} output ---\n${child.output()}\n`)
+      }
+    }
+    throw error
+  } finally {
+    await Promise.all(children.map((child) => child.stop("SIGKILL")))
+    killAll()
+    Fs.rmSync(work, { recursive: true, force: true })
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    process.stderr.write(`bench failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`)
+    process.exit(1)
+  }
+)
