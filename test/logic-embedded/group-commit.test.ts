@@ -6,6 +6,7 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { makeGroupCommit } from "../../src/adapters/logic-embedded/GroupCommit.js"
 import { makeWalSync } from "../../src/adapters/logic-embedded/WalSync.js"
+import { makeCheckpointer } from "../../src/adapters/logic-embedded/Checkpointer.js"
 
 const openDb = () => {
   const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-group-commit-"))
@@ -80,5 +81,32 @@ describe("WAL flush", () => {
       yield* wal.sync
       const flushed = yield* Effect.async<Error | undefined>((resume) => wal.flush((error) => resume(Effect.succeed(error))))
       expect(flushed).toBeUndefined()
+    }))
+})
+
+describe("checkpointer", () => {
+  it.scopedLive("copies WAL pages into the database file from its own thread", () =>
+    Effect.gen(function*() {
+      const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-ckpt-"))
+      const file = Path.join(dir, "db.sqlite")
+      const db = new Database(file)
+      yield* Effect.addFinalizer(() => Effect.sync(() => (db.close(), Fs.rmSync(dir, { recursive: true, force: true }))))
+      db.pragma("journal_mode = WAL")
+      db.pragma("wal_autocheckpoint = 0")
+      db.exec("CREATE TABLE t (v TEXT)")
+      const insert = db.prepare("INSERT INTO t VALUES (?)")
+      db.transaction(() => {
+        for (let i = 0; i < 2000; i++) insert.run("x".repeat(200))
+      })()
+      const before = Fs.statSync(file).size
+      const checkpointer = yield* makeCheckpointer(file)
+      checkpointer.request()
+      let after = before
+      for (let i = 0; i < 100 && after <= before; i++) {
+        yield* Effect.sleep("20 millis")
+        after = Fs.statSync(file).size
+      }
+      expect(after).toBeGreaterThan(before + 200_000)
+      expect((db.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n).toBe(2000)
     }))
 })

@@ -1,6 +1,6 @@
 import bcrypt from "bcryptjs"
 import Database from "better-sqlite3"
-import { Cause, Clock, Data, Effect, Layer } from "effect"
+import { Cause, Clock, Data, Effect, Layer, Schedule } from "effect"
 import type { Scope } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
@@ -22,6 +22,7 @@ import type {
   User
 } from "../../domain/Model.js"
 import { MessageTypes, SessionType } from "../../domain/Model.js"
+import { makeCheckpointer } from "./Checkpointer.js"
 import { makeGroupCommit } from "./GroupCommit.js"
 import { makeWalSync, noWalSync } from "./WalSync.js"
 import { migrate, ROOM_SESSION_ID } from "./Schema.js"
@@ -250,8 +251,10 @@ const openDatabase = (databasePath: string): Effect.Effect<Database.Database, Em
     const outcome = yield* Effect.try({
       try: () => {
         if (!inMemory) db.pragma("journal_mode = WAL")
-        // Commits never fsync on the event loop; durability comes from WalSync.
+        // Commits never fsync on the event loop; durability comes from WalSync, checkpoints
+        // from the Checkpointer's thread.
         db.pragma("synchronous = NORMAL")
+        if (!inMemory) db.pragma("wal_autocheckpoint = 0")
         db.pragma("foreign_keys = ON")
         db.pragma("busy_timeout = 5000")
         db.defaultSafeIntegers(true)
@@ -285,6 +288,10 @@ export const makeEmbeddedLogic = (
     const wal = options.databasePath === ":memory:" || options.synchronous === "normal"
       ? noWalSync
       : yield* makeWalSync(options.databasePath)
+    if (options.databasePath !== ":memory:") {
+      const checkpointer = yield* makeCheckpointer(options.databasePath)
+      yield* Effect.sync(() => checkpointer.request()).pipe(Effect.repeat(Schedule.spaced("1 second")), Effect.forkScoped)
+    }
     const durable = wal.sync.pipe(Effect.catchAll((error) => storageFailure("flushing the WAL", error)))
     const secret = options.secretKey || (yield* Effect.try({
       try: () => loadOrCreateSecret(options.databasePath),
