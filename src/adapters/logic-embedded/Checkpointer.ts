@@ -42,7 +42,6 @@ export const makeCheckpointer = (databasePath: string): Effect.Effect<Checkpoint
           setTimeout(() => void worker.terminate(), 2_000).unref()
         })
     )
-    worker.unref()
     let running = false
     let wanted = false
     const runFork = Runtime.runFork(yield* Effect.runtime<never>())
