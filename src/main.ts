@@ -131,7 +131,8 @@ export const gatewayLayer = (config: GatewayConfig) => {
 
   const useCases = Layer.mergeAll(
     Dispatcher.layer({
-      chatTimeout: config.logic.timeout,
+      // The gRPC adapter bounds each call by logic.timeout itself; this is the outer guard.
+      chatTimeout: isCluster(config) ? Duration.sum(config.logic.timeout, Duration.seconds(1)) : Duration.zero,
       messagesPerSecond: config.limits.messagesPerSecond,
       messageBurst: config.limits.messageBurst > 0 ? config.limits.messageBurst : undefined
     }),

@@ -2,7 +2,7 @@ import { Context, Duration, Effect, Layer, Option, Runtime, Schedule } from "eff
 import type { Clock, Fiber, Scope, Tracer } from "effect"
 import { CloseCodes } from "../domain/Connection.js"
 import type { LogicError } from "../domain/Errors.js"
-import type { ChatRequest } from "../domain/Model.js"
+import type { ChatRequest, SendMessageResult } from "../domain/Model.js"
 import type { Packet } from "../domain/Packet.js"
 import { ackPacket, classifyInbound, errorAck } from "../domain/Packet.js"
 import type { TokenBucket } from "../domain/RateLimit.js"
@@ -20,7 +20,10 @@ import { PresenceBatcher } from "./PresenceBatcher.js"
 export interface DispatcherOptions {
   /** Frames of one connection waiting behind a chat in flight; past this, frames are refused. */
   readonly maxPendingFrames?: number
-  /** Deadline of one Logic.sendMessage call, after which the chat is acked with an error. */
+  /**
+   * Deadline of one Logic.sendMessage call, after which the chat is acked with an error; zero
+   * leaves it to the Logic adapter (an in-process Logic, or a gRPC one with its own deadline).
+   */
   readonly chatTimeout?: Duration.DurationInput
   /** Chat frames per second per connection (0 = unlimited) and the burst allowed above it. */
   readonly messagesPerSecond?: number
@@ -205,14 +208,14 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
   private forward(seq: string, chat: ChatRequest): Effect.Effect<void> {
     const { logic, chatTimeout } = this.shared
     const { info } = this.connection
-    return logic.sendMessage(chat, { connectionId: info.id }).pipe(
-      Effect.timeoutFail({
+    const call = logic.sendMessage(chat, { connectionId: info.id })
+    const bounded: Effect.Effect<SendMessageResult, Pick<LogicError, "code" | "message">> = Duration.isZero(chatTimeout)
+      ? call
+      : Effect.timeoutFail(call, {
         duration: chatTimeout,
-        onTimeout: (): Pick<LogicError, "code" | "message"> => ({
-          code: "deadline_exceeded",
-          message: "logic did not answer in time"
-        })
-      }),
+        onTimeout: () => ({ code: "deadline_exceeded" as const, message: "logic did not answer in time" })
+      })
+    return bounded.pipe(
       Effect.match({
         onFailure: (error) => errorAck(seq, error.message || error.code, chat.sessionId),
         onSuccess: (result) =>

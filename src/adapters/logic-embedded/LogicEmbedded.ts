@@ -577,7 +577,8 @@ export const makeEmbeddedLogic = (
       return toUser(row)
     })
 
-    const sendMessage = Effect.fn("LogicEmbedded.sendMessage", { captureStackTrace: false })(function*(chat: ChatRequest, origin?: ChatOrigin) {
+    // No span of its own: it runs under the Dispatcher's chat span, and this is the hot path.
+    const sendMessage = (chat: ChatRequest, origin?: ChatOrigin) => Effect.gen(function*() {
       const type = chat.type === "" ? "text" : chat.type
       if (!USER_MESSAGE_TYPES.has(type)) {
         return yield* Effect.fail(logicError("invalid_argument", `unsupported message type "${type}"`))
