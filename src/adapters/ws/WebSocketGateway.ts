@@ -349,9 +349,15 @@ export const layer = (options: WebSocketOptions) =>
 
       server.on("upgrade", onUpgrade)
 
+      // Pinging every socket at once stalls the event loop for tens of milliseconds per 10,000
+      // sockets, so each ping interval is cut into slices (one a second) that visit a share each.
+      const slices = Math.min(30, Math.max(1, Math.floor(pingMs / 1000)))
+      let slice = 0
       const sweep = Effect.sync(() => {
         const now = Date.now()
+        slice = (slice + 1) % slices
         for (const client of clients) {
+          if (client.info.id % slices !== slice) continue
           if (now - client.lastSeen > pongMs) {
             client.ws.terminate()
           } else if (client.ws.readyState === WebSocket.OPEN) {
@@ -359,7 +365,7 @@ export const layer = (options: WebSocketOptions) =>
           }
         }
       })
-      yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(Duration.millis(pingMs))))
+      yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(Duration.millis(pingMs / slices))))
 
       const drain = Effect.gen(function*() {
         accepting = false
