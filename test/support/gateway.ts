@@ -42,13 +42,21 @@ export interface TestClient {
 
 export const connectClient = (
   port: number,
-  options: { token?: string; headers?: Record<string, string>; path?: string; autoPong?: boolean; localAddress?: string } = {}
+  options: {
+    token?: string
+    headers?: Record<string, string>
+    path?: string
+    autoPong?: boolean
+    localAddress?: string
+    perMessageDeflate?: boolean
+  } = {}
 ): Promise<TestClient> =>
   new Promise((resolve, reject) => {
     const query = options.token !== undefined ? `?token=${encodeURIComponent(options.token)}` : ""
     const ws = new WebSocket(`ws://127.0.0.1:${port}${options.path ?? "/ws"}${query}`, {
       headers: options.headers,
       autoPong: options.autoPong ?? true,
+      perMessageDeflate: options.perMessageDeflate ?? false,
       localAddress: options.localAddress
     })
     const packets: Array<WsPacket> = []

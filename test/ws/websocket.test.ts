@@ -285,4 +285,27 @@ describe("WebSocket adapter", () => {
       expect(a.packets.some(isAck("in-flight"))).toBe(true)
       yield* closing.await
     }))
+
+  it.scopedLive("permessage-deflate is off by default and negotiable when enabled", () =>
+    Effect.gen(function*() {
+      const port = yield* serverPort
+      const client = yield* promise(() => connectClient(port, { token: tokenFor("alice"), perMessageDeflate: true }))
+      expect(client.ws.extensions).toBe("")
+    }).pipe(Effect.provide(wsGatewayLayer())))
+
+  it.scopedLive("with compression enabled a client that offers deflate gets it, and frames still flow", () =>
+    Effect.gen(function*() {
+      const port = yield* serverPort
+      const client = yield* promise(() => connectClient(port, { token: tokenFor("alice"), perMessageDeflate: true }))
+      expect(client.ws.extensions).toContain("permessage-deflate")
+      const push = yield* PushDelivery
+      yield* push.deliver(["alice"], message("z".repeat(4096)))
+      const packet = yield* promise(() => client.next((p) => p.payload?.$case === "push"))
+      expect(packet.payload?.$case === "push" && packet.payload.value.content.length).toBe(4096)
+      const plain = yield* promise(() => connectClient(port, { token: tokenFor("bob") }))
+      expect(plain.ws.extensions).toBe("")
+    }).pipe(
+      Effect.provide(wsGatewayLayer({ ws: { compression: { enabled: true, threshold: 1024, concurrencyLimit: 2 } } }))
+    ))
 })
+
