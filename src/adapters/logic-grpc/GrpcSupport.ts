@@ -24,51 +24,27 @@ export const methodLabel = (path: string): string => path.slice(path.lastIndexOf
 
 export const statusName = (code: number): string => grpc.status[code] ?? "UNKNOWN"
 
-export const failureCodeOf = (status: number): FailureCode => {
-  switch (status) {
-    case grpc.status.UNAVAILABLE:
-      return "unavailable"
-    case grpc.status.DEADLINE_EXCEEDED:
-      return "deadline_exceeded"
-    case grpc.status.UNAUTHENTICATED:
-      return "unauthenticated"
-    case grpc.status.INVALID_ARGUMENT:
-      return "invalid_argument"
-    case grpc.status.NOT_FOUND:
-      return "not_found"
-    case grpc.status.ALREADY_EXISTS:
-      return "already_exists"
-    case grpc.status.PERMISSION_DENIED:
-      return "permission_denied"
-    case grpc.status.RESOURCE_EXHAUSTED:
-      return "resource_exhausted"
-    default:
-      return "internal"
-  }
+/** Each failure code and its gRPC status, read both ways. */
+const statusByCode: Readonly<Record<FailureCode, grpc.status>> = {
+  unavailable: grpc.status.UNAVAILABLE,
+  deadline_exceeded: grpc.status.DEADLINE_EXCEEDED,
+  unauthenticated: grpc.status.UNAUTHENTICATED,
+  invalid_argument: grpc.status.INVALID_ARGUMENT,
+  not_found: grpc.status.NOT_FOUND,
+  already_exists: grpc.status.ALREADY_EXISTS,
+  permission_denied: grpc.status.PERMISSION_DENIED,
+  resource_exhausted: grpc.status.RESOURCE_EXHAUSTED,
+  internal: grpc.status.INTERNAL
 }
 
-export const statusOf = (code: FailureCode): grpc.status => {
-  switch (code) {
-    case "unavailable":
-      return grpc.status.UNAVAILABLE
-    case "deadline_exceeded":
-      return grpc.status.DEADLINE_EXCEEDED
-    case "unauthenticated":
-      return grpc.status.UNAUTHENTICATED
-    case "invalid_argument":
-      return grpc.status.INVALID_ARGUMENT
-    case "not_found":
-      return grpc.status.NOT_FOUND
-    case "already_exists":
-      return grpc.status.ALREADY_EXISTS
-    case "permission_denied":
-      return grpc.status.PERMISSION_DENIED
-    case "resource_exhausted":
-      return grpc.status.RESOURCE_EXHAUSTED
-    case "internal":
-      return grpc.status.INTERNAL
-  }
-}
+const codeByStatus = new Map(
+  (Object.entries(statusByCode) as Array<[FailureCode, grpc.status]>).map(([code, status]) => [status, code])
+)
+
+/** Statuses outside the table (UNKNOWN, CANCELLED, …) are `internal`. */
+export const failureCodeOf = (status: number): FailureCode => codeByStatus.get(status) ?? "internal"
+
+export const statusOf = (code: FailureCode): grpc.status => statusByCode[code]
 
 /** A gRPC call that ended with a status other than OK. */
 export class GrpcStatusError extends Data.TaggedError("GrpcStatusError")<{
