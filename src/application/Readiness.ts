@@ -23,12 +23,4 @@ export class Readiness extends Context.Tag("resonance/Readiness")<Readiness, Rea
       })
     }
   })
-
-  /** Build this last: it marks ready when everything below it is up, and draining first on shutdown. */
-  static readonly layerGate: Layer.Layer<never, never, Readiness> = Layer.scopedDiscard(
-    Effect.gen(function*() {
-      const readiness = yield* Readiness
-      yield* Effect.acquireRelease(readiness.markReady, () => readiness.markDraining)
-    })
-  )
 }

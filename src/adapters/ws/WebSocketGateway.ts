@@ -61,7 +61,6 @@ export const defaultWebSocketOptions: WebSocketOptions = {
 interface GatewayContext {
   readonly options: WebSocketOptions
   readonly metrics: MetricsShape
-  readonly clients: Set<WsClient>
   readonly onClosed: (client: WsClient) => void
 }
 
@@ -256,7 +255,6 @@ export const layer = (options: WebSocketOptions) =>
       const gateway: GatewayContext = {
         options,
         metrics,
-        clients,
         onClosed: (client) => {
           clients.delete(client)
           releaseIp(client.info.remoteAddress)
