@@ -237,6 +237,7 @@ interface Gateway extends Target {
 }
 
 let gatewayRuns = 0
+const benchInternalToken = "bench-internal-token-0123456789abcdef"
 
 const startGateway = async (databasePath: string, secretKey: string, profileDir: string): Promise<Gateway> => {
   const run = ++gatewayRuns
@@ -263,17 +264,24 @@ const startGateway = async (databasePath: string, secretKey: string, profileDir:
       RESONANCE_LOG_LEVEL: "warn",
       RESONANCE_OBSERVABILITY_TRACE_ENABLED: "false",
       RESONANCE_SHUTDOWN_DRAIN_SECONDS: "0.5",
+      // The pusher plays the Task service: PushService on, with the internal token.
+      RESONANCE_PUSH_ENABLED: "true",
+      RESONANCE_INTERNAL_TOKEN: benchInternalToken,
+      // The load comes from one or a few loopback addresses, far above the per-address defaults.
+      RESONANCE_LIMITS_MAX_CONNECTIONS_PER_IP: "0",
       ...gatewayEnv
     }
   })
   const base = `http://127.0.0.1:${httpPort}`
   await waitFor("gateway /readyz", async () => (await fetch(`${base}/readyz`)).status === 200, 60_000, child)
   const client = new PushServiceClient(`127.0.0.1:${grpcPort}`, credentials.createInsecure())
+  const metadata = new Metadata()
+  metadata.set("authorization", `Bearer ${benchInternalToken}`)
   const push = (targets: ReadonlyArray<string>) =>
     new Promise<number>((resolve, reject) =>
       client.push(
         { toUsernames: targets as Array<string>, message },
-        new Metadata(),
+        metadata,
         { deadline: new Date(Date.now() + 30_000) },
         (error, response) =>
           error ? reject(error) : resolve(targets.length - response.failedUsernames.length)

@@ -1,7 +1,9 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Duration, Effect, Layer } from "effect"
 import { loadConfig } from "./adapters/config/GatewayConfig.js"
+import { etcdSecurity } from "./adapters/etcd/Client.js"
 import { layerRegistry } from "./adapters/etcd/Registry.js"
+import { InternalAuth } from "./adapters/grpc/Security.js"
 import * as ReferenceLogic from "./adapters/logic-server/ReferenceLogic.js"
 import { layerLogger } from "./adapters/obs/Logging.js"
 
@@ -20,6 +22,7 @@ const program = Effect.gen(function*() {
     }
   })
   const advertised = `${config.service.advertiseHost}:${config.service.grpcPort}`
+  const etcd = { endpoints: config.etcd.endpoints, ...(yield* etcdSecurity(config.etcd)) }
   const logic = ReferenceLogic.layer({
     embedded: {
       databasePath: config.embedded.databasePath,
@@ -28,14 +31,14 @@ const program = Effect.gen(function*() {
       tokenTtlSeconds: Duration.toSeconds(config.auth.tokenTtl)
     },
     port: config.service.grpcPort,
-    host: config.service.host,
-    etcdEndpoints: config.etcd.endpoints,
+    host: config.service.grpcHost,
+    etcd,
     namespace: config.registry.namespace,
     gatewayServiceName: "gateway-service"
   })
   // Registered once serving, revoked first on shutdown.
   const registry = layerRegistry({
-    endpoints: config.etcd.endpoints,
+    ...etcd,
     namespace: config.registry.namespace,
     serviceName: config.service.name,
     version: config.service.version,
@@ -46,7 +49,9 @@ const program = Effect.gen(function*() {
   const ready = Layer.effectDiscard(
     Effect.logInfo("logic service ready").pipe(Effect.annotateLogs({ grpc: advertised, etcd: config.etcd.endpoints.join(",") }))
   )
-  return yield* Layer.launch(ready.pipe(Layer.provideMerge(registry), Layer.provideMerge(logic))).pipe(
+  return yield* Layer.launch(
+    ready.pipe(Layer.provideMerge(registry), Layer.provideMerge(logic), Layer.provide(InternalAuth.layer(config.internal)))
+  ).pipe(
     Effect.provide(layerLogger({ format: config.log.format, level: config.log.level }))
   )
 })

@@ -1,5 +1,5 @@
 import { NodeRuntime } from "@effect/platform-node"
-import { Duration, Effect, Layer, Option, Stream, SubscriptionRef } from "effect"
+import { Duration, Effect, Either, Layer, Option, Stream, SubscriptionRef } from "effect"
 import * as Os from "node:os"
 import { Authenticator } from "./application/Authenticator.js"
 import { ConnectionHub } from "./application/ConnectionHub.js"
@@ -12,13 +12,18 @@ import { PushDelivery } from "./application/PushDelivery.js"
 import { Readiness } from "./application/Readiness.js"
 import type { GatewayConfig } from "./adapters/config/GatewayConfig.js"
 import { loadConfig } from "./adapters/config/GatewayConfig.js"
+import type { EtcdClientOptions } from "./adapters/etcd/Client.js"
+import { etcdSecurity } from "./adapters/etcd/Client.js"
 import { watchService } from "./adapters/etcd/Discovery.js"
 import { layerGatewayIdentity, layerRegistry, ServiceRegistration } from "./adapters/etcd/Registry.js"
 import * as PushServer from "./adapters/grpc-push/PushServer.js"
 import * as HttpApi from "./adapters/http/HttpApi.js"
 import * as LogicEmbedded from "./adapters/logic-embedded/LogicEmbedded.js"
 import * as LogicGrpc from "./adapters/logic-grpc/LogicGrpc.js"
-import { NodeServer } from "./adapters/node-http/NodeServer.js"
+import { InternalAuth } from "./adapters/grpc/Security.js"
+import { makeClientAddressing } from "./adapters/net/ClientAddress.js"
+import type { ClientAddressing } from "./adapters/net/ClientAddress.js"
+import { NodeServer } from "./adapters/net/NodeServer.js"
 import { layerLogger } from "./adapters/obs/Logging.js"
 import { layerPrometheus } from "./adapters/obs/PrometheusMetrics.js"
 import { layerTracing } from "./adapters/obs/Tracing.js"
@@ -30,14 +35,17 @@ const isCluster = (config: GatewayConfig) => config.etcd.endpoints.length > 0
 const hostPort = (host: string, port: number) => `${host}:${port}`
 
 /** Logic in-process on SQLite, or the logic-service instances etcd knows of, over gRPC. */
-const logicLayer = (config: GatewayConfig): Layer.Layer<Logic, LogicEmbedded.EmbeddedLogicError, PushDelivery | Metrics> =>
+const logicLayer = (
+  config: GatewayConfig,
+  etcd: EtcdClientOptions
+): Layer.Layer<Logic, LogicEmbedded.EmbeddedLogicError, PushDelivery | Metrics | InternalAuth> =>
   isCluster(config)
     ? LogicGrpc.layer({
       deadline: config.logic.timeout,
       retries: config.logic.retries,
       endpoints: Effect.gen(function*() {
         const instances = yield* watchService({
-          endpoints: config.etcd.endpoints,
+          ...etcd,
           namespace: config.registry.namespace,
           serviceName: config.logicServiceName
         })
@@ -57,9 +65,9 @@ const logicLayer = (config: GatewayConfig): Layer.Layer<Logic, LogicEmbedded.Emb
     })
 
 /** In cluster mode the registration comes first (it names the gateway) and is revoked by the drain gate. */
-const registryLayer = (config: GatewayConfig) =>
+const registryLayer = (config: GatewayConfig, etcd: EtcdClientOptions) =>
   layerRegistry({
-    endpoints: config.etcd.endpoints,
+    ...etcd,
     namespace: config.registry.namespace,
     serviceName: config.service.name,
     version: config.service.version,
@@ -71,9 +79,9 @@ const registryLayer = (config: GatewayConfig) =>
     grpcEndpoint: `grpc://${hostPort(config.service.advertiseHost, config.service.grpcPort)}`
   })
 
-const identityLayer = (config: GatewayConfig) =>
+const identityLayer = (config: GatewayConfig, etcd: EtcdClientOptions) =>
   isCluster(config)
-    ? layerGatewayIdentity().pipe(Layer.provideMerge(registryLayer(config)))
+    ? layerGatewayIdentity().pipe(Layer.provideMerge(registryLayer(config, etcd)))
     : GatewayIdentity.layer(`${config.service.name}-${Os.hostname()}`)
 
 /**
@@ -93,7 +101,7 @@ const drainGate = (config: GatewayConfig) =>
                 mode: isCluster(config) ? "cluster" : "embedded",
                 http: hostPort(config.service.host, config.service.httpPort),
                 websocket: `ws://${hostPort(config.service.host, config.service.httpPort)}${config.ws.path}`,
-                grpc_push: hostPort(config.service.host, config.service.grpcPort),
+                grpc_push: pushEnabled(config) ? hostPort(config.service.grpcHost, config.service.grpcPort) : "disabled",
                 metrics: config.observability.metrics.enabled
                   ? `http://${hostPort(config.service.host, config.observability.metrics.port)}${config.observability.metrics.path}`
                   : "disabled"
@@ -112,21 +120,18 @@ const drainGate = (config: GatewayConfig) =>
     })
   )
 
-export const gatewayLayer = (config: GatewayConfig) => {
-  const addressing = HttpApi.makeClientAddressing({
-    ipAllow: config.security.ipAllow,
-    ipDeny: config.security.ipDeny,
-    trustedProxies: config.security.trustedProxies
-  })
+const pushEnabled = (config: GatewayConfig) => config.push.enabled ?? isCluster(config)
 
+export const gatewayLayer = (config: GatewayConfig, addressing: ClientAddressing, etcd: EtcdClientOptions) => {
   const base = Layer.mergeAll(
+    InternalAuth.layer(config.internal),
     ConnectionHub.layer,
     FrameCodec.layer,
     Readiness.layer,
     config.observability.metrics.enabled
       ? layerPrometheus({ port: config.observability.metrics.port, path: config.observability.metrics.path, host: config.service.host })
       : Metrics.layerNoop,
-    identityLayer(config)
+    identityLayer(config, etcd)
   )
 
   const useCases = Layer.mergeAll(
@@ -142,15 +147,13 @@ export const gatewayLayer = (config: GatewayConfig) => {
 
   const entryPoints = Layer.mergeAll(
     HttpApi.layer({
-      ...HttpApi.defaultHttpOptions,
       corsOrigins: config.security.corsOrigins,
+      maxBodyBytes: 1024 * 1024,
       rateLimits: {
         authPerIpPerMinute: config.limits.authPerIpPerMinute,
         sessionPerUserPerSecond: config.limits.sessionPerUserPerSecond
       },
-      ipAllow: config.security.ipAllow,
-      ipDeny: config.security.ipDeny,
-      trustedProxies: config.security.trustedProxies
+      addressing
     }),
     WebSocketGateway.layer({
       path: config.ws.path,
@@ -166,7 +169,9 @@ export const gatewayLayer = (config: GatewayConfig) => {
       clientIp: addressing.clientIp,
       ipAllowed: addressing.ipAllowed
     }),
-    PushServer.layer({ port: config.service.grpcPort, host: config.service.host })
+    pushEnabled(config)
+      ? Layer.discard(PushServer.layer({ port: config.service.grpcPort, host: config.service.grpcHost }))
+      : Layer.empty
   )
 
   // Each step is built after the one below it and released before it: that is the shutdown order.
@@ -180,7 +185,7 @@ export const gatewayLayer = (config: GatewayConfig) => {
         flushInterval: config.statusBatcher.flushInterval
       })
     ),
-    Layer.provideMerge(logicLayer(config)),
+    Layer.provideMerge(logicLayer(config, etcd)),
     Layer.provideMerge(PushDelivery.layer),
     Layer.provideMerge(base)
   )
@@ -221,9 +226,11 @@ const gcOnSignal = Effect.sync(() => {
 
 const program = Effect.gen(function*() {
   const config = yield* loadConfig()
+  const addressing = yield* Either.mapLeft(makeClientAddressing(config.security), (error) => new Error(error.message))
+  const etcd: EtcdClientOptions = { endpoints: config.etcd.endpoints, ...(yield* etcdSecurity(config.etcd)) }
   yield* hardShutdownTimer(config)
   yield* gcOnSignal
-  return yield* Layer.launch(gatewayLayer(config)).pipe(Effect.provide(observabilityLayer(config)))
+  return yield* Layer.launch(gatewayLayer(config, addressing, etcd)).pipe(Effect.provide(observabilityLayer(config)))
 })
 
 NodeRuntime.runMain(program, { disablePrettyLogger: true })

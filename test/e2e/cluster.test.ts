@@ -23,7 +23,10 @@ let gw1: GatewayProcess
 let gw2: GatewayProcess
 const dataDir = tempDir("resonance-cluster-")
 
+const internalToken = "cluster-internal-token-0123456789"
+
 const clusterEnv = () => ({
+  RESONANCE_INTERNAL_TOKEN: internalToken,
   RESONANCE_ETCD_ENDPOINTS: etcd.endpoint,
   RESONANCE_REGISTRY_DEFAULT_TTL: "2s",
   RESONANCE_LOGIC_TIMEOUT: "1500ms",
@@ -60,10 +63,13 @@ const registered = async (service: string) => {
   return Object.fromEntries(Object.entries(all).map(([key, value]) => [key, JSON.parse(value)]))
 }
 
-const push = (port: number, request: PushRequest) =>
+/** PushService.Push as the Task service calls it: with the cluster's internal token, or as `token` says. */
+const push = (port: number, request: PushRequest, token: string | null = internalToken) =>
   new Promise<PushResponse>((resolve, reject) => {
     const client = new PushServiceClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure())
-    client.push(request, (error, response) => {
+    const metadata = new grpc.Metadata()
+    if (token !== null) metadata.set("authorization", `Bearer ${token}`)
+    client.push(request, metadata, (error, response) => {
       client.close()
       if (error) reject(error)
       else resolve(response)
@@ -163,6 +169,26 @@ describe("cluster mode: two gateways, the reference Logic and a real etcd", () =
     expect(metrics).toMatch(/gateway_grpc_requests_total\{method="ChatService\/SendMessage",code="OK"\} [1-9]/)
     expect(metrics).toMatch(/gateway_push_failed_total [1-9]/)
     await alice.next((p) => p.payload?.$case === "push" && p.payload.value.content === "pushed")
+    alice.ws.close()
+  })
+
+  it("a Push without the internal token, or with a guessed one, is refused and reaches nobody", async () => {
+    const alice = await connectClient(gw1.httpPort, { token: tokens.alice })
+    const forged = {
+      toUsernames: ["alice"],
+      message: {
+        msgId: 666n, seqId: 1n, sessionId: "0", fromUsername: "admin", toUsername: "",
+        content: "forged system notice", type: "system", timestamp: 4_102_444_800n, sessionMeta: undefined
+      }
+    }
+    for (const token of [null, "guess"]) {
+      const error = await push(gw1.grpcPort, forged, token).then(() => undefined, (e: grpc.ServiceError) => e)
+      expect(error?.code).toBe(grpc.status.UNAUTHENTICATED)
+    }
+    // A chat's push arrives after anything the forgery could have delivered: it never came.
+    alice.send(chat("after-forgery", "0", "marker"))
+    await alice.next((p) => p.payload?.$case === "ack" && p.seq === "after-forgery")
+    expect(alice.packets.some((p) => p.payload?.$case === "push" && p.payload.value.content === "forged system notice")).toBe(false)
     alice.ws.close()
   })
 

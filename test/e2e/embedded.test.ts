@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Fs from "node:fs"
+import * as Net from "node:net"
 import * as Path from "node:path"
 import { LoginResponse } from "../../src/gen/gateway/v1/api.js"
 import type { WsPacket } from "../../src/gen/gateway/v1/packet.js"
@@ -50,6 +51,15 @@ describe("embedded mode end to end (a real gateway process)", () => {
       expect(response.body.user).toMatchObject({ username: name, nickname: name.toUpperCase() })
       tokens[name] = response.body.accessToken
     }
+  })
+
+  it("serves no Push RPC by default: nothing listens on the gRPC port", async () => {
+    const refused = await new Promise<boolean>((resolve) => {
+      const socket = Net.connect(gateway.grpcPort, "127.0.0.1")
+      socket.once("connect", () => (socket.destroy(), resolve(false)))
+      socket.once("error", () => resolve(true))
+    })
+    expect(refused).toBe(true)
   })
 
   it("logs in over Connect binary", async () => {

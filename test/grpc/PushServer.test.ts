@@ -5,6 +5,7 @@ import * as PushServerModule from "../../src/adapters/grpc-push/PushServer.js"
 import { PushServer, pushClient, pushTargets } from "../../src/adapters/grpc-push/PushServer.js"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import type { ConnectionRegistry, LiveConnection } from "../../src/application/ConnectionHub.js"
+import { InternalAuth } from "../../src/adapters/grpc/Security.js"
 import { PushDelivery } from "../../src/application/PushDelivery.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
@@ -46,9 +47,13 @@ const fakeConnection = (username: string, accepts = true) => {
 }
 
 /** A real PushService on an ephemeral port over a real hub, delivery and codec. */
+const testPushClient = (address: string, options?: Parameters<typeof pushClient>[1]) =>
+  pushClient(address, options).pipe(Effect.provide(InternalAuth.layerInsecure))
+
 const startPushServer = Effect.gen(function*() {
   const metrics = recordingMetrics()
   const layer = PushServerModule.layer({ port: 0, host: "127.0.0.1", shutdownTimeout: "1 second" }).pipe(
+    Layer.provide(InternalAuth.layerInsecure),
     Layer.provide(PushDelivery.layer),
     Layer.provideMerge(ConnectionHub.layer),
     Layer.provide(ProtobufFrameCodec.layer),
@@ -57,7 +62,7 @@ const startPushServer = Effect.gen(function*() {
   const context = yield* Layer.build(layer)
   const hub: ConnectionRegistry = Context.get(context, ConnectionHub)
   const { port } = Context.get(context, PushServer)
-  const client = yield* pushClient(`grpc://127.0.0.1:${port}`)
+  const client = yield* testPushClient(`grpc://127.0.0.1:${port}`)
   return { hub, port, client, metrics }
 })
 
@@ -155,7 +160,7 @@ describe("PushServer", () => {
   it.scopedLive("stops serving when its scope closes", () =>
     Effect.gen(function*() {
       const { port } = yield* Effect.scoped(Effect.map(startPushServer, ({ port }) => ({ port })))
-      const client = yield* pushClient(`127.0.0.1:${port}`, { deadline: "2 seconds" })
+      const client = yield* testPushClient(`127.0.0.1:${port}`, { deadline: "2 seconds" })
       const error = yield* Effect.flip(client.push({ toUsernames: ["alice"], message }))
       expect(error.code).toBe("unavailable")
     }))

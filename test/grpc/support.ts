@@ -4,6 +4,7 @@ import { Logic, unavailableLogic } from "../../src/application/ports/Logic.js"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
 import { Metrics } from "../../src/application/ports/Metrics.js"
 import type { MetricsShape } from "../../src/application/ports/Metrics.js"
+import { InternalAuth } from "../../src/adapters/grpc/Security.js"
 import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
 import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
 
@@ -23,7 +24,9 @@ export const recordingMetrics = () => {
 export const serveFake = (overrides: Partial<LogicShape>): Effect.Effect<string, Error, Scope.Scope> =>
   Effect.gen(function*() {
     const logic = yield* Effect.provide(Logic, Logic.layerTest(overrides))
-    const { port } = yield* serveLogic(logic, { port: 0, host: "127.0.0.1", shutdownTimeout: "1 second" })
+    const { port } = yield* serveLogic(logic, { port: 0, host: "127.0.0.1", shutdownTimeout: "1 second" }).pipe(
+      Effect.provide(InternalAuth.layerInsecure)
+    )
     return `127.0.0.1:${port}`
   })
 
@@ -31,10 +34,11 @@ export const fakeLogic = (overrides: Partial<LogicShape>): LogicShape => ({ ...u
 
 /** Builds a layer into the current scope and returns the Logic it provides. */
 export const buildLogic = (
-  layer: Layer.Layer<Logic, never, Metrics>,
-  metrics: Layer.Layer<Metrics> = Metrics.layerNoop
+  layer: Layer.Layer<Logic, never, Metrics | InternalAuth>,
+  metrics: Layer.Layer<Metrics> = Metrics.layerNoop,
+  auth: Layer.Layer<InternalAuth> = InternalAuth.layerInsecure
 ): Effect.Effect<LogicShape, never, Scope.Scope> =>
-  Effect.map(Layer.build(Layer.provide(layer, metrics)), (context) => Context.get(context, Logic))
+  Effect.map(Layer.build(Layer.provide(layer, Layer.merge(metrics, auth))), (context) => Context.get(context, Logic))
 
 export const staticClient = (
   addresses: ReadonlyArray<string>,

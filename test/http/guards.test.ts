@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Effect, Exit } from "effect"
+import { Effect } from "effect"
 import { bearer, call, connect, json, serve } from "./harness.js"
 
 const login = (url: string, headers: Record<string, string> = {}) =>
@@ -61,13 +61,6 @@ describe("IP filtering", () => {
       }
       expect((yield* login(url)).status).toBe(403)
       expect(calls).toEqual([])
-    }))
-
-  it.scopedLive("a list entry that is not an address or CIDR stops the layer from starting", () =>
-    Effect.gen(function*() {
-      const exit = yield* Effect.exit(serve({ ipDeny: ["10.0.0.0/8", "10.0.0.300"] }))
-      expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
-      if (Exit.isFailure(exit)) expect(Cause.pretty(exit.cause)).toContain("http.ipDeny: not an address or CIDR: 10.0.0.300")
     }))
 
   it.scopedLive("an allow list without loopback refuses us; one with it lets us in", () =>

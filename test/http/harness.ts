@@ -10,15 +10,26 @@ import { logicError } from "../../src/domain/Errors.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import type { HttpOptions } from "../../src/adapters/http/HttpApi.js"
 import * as HttpApi from "../../src/adapters/http/HttpApi.js"
-import { NodeServer } from "../../src/adapters/node-http/NodeServer.js"
+import type { ClientAddressOptions } from "../../src/adapters/net/ClientAddress.js"
+import { makeClientAddressing } from "../../src/adapters/net/ClientAddress.js"
+import { NodeServer } from "../../src/adapters/net/NodeServer.js"
+import { Either } from "effect"
 
-export const baseOptions: HttpOptions = {
+export type TestHttpOptions = Omit<HttpOptions, "addressing"> & ClientAddressOptions
+
+export const baseOptions: TestHttpOptions = {
   corsOrigins: ["*"],
   maxBodyBytes: 64 * 1024,
   rateLimits: { authPerIpPerMinute: 0, sessionPerUserPerSecond: 0 },
   ipAllow: [],
   ipDeny: [],
   trustedProxies: []
+}
+
+/** HttpOptions with the address lists compiled, as main does once at start. */
+export const httpOptions = (options: Partial<TestHttpOptions> = {}): HttpOptions => {
+  const merged = { ...baseOptions, ...options }
+  return { ...merged, addressing: Either.getOrThrow(makeClientAddressing(merged)) }
 }
 
 /** Tokens the fake Logic accepts, and the user each one stands for. */
@@ -104,7 +115,7 @@ export interface Served {
 }
 
 /** The HTTP adapter on a real server on an ephemeral port, with fakes behind it. */
-export const serve = (options: Partial<HttpOptions> = {}, logic: Partial<LogicShape> = {}) =>
+export const serve = (options: Partial<TestHttpOptions> = {}, logic: Partial<LogicShape> = {}) =>
   Effect.gen(function*() {
     const calls: Array<{ method: string; input: unknown }> = []
     const metrics: Array<{ route: string; code: number }> = []
@@ -127,7 +138,7 @@ export const serve = (options: Partial<HttpOptions> = {}, logic: Partial<LogicSh
       for (const [key, value] of annotations) record[key] = value
       logs.push({ message: String(Array.isArray(message) ? message[0] : message), annotations: record })
     })
-    const layer = HttpApi.layer({ ...baseOptions, ...options }).pipe(
+    const layer = HttpApi.layer(httpOptions(options)).pipe(
       Layer.provideMerge(Authenticator.layer()),
       Layer.provideMerge(
         Layer.mergeAll(

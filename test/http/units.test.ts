@@ -1,7 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
-import { compileCidrSet } from "../../src/domain/IpFilter.js"
+import { Either } from "effect"
+import { compileIpSet } from "../../src/adapters/net/IpRules.js"
 import { ConnectError, bearerToken, formatOf, parseJsonObject, timeoutOf } from "../../src/adapters/http/Connect.js"
-import { clientIp, makeClientAddressing } from "../../src/adapters/http/HttpApi.js"
+import { clientIp, makeClientAddressing } from "../../src/adapters/net/ClientAddress.js"
 import { makeKeyedRateLimiter } from "../../src/adapters/http/RateLimiter.js"
 
 describe("KeyedRateLimiter", () => {
@@ -50,7 +51,7 @@ describe("KeyedRateLimiter", () => {
 })
 
 describe("clientIp", () => {
-  const trusted = compileCidrSet(["10.0.0.0/8", "::1"])
+  const trusted = Either.getOrThrow(compileIpSet("security.trusted_proxies", ["10.0.0.0/8", "::1"]))
 
   it("is the peer when the peer is not a trusted proxy, whatever X-Forwarded-For says", () => {
     expect(clientIp("198.51.100.9", "1.2.3.4", trusted)).toBe("198.51.100.9")
@@ -71,12 +72,17 @@ describe("clientIp", () => {
     expect(clientIp("10.0.0.1", " , ", trusted)).toBe("10.0.0.1")
   })
 
+  it("makeClientAddressing refuses a bad list, naming its key", () => {
+    const result = makeClientAddressing({ ipAllow: ["10.0.0.0/8"], ipDeny: ["not-a-cidr"], trustedProxies: [] })
+    expect(Either.isLeft(result) && result.left.message).toBe("security.ip_deny: not an address or CIDR range: not-a-cidr")
+  })
+
   it("makeClientAddressing compiles both checks for the WebSocket adapter", () => {
-    const { clientIp: ipOf, ipAllowed } = makeClientAddressing({
+    const { clientIp: ipOf, ipAllowed } = Either.getOrThrow(makeClientAddressing({
       ipAllow: [],
       ipDeny: ["203.0.113.0/24"],
       trustedProxies: ["127.0.0.1"]
-    })
+    }))
     const request = (remoteAddress: string, xff?: string) =>
       ({ socket: { remoteAddress }, headers: xff === undefined ? {} : { "x-forwarded-for": xff } }) as any
     expect(ipOf(request("::ffff:127.0.0.1", "203.0.113.5"))).toBe("203.0.113.5")

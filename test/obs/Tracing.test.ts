@@ -3,14 +3,8 @@ import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
 import { Effect, Layer, Option } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
-import {
-  currentTraceHeaders,
-  layerTracing,
-  layerTracingTest,
-  otlpTracesUrl,
-  parentSpanFromTraceparent,
-  withTraceparent
-} from "../../src/adapters/obs/Tracing.js"
+import { currentTraceHeaders, parentSpanFromTraceparent, withTraceparent } from "../../src/adapters/grpc/TraceContext.js"
+import { layerTracing, layerTracingTest, otlpTracesUrl } from "../../src/adapters/obs/Tracing.js"
 
 const finished = (exporter: InMemorySpanExporter, name: string) => {
   const span = exporter.getFinishedSpans().find((s) => s.name === name)

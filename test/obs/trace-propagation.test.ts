@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
 import { Effect, Option } from "effect"
+import { InternalAuth } from "../../src/adapters/grpc/Security.js"
 import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
 import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
 import { layerTracingTest } from "../../src/adapters/obs/Tracing.js"
@@ -25,7 +26,9 @@ describe("trace propagation across WebSocket, Dispatcher and gRPC", () => {
             }).pipe(Effect.orDie)
         })
       )
-      const { port: logicPort } = yield* serveLogic(logicServer, { port: 0, host: "127.0.0.1" })
+      const { port: logicPort } = yield* serveLogic(logicServer, { port: 0, host: "127.0.0.1" }).pipe(
+        Effect.provide(InternalAuth.layerInsecure)
+      )
 
       const gateway = wsGatewayLayer({
         logicLayer: LogicGrpc.layerStatic([`127.0.0.1:${logicPort}`], { deadline: "2 seconds", retries: 1 })

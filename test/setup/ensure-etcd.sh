@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The cluster tests start real etcd processes; install Debian's etcd when it is missing.
+# The integration tests start real etcd processes and make throwaway certificates with openssl;
+# install Debian's packages when they are missing.
 set -euo pipefail
-if command -v etcd >/dev/null 2>&1; then exit 0; fi
+missing=()
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server etcd-client)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
-  echo "etcd is not installed: run 'sudo apt-get install -y etcd-server etcd-client' first" >&2
+  echo "missing ${missing[*]}: run 'sudo apt-get install -y ${missing[*]}' first" >&2
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq etcd-server etcd-client >/dev/null
+apt-get install -y -qq "${missing[@]}" >/dev/null
 # Debian's package may start a system etcd on 2379; the tests use their own on free ports.
 systemctl stop etcd >/dev/null 2>&1 || service etcd stop >/dev/null 2>&1 || true

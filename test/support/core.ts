@@ -13,6 +13,7 @@ import type { PresenceBatcherOptions } from "../../src/application/PresenceBatch
 import { PresenceBatcher } from "../../src/application/PresenceBatcher.js"
 import { PushDelivery } from "../../src/application/PushDelivery.js"
 import { Readiness } from "../../src/application/Readiness.js"
+import { InternalAuth } from "../../src/adapters/grpc/Security.js"
 import * as ProtobufCodec from "../../src/adapters/protobuf/FrameCodec.js"
 import type { WsPacket } from "../../src/gen/gateway/v1/packet.js"
 import { WsPacket as WsPacketFns } from "../../src/gen/gateway/v1/packet.js"
@@ -69,7 +70,7 @@ export const recordingMetrics = () => {
 export interface CoreOptions {
   readonly logic?: Partial<LogicShape>
   /** A real Logic adapter instead of the fake one. */
-  readonly logicLayer?: Layer.Layer<Logic, never, Metrics>
+  readonly logicLayer?: Layer.Layer<Logic, never, Metrics | InternalAuth>
   readonly dispatcher?: DispatcherOptions
   readonly presence?: Partial<PresenceBatcherOptions>
   readonly metrics?: Layer.Layer<Metrics>
@@ -78,7 +79,7 @@ export interface CoreOptions {
 /** The application core with the protobuf codec and test Layers for the ports. */
 export const coreLayer = (options: CoreOptions = {}) => {
   const metrics = options.metrics ?? Metrics.layerNoop
-  const logic = options.logicLayer?.pipe(Layer.provide(metrics)) ?? Logic.layerTest({ ...defaultLogic, ...options.logic })
+  const logic = options.logicLayer?.pipe(Layer.provide(Layer.merge(metrics, InternalAuth.layerInsecure))) ?? Logic.layerTest({ ...defaultLogic, ...options.logic })
   const ports = Layer.mergeAll(
     logic,
     ProtobufCodec.layer,

@@ -1,5 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
-import { mkdtempSync, rmSync } from "node:fs"
+import { execFileSync } from "node:child_process"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import * as Https from "node:https"
 import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -24,6 +26,15 @@ export interface StartEtcdOptions {
   /** `false` reserves ports and a data dir without starting (etcd "down at start"); call `restart()` later. */
   readonly start?: boolean
   readonly readyTimeoutMs?: number
+  /** Serve clients over TLS with this certificate; with `clientCa`, demand client certificates signed by it. */
+  readonly tls?: {
+    readonly cert: string
+    readonly key: string
+    readonly ca: string
+    readonly clientCertAuth: boolean
+    /** Used by the harness's own health checks when client certificates are demanded. */
+    readonly client?: { readonly cert: string; readonly key: string }
+  }
 }
 
 const live = new Set<ChildProcess>()
@@ -76,7 +87,8 @@ const waitForExit = (child: ChildProcess, timeoutMs: number): Promise<boolean> =
 export const startEtcd = async (options: StartEtcdOptions = {}): Promise<EtcdProcess> => {
   const [clientPort, peerPort] = await freePorts(2)
   const dataDir = mkdtempSync(Path.join(Os.tmpdir(), "resonance-etcd-"))
-  const endpoint = `http://127.0.0.1:${clientPort}`
+  const tls = options.tls
+  const endpoint = `${tls ? "https" : "http"}://127.0.0.1:${clientPort}`
   const peerUrl = `http://127.0.0.1:${peerPort}`
   const readyTimeoutMs = options.readyTimeoutMs ?? 20_000
   let child: ChildProcess | undefined
@@ -95,10 +107,28 @@ export const startEtcd = async (options: StartEtcdOptions = {}): Promise<EtcdPro
     "--heartbeat-interval", "50",
     "--election-timeout", "250",
     "--logger", "zap",
-    "--log-level", "warn"
+    "--log-level", "warn",
+    ...(tls
+      ? ["--cert-file", tls.cert, "--key-file", tls.key, "--trusted-ca-file", tls.ca, ...(tls.clientCertAuth ? ["--client-cert-auth"] : [])]
+      : [])
   ]
 
   const isHealthy = async () => {
+    if (tls) {
+      return new Promise<boolean>((resolve) => {
+        const request = Https.get(`${endpoint}/health`, {
+          ca: readFileSync(tls.ca),
+          ...(tls.client ? { cert: readFileSync(tls.client.cert), key: readFileSync(tls.client.key) } : {}),
+          timeout: 1_000
+        }, (response) => {
+          let body = ""
+          response.on("data", (chunk) => (body += chunk))
+          response.on("end", () => resolve(response.statusCode === 200 && body.includes("true")))
+        })
+        request.on("error", () => resolve(false))
+        request.on("timeout", () => request.destroy())
+      })
+    }
     try {
       const response = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(1_000) })
       const body = (await response.json()) as { health?: string }
@@ -178,4 +208,12 @@ export const startEtcd = async (options: StartEtcdOptions = {}): Promise<EtcdPro
     }
   }
   return handle
+}
+
+/** Turns on etcd's own authentication with a `root` user (etcdctl over plain HTTP). */
+export const enableEtcdAuth = (endpoint: string, password: string) => {
+  const etcdctl = (...args: Array<string>) =>
+    execFileSync("etcdctl", ["--endpoints", endpoint, ...args], { env: { ...process.env, ETCDCTL_API: "3" }, stdio: "pipe" })
+  etcdctl("user", "add", "root", "--new-user-password", password)
+  etcdctl("auth", "enable")
 }

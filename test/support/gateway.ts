@@ -1,7 +1,7 @@
 import { Effect, Layer, Logger, LogLevel } from "effect"
 import { WebSocket } from "ws"
 import type { IncomingMessage } from "node:http"
-import { NodeServer } from "../../src/adapters/node-http/NodeServer.js"
+import { NodeServer } from "../../src/adapters/net/NodeServer.js"
 import type { WebSocketOptions } from "../../src/adapters/ws/WebSocketGateway.js"
 import * as WsAdapter from "../../src/adapters/ws/WebSocketGateway.js"
 import { logicError } from "../../src/domain/Errors.js"

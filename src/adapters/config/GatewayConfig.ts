@@ -14,6 +14,23 @@ export interface GatewayConfig {
     readonly advertiseHost: string
     readonly httpPort: number
     readonly grpcPort: number
+    /** Bind address of the internal gRPC port (PushService, the reference Logic). */
+    readonly grpcHost: string
+  }
+  /** PushService for the Task service; `undefined`: on in cluster mode, off in embedded mode. */
+  readonly push: { readonly enabled: boolean | undefined }
+  /** How internal RPCs authenticate: shared token, mutual TLS, address lists. */
+  readonly internal: {
+    readonly token: string
+    readonly insecure: boolean
+    readonly tls: { readonly ca: string; readonly cert: string; readonly key: string; readonly serverName: string }
+    readonly ipAllow: ReadonlyArray<string>
+    readonly ipDeny: ReadonlyArray<string>
+  }
+  readonly http: {
+    readonly headersTimeout: Duration.Duration
+    readonly requestTimeout: Duration.Duration
+    readonly maxConnections: number
   }
   readonly logicServiceName: string
   readonly ws: {
@@ -22,6 +39,8 @@ export interface GatewayConfig {
     readonly pingInterval: Duration.Duration
     readonly pongTimeout: Duration.Duration
     readonly sendBufferLimit: number
+    /** Bytes of frames waiting behind a chat in flight past which the socket's reads pause. */
+    readonly maxPendingBytes: number
     readonly compression: { readonly enabled: boolean; readonly threshold: number; readonly concurrencyLimit: number }
   }
   readonly observability: {
@@ -30,10 +49,24 @@ export interface GatewayConfig {
   }
   readonly log: { readonly format: "json" | "pretty"; readonly level: string }
   readonly statusBatcher: { readonly batchSize: number; readonly flushInterval: Duration.Duration }
-  readonly etcd: { readonly endpoints: ReadonlyArray<string> }
+  readonly etcd: {
+    readonly endpoints: ReadonlyArray<string>
+    readonly username: string
+    readonly password: string
+    readonly tls: { readonly ca: string; readonly cert: string; readonly key: string }
+  }
   readonly registry: { readonly namespace: string; readonly defaultTtl: Duration.Duration }
   readonly embedded: { readonly databasePath: string; readonly synchronous: "normal" | "full" }
-  readonly auth: { readonly secretKey: string | undefined; readonly tokenTtl: Duration.Duration }
+  readonly auth: {
+    readonly secretKey: string | undefined
+    readonly tokenTtl: Duration.Duration
+    readonly bcryptCost: number
+    /** Password hashes computed at once (0: cores - 1, at least 1) and waiting beyond them. */
+    readonly hashConcurrency: number
+    readonly hashQueue: number
+    /** How often a gateway asks Logic for tokens revoked elsewhere. */
+    readonly revocationPollInterval: Duration.Duration
+  }
   readonly logic: { readonly timeout: Duration.Duration; readonly retries: number }
   readonly limits: {
     readonly maxConnections: number
@@ -41,8 +74,18 @@ export interface GatewayConfig {
     readonly maxDevicesPerUser: number
     readonly messagesPerSecond: number
     readonly messageBurst: number
+    readonly pulsesPerSecond: number
+    readonly pulseBurst: number
+    readonly acksPerSecond: number
+    readonly ackBurst: number
+    readonly maxMessageBytes: number
     readonly authPerIpPerMinute: number
+    readonly failedLoginsPerUsername: number
+    readonly failedLoginWindow: Duration.Duration
     readonly sessionPerUserPerSecond: number
+    readonly maxGroupMembers: number
+    readonly maxPageBytes: number
+    readonly sessionPageSize: number
   }
   readonly security: {
     readonly ipAllow: ReadonlyArray<string>
@@ -105,9 +148,36 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
       host: str("host", "0.0.0.0"),
       advertiseHost: str("advertise_host", "127.0.0.1"),
       httpPort: int("http_port", 8080),
-      grpcPort: int("grpc_port", 15091)
+      grpcPort: int("grpc_port", 15091),
+      // Internal RPCs stay on the loopback unless an operator opens them on purpose.
+      grpcHost: str("grpc_host", "127.0.0.1")
     }),
     "service"
+  ),
+  push: Config.nested(
+    Config.all({ enabled: Config.option(Config.boolean("enabled")).pipe(Config.map(Option.getOrUndefined)) }),
+    "push"
+  ),
+  internal: Config.nested(
+    Config.all({
+      token: str("token", ""),
+      insecure: bool("insecure", false),
+      tls: Config.nested(
+        Config.all({ ca: str("ca", ""), cert: str("cert", ""), key: str("key", ""), serverName: str("server_name", "") }),
+        "tls"
+      ),
+      ipAllow: list("ip_allow"),
+      ipDeny: list("ip_deny")
+    }),
+    "internal"
+  ),
+  http: Config.nested(
+    Config.all({
+      headersTimeout: duration("headers_timeout", "10s"),
+      requestTimeout: duration("request_timeout", "30s"),
+      maxConnections: int("max_connections", 100_000)
+    }),
+    "http"
   ),
   logicServiceName: str("logic_service_name", "logic-service"),
   ws: Config.nested(
@@ -117,6 +187,7 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
       pingInterval: duration("ping_interval", "30s"),
       pongTimeout: duration("pong_timeout", "60s"),
       sendBufferLimit: int("send_buffer_limit", 4 * 1024 * 1024),
+      maxPendingBytes: int("max_pending_bytes", 256 * 1024),
       compression: Config.nested(
         Config.all({
           enabled: bool("enabled", false),
@@ -158,7 +229,15 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
     Config.all({ batchSize: int("batch_size", 50), flushInterval: duration("flush_interval", "100ms") }),
     "status_batcher"
   ),
-  etcd: Config.nested(Config.all({ endpoints: list("endpoints") }), "etcd"),
+  etcd: Config.nested(
+    Config.all({
+      endpoints: list("endpoints"),
+      username: str("username", ""),
+      password: str("password", ""),
+      tls: Config.nested(Config.all({ ca: str("ca", ""), cert: str("cert", ""), key: str("key", "") }), "tls")
+    }),
+    "etcd"
+  ),
   registry: Config.nested(
     Config.all({ namespace: str("namespace", "/resonance/services"), defaultTtl: duration("default_ttl", "30s") }),
     "registry"
@@ -175,7 +254,11 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
       secretKey: Config.option(Config.string("secret_key")).pipe(
         Config.map((value) => Option.getOrUndefined(Option.filter(value, (s) => s !== "")))
       ),
-      tokenTtl: duration("token_ttl", "24h")
+      tokenTtl: duration("token_ttl", "24h"),
+      bcryptCost: int("bcrypt_cost", 10),
+      hashConcurrency: int("hash_concurrency", 0),
+      hashQueue: int("hash_queue", 32),
+      revocationPollInterval: duration("revocation_poll_interval", "500ms")
     }),
     "auth"
   ),
@@ -183,13 +266,24 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
   limits: Config.nested(
     Config.all({
       maxConnections: int("max_connections", 0),
-      maxConnectionsPerIp: int("max_connections_per_ip", 0),
-      maxDevicesPerUser: int("max_devices_per_user", 0),
-      // No person types 50 messages a second; a script flooding Logic does.
-      messagesPerSecond: num("messages_per_second", 50),
-      messageBurst: num("message_burst", 100),
+      maxConnectionsPerIp: int("max_connections_per_ip", 100),
+      maxDevicesPerUser: int("max_devices_per_user", 5),
+      // Per user, all devices together: no person types 10 messages a second; a script does.
+      messagesPerSecond: num("messages_per_second", 10),
+      messageBurst: num("message_burst", 20),
+      // The official client pulses every 30 s and acks every push it receives.
+      pulsesPerSecond: num("pulses_per_second", 1),
+      pulseBurst: num("pulse_burst", 10),
+      acksPerSecond: num("acks_per_second", 200),
+      ackBurst: num("ack_burst", 1000),
+      maxMessageBytes: int("max_message_bytes", 64 * 1024),
       authPerIpPerMinute: num("auth_per_ip_per_minute", 30),
-      sessionPerUserPerSecond: num("session_per_user_per_second", 50)
+      failedLoginsPerUsername: num("failed_logins_per_username", 5),
+      failedLoginWindow: duration("failed_login_window", "15m"),
+      sessionPerUserPerSecond: num("session_per_user_per_second", 50),
+      maxGroupMembers: int("max_group_members", 500),
+      maxPageBytes: int("max_page_bytes", 1024 * 1024),
+      sessionPageSize: int("session_page_size", 100)
     }),
     "limits"
   ),

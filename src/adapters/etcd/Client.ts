@@ -2,6 +2,7 @@ import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, ret
 import { Data, Duration, Effect } from "effect"
 import type { Scope } from "effect"
 import { Etcd3, isRecoverableError } from "etcd3"
+import * as Fs from "node:fs"
 
 /** Why an etcd operation failed; `reason` is the discriminant. */
 export class EtcdError extends Data.TaggedError("EtcdError")<{
@@ -22,9 +23,56 @@ export interface EtcdClientOptions {
   readonly callTimeout?: Duration.DurationInput
   /** How long a member that failed 3 times in a row is skipped before the next probe. */
   readonly circuitOpenFor?: Duration.DurationInput
+  /** TLS to etcd: the CA that signed its certificate, and a client certificate when etcd asks for one. */
+  readonly tls?: { readonly ca: Buffer; readonly cert?: Buffer; readonly key?: Buffer }
+  /** etcd's own users (`etcdctl user add`, `auth enable`). */
+  readonly auth?: { readonly username: string; readonly password: string }
 }
 
-const withScheme = (endpoint: string) => (/^https?:\/\//.test(endpoint) ? endpoint : `http://${endpoint}`)
+/** `etcd.*` as configured: PEM file paths and credentials, "" for unset. */
+export interface EtcdSecuritySettings {
+  readonly username: string
+  readonly password: string
+  readonly tls: { readonly ca: string; readonly cert: string; readonly key: string }
+}
+
+/** The configuration of the etcd connection is unusable (a PEM file, half a credential). */
+export class EtcdConfigError extends Data.TaggedError("EtcdConfigError")<{ readonly message: string }> {}
+
+const readFile = (key: string, file: string) =>
+  Effect.try({
+    try: () => Fs.readFileSync(file),
+    catch: (error) => new EtcdConfigError({ message: `${key}: cannot read ${file}: ${String(error)}` })
+  })
+
+/** Reads the PEM files once, at start; fails naming the key at fault. */
+export const etcdSecurity = (
+  settings: EtcdSecuritySettings
+): Effect.Effect<Pick<EtcdClientOptions, "tls" | "auth">, EtcdConfigError> =>
+  Effect.gen(function*() {
+    const { tls } = settings
+    if ((settings.username === "") !== (settings.password === "")) {
+      return yield* new EtcdConfigError({ message: "etcd.username and etcd.password go together" })
+    }
+    if ((tls.cert === "") !== (tls.key === "")) {
+      return yield* new EtcdConfigError({ message: "etcd.tls.cert and etcd.tls.key go together" })
+    }
+    if (tls.ca === "" && tls.cert !== "") {
+      return yield* new EtcdConfigError({ message: "etcd.tls.cert needs etcd.tls.ca, the CA that signed etcd's certificate" })
+    }
+    const auth = settings.username === "" ? undefined : { username: settings.username, password: settings.password }
+    if (tls.ca === "") return { auth }
+    return {
+      auth,
+      tls: {
+        ca: yield* readFile("etcd.tls.ca", tls.ca),
+        ...(tls.cert === "" ? {} : { cert: yield* readFile("etcd.tls.cert", tls.cert), key: yield* readFile("etcd.tls.key", tls.key) })
+      }
+    }
+  })
+
+const withScheme = (endpoint: string, secure: boolean) =>
+  /^https?:\/\//.test(endpoint) ? endpoint : `${secure ? "https" : "http"}://${endpoint}`
 
 /**
  * An etcd3 client tuned to come back quickly after an etcd restart (etcd3's defaults keep a
@@ -34,7 +82,16 @@ export const makeEtcdClient = (options: EtcdClientOptions): Etcd3 => {
   const callTimeoutMs = Duration.toMillis(options.callTimeout ?? "5 seconds")
   const halfOpenAfter = Duration.toMillis(options.circuitOpenFor ?? "1 second")
   return new Etcd3({
-    hosts: options.endpoints.map(withScheme),
+    hosts: options.endpoints.map((endpoint) => withScheme(endpoint, options.tls !== undefined)),
+    ...(options.tls === undefined
+      ? {}
+      : {
+        credentials: {
+          rootCertificate: options.tls.ca,
+          ...(options.tls.cert === undefined ? {} : { certChain: options.tls.cert, privateKey: options.tls.key })
+        }
+      }),
+    ...(options.auth === undefined ? {} : { auth: { username: options.auth.username, password: options.auth.password } }),
     defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
     grpcOptions: {
       "grpc.initial_reconnect_backoff_ms": 200,

@@ -7,18 +7,12 @@ import type { PushDeliveryShape } from "../../application/PushDelivery.js"
 import type { FailureCode } from "../../domain/Errors.js"
 import { PushServiceService } from "../../gen/gateway/v1/push.js"
 import type { PushRequest, PushResponse, PushServiceServer } from "../../gen/gateway/v1/push.js"
-import {
-  failureCodeOf,
-  grpcFailure,
-  listen,
-  makeUnaryBridge,
-  metadataOf,
-  normalizeEndpoint,
-  statusName,
-  unaryCall
-} from "../logic-grpc/GrpcSupport.js"
-import type { GrpcStatusError, ListenOptions } from "../logic-grpc/GrpcSupport.js"
-import { currentTraceHeaders } from "../obs/Tracing.js"
+import { internalClient, outgoingMetadata, unaryCall } from "../grpc/Client.js"
+import { InternalAuth } from "../grpc/Security.js"
+import { listen, makeUnaryBridge } from "../grpc/Server.js"
+import type { ListenOptions } from "../grpc/Server.js"
+import type { GrpcStatusError } from "../grpc/Status.js"
+import { failureCodeOf, grpcFailure, statusName } from "../grpc/Status.js"
 
 export type PushServerOptions = ListenOptions
 
@@ -55,20 +49,27 @@ const handlePush = (delivery: PushDeliveryShape) => (request: PushRequest): Effe
 }
 
 /** Serves PushService.Push for the Task service, delivering through PushDelivery. */
-export const layer = (options: PushServerOptions): Layer.Layer<PushServer, Error, PushDelivery | Metrics> =>
+export const layer = (options: PushServerOptions): Layer.Layer<PushServer, Error, PushDelivery | Metrics | InternalAuth> =>
   Layer.scoped(
     PushServer,
     Effect.gen(function*() {
       const delivery = yield* PushDelivery
       const metrics = yield* Metrics
-      const bridge = yield* makeUnaryBridge((method, status, seconds) =>
+      const security = yield* InternalAuth
+      const bridge = yield* makeUnaryBridge(security, (method, status, seconds) =>
         metrics.grpcRequest(method, statusName(status), seconds)
       )
       const server = new grpc.Server()
       const implementation: PushServiceServer = { push: bridge(PushServiceService.push, handlePush(delivery)) }
       server.addService(PushServiceService, implementation)
-      const port = yield* listen(server, options)
-      yield* Effect.logInfo("push gRPC server listening").pipe(Effect.annotateLogs({ port }))
+      const port = yield* listen(server, security, options)
+      yield* (security.mode === "refuse-all"
+        ? Effect.logWarning(
+          "PushService refuses every call: set internal.token (or internal.tls, or internal.insecure for peers that send neither)"
+        )
+        : Effect.logInfo("push gRPC server listening")).pipe(
+          Effect.annotateLogs({ host: options.host, port, auth: security.mode })
+        )
       return { port }
     })
   )
@@ -93,24 +94,19 @@ export interface PushClientOptions {
 export const pushClient = (
   address: string,
   options: PushClientOptions = {}
-): Effect.Effect<PushClient, never, Scope.Scope> =>
+): Effect.Effect<PushClient, never, Scope.Scope | InternalAuth> =>
+  Effect.flatMap(InternalAuth, (security) =>
   Effect.map(
     Effect.acquireRelease(
-      Effect.sync(() =>
-        new grpc.Client(
-          normalizeEndpoint(address) ?? address,
-          grpc.credentials.createInsecure(),
-          options.channelOptions ?? {}
-        )
-      ),
+      Effect.sync(() => internalClient(address, security, options.channelOptions)),
       (client) => Effect.sync(() => client.close())
     ),
     (client): PushClient => {
       const deadlineMillis = Duration.toMillis(options.deadline ?? "5 seconds")
       return {
         push: (request) =>
-          Effect.flatMap(currentTraceHeaders, (headers) =>
-            unaryCall(client, PushServiceService.push, request, metadataOf(headers), new Date(Date.now() + deadlineMillis))
+          Effect.flatMap(outgoingMetadata(security), (metadata) =>
+            unaryCall(client, PushServiceService.push, request, metadata, new Date(Date.now() + deadlineMillis))
           ).pipe(
             Effect.mapError((error) => new PushCallError({ code: failureCodeOf(error.status), message: error.message })),
             Effect.withSpan("PushService.Push", {
@@ -120,4 +116,4 @@ export const pushClient = (
           )
       }
     }
-  )
+  ))

@@ -2,9 +2,10 @@ import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Data, Effect } from "effect"
 import type * as Http from "node:http"
 import type { AuthError, FailureCode, LogicError } from "../../domain/Errors.js"
+import { failureCodes } from "../../domain/Errors.js"
 
 /** The Connect error codes this adapter answers with. */
-export type ConnectCode = FailureCode | "unimplemented"
+export type ConnectCode = FailureCode
 
 /** A request that ends in a Connect error; `status` overrides the code's usual HTTP status. */
 export class ConnectError extends Data.TaggedError("ConnectError")<{
@@ -16,20 +17,7 @@ export class ConnectError extends Data.TaggedError("ConnectError")<{
 
 export const connectError = (code: ConnectCode, message: string) => new ConnectError({ code, message })
 
-const statusByCode: Record<ConnectCode, number> = {
-  invalid_argument: 400,
-  unauthenticated: 401,
-  permission_denied: 403,
-  not_found: 404,
-  already_exists: 409,
-  resource_exhausted: 429,
-  internal: 500,
-  unimplemented: 501,
-  unavailable: 503,
-  deadline_exceeded: 504
-}
-
-export const httpStatusOf = (code: ConnectCode): number => statusByCode[code]
+export const httpStatusOf = (code: ConnectCode): number => failureCodes[code].http
 
 /** Connect unary errors are always JSON, whatever the request's format. */
 export const errorResponse = (error: ConnectError): HttpServerResponse.HttpServerResponse =>

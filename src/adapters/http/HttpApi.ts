@@ -11,9 +11,8 @@ import { Authenticator } from "../../application/Authenticator.js"
 import { Logic } from "../../application/ports/Logic.js"
 import { Metrics } from "../../application/ports/Metrics.js"
 import { Readiness } from "../../application/Readiness.js"
-import { invalidCidrs } from "../../domain/IpFilter.js"
-import { NodeServer } from "../node-http/NodeServer.js"
-import { makeClientAddressing } from "./ClientAddress.js"
+import type { ClientAddressing } from "../net/ClientAddress.js"
+import { NodeServer } from "../net/NodeServer.js"
 import type { Format } from "./Connect.js"
 import {
   bearerToken,
@@ -33,10 +32,6 @@ import type { Caller, Procedure } from "./Procedures.js"
 import { makeProcedures } from "./Procedures.js"
 import { makeKeyedRateLimiter } from "./RateLimiter.js"
 
-export { clientIp, makeClientAddressing } from "./ClientAddress.js"
-export type { ClientAddressing, ClientAddressOptions } from "./ClientAddress.js"
-export { compileCidrSet, compileIpFilter } from "../../domain/IpFilter.js"
-
 export interface HttpOptions {
   /** Origins allowed by CORS; `["*"]` allows any (the Origin is echoed back). */
   readonly corsOrigins: ReadonlyArray<string>
@@ -49,18 +44,8 @@ export interface HttpOptions {
     /** Calls allowed at once above the rate; defaults to one period's worth (a minute, a second). */
     readonly burst?: number
   }
-  readonly ipAllow: ReadonlyArray<string>
-  readonly ipDeny: ReadonlyArray<string>
-  readonly trustedProxies: ReadonlyArray<string>
-}
-
-export const defaultHttpOptions: HttpOptions = {
-  corsOrigins: ["*"],
-  maxBodyBytes: 1024 * 1024,
-  rateLimits: { authPerIpPerMinute: 20, sessionPerUserPerSecond: 20 },
-  ipAllow: [],
-  ipDeny: [],
-  trustedProxies: []
+  /** The client's address and whether it may be served, compiled once from `security.*`. */
+  readonly addressing: ClientAddressing
 }
 
 /** What one request has learned so far, read back when it is logged and counted. */
@@ -122,15 +107,7 @@ const build = (options: HttpOptions) =>
     const readiness = yield* Readiness
     const metrics = yield* Metrics
 
-    for (const [name, list] of [["ipAllow", options.ipAllow], ["ipDeny", options.ipDeny], [
-      "trustedProxies",
-      options.trustedProxies
-    ]] as const) {
-      const invalid = invalidCidrs(list)
-      if (invalid.length > 0) return yield* Effect.dieMessage(`http.${name}: not an address or CIDR: ${invalid.join(", ")}`)
-    }
-
-    const addressing = makeClientAddressing(options)
+    const addressing = options.addressing
     const cors = makeCors(options.corsOrigins)
     const procedures = makeProcedures(logic, authenticator)
     const byMethod = new Map(procedures.map((procedure) => [procedure.method, procedure]))
@@ -340,16 +317,6 @@ const build = (options: HttpOptions) =>
 
     return { app, routeOf }
   })
-
-/**
- * The gateway's HTTP API as an HttpApp: Connect unary (JSON and binary) and REST routes over the
- * same procedures, health probes, CORS, IP filtering, rate limits, metrics and logs per request.
- * Dies when an address list holds something that is not an address or CIDR.
- */
-export const makeApp = (
-  options: HttpOptions
-): Effect.Effect<HttpApp.Default, never, Logic | Authenticator | Readiness | Metrics> =>
-  Effect.map(build(options), ({ app }) => app)
 
 /**
  * Serves the HTTP API on the shared Node server: attaches a `request` listener for the life of the

@@ -5,26 +5,18 @@ import { Logic } from "../../application/ports/Logic.js"
 import type { LogicShape } from "../../application/ports/Logic.js"
 import { Metrics } from "../../application/ports/Metrics.js"
 import type { MetricsShape } from "../../application/ports/Metrics.js"
-import { logicError } from "../../domain/Errors.js"
+import { logicError, NOT_A_MEMBER } from "../../domain/Errors.js"
 import type { LogicError } from "../../domain/Errors.js"
 import { AuthServiceService } from "../../gen/logic/v1/auth.js"
 import { ChatServiceService } from "../../gen/logic/v1/chat.js"
 import { PresenceServiceService } from "../../gen/logic/v1/presence.js"
 import type { UserOffline, UserOnline } from "../../gen/logic/v1/presence.js"
 import { SessionServiceService } from "../../gen/logic/v1/session.js"
-import {
-  failureCodeOf,
-  GrpcStatusError,
-  metadataOf,
-  methodLabel,
-  normalizeEndpoint,
-  statusName,
-  unaryCall
-} from "./GrpcSupport.js"
-import type { UnaryMethod } from "./GrpcSupport.js"
-import { currentTraceHeaders } from "../obs/Tracing.js"
-
-export { normalizeEndpoint } from "./GrpcSupport.js"
+import { internalClient, normalizeEndpoint, outgoingMetadata, unaryCall } from "../grpc/Client.js"
+import type { UnaryMethod } from "../grpc/Client.js"
+import type { InternalSecurity } from "../grpc/Security.js"
+import { InternalAuth } from "../grpc/Security.js"
+import { failureCodeOf, GrpcStatusError, methodLabel, statusName } from "../grpc/Status.js"
 
 export interface LogicGrpcOptions {
   /** `host:port` (or `grpc://host:port`) of every live Logic instance, changing over time. */
@@ -62,7 +54,7 @@ class EndpointPool {
   private ring: ReadonlyArray<Endpoint> = []
   private cursor = 0
 
-  constructor(private readonly channelOptions: grpc.ChannelOptions) {}
+  constructor(private readonly security: InternalSecurity, private readonly channelOptions: grpc.ChannelOptions) {}
 
   update(addresses: ReadonlyArray<string>): { readonly added: Array<string>; readonly removed: Array<string> } {
     const wanted = new Set<string>()
@@ -80,7 +72,7 @@ class EndpointPool {
     }
     for (const address of wanted) {
       if (this.byAddress.has(address)) continue
-      const client = new grpc.Client(address, grpc.credentials.createInsecure(), this.channelOptions)
+      const client = internalClient(address, this.security, this.channelOptions)
       this.byAddress.set(address, { address, client })
       added.push(address)
     }
@@ -117,6 +109,7 @@ const toLogicError = (error: GrpcStatusError): LogicError => logicError(failureC
 const make = (
   pool: EndpointPool,
   metrics: MetricsShape,
+  security: InternalSecurity,
   options: LogicGrpcStaticOptions
 ): LogicShape => {
   const deadlineMillis = Duration.toMillis(options.deadline)
@@ -125,8 +118,7 @@ const make = (
 
   const invoke = <Req, Res>(name: string, method: UnaryMethod<Req, Res>, request: Req): Effect.Effect<Res, LogicError> => {
     const label = methodLabel(method.path)
-    return Effect.flatMap(currentTraceHeaders, (headers) => {
-      const metadata = metadataOf(headers)
+    return Effect.flatMap(outgoingMetadata(security), (metadata) => {
       const deadlineAt = Date.now() + deadlineMillis
 
       const retryOrFail = (
@@ -193,7 +185,7 @@ const make = (
         }),
         (response) => {
           if (response.error === "") return Effect.succeed({ msgId: response.msgId, seqId: response.seqId })
-          const code = response.error === "not a session member" ? "permission_denied" : "invalid_argument"
+          const code = response.error === NOT_A_MEMBER ? "permission_denied" : "invalid_argument"
           return Effect.fail(logicError(code, response.error))
         }
       ),
@@ -261,14 +253,15 @@ const make = (
  * The Logic port over gRPC: calls are balanced round-robin over the live Logic instances,
  * bounded by one deadline, and retried on UNAVAILABLE on the next instance with backoff.
  */
-export const layer = (options: LogicGrpcOptions): Layer.Layer<Logic, never, Metrics> =>
+export const layer = (options: LogicGrpcOptions): Layer.Layer<Logic, never, Metrics | InternalAuth> =>
   Layer.scoped(
     Logic,
     Effect.gen(function*() {
       const metrics = yield* Metrics
+      const security = yield* InternalAuth
       const endpoints = yield* options.endpoints
       const pool = yield* Effect.acquireRelease(
-        Effect.sync(() => new EndpointPool({ ...defaultChannelOptions, ...options.channelOptions })),
+        Effect.sync(() => new EndpointPool(security, { ...defaultChannelOptions, ...options.channelOptions })),
         (pool) => Effect.sync(() => pool.closeAll())
       )
       const apply = (addresses: ReadonlyArray<string>) =>
@@ -281,7 +274,7 @@ export const layer = (options: LogicGrpcOptions): Layer.Layer<Logic, never, Metr
         })
       yield* apply(yield* SubscriptionRef.get(endpoints))
       yield* endpoints.changes.pipe(Stream.runForEach(apply), Effect.forkScoped)
-      return make(pool, metrics, options)
+      return make(pool, metrics, security, options)
     })
   )
 
@@ -289,4 +282,4 @@ export const layer = (options: LogicGrpcOptions): Layer.Layer<Logic, never, Metr
 export const layerStatic = (
   addresses: ReadonlyArray<string>,
   options: LogicGrpcStaticOptions
-): Layer.Layer<Logic, never, Metrics> => layer({ ...options, endpoints: SubscriptionRef.make(addresses) })
+): Layer.Layer<Logic, never, Metrics | InternalAuth> => layer({ ...options, endpoints: SubscriptionRef.make(addresses) })

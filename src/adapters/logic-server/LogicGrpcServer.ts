@@ -3,6 +3,7 @@ import { Effect } from "effect"
 import type { Scope } from "effect"
 import type { LogicShape } from "../../application/ports/Logic.js"
 import type { LogicError } from "../../domain/Errors.js"
+import { NOT_A_MEMBER } from "../../domain/Errors.js"
 import { AuthServiceService } from "../../gen/logic/v1/auth.js"
 import type { AuthServiceServer } from "../../gen/logic/v1/auth.js"
 import { ChatServiceService } from "../../gen/logic/v1/chat.js"
@@ -12,8 +13,10 @@ import type { PresenceServiceServer } from "../../gen/logic/v1/presence.js"
 import { SessionServiceService } from "../../gen/logic/v1/session.js"
 import type { ContactInfo, InboxEvent, SessionInfo, SessionServiceServer } from "../../gen/logic/v1/session.js"
 import type { PushMessage } from "../../gen/gateway/v1/packet.js"
-import { grpcFailure, listen, makeUnaryBridge, statusOf } from "../logic-grpc/GrpcSupport.js"
-import type { ListenOptions } from "../logic-grpc/GrpcSupport.js"
+import { InternalAuth } from "../grpc/Security.js"
+import { listen, makeUnaryBridge } from "../grpc/Server.js"
+import type { ListenOptions } from "../grpc/Server.js"
+import { grpcFailure, statusOf } from "../grpc/Status.js"
 
 export type LogicServerOptions = ListenOptions
 
@@ -21,7 +24,7 @@ const toStatus = (error: LogicError) => grpcFailure(statusOf(error.code), error.
 
 /** Refusals the Go Logic reports in SendMessageResponse.error rather than as a status. */
 const isBusinessRefusal = (error: LogicError) =>
-  error.code === "invalid_argument" || (error.code === "permission_denied" && error.message === "not a session member")
+  error.code === "invalid_argument" || (error.code === "permission_denied" && error.message === NOT_A_MEMBER)
 
 /**
  * Serves any Logic implementation as the `resonance.logic.v1` services, so the gateway's gRPC
@@ -30,9 +33,10 @@ const isBusinessRefusal = (error: LogicError) =>
 export const serveLogic = (
   logic: LogicShape,
   options: LogicServerOptions
-): Effect.Effect<{ readonly port: number }, Error, Scope.Scope> =>
+): Effect.Effect<{ readonly port: number }, Error, Scope.Scope | InternalAuth> =>
   Effect.gen(function*() {
-    const bridge = yield* makeUnaryBridge()
+    const security = yield* InternalAuth
+    const bridge = yield* makeUnaryBridge(security)
     const server = new grpc.Server()
 
     const auth: AuthServiceServer = {
@@ -112,7 +116,7 @@ export const serveLogic = (
     server.addService(ChatServiceService, chat)
     server.addService(PresenceServiceService, presence)
     server.addService(SessionServiceService, session)
-    const port = yield* listen(server, options)
+    const port = yield* listen(server, security, options)
     yield* Effect.logDebug("logic gRPC server listening").pipe(Effect.annotateLogs({ port }))
     return { port }
   })

@@ -1,8 +1,10 @@
 import { Context, Duration, Effect, ExecutionStrategy, Exit, FiberSet, Layer, Scope, Stream, SubscriptionRef } from "effect"
+import type { EtcdClientOptions } from "../etcd/Client.js"
 import type { DiscoveredInstance } from "../etcd/Discovery.js"
 import { watchService } from "../etcd/Discovery.js"
 import type { PushClient } from "../grpc-push/PushServer.js"
 import { pushClient } from "../grpc-push/PushServer.js"
+import { InternalAuth } from "../grpc/Security.js"
 import type { EmbeddedLogic, LogicEmbeddedOptions, Publisher } from "../logic-embedded/LogicEmbedded.js"
 import { makeEmbeddedLogic } from "../logic-embedded/LogicEmbedded.js"
 import { serveLogic } from "./LogicGrpcServer.js"
@@ -10,8 +12,8 @@ import { serveLogic } from "./LogicGrpcServer.js"
 export interface ReferenceLogicOptions {
   readonly embedded: LogicEmbeddedOptions
   readonly port: number
-  readonly host?: string
-  readonly etcdEndpoints: ReadonlyArray<string>
+  readonly host: string
+  readonly etcd: EtcdClientOptions
   readonly namespace: string
   /** Where gateways register, e.g. `gateway-service`. */
   readonly gatewayServiceName: string
@@ -40,8 +42,9 @@ export const layer = (options: ReferenceLogicOptions) =>
     ReferenceLogic,
     Effect.gen(function*() {
       const layerScope = yield* Effect.scope
+      const security = yield* InternalAuth
       const gateways = yield* watchService({
-        endpoints: options.etcdEndpoints,
+        ...options.etcd,
         namespace: options.namespace,
         serviceName: options.gatewayServiceName
       })
@@ -58,7 +61,7 @@ export const layer = (options: ReferenceLogicOptions) =>
           const client = yield* Scope.extend(
             pushClient(instance.address, { deadline: options.pushDeadline ?? "3 seconds" }),
             scope
-          )
+          ).pipe(Effect.provideService(InternalAuth, security))
           clients.set(instance.id, { address: instance.address, client, scope })
           return client
         })

@@ -15,8 +15,8 @@ import { Readiness } from "../../application/Readiness.js"
 import { CloseCodes } from "../../domain/Connection.js"
 import type { ConnectionInfo } from "../../domain/Connection.js"
 import type { AuthError } from "../../domain/Errors.js"
-import { clientIp } from "../http/ClientAddress.js"
-import { NodeServer } from "../node-http/NodeServer.js"
+import { directAddressing } from "../net/ClientAddress.js"
+import { NodeServer } from "../net/NodeServer.js"
 
 export interface WebSocketOptions {
   readonly path: string
@@ -53,8 +53,8 @@ export const defaultWebSocketOptions: WebSocketOptions = {
   maxDevicesPerUser: 0,
   compression: { enabled: false, threshold: 1024, concurrencyLimit: 4 },
   drainSeconds: 0,
-  clientIp: (request) => clientIp(request.socket.remoteAddress, undefined, () => false),
-  ipAllowed: () => true
+  clientIp: directAddressing.clientIp,
+  ipAllowed: directAddressing.ipAllowed
 }
 
 /** Shared by every connection of one gateway; a client keeps only a pointer to it. */

@@ -1,5 +1,7 @@
+import { Either } from "effect"
 import type * as Http from "node:http"
-import { compileCidrSet, compileIpFilter, normalizeIp } from "../../domain/IpFilter.js"
+import type { IpRuleError, IpSet } from "./IpRules.js"
+import { compileIpFilter, compileIpSet, normalizeIp } from "./IpRules.js"
 
 /** Strips a port from an X-Forwarded-For hop (`1.2.3.4:5678`, `[::1]:80`). */
 const hopAddress = (hop: string): string => {
@@ -47,20 +49,36 @@ export interface ClientAddressing {
   /** The proxy-aware, normalized client address of a Node request (HTTP or upgrade). */
   readonly clientIp: (request: Http.IncomingMessage) => string
   /** Whether that address may be served at all (the allow/deny lists). */
-  readonly ipAllowed: (ip: string) => boolean
+  readonly ipAllowed: IpSet
 }
 
-/** The two plain checks every entry point runs, compiled once from the configuration. */
-export const makeClientAddressing = (options: ClientAddressOptions): ClientAddressing => {
-  const isTrustedProxy = compileCidrSet(options.trustedProxies)
-  const hasProxies = options.trustedProxies.length > 0
-  return {
-    clientIp: (request) =>
-      clientIp(
-        request.socket.remoteAddress,
-        hasProxies ? request.headers["x-forwarded-for"] : undefined,
-        isTrustedProxy
-      ),
-    ipAllowed: compileIpFilter({ allow: options.ipAllow, deny: options.ipDeny })
-  }
+/** Addressing for tests and defaults: the socket's peer, everyone allowed. */
+export const directAddressing: ClientAddressing = {
+  clientIp: (request) => clientIp(request.socket.remoteAddress, undefined, () => false),
+  ipAllowed: () => true
 }
+
+/**
+ * The two plain checks every public entry point runs, compiled once from `security.*`; fails
+ * naming the configuration key of a list with a bad entry.
+ */
+export const makeClientAddressing = (options: ClientAddressOptions): Either.Either<ClientAddressing, IpRuleError> =>
+  Either.flatMap(compileIpSet("security.trusted_proxies", options.trustedProxies), (isTrustedProxy) =>
+    Either.map(
+      compileIpFilter({ allow: "security.ip_allow", deny: "security.ip_deny" }, {
+        allow: options.ipAllow,
+        deny: options.ipDeny
+      }),
+      (ipAllowed): ClientAddressing => {
+        const hasProxies = options.trustedProxies.length > 0
+        return {
+          clientIp: (request) =>
+            clientIp(
+              request.socket.remoteAddress,
+              hasProxies ? request.headers["x-forwarded-for"] : undefined,
+              isTrustedProxy
+            ),
+          ipAllowed
+        }
+      }
+    ))

@@ -1,0 +1,152 @@
+import * as grpc from "@grpc/grpc-js"
+import { Context, Data, Effect, Either, Layer } from "effect"
+import { createHash, timingSafeEqual } from "node:crypto"
+import * as Fs from "node:fs"
+import { compileIpFilter } from "../net/IpRules.js"
+import type { IpSet } from "../net/IpRules.js"
+import { GrpcStatusError } from "./Status.js"
+
+/**
+ * How the internal gRPC services (PushService, the Logic services) and their clients prove to
+ * each other who they are: a shared token in the `authorization` metadata, mutual TLS, or both.
+ */
+export interface InternalSecurityOptions {
+  /** Shared secret sent as `authorization: Bearer <token>`; "" for none. */
+  readonly token: string
+  /** Accept peers that present nothing, when neither a token nor TLS is configured. */
+  readonly insecure: boolean
+  /** PEM files of mutual TLS: all three or none; each side presents `cert` and trusts peers signed by `ca`. */
+  readonly tls: {
+    readonly ca: string
+    readonly cert: string
+    readonly key: string
+    /** Name the peer's certificate must carry when it differs from the dialled host. */
+    readonly serverName: string
+  }
+  /** Address lists applied to the internal port, as `security.ip_allow`/`ip_deny` are to the public one. */
+  readonly ipAllow: ReadonlyArray<string>
+  readonly ipDeny: ReadonlyArray<string>
+}
+
+export const insecureInternal: InternalSecurityOptions = {
+  token: "",
+  insecure: true,
+  tls: { ca: "", cert: "", key: "", serverName: "" },
+  ipAllow: [],
+  ipDeny: []
+}
+
+export class InternalSecurityError extends Data.TaggedError("InternalSecurityError")<{
+  readonly reason: "Tls" | "IpRules"
+  readonly message: string
+}> {}
+
+/** What an incoming call shows of itself before it is admitted. */
+export interface IncomingCall {
+  readonly metadata: grpc.Metadata
+  getPeer(): string
+}
+
+/** How internal calls are authenticated, for logs at start. */
+export type InternalAuthMode = "token" | "mtls" | "token+mtls" | "insecure" | "refuse-all"
+
+export interface InternalSecurity {
+  readonly mode: InternalAuthMode
+  readonly serverCredentials: grpc.ServerCredentials
+  /** The refusal of an incoming call, or undefined when it may proceed. Plain: runs per call. */
+  readonly admit: (call: IncomingCall) => GrpcStatusError | undefined
+  readonly channelCredentials: grpc.ChannelCredentials
+  readonly channelOptions: grpc.ChannelOptions
+  /** Adds the token to an outgoing call's metadata. */
+  readonly authorize: (metadata: grpc.Metadata) => grpc.Metadata
+}
+
+const digest = (text: string) => createHash("sha256").update(text).digest()
+
+/** `host` of a grpc-js peer string (`1.2.3.4:5678`, `::1:5678`). */
+const peerHost = (peer: string): string => {
+  const colon = peer.lastIndexOf(":")
+  return colon === -1 ? peer : peer.slice(0, colon)
+}
+
+const readPem = (key: string, file: string) =>
+  Effect.try({
+    try: () => Fs.readFileSync(file),
+    catch: (error) =>
+      new InternalSecurityError({ reason: "Tls", message: `internal.tls.${key}: cannot read ${file}: ${String(error)}` })
+  })
+
+/** Reads the PEM files once and compiles the address lists; fails naming the key at fault. */
+export const makeInternalSecurity = (options: InternalSecurityOptions): Effect.Effect<InternalSecurity, InternalSecurityError> =>
+  Effect.gen(function*() {
+    const { tls } = options
+    const given = (["ca", "cert", "key"] as const).filter((name) => tls[name] !== "")
+    const mutual = given.length === 3
+    if (given.length > 0 && !mutual) {
+      const missing = (["ca", "cert", "key"] as const).filter((name) => tls[name] === "").map((name) => `internal.tls.${name}`)
+      return yield* new InternalSecurityError({ reason: "Tls", message: `mutual TLS needs ${missing.join(" and ")} as well` })
+    }
+    const ca = mutual ? yield* readPem("ca", tls.ca) : null
+    const cert = mutual ? yield* readPem("cert", tls.cert) : null
+    const key = mutual ? yield* readPem("key", tls.key) : null
+    const ipAllowed: IpSet = yield* Either.mapLeft(
+      compileIpFilter({ allow: "internal.ip_allow", deny: "internal.ip_deny" }, { allow: options.ipAllow, deny: options.ipDeny }),
+      (error) => new InternalSecurityError({ reason: "IpRules", message: error.message })
+    )
+
+    const hasToken = options.token !== ""
+    const mode: InternalAuthMode = hasToken
+      ? (mutual ? "token+mtls" : "token")
+      : mutual
+      ? "mtls"
+      : options.insecure
+      ? "insecure"
+      : "refuse-all"
+    const expected = hasToken ? digest(`Bearer ${options.token}`) : undefined
+    const bearer = `Bearer ${options.token}`
+
+    const admit = (call: IncomingCall): GrpcStatusError | undefined => {
+      if (!ipAllowed(peerHost(call.getPeer()))) {
+        return new GrpcStatusError({ status: grpc.status.PERMISSION_DENIED, message: "peer address is not allowed" })
+      }
+      if (expected !== undefined) {
+        const given = call.metadata.get("authorization")[0]
+        // Digests have one length, so the comparison time says nothing about the token.
+        if (typeof given !== "string" || !timingSafeEqual(digest(given), expected)) {
+          return new GrpcStatusError({ status: grpc.status.UNAUTHENTICATED, message: "missing or wrong internal token" })
+        }
+        return undefined
+      }
+      if (mode === "refuse-all") {
+        return new GrpcStatusError({
+          status: grpc.status.UNAUTHENTICATED,
+          message: "internal RPCs are closed: configure internal.token or internal.tls (or internal.insecure)"
+        })
+      }
+      return undefined
+    }
+
+    return {
+      mode,
+      // `true`: the server demands a client certificate signed by the CA.
+      serverCredentials: mutual
+        ? grpc.ServerCredentials.createSsl(ca, [{ cert_chain: cert!, private_key: key! }], true)
+        : grpc.ServerCredentials.createInsecure(),
+      admit,
+      channelCredentials: mutual ? grpc.credentials.createSsl(ca, key, cert) : grpc.credentials.createInsecure(),
+      channelOptions: tls.serverName === "" ? {} : { "grpc.ssl_target_name_override": tls.serverName },
+      authorize: (metadata) => {
+        if (hasToken) metadata.set("authorization", bearer)
+        return metadata
+      }
+    }
+  })
+
+/** The internal RPC security of this process, built once (PEM files read, lists compiled). */
+export class InternalAuth extends Context.Tag("resonance/grpc/InternalAuth")<InternalAuth, InternalSecurity>() {
+  static readonly layer = (options: InternalSecurityOptions): Layer.Layer<InternalAuth, InternalSecurityError> =>
+    Layer.effect(InternalAuth, makeInternalSecurity(options))
+
+  /** No token, no TLS, every peer admitted: for tests of other things. */
+  static readonly layerInsecure: Layer.Layer<InternalAuth> = Layer.orDie(InternalAuth.layer(insecureInternal))
+}
