@@ -141,8 +141,13 @@ export const gatewayLayer = (config: GatewayConfig, addressing: ClientAddressing
       messagesPerSecond: config.limits.messagesPerSecond,
       messageBurst: config.limits.messageBurst > 0 ? config.limits.messageBurst : undefined
     }),
-    // A Logic across the network is worth a short cache of valid tokens; the embedded one is not.
-    Authenticator.layer({ cacheTtl: isCluster(config) ? "30 seconds" : 0 })
+    // A Logic across the network is worth a short cache of valid tokens, and other gateways revoke
+    // tokens there; the embedded Logic is cheap and only this gateway revokes its tokens.
+    Authenticator.layer(
+      isCluster(config)
+        ? { cacheTtl: "30 seconds", revocationPoll: config.auth.revocationPollInterval }
+        : { cacheTtl: 0 }
+    )
   )
 
   const entryPoints = Layer.mergeAll(

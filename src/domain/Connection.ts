@@ -6,6 +6,8 @@ export interface ConnectionInfo {
   readonly connectedAt: number
   /** Unix milliseconds at which the credential of this connection stops being valid, if known. */
   readonly expiresAt: number | undefined
+  /** `tokenIdOf` the credential, so a revocation finds the sockets opened with it. */
+  readonly tokenId: string
 }
 
 /** Close codes the gateway uses, with the reason a client can act on. */

@@ -102,3 +102,19 @@ export interface PresenceBatch {
   readonly onlineBatch: ReadonlyArray<UserOnline>
   readonly offlineBatch: ReadonlyArray<UserOffline>
 }
+
+/** A token refused from now on (Logout), until it expires. */
+export interface Revocation {
+  /** Position in Logic's revocation log; increasing. */
+  readonly cursor: bigint
+  /** `tokenIdOf` the revoked token. */
+  readonly tokenId: string
+  readonly username: string
+  /** Unix seconds. */
+  readonly expiresAt: bigint
+}
+
+export interface RevocationPage {
+  readonly revocations: ReadonlyArray<Revocation>
+  readonly nextCursor: bigint
+}

@@ -192,6 +192,31 @@ describe("cluster mode: two gateways, the reference Logic and a real etcd", () =
     alice.ws.close()
   })
 
+  it("Logout through gateway 1 closes the socket on gateway 2 with 4001 within a second; gateway 2 refuses the token, restarted too", async () => {
+    const login = await auth(gw1.url, "Login", { username: "bob", password: "secret-pw" })
+    const token: string = login.body.accessToken
+    const onGw2 = await connectClient(gw2.httpPort, { token })
+    const closed = onGw2.closed.then((event) => ({ ...event, at: Date.now() }))
+    const loggedOut = await fetch(`${gw1.url}/resonance.gateway.v1.AuthService/Logout`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: "{}"
+    })
+    const loggedOutAt = Date.now()
+    expect(loggedOut.status).toBe(200)
+    const event = await closed
+    expect(event.code).toBe(4001)
+    expect(event.at - loggedOutAt).toBeLessThan(1_500)
+    expect((await session(gw2.url, "GetSessionList", {}, token)).status).toBe(401)
+    await expect(connectClient(gw2.httpPort, { token })).rejects.toMatchObject({ status: 401 })
+
+    await gw2.stop("SIGTERM")
+    gw2 = await startGateway(clusterEnv())
+    expect((await session(gw2.url, "GetSessionList", {}, token)).status).toBe(401)
+    await expect(connectClient(gw2.httpPort, { token })).rejects.toMatchObject({ status: 401 })
+    expect((await session(gw2.url, "GetSessionList", {}, tokens.bob!)).status).toBe(200)
+  }, 60_000)
+
   it("with Logic stopped chats are acked with an error, the gateway stays healthy, and it recovers", async () => {
     const alice = await connectClient(gw1.httpPort, { token: tokens.alice })
     await logic.stop("SIGKILL")

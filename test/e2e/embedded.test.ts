@@ -190,6 +190,24 @@ describe("embedded mode end to end (a real gateway process)", () => {
     expect(value(await scrape(), "gateway_websocket_connections_active")).toBe(0)
   })
 
+  it("Logout closes the sockets opened with the token (4001) and the token is refused from then on", async () => {
+    const login = await auth(gateway.url, "Login", { username: "carol", password: "secret-pw" })
+    const phoneToken: string = login.body.accessToken
+    const phone = await connectClient(wsPort(), { token: phoneToken })
+    const laptop = await connectClient(wsPort(), { token: tokens.carol })
+    const loggedOut = await connectCall(gateway.url, "/resonance.gateway.v1.AuthService/Logout", {}, phoneToken)
+    expect(loggedOut.body).toEqual({ success: true })
+    expect((await phone.closed).code).toBe(4001)
+    expect((await session(gateway.url, "GetSessionList", {}, phoneToken)).status).toBe(401)
+    await expect(connectClient(wsPort(), { token: phoneToken })).rejects.toMatchObject({ status: 401 })
+    // The user's other device, logged in with another token, stays connected and served.
+    laptop.send({ seq: "still-here", payload: { $case: "pulse", value: {} } })
+    await laptop.next((p) => p.seq === "still-here")
+    expect((await session(gateway.url, "GetSessionList", {}, tokens.carol!)).status).toBe(200)
+    tokens.revoked = phoneToken
+    laptop.ws.close()
+  })
+
   it("acked messages and logins survive SIGTERM and a restart on the same database", async () => {
     const client = await connectClient(wsPort(), { token: tokens.alice })
     client.send(chat("last", "single:alice:bob", "right before shutdown"))
@@ -208,6 +226,8 @@ describe("embedded mode end to end (a real gateway process)", () => {
     expect(history.status).toBe(200)
     expect(history.body.messages[0].content).toBe("right before shutdown")
     expect(BigInt(history.body.messages[0].msgId)).toBe(ack.msgId)
+    // A token revoked before the restart stays revoked.
+    expect((await session(gateway.url, "GetSessionList", {}, tokens.revoked!)).status).toBe(401)
   }, 60_000)
 
   it("bad input gets precise errors and never a 500", async () => {

@@ -34,7 +34,8 @@ const fakeConnection = (username: string, accepts = true) => {
       username,
       remoteAddress: "127.0.0.1",
       connectedAt: Date.now(),
-      expiresAt: undefined
+      expiresAt: undefined,
+      tokenId: `token-of-${username}`
     },
     send: (frame) => {
       if (!accepts) return false

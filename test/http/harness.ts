@@ -1,5 +1,6 @@
 import { Context, Effect, Layer, Logger, LogLevel, Tracer } from "effect"
 import { Authenticator } from "../../src/application/Authenticator.js"
+import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
 import { Logic } from "../../src/application/ports/Logic.js"
 import type { MetricsShape } from "../../src/application/ports/Metrics.js"
@@ -76,6 +77,11 @@ export const recordingLogic = (calls: Array<{ method: string; input: unknown }>,
         : tokens[token] === undefined
         ? Effect.fail(logicError("unauthenticated", "invalid token"))
         : Effect.succeed({ username: tokens[token]!, nickname: "", avatarUrl: "" }),
+    revokeToken: (token) =>
+      Effect.zipRight(
+        record("revokeToken", token),
+        Effect.succeed({ cursor: 1n, tokenId: token, username: tokens[token] ?? "", expiresAt: 4_102_444_800n })
+      ),
     getSessionList: (username) =>
       Effect.zipRight(
         record("getSessionList", username),
@@ -142,6 +148,7 @@ export const serve = (options: Partial<TestHttpOptions> = {}, logic: Partial<Log
       Layer.provideMerge(Authenticator.layer()),
       Layer.provideMerge(
         Layer.mergeAll(
+          ConnectionHub.layer,
           NodeServer.layer({ port: 0, host: "127.0.0.1" }),
           Readiness.layer,
           Layer.succeed(Metrics, recordingMetrics),

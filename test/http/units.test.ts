@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Either } from "effect"
 import { compileIpSet } from "../../src/adapters/net/IpRules.js"
-import { ConnectError, bearerToken, formatOf, parseJsonObject, timeoutOf } from "../../src/adapters/http/Connect.js"
+import { ConnectError, formatOf, parseJsonObject, timeoutOf } from "../../src/adapters/http/Connect.js"
 import { clientIp, makeClientAddressing } from "../../src/adapters/net/ClientAddress.js"
 import { makeKeyedRateLimiter } from "../../src/adapters/http/RateLimiter.js"
 
@@ -99,14 +99,6 @@ describe("Connect helpers", () => {
     expect(formatOf("application/proto")).toBe("proto")
     expect(formatOf("application/connect+json")).toBeUndefined()
     expect(formatOf(undefined)).toBeUndefined()
-  })
-
-  it("bearerToken takes only the Bearer scheme", () => {
-    expect(bearerToken("Bearer abc.def.ghi")).toBe("abc.def.ghi")
-    expect(bearerToken("bearer   tok ")).toBe("tok")
-    expect(bearerToken("Basic abc")).toBeUndefined()
-    expect(bearerToken("Bearer")).toBeUndefined()
-    expect(bearerToken(undefined)).toBeUndefined()
   })
 
   it("parseJsonObject: the empty body is {}, invalid UTF-8 and non-objects are refused", () => {

@@ -2,7 +2,14 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
 import { SignJWT } from "jose"
 import { TOKEN_ISSUER } from "../../src/adapters/logic-embedded/Tokens.js"
-import { failure, fixture, SECRET } from "./helpers.js"
+import { makeEmbeddedLogic } from "../../src/adapters/logic-embedded/LogicEmbedded.js"
+import { failure, fixture, recorder, SECRET, tempDir } from "./helpers.js"
+
+const fixtureAt = (databasePath: string) =>
+  Effect.map(
+    Effect.orDie(makeEmbeddedLogic({ databasePath, bcryptRounds: 4, secretKey: SECRET }, recorder().publish)),
+    (logic) => ({ logic })
+  )
 
 const key = (secret: string) => new TextEncoder().encode(secret)
 
@@ -144,5 +151,71 @@ describe("LogicEmbedded auth", () => {
       yield* TestClock.adjust("2 seconds")
       const error = yield* failure(logic.validateToken(accessToken))
       expect(error).toMatchObject({ code: "unauthenticated", message: "access token expired" })
+    }))
+})
+
+describe("LogicEmbedded logout (revocations)", () => {
+  const jtiOf = (token: string) => JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString()).jti as unknown
+
+  it.scopedLive("every token carries its own jti", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture()
+      const registered = yield* logic.register({ username: "alice", password: "secret1", nickname: "" })
+      const loggedIn = yield* logic.login({ username: "alice", password: "secret1" })
+      expect(jtiOf(registered.accessToken)).toEqual(expect.any(String))
+      expect(jtiOf(loggedIn.accessToken)).not.toBe(jtiOf(registered.accessToken))
+    }))
+
+  it.scopedLive("a revoked token fails validation, shows in the log, and other tokens of the user still work", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture()
+      const phone = (yield* logic.register({ username: "alice", password: "secret1", nickname: "" })).accessToken
+      const laptop = (yield* logic.login({ username: "alice", password: "secret1" })).accessToken
+      const revocation = yield* logic.revokeToken(phone)
+      expect(revocation).toMatchObject({ tokenId: jtiOf(phone), username: "alice" })
+      expect((yield* failure(logic.validateToken(phone))).message).toBe("access token was revoked")
+      expect((yield* logic.validateToken(laptop)).username).toBe("alice")
+      const page = yield* logic.listRevocations(0n, 100)
+      expect(page.revocations.map((r) => r.tokenId)).toEqual([jtiOf(phone)])
+      expect(page.nextCursor).toBe(revocation.cursor)
+      expect((yield* logic.listRevocations(page.nextCursor, 100)).revocations).toEqual([])
+      // A second Logout with the same token is refused: the token is no longer valid.
+      expect((yield* failure(logic.revokeToken(phone))).code).toBe("unauthenticated")
+    }))
+
+  it.scopedLive("a forged token cannot be revoked, nor flood the log", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture()
+      const forged = yield* signed({ sub: "alice", iss: "resonance-service", exp: inAnHour(), secret: "another-secret-entirely-0123456789" })
+      expect((yield* failure(logic.revokeToken(forged))).code).toBe("unauthenticated")
+      expect((yield* logic.listRevocations(0n, 100)).revocations).toEqual([])
+    }))
+
+  it.scopedLive("revocations survive a restart on the same database file", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const databasePath = `${dir}/logic.db`
+      const token = yield* Effect.scoped(
+        Effect.gen(function*() {
+          const { logic } = yield* fixtureAt(databasePath)
+          const { accessToken } = yield* logic.register({ username: "alice", password: "secret1", nickname: "" })
+          yield* logic.revokeToken(accessToken)
+          return accessToken
+        })
+      )
+      const { logic } = yield* fixtureAt(databasePath)
+      expect((yield* failure(logic.validateToken(token))).message).toBe("access token was revoked")
+      expect((yield* logic.listRevocations(0n, 10)).revocations).toHaveLength(1)
+    }))
+
+  it.scoped("expired revocations leave the log", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.parse("2026-01-01T00:00:00Z"))
+      const { logic } = yield* fixture({ tokenTtlSeconds: 60 })
+      const { accessToken } = yield* logic.register({ username: "alice", password: "secret1", nickname: "" })
+      yield* logic.revokeToken(accessToken)
+      expect((yield* logic.listRevocations(0n, 10)).revocations).toHaveLength(1)
+      yield* TestClock.adjust("61 seconds")
+      expect((yield* logic.listRevocations(0n, 10)).revocations).toEqual([])
     }))
 })

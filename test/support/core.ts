@@ -27,7 +27,10 @@ export interface FakeConnection extends LiveConnection {
 
 let nextId = 1
 
-export const fakeConnection = (username: string, options: { remoteAddress?: string; expiresAt?: number } = {}): FakeConnection => {
+export const fakeConnection = (
+  username: string,
+  options: { remoteAddress?: string; expiresAt?: number; tokenId?: string } = {}
+): FakeConnection => {
   const frames: Array<Uint8Array> = []
   const closes: Array<{ code: number; reason: string }> = []
   const connection: FakeConnection = {
@@ -36,7 +39,8 @@ export const fakeConnection = (username: string, options: { remoteAddress?: stri
       username,
       remoteAddress: options.remoteAddress ?? "127.0.0.1",
       connectedAt: Date.now(),
-      expiresAt: options.expiresAt
+      expiresAt: options.expiresAt,
+      tokenId: options.tokenId ?? `token-of-${username}`
     },
     frames,
     closes,

@@ -137,13 +137,6 @@ export const parseJsonObject = (body: Uint8Array): Record<string, unknown> | Con
   return parsed as Record<string, unknown>
 }
 
-/** The bearer token of an Authorization header, if any. */
-export const bearerToken = (authorization: string | undefined): string | undefined => {
-  if (authorization === undefined) return undefined
-  const match = /^\s*bearer\s+(\S+)\s*$/i.exec(authorization)
-  return match === null ? undefined : match[1]
-}
-
 /** Connect-Timeout-Ms: at most 10 digits of milliseconds; anything else is ignored. */
 export const timeoutOf = (header: string | undefined): number | undefined =>
   header !== undefined && /^\d{1,10}$/.test(header) ? Number(header) : undefined

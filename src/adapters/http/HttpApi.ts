@@ -11,11 +11,11 @@ import { Authenticator } from "../../application/Authenticator.js"
 import { Logic } from "../../application/ports/Logic.js"
 import { Metrics } from "../../application/ports/Metrics.js"
 import { Readiness } from "../../application/Readiness.js"
+import { tokenFromAuthorization } from "../../domain/Token.js"
 import type { ClientAddressing } from "../net/ClientAddress.js"
 import { NodeServer } from "../net/NodeServer.js"
 import type { Format } from "./Connect.js"
 import {
-  bearerToken,
   ConnectError,
   connectError,
   errorResponse,
@@ -187,7 +187,7 @@ const build = (options: HttpOptions) =>
 
         if (procedure.limitedBy === "ip") yield* limit(ipLimiter, `${procedure.path} ${state.ip}`)
         let caller: Caller | undefined
-        const headerToken = bearerToken(headerOf(request, "authorization"))
+        const headerToken = tokenFromAuthorization(headerOf(request, "authorization"))
         if (procedure.access === "bearer") {
           caller = yield* authenticate(headerToken)
           state.username = caller.username

@@ -2,6 +2,7 @@ import { Effect, Either, ParseResult, Schema } from "effect"
 import type { AuthenticatorShape } from "../../application/Authenticator.js"
 import type { LogicShape } from "../../application/ports/Logic.js"
 import type { LogicError } from "../../domain/Errors.js"
+import { logicError } from "../../domain/Errors.js"
 import * as Api from "../../gen/gateway/v1/api.js"
 
 /** The authenticated caller of a procedure. */
@@ -171,7 +172,11 @@ export const makeProcedures = (logic: LogicShape, authenticator: AuthenticatorSh
     request: Api.LogoutRequest,
     response: Api.LogoutResponse,
     bodyToken: (request) => request.accessToken,
-    invoke: (_, caller) => Effect.as(authenticator.revoke(caller.token), { success: true })
+    invoke: (_, caller) =>
+      authenticator.revoke(caller.token).pipe(
+        Effect.as({ success: true }),
+        Effect.mapError((error) => logicError(error.reason === "Unavailable" ? "unavailable" : "unauthenticated", error.message))
+      )
   }),
   define({
     service: "SessionService",

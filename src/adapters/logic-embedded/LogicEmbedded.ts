@@ -1,15 +1,13 @@
-import bcrypt from "bcryptjs"
 import Database from "better-sqlite3"
-import { Cause, Clock, Data, Effect, Layer, Schedule } from "effect"
+import { Clock, Data, Effect, Layer, Schedule } from "effect"
 import type { Scope } from "effect"
-import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { PushDelivery } from "../../application/PushDelivery.js"
 import type { ChatOrigin, HistoryInput, LogicShape, ReadPositionInput } from "../../application/ports/Logic.js"
 import { Logic } from "../../application/ports/Logic.js"
 import type { LogicError } from "../../domain/Errors.js"
-import { logicError } from "../../domain/Errors.js"
+import { logicError, NOT_A_MEMBER } from "../../domain/Errors.js"
 import type {
   ChatRequest,
   ContactInfo,
@@ -18,22 +16,20 @@ import type {
   PresenceBatch,
   PushMessage,
   SessionInfo,
-  SessionMeta,
-  User
+  SessionMeta
 } from "../../domain/Model.js"
 import { MessageTypes, SessionType } from "../../domain/Model.js"
+import { makeAccounts } from "./Accounts.js"
 import { makeCheckpointer } from "./Checkpointer.js"
+import { makePasswords } from "./Passwords.js"
+import { attempt, fromChecked, storageFailure } from "./Storage.js"
 import { makeGroupCommit } from "./GroupCommit.js"
 import { makeWalSync, noWalSync } from "./WalSync.js"
-import { migrate, ROOM_SESSION_ID } from "./Schema.js"
+import { migrate } from "./Schema.js"
 import { makeSnowflake, MAX_WORKER_ID } from "./Snowflake.js"
 import { loadOrCreateSecret, makeTokenSigner } from "./Tokens.js"
-import type { Checked } from "./Validation.js"
 import {
-  checkNickname,
-  checkPassword,
   checkSessionName,
-  checkUsername,
   containsPattern,
   directSessionId,
   parseDirectSessionId,
@@ -47,8 +43,11 @@ export interface LogicEmbeddedOptions {
   readonly secretKey?: string
   /** Default 86400 (24 h); fractions are rounded down. */
   readonly tokenTtlSeconds?: number
-  /** Default 10; tests use 4. */
+  /** bcrypt cost, default 10; tests use 4. */
   readonly bcryptRounds?: number
+  /** Password hashes at once (0: cores - 1) and waiting for a turn (default 32). */
+  readonly hashConcurrency?: number
+  readonly hashQueue?: number
   /** Snowflake worker bits of msg_id, 0..1023. Default 0. */
   readonly workerId?: number
   /**
@@ -85,9 +84,6 @@ interface UserRow {
   readonly username: string
   readonly nickname: string
   readonly avatar_url: string
-}
-interface UserAuthRow extends UserRow {
-  readonly password_hash: string
 }
 interface SessionRow {
   readonly session_id: string
@@ -155,35 +151,7 @@ const INBOX_MAX = 500
 const SEARCH_LIMIT = 20
 const USER_MESSAGE_TYPES: ReadonlySet<string> = new Set(MessageTypes.filter((type) => type !== "system"))
 
-const NOT_MEMBER = "not a session member"
-const BAD_CREDENTIALS = "invalid username or password"
-
-const fromChecked = <A>(checked: Checked<A>): Effect.Effect<A, LogicError> =>
-  checked.ok ? Effect.succeed(checked.value) : Effect.fail(checked.error)
-
-const storageFailure = (operation: string, error: unknown): Effect.Effect<never, LogicError> =>
-  Effect.logError(`embedded logic: ${operation} failed`, Cause.die(error)).pipe(
-    Effect.zipRight(Effect.fail(logicError("internal", `${operation} failed: storage error`)))
-  )
-
-/** Runs synchronous SQLite work; any exception becomes an `internal` LogicError, never a defect. */
-const attempt = <A>(operation: string, f: () => A): Effect.Effect<A, LogicError> =>
-  Effect.suspend(() => {
-    try {
-      return Effect.succeed(f())
-    } catch (error) {
-      return storageFailure(operation, error)
-    }
-  })
-
-const attemptPromise = <A>(operation: string, f: () => Promise<A>): Effect.Effect<A, LogicError> =>
-  Effect.tryPromise({ try: f, catch: (error) => error }).pipe(
-    Effect.catchAll((error) =>
-      Effect.logError(`embedded logic: ${operation} failed`, Cause.die(error)).pipe(
-        Effect.zipRight(Effect.fail(logicError("internal", `${operation} failed`)))
-      )
-    )
-  )
+const NOT_MEMBER = NOT_A_MEMBER
 
 const clampLimit = (requested: bigint, fallback: number, max: number): number =>
   requested <= 0n ? fallback : requested > BigInt(max) ? max : Number(requested)
@@ -205,7 +173,6 @@ const toContact = (row: UserRow): ContactInfo => ({
   nickname: row.nickname,
   avatarUrl: row.avatar_url
 })
-const toUser = (row: UserRow): User => ({ username: row.username, nickname: row.nickname, avatarUrl: row.avatar_url })
 
 const validateOptions = (options: LogicEmbeddedOptions): Effect.Effect<void, EmbeddedLogicError> => {
   const problem = (message: string) => Effect.fail(new EmbeddedLogicError({ reason: "Options", message }))
@@ -283,7 +250,6 @@ export const makeEmbeddedLogic = (
   Effect.gen(function*() {
     yield* validateOptions(options)
     const ttlSeconds = Math.floor(options.tokenTtlSeconds ?? 86_400)
-    const rounds = options.bcryptRounds ?? 10
     const db = yield* openDatabase(options.databasePath)
     const wal = options.databasePath === ":memory:" || options.synchronous === "normal"
       ? noWalSync
@@ -299,6 +265,14 @@ export const makeEmbeddedLogic = (
         new EmbeddedLogicError({ reason: "Secret", message: `cannot load the token secret: ${String(cause)}`, cause })
     }))
     const tokens = makeTokenSigner(secret, ttlSeconds)
+    const passwords = yield* makePasswords({
+      cost: options.bcryptRounds ?? 10,
+      concurrency: options.hashConcurrency ?? 0,
+      queue: options.hashQueue ?? 32
+    })
+    const accounts = yield* makeAccounts({ db, tokens, passwords, durable }).pipe(
+      Effect.mapError((error) => new EmbeddedLogicError({ reason: "Database", message: error.message }))
+    )
 
     const statements = yield* Effect.try({
       try: () => prepareStatements(db),
@@ -307,8 +281,6 @@ export const makeEmbeddedLogic = (
     })
     const {
       userByName,
-      userAuth,
-      insertUser,
       joinSession,
       sessionById,
       insertSession,
@@ -335,10 +307,6 @@ export const makeEmbeddedLogic = (
     } = statements
 
     const snowflake = makeSnowflake(options.workerId ?? 0, (maxMsgId.get() as bigint | null) ?? 0n)
-    // Compared against when the user does not exist, so both refusals take the same time.
-    const decoyHash = yield* Effect.cached(
-      attemptPromise("login", () => bcrypt.hash(randomBytes(16).toString("hex"), rounds))
-    )
 
     const sessionNameFor = (viewer: string, sessionId: string, type: number, storedName: string): string =>
       type === SessionType.Direct ? (otherMember.get(sessionId, viewer)?.nickname ?? storedName) : storedName
@@ -421,12 +389,6 @@ export const makeEmbeddedLogic = (
         return { _tag: "Created", sessionId, posted: postTx(post) }
       }
     )
-
-    const registerTx = db.transaction((username: string, hash: string, nickname: string, nowMs: number) => {
-      if (insertUser.run(username, hash, nickname, nowMs).changes === 0) return false
-      joinSession.run(username, nowMs, ROOM_SESSION_ID)
-      return true
-    })
 
     const presenceTx = db.transaction((batch: PresenceBatch) => {
       for (const event of batch.offlineBatch) presenceDown.run(event.username, batch.gatewayId)
@@ -536,46 +498,6 @@ export const makeEmbeddedLogic = (
     }
 
     // --- the port -------------------------------------------------------------------------
-
-    const issue = (user: UserRow) =>
-      Effect.gen(function*() {
-        const nowMs = yield* Clock.currentTimeMillis
-        const accessToken = yield* attemptPromise("token signing", () => tokens.sign(user.username, nowMs))
-        return { accessToken, user: toUser(user) }
-      })
-
-    const register: LogicShape["register"] = Effect.fn("LogicEmbedded.register")(function*(input) {
-      const username = yield* fromChecked(checkUsername(input.username))
-      yield* fromChecked(checkPassword(input.password))
-      const nickname = yield* fromChecked(checkNickname(input.nickname, username))
-      const taken = logicError("already_exists", `username "${username}" is already taken`)
-      if ((yield* attempt("register", () => userByName.get(username))) !== undefined) return yield* taken
-      const hash = yield* attemptPromise("password hashing", () => bcrypt.hash(input.password, rounds))
-      const nowMs = yield* Clock.currentTimeMillis
-      const created = yield* attempt("register", () => registerTx.immediate(username, hash, nickname, nowMs))
-      yield* durable
-      if (!created) return yield* taken
-      return yield* issue({ username, nickname, avatar_url: "" })
-    })
-
-    const login: LogicShape["login"] = Effect.fn("LogicEmbedded.login")(function*(input) {
-      const username = input.username.trim()
-      const row = yield* attempt("login", () => userAuth.get(username))
-      const hash = row?.password_hash ?? (yield* decoyHash)
-      const matches = yield* attemptPromise("password check", () => bcrypt.compare(input.password, hash))
-      if (row === undefined || !matches) return yield* Effect.fail(logicError("unauthenticated", BAD_CREDENTIALS))
-      return yield* issue(row)
-    })
-
-    const validateToken: LogicShape["validateToken"] = Effect.fn("LogicEmbedded.validateToken", { captureStackTrace: false })(function*(token) {
-      const nowMs = yield* Clock.currentTimeMillis
-      const check = yield* attemptPromise("token check", () => tokens.verify(token, nowMs))
-      if (check._tag === "Expired") return yield* Effect.fail(logicError("unauthenticated", "access token expired"))
-      if (check._tag === "Invalid") return yield* Effect.fail(logicError("unauthenticated", "invalid access token"))
-      const row = yield* attempt("validateToken", () => userByName.get(check.username))
-      if (row === undefined) return yield* Effect.fail(logicError("unauthenticated", "user no longer exists"))
-      return toUser(row)
-    })
 
     // No span of its own: it runs under the Dispatcher's chat span, and this is the hot path.
     const sendMessage = (chat: ChatRequest, origin?: ChatOrigin) => Effect.gen(function*() {
@@ -725,9 +647,7 @@ export const makeEmbeddedLogic = (
       attempt("forgetGateway", () => dropGateway.run(gatewayId).changes)
 
     return {
-      login,
-      register,
-      validateToken,
+      ...accounts,
       sendMessage,
       syncStatus,
       getSessionList,
@@ -766,12 +686,6 @@ const MESSAGE_COLUMNS = "m.session_id, m.seq_id, m.msg_id, m.from_username, m.to
 
 const prepareStatements = (db: Database.Database) => ({
   userByName: db.prepare<[string], UserRow>("SELECT username, nickname, avatar_url FROM users WHERE username = ?"),
-  userAuth: db.prepare<[string], UserAuthRow>(
-    "SELECT username, nickname, avatar_url, password_hash FROM users WHERE username = ?"
-  ),
-  insertUser: db.prepare<[string, string, string, number], void>(
-    "INSERT OR IGNORE INTO users (username, password_hash, nickname, created_at) VALUES (?, ?, ?, ?)"
-  ),
   // A new member starts with everything already in the session marked read.
   joinSession: db.prepare<[string, number, string], void>(
     `INSERT OR IGNORE INTO session_members (session_id, username, last_read_seq, joined_at)

@@ -1,7 +1,5 @@
 import type Database from "better-sqlite3"
 
-/** Bump when a migration is added; `migrate` brings older files up to this version. */
-export const SCHEMA_VERSION = 1
 
 export const ROOM_SESSION_ID = "0"
 export const ROOM_NAME = "Resonance Room"
@@ -65,6 +63,22 @@ CREATE TABLE IF NOT EXISTS presence (
 CREATE INDEX IF NOT EXISTS presence_by_gateway ON presence(gateway_id);
 `
 
+/** Logout: the tokens refused until they expire, in the order they were revoked. */
+const V2 = `
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+  cursor     INTEGER PRIMARY KEY AUTOINCREMENT,
+  token_id   TEXT NOT NULL UNIQUE,
+  username   TEXT NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS revoked_tokens_by_expiry ON revoked_tokens(expires_at);
+`
+
+/** Migration n brings a file at version n - 1 to version n; append, never edit. */
+const migrations: ReadonlyArray<string> = [V1, V2]
+
+export const SCHEMA_VERSION = migrations.length
+
 export type MigrationOutcome =
   | { readonly _tag: "Ready"; readonly from: number }
   | { readonly _tag: "TooNew"; readonly found: number }
@@ -74,7 +88,7 @@ export const migrate = (db: Database.Database, nowMs: number): MigrationOutcome 
   const found = Number(db.pragma("user_version", { simple: true }))
   if (found > SCHEMA_VERSION) return { _tag: "TooNew", found }
   db.transaction(() => {
-    db.exec(V1)
+    for (const migration of migrations.slice(found)) db.exec(migration)
     db.prepare(
       `INSERT OR IGNORE INTO sessions (session_id, type, name, created_at, last_active_at) VALUES (?, 2, ?, ?, ?)`
     ).run(ROOM_SESSION_ID, ROOM_NAME, nowMs, nowMs)

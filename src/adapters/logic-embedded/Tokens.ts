@@ -1,13 +1,21 @@
-import { randomBytes, webcrypto } from "node:crypto"
+import { randomBytes, randomUUID, webcrypto } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { errors as joseErrors, jwtVerify, SignJWT } from "jose"
+import { tokenIdOf } from "../../domain/Token.js"
 
 export const TOKEN_ISSUER = "resonance-service"
 export const SECRET_FILE_NAME = "jwt-secret"
 
 export type TokenCheck =
-  | { readonly _tag: "Valid"; readonly username: string }
+  | {
+    readonly _tag: "Valid"
+    readonly username: string
+    /** `tokenIdOf` the token: its jti, or the whole token when it has none. */
+    readonly tokenId: string
+    /** Unix seconds. */
+    readonly expiresAt: number
+  }
   | { readonly _tag: "Expired" }
   | { readonly _tag: "Invalid" }
 
@@ -37,6 +45,8 @@ export const makeTokenSigner = (secret: string, ttlSeconds: number): TokenSigner
         .setIssuer(TOKEN_ISSUER)
         .setIssuedAt(issuedAt)
         .setExpirationTime(issuedAt + ttlSeconds)
+        // Names the token in a revocation (Logout), shorter than the token itself.
+        .setJti(randomUUID())
         .sign(key)
     },
     verify: async (token, nowMs) => {
@@ -47,7 +57,14 @@ export const makeTokenSigner = (secret: string, ttlSeconds: number): TokenSigner
           currentDate: new Date(nowMs),
           requiredClaims: ["sub", "exp"]
         })
-        return payload.sub ? { _tag: "Valid", username: payload.sub } : { _tag: "Invalid" }
+        return payload.sub
+          ? {
+            _tag: "Valid",
+            username: payload.sub,
+            tokenId: tokenIdOf(token),
+            expiresAt: payload.exp!
+          }
+          : { _tag: "Invalid" }
       } catch (error) {
         return error instanceof joseErrors.JWTExpired ? { _tag: "Expired" } : { _tag: "Invalid" }
       }

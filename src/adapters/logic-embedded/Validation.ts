@@ -1,4 +1,3 @@
-import bcrypt from "bcryptjs"
 import type { LogicError } from "../../domain/Errors.js"
 import { logicError } from "../../domain/Errors.js"
 
@@ -27,7 +26,7 @@ export const checkUsername = (raw: string): Checked<string> => {
 export const checkPassword = (password: string): Checked<string> => {
   if ([...password].length < PASSWORD_MIN) return invalid(`password must be at least ${PASSWORD_MIN} characters`)
   // bcrypt ignores everything after 72 bytes; refusing is safer than silently truncating.
-  if (bcrypt.truncates(password)) return invalid("password must be at most 72 bytes")
+  if (Buffer.byteLength(password, "utf8") > 72) return invalid("password must be at most 72 bytes")
   return ok(password)
 }
 

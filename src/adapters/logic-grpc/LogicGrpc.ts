@@ -173,6 +173,13 @@ const make = (
         if (!response.valid) return Effect.fail(logicError("unauthenticated", "invalid or expired token"))
         return Effect.succeed(response.user ?? { username: response.username, nickname: "", avatarUrl: "" })
       }),
+    revokeToken: (accessToken) =>
+      Effect.flatMap(invoke("revokeToken", AuthServiceService.revokeToken, { accessToken }), (response) =>
+        response.revocation === undefined
+          ? Effect.fail(logicError("internal", "RevokeToken answered without a revocation"))
+          : Effect.succeed(response.revocation)),
+    listRevocations: (afterCursor, limit) =>
+      invoke("listRevocations", AuthServiceService.listRevocations, { afterCursor, limit }),
     sendMessage: (chat) =>
       Effect.flatMap(
         invoke("sendMessage", ChatServiceService.sendMessage, {

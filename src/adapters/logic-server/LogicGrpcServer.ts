@@ -5,7 +5,7 @@ import type { LogicShape } from "../../application/ports/Logic.js"
 import type { LogicError } from "../../domain/Errors.js"
 import { NOT_A_MEMBER } from "../../domain/Errors.js"
 import { AuthServiceService } from "../../gen/logic/v1/auth.js"
-import type { AuthServiceServer } from "../../gen/logic/v1/auth.js"
+import type { AuthServiceServer, Revocation } from "../../gen/logic/v1/auth.js"
 import { ChatServiceService } from "../../gen/logic/v1/chat.js"
 import type { ChatServiceServer } from "../../gen/logic/v1/chat.js"
 import { PresenceServiceService } from "../../gen/logic/v1/presence.js"
@@ -49,6 +49,16 @@ export const serveLogic = (
             (error) => error.code === "unauthenticated",
             () => Effect.succeed({ valid: false, user: undefined, username: "" })
           ),
+          Effect.mapError(toStatus)
+        )),
+      revokeToken: bridge(AuthServiceService.revokeToken, (request) =>
+        logic.revokeToken(request.accessToken).pipe(
+          Effect.map((revocation) => ({ revocation })),
+          Effect.mapError(toStatus)
+        )),
+      listRevocations: bridge(AuthServiceService.listRevocations, (request) =>
+        logic.listRevocations(request.afterCursor, request.limit).pipe(
+          Effect.map((page) => ({ revocations: page.revocations as Array<Revocation>, nextCursor: page.nextCursor })),
           Effect.mapError(toStatus)
         ))
     }

@@ -15,6 +15,7 @@ import { Readiness } from "../../application/Readiness.js"
 import { CloseCodes } from "../../domain/Connection.js"
 import type { ConnectionInfo } from "../../domain/Connection.js"
 import type { AuthError } from "../../domain/Errors.js"
+import { tokenFromAuthorization } from "../../domain/Token.js"
 import { directAddressing } from "../net/ClientAddress.js"
 import { NodeServer } from "../net/NodeServer.js"
 
@@ -190,12 +191,11 @@ const statusCodeName = (status: number) =>
     ? "resource_exhausted"
     : "unavailable"
 
-const bearerToken = (request: Http.IncomingMessage, url: URL): string | undefined => {
+/** `?token=` as the official client sends it, else the Authorization header. */
+const accessToken = (request: Http.IncomingMessage, url: URL): string | undefined => {
   const fromQuery = url.searchParams.get("token")
   if (fromQuery !== null && fromQuery !== "") return fromQuery
-  const header = request.headers.authorization
-  if (header !== undefined && header.toLowerCase().startsWith("bearer ")) return header.slice(7).trim()
-  return undefined
+  return tokenFromAuthorization(request.headers.authorization)
 }
 
 /**
@@ -275,7 +275,8 @@ export const layer = (options: WebSocketOptions) =>
           username: principal.username,
           remoteAddress: ip,
           connectedAt: Date.now(),
-          expiresAt: principal.expiresAt
+          expiresAt: principal.expiresAt,
+          tokenId: principal.tokenId
         }
         const client = new WsClient(ws, info, span, gateway)
         clients.add(client)
@@ -310,7 +311,7 @@ export const layer = (options: WebSocketOptions) =>
         }
         perIp.set(ip, fromIp + 1)
         pending++
-        const token = bearerToken(request, url)
+        const token = accessToken(request, url)
         runFork(
           authenticator.authenticate(token).pipe(
             Effect.match({

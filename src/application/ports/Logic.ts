@@ -8,6 +8,8 @@ import type {
   InboxPage,
   PresenceBatch,
   PushMessage,
+  Revocation,
+  RevocationPage,
   SendMessageResult,
   SessionInfo,
   User
@@ -51,8 +53,12 @@ export interface ChatOrigin {
 export interface LogicShape {
   readonly login: (input: LoginInput) => Effect.Effect<AuthResult, LogicError>
   readonly register: (input: RegisterInput) => Effect.Effect<AuthResult, LogicError>
-  /** Fails with `unauthenticated` when the token is not valid. */
+  /** Fails with `unauthenticated` when the token is not valid (expired, forged, revoked). */
   readonly validateToken: (accessToken: string) => Effect.Effect<User, LogicError>
+  /** Logout: stores the token's revocation; fails with `unauthenticated` for a token that is not valid. */
+  readonly revokeToken: (accessToken: string) => Effect.Effect<Revocation, LogicError>
+  /** Revocations after `afterCursor` (0: every one not yet expired), oldest first. */
+  readonly listRevocations: (afterCursor: bigint, limit: number) => Effect.Effect<RevocationPage, LogicError>
   /** Fails with the business error (e.g. "not a session member") or an outage. */
   readonly sendMessage: (chat: ChatRequest, origin?: ChatOrigin) => Effect.Effect<SendMessageResult, LogicError>
   readonly syncStatus: (batch: PresenceBatch) => Effect.Effect<void, LogicError>
@@ -79,6 +85,8 @@ export const unavailableLogic: LogicShape = {
   login: down,
   register: down,
   validateToken: down,
+  revokeToken: down,
+  listRevocations: down,
   sendMessage: down,
   syncStatus: down,
   getSessionList: down,

@@ -55,6 +55,36 @@ export interface ValidateTokenResponse {
   username: string;
 }
 
+export interface RevokeTokenRequest {
+  accessToken: string;
+}
+
+export interface RevokeTokenResponse {
+  revocation: Revocation | undefined;
+}
+
+/** A token refused from now on: its `jti` (the whole token when it has none), until it expires. */
+export interface Revocation {
+  /** position in the revocation log, increasing */
+  cursor: bigint;
+  tokenId: string;
+  username: string;
+  /** unix seconds */
+  expiresAt: bigint;
+}
+
+export interface ListRevocationsRequest {
+  /** 0: from the oldest revocation that has not expired */
+  afterCursor: bigint;
+  limit: number;
+}
+
+export interface ListRevocationsResponse {
+  /** ascending cursor */
+  revocations: Revocation[];
+  nextCursor: bigint;
+}
+
 function createBaseLoginRequest(): LoginRequest {
   return { username: "", password: "" };
 }
@@ -593,6 +623,469 @@ export const ValidateTokenResponse: MessageFns<ValidateTokenResponse> = {
   },
 };
 
+function createBaseRevokeTokenRequest(): RevokeTokenRequest {
+  return { accessToken: "" };
+}
+
+export const RevokeTokenRequest: MessageFns<RevokeTokenRequest> = {
+  encode(message: RevokeTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accessToken !== "") {
+      writer.uint32(10).string(message.accessToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeTokenRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeTokenRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accessToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeTokenRequest {
+    return {
+      accessToken: isSet(object.accessToken)
+        ? globalThis.String(object.accessToken)
+        : isSet(object.access_token)
+        ? globalThis.String(object.access_token)
+        : "",
+    };
+  },
+
+  toJSON(message: RevokeTokenRequest): unknown {
+    const obj: any = {};
+    if (message.accessToken !== "") {
+      obj.accessToken = message.accessToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeTokenRequest>): RevokeTokenRequest {
+    return RevokeTokenRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeTokenRequest>): RevokeTokenRequest {
+    const message = createBaseRevokeTokenRequest();
+    message.accessToken = object.accessToken ?? "";
+    return message;
+  },
+};
+
+function createBaseRevokeTokenResponse(): RevokeTokenResponse {
+  return { revocation: undefined };
+}
+
+export const RevokeTokenResponse: MessageFns<RevokeTokenResponse> = {
+  encode(message: RevokeTokenResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.revocation !== undefined) {
+      Revocation.encode(message.revocation, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeTokenResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeTokenResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.revocation = Revocation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeTokenResponse {
+    return { revocation: isSet(object.revocation) ? Revocation.fromJSON(object.revocation) : undefined };
+  },
+
+  toJSON(message: RevokeTokenResponse): unknown {
+    const obj: any = {};
+    if (message.revocation !== undefined) {
+      obj.revocation = Revocation.toJSON(message.revocation);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeTokenResponse>): RevokeTokenResponse {
+    return RevokeTokenResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeTokenResponse>): RevokeTokenResponse {
+    const message = createBaseRevokeTokenResponse();
+    message.revocation = (object.revocation !== undefined && object.revocation !== null)
+      ? Revocation.fromPartial(object.revocation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRevocation(): Revocation {
+  return { cursor: 0n, tokenId: "", username: "", expiresAt: 0n };
+}
+
+export const Revocation: MessageFns<Revocation> = {
+  encode(message: Revocation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cursor !== 0n) {
+      if (BigInt.asIntN(64, message.cursor) !== message.cursor) {
+        throw new globalThis.Error("value provided for field message.cursor of type int64 too large");
+      }
+      writer.uint32(8).int64(message.cursor);
+    }
+    if (message.tokenId !== "") {
+      writer.uint32(18).string(message.tokenId);
+    }
+    if (message.username !== "") {
+      writer.uint32(26).string(message.username);
+    }
+    if (message.expiresAt !== 0n) {
+      if (BigInt.asIntN(64, message.expiresAt) !== message.expiresAt) {
+        throw new globalThis.Error("value provided for field message.expiresAt of type int64 too large");
+      }
+      writer.uint32(32).int64(message.expiresAt);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Revocation {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevocation();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.cursor = reader.int64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tokenId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.username = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.expiresAt = reader.int64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Revocation {
+    return {
+      cursor: isSet(object.cursor) ? BigInt(object.cursor) : 0n,
+      tokenId: isSet(object.tokenId)
+        ? globalThis.String(object.tokenId)
+        : isSet(object.token_id)
+        ? globalThis.String(object.token_id)
+        : "",
+      username: isSet(object.username) ? globalThis.String(object.username) : "",
+      expiresAt: isSet(object.expiresAt)
+        ? BigInt(object.expiresAt)
+        : isSet(object.expires_at)
+        ? BigInt(object.expires_at)
+        : 0n,
+    };
+  },
+
+  toJSON(message: Revocation): unknown {
+    const obj: any = {};
+    if (message.cursor !== 0n) {
+      obj.cursor = message.cursor.toString();
+    }
+    if (message.tokenId !== "") {
+      obj.tokenId = message.tokenId;
+    }
+    if (message.username !== "") {
+      obj.username = message.username;
+    }
+    if (message.expiresAt !== 0n) {
+      obj.expiresAt = message.expiresAt.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Revocation>): Revocation {
+    return Revocation.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Revocation>): Revocation {
+    const message = createBaseRevocation();
+    message.cursor = (object.cursor !== undefined && object.cursor !== null) ? BigInt(object.cursor) : 0n;
+    message.tokenId = object.tokenId ?? "";
+    message.username = object.username ?? "";
+    message.expiresAt = (object.expiresAt !== undefined && object.expiresAt !== null) ? BigInt(object.expiresAt) : 0n;
+    return message;
+  },
+};
+
+function createBaseListRevocationsRequest(): ListRevocationsRequest {
+  return { afterCursor: 0n, limit: 0 };
+}
+
+export const ListRevocationsRequest: MessageFns<ListRevocationsRequest> = {
+  encode(message: ListRevocationsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.afterCursor !== 0n) {
+      if (BigInt.asIntN(64, message.afterCursor) !== message.afterCursor) {
+        throw new globalThis.Error("value provided for field message.afterCursor of type int64 too large");
+      }
+      writer.uint32(8).int64(message.afterCursor);
+    }
+    if (message.limit !== 0) {
+      writer.uint32(16).int32(message.limit);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListRevocationsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListRevocationsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.afterCursor = reader.int64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.limit = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListRevocationsRequest {
+    return {
+      afterCursor: isSet(object.afterCursor)
+        ? BigInt(object.afterCursor)
+        : isSet(object.after_cursor)
+        ? BigInt(object.after_cursor)
+        : 0n,
+      limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+    };
+  },
+
+  toJSON(message: ListRevocationsRequest): unknown {
+    const obj: any = {};
+    if (message.afterCursor !== 0n) {
+      obj.afterCursor = message.afterCursor.toString();
+    }
+    if (message.limit !== 0) {
+      obj.limit = Math.round(message.limit);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListRevocationsRequest>): ListRevocationsRequest {
+    return ListRevocationsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListRevocationsRequest>): ListRevocationsRequest {
+    const message = createBaseListRevocationsRequest();
+    message.afterCursor = (object.afterCursor !== undefined && object.afterCursor !== null)
+      ? BigInt(object.afterCursor)
+      : 0n;
+    message.limit = object.limit ?? 0;
+    return message;
+  },
+};
+
+function createBaseListRevocationsResponse(): ListRevocationsResponse {
+  return { revocations: [], nextCursor: 0n };
+}
+
+export const ListRevocationsResponse: MessageFns<ListRevocationsResponse> = {
+  encode(message: ListRevocationsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.revocations) {
+      Revocation.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextCursor !== 0n) {
+      if (BigInt.asIntN(64, message.nextCursor) !== message.nextCursor) {
+        throw new globalThis.Error("value provided for field message.nextCursor of type int64 too large");
+      }
+      writer.uint32(16).int64(message.nextCursor);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListRevocationsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListRevocationsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.revocations.push(Revocation.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.nextCursor = reader.int64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListRevocationsResponse {
+    return {
+      revocations: globalThis.Array.isArray(object?.revocations)
+        ? object.revocations.map((e: any) => Revocation.fromJSON(e))
+        : [],
+      nextCursor: isSet(object.nextCursor)
+        ? BigInt(object.nextCursor)
+        : isSet(object.next_cursor)
+        ? BigInt(object.next_cursor)
+        : 0n,
+    };
+  },
+
+  toJSON(message: ListRevocationsResponse): unknown {
+    const obj: any = {};
+    if (message.revocations?.length) {
+      obj.revocations = message.revocations.map((e) => Revocation.toJSON(e));
+    }
+    if (message.nextCursor !== 0n) {
+      obj.nextCursor = message.nextCursor.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListRevocationsResponse>): ListRevocationsResponse {
+    return ListRevocationsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListRevocationsResponse>): ListRevocationsResponse {
+    const message = createBaseListRevocationsResponse();
+    message.revocations = object.revocations?.map((e) => Revocation.fromPartial(e)) || [];
+    message.nextCursor = (object.nextCursor !== undefined && object.nextCursor !== null)
+      ? BigInt(object.nextCursor)
+      : 0n;
+    return message;
+  },
+};
+
 export type AuthServiceService = typeof AuthServiceService;
 export const AuthServiceService = {
   login: {
@@ -623,12 +1116,42 @@ export const AuthServiceService = {
       Buffer.from(ValidateTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ValidateTokenResponse => ValidateTokenResponse.decode(value),
   },
+  /**
+   * Additions of this gateway (a Logic without them answers UNIMPLEMENTED): logout stored by
+   * Logic, and the revocations every gateway follows to close the sockets opened with them.
+   */
+  revokeToken: {
+    path: "/resonance.logic.v1.AuthService/RevokeToken" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RevokeTokenRequest): Buffer => Buffer.from(RevokeTokenRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RevokeTokenRequest => RevokeTokenRequest.decode(value),
+    responseSerialize: (value: RevokeTokenResponse): Buffer => Buffer.from(RevokeTokenResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RevokeTokenResponse => RevokeTokenResponse.decode(value),
+  },
+  listRevocations: {
+    path: "/resonance.logic.v1.AuthService/ListRevocations" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListRevocationsRequest): Buffer =>
+      Buffer.from(ListRevocationsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListRevocationsRequest => ListRevocationsRequest.decode(value),
+    responseSerialize: (value: ListRevocationsResponse): Buffer =>
+      Buffer.from(ListRevocationsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListRevocationsResponse => ListRevocationsResponse.decode(value),
+  },
 } as const;
 
 export interface AuthServiceServer extends UntypedServiceImplementation {
   login: handleUnaryCall<LoginRequest, LoginResponse>;
   register: handleUnaryCall<RegisterRequest, RegisterResponse>;
   validateToken: handleUnaryCall<ValidateTokenRequest, ValidateTokenResponse>;
+  /**
+   * Additions of this gateway (a Logic without them answers UNIMPLEMENTED): logout stored by
+   * Logic, and the revocations every gateway follows to close the sockets opened with them.
+   */
+  revokeToken: handleUnaryCall<RevokeTokenRequest, RevokeTokenResponse>;
+  listRevocations: handleUnaryCall<ListRevocationsRequest, ListRevocationsResponse>;
 }
 
 export interface AuthServiceClient extends Client {
@@ -676,6 +1199,40 @@ export interface AuthServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ValidateTokenResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Additions of this gateway (a Logic without them answers UNIMPLEMENTED): logout stored by
+   * Logic, and the revocations every gateway follows to close the sockets opened with them.
+   */
+  revokeToken(
+    request: RevokeTokenRequest,
+    callback: (error: ServiceError | null, response: RevokeTokenResponse) => void,
+  ): ClientUnaryCall;
+  revokeToken(
+    request: RevokeTokenRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RevokeTokenResponse) => void,
+  ): ClientUnaryCall;
+  revokeToken(
+    request: RevokeTokenRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RevokeTokenResponse) => void,
+  ): ClientUnaryCall;
+  listRevocations(
+    request: ListRevocationsRequest,
+    callback: (error: ServiceError | null, response: ListRevocationsResponse) => void,
+  ): ClientUnaryCall;
+  listRevocations(
+    request: ListRevocationsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListRevocationsResponse) => void,
+  ): ClientUnaryCall;
+  listRevocations(
+    request: ListRevocationsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListRevocationsResponse) => void,
   ): ClientUnaryCall;
 }
 
