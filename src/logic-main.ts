@@ -28,7 +28,11 @@ const program = Effect.gen(function*() {
       databasePath: config.embedded.databasePath,
       synchronous: config.embedded.synchronous,
       secretKey: config.auth.secretKey,
-      tokenTtlSeconds: Duration.toSeconds(config.auth.tokenTtl)
+      tokenTtlSeconds: Duration.toSeconds(config.auth.tokenTtl),
+      bcryptRounds: config.auth.bcryptCost,
+      hashConcurrency: config.auth.hashConcurrency,
+      hashQueue: config.auth.hashQueue,
+      maxContentBytes: config.limits.maxMessageBytes
     },
     port: config.service.grpcPort,
     host: config.service.grpcHost,

@@ -61,7 +61,11 @@ const logicLayer = (
       databasePath: config.embedded.databasePath,
       synchronous: config.embedded.synchronous,
       secretKey: config.auth.secretKey,
-      tokenTtlSeconds: Duration.toSeconds(config.auth.tokenTtl)
+      tokenTtlSeconds: Duration.toSeconds(config.auth.tokenTtl),
+      bcryptRounds: config.auth.bcryptCost,
+      hashConcurrency: config.auth.hashConcurrency,
+      hashQueue: config.auth.hashQueue,
+      maxContentBytes: config.limits.maxMessageBytes
     })
 
 /** In cluster mode the registration comes first (it names the gateway) and is revoked by the drain gate. */
@@ -139,7 +143,13 @@ export const gatewayLayer = (config: GatewayConfig, addressing: ClientAddressing
       // The gRPC adapter bounds each call by logic.timeout itself; this is the outer guard.
       chatTimeout: isCluster(config) ? Duration.sum(config.logic.timeout, Duration.seconds(1)) : Duration.zero,
       messagesPerSecond: config.limits.messagesPerSecond,
-      messageBurst: config.limits.messageBurst > 0 ? config.limits.messageBurst : undefined
+      messageBurst: config.limits.messageBurst,
+      pulsesPerSecond: config.limits.pulsesPerSecond,
+      pulseBurst: config.limits.pulseBurst,
+      acksPerSecond: config.limits.acksPerSecond,
+      ackBurst: config.limits.ackBurst,
+      maxContentBytes: config.limits.maxMessageBytes,
+      maxPendingBytes: config.ws.maxPendingBytes
     }),
     // A Logic across the network is worth a short cache of valid tokens, and other gateways revoke
     // tokens there; the embedded Logic is cheap and only this gateway revokes its tokens.

@@ -7,6 +7,9 @@ export interface LiveConnection {
   /** Queues a frame; false when the connection is closed or the client is too far behind. */
   readonly send: (frame: Uint8Array) => boolean
   readonly close: (code: number, reason: string) => void
+  /** Stops reading the client's frames (back-pressure) until `resumeReads`. */
+  readonly pauseReads: () => void
+  readonly resumeReads: () => void
 }
 
 /**

@@ -5,8 +5,9 @@ import type { LogicError } from "../domain/Errors.js"
 import type { ChatRequest, SendMessageResult } from "../domain/Model.js"
 import type { Packet } from "../domain/Packet.js"
 import { ackPacket, classifyInbound, errorAck } from "../domain/Packet.js"
-import type { TokenBucket } from "../domain/RateLimit.js"
-import { newBucket, tryTake } from "../domain/RateLimit.js"
+import type { ChatRules } from "../domain/Packet.js"
+import type { KeyedRateLimiter, TokenBucket } from "../domain/RateLimit.js"
+import { makeKeyedRateLimiter, newBucket, tryTake } from "../domain/RateLimit.js"
 import type { LiveConnection } from "./ConnectionHub.js"
 import { ConnectionHub } from "./ConnectionHub.js"
 import type { FrameCodecShape } from "./ports/FrameCodec.js"
@@ -18,18 +19,28 @@ import { Metrics } from "./ports/Metrics.js"
 import { PresenceBatcher } from "./PresenceBatcher.js"
 
 export interface DispatcherOptions {
-  /** Frames of one connection waiting behind a chat in flight; past this, frames are refused. */
+  /** Frames of one connection waiting behind a chat in flight past which its reads pause. */
   readonly maxPendingFrames?: number
+  /** Bytes of frames waiting behind a chat in flight past which its reads pause. */
+  readonly maxPendingBytes?: number
   /**
    * Deadline of one Logic.sendMessage call, after which the chat is acked with an error; zero
    * leaves it to the Logic adapter (an in-process Logic, or a gRPC one with its own deadline).
    */
   readonly chatTimeout?: Duration.DurationInput
-  /** Chat frames per second per connection (0 = unlimited) and the burst allowed above it. */
+  /** Chat frames per second per user, all devices together (0 = unlimited), and the burst above it. */
   readonly messagesPerSecond?: number
   readonly messageBurst?: number
-  /** Rate-limited frames in a row after which the connection is closed. */
+  /** Pulses and other control frames per second per connection (0 = unlimited), and the burst. */
+  readonly pulsesPerSecond?: number
+  readonly pulseBurst?: number
+  /** Delivery acks per second per connection (0 = unlimited), and the burst. */
+  readonly acksPerSecond?: number
+  readonly ackBurst?: number
+  /** Limited frames in a row after which the connection is closed with 4008. */
   readonly maxRateViolations?: number
+  /** Largest chat content, in UTF-8 bytes. */
+  readonly maxContentBytes?: number
 }
 
 export interface ConnectionStats {
@@ -64,6 +75,17 @@ export interface DispatcherShape {
   readonly attach: (connection: LiveConnection) => Effect.Effect<ConnectionHandle, never, Scope.Scope>
 }
 
+/** A per-connection token bucket's parameters; `perSecond` 0 means unlimited. */
+interface Rate {
+  readonly perSecond: number
+  readonly burst: number
+}
+
+const rateOf = (perSecond: number | undefined, burst: number | undefined, fallback: number): Rate => {
+  const rate = perSecond ?? fallback
+  return { perSecond: rate, burst: burst !== undefined && burst > 0 ? burst : Math.max(1, rate * 2) }
+}
+
 /** What every connection shares: built once per Dispatcher. */
 interface Shared {
   readonly codec: FrameCodecShape
@@ -71,11 +93,15 @@ interface Shared {
   readonly metrics: MetricsShape
   readonly clock: Clock.Clock
   readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
-  readonly maxPending: number
+  readonly maxPendingFrames: number
+  readonly maxPendingBytes: number
   readonly chatTimeout: Duration.Duration
-  readonly rate: number
-  readonly burst: number
+  /** Per user; undefined when chats are not limited. */
+  readonly chatLimiter: KeyedRateLimiter | undefined
+  readonly pulse: Rate
+  readonly ack: Rate
   readonly maxViolations: number
+  readonly rules: ChatRules
   /** Unregisters a connection that closed. */
   readonly closed: (connection: LiveConnection) => void
 }
@@ -90,11 +116,15 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
   deliveriesConfirmed = 0
   lastConfirmedMsgId = 0n
   private pending: Array<Packet> | undefined = undefined
+  private pendingSizes: Array<number> | undefined = undefined
+  private pendingBytes = 0
+  private paused = false
   private inFlight = false
   private active = true
   private accepting = true
   private violations = 0
-  private bucket: TokenBucket | undefined = undefined
+  private pulseBucket: TokenBucket | undefined = undefined
+  private ackBucket: TokenBucket | undefined = undefined
 
   constructor(
     readonly connection: LiveConnection,
@@ -112,28 +142,19 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
     if (isFault(decoded)) {
       if (decoded._tag === "Malformed") {
         this.connection.close(CloseCodes.InvalidPayload, "malformed frame: not a WsPacket")
-      } else if (decoded.seq !== "") {
+      } else if (decoded.seq !== "" && this.admitControl()) {
         this.reply(errorAck(decoded.seq, "unknown packet type"))
-      } else {
+      } else if (decoded.seq === "") {
         this.connection.close(CloseCodes.UnsupportedData, "unknown packet type")
       }
       return
     }
-    if (
-      this.shared.rate > 0 && decoded.payload?.$case === "chat" &&
-      !this.admitChat(decoded.seq, decoded.payload.value.sessionId)
-    ) return
+    if (!this.admit(decoded)) return
+    this.received++
     if (this.inFlight) {
-      const pending = this.pending ??= []
-      if (pending.length >= this.shared.maxPending) {
-        this.reply(errorAck(decoded.seq, "too many pending frames"))
-        return
-      }
-      this.received++
-      pending.push(decoded)
+      this.enqueue(decoded, frame.byteLength)
       return
     }
-    this.received++
     this.handle(decoded)
   }
 
@@ -153,22 +174,74 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
     this.active = false
     this.accepting = false
     this.pending = undefined
+    this.pendingSizes = undefined
     this.shared.closed(this.connection)
   }
 
-  private admitChat(seq: string, sessionId: string): boolean {
+  /**
+   * Every frame takes a token: chats from the user's bucket (all devices share it), acks and
+   * control frames (pulses, refused types) from this connection's. A refused frame is not handled;
+   * a run of them closes the connection.
+   */
+  private admit(packet: Packet): boolean {
     const { shared } = this
-    const now = shared.clock.unsafeCurrentTimeMillis()
-    if (tryTake(this.bucket ??= newBucket(shared.burst, now), shared.rate, shared.burst, now)) {
+    const kind = packet.payload?.$case
+    if (kind === "chat") {
+      const limiter = shared.chatLimiter
+      if (limiter === undefined || limiter.take(this.connection.info.username, shared.clock.unsafeCurrentTimeMillis()) === 0) {
+        this.violations = 0
+        return true
+      }
+      if (this.violate()) this.reply(errorAck(packet.seq, "rate limited: too many messages", packet.payload!.value.sessionId))
+      return false
+    }
+    if (kind === "ack") {
+      if (this.take(shared.ack, (this.ackBucket ??= newBucket(shared.ack.burst, shared.clock.unsafeCurrentTimeMillis())))) return true
+      this.violate()
+      return false
+    }
+    return this.admitControl()
+  }
+
+  private admitControl(): boolean {
+    const { pulse, clock } = this.shared
+    if (this.take(pulse, (this.pulseBucket ??= newBucket(pulse.burst, clock.unsafeCurrentTimeMillis())))) return true
+    this.violate()
+    return false
+  }
+
+  private take(rate: Rate, bucket: TokenBucket): boolean {
+    if (rate.perSecond <= 0 || tryTake(bucket, rate.perSecond, rate.burst, this.shared.clock.unsafeCurrentTimeMillis())) {
       this.violations = 0
       return true
     }
-    if (++this.violations >= shared.maxViolations) {
-      this.connection.close(CloseCodes.RateLimited, "too many messages")
-    } else {
-      this.reply(errorAck(seq, "rate limited: too many messages", sessionId))
-    }
     return false
+  }
+
+  /** Counts a refused frame; false (and the connection closed) once there were too many in a row. */
+  private violate(): boolean {
+    if (++this.violations < this.shared.maxViolations) return true
+    this.connection.close(CloseCodes.RateLimited, "too many messages")
+    return false
+  }
+
+  /** Queues a frame behind the chat in flight; past the budget the socket stops being read. */
+  private enqueue(packet: Packet, bytes: number): void {
+    const { maxPendingBytes, maxPendingFrames } = this.shared
+    const pending = (this.pending ??= [])
+    const sizes = (this.pendingSizes ??= [])
+    // Reads pause well before this; only frames the socket had already buffered can get here.
+    if (pending.length > 0 && this.pendingBytes + bytes > maxPendingBytes * 4) {
+      this.reply(errorAck(packet.seq, "too many pending frames"))
+      return
+    }
+    pending.push(packet)
+    sizes.push(bytes)
+    this.pendingBytes += bytes
+    if (!this.paused && (this.pendingBytes >= maxPendingBytes || pending.length >= maxPendingFrames)) {
+      this.paused = true
+      this.connection.pauseReads()
+    }
   }
 
   private reply(packet: Packet): boolean {
@@ -176,9 +249,9 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
   }
 
   private handle(packet: Packet): void {
-    const { metrics, clock } = this.shared
+    const { metrics, clock, rules } = this.shared
     const now = BigInt(Math.floor(clock.unsafeCurrentTimeMillis() / 1000))
-    const decision = classifyInbound(packet, this.connection.info.username, now)
+    const decision = classifyInbound(packet, this.connection.info.username, now, rules)
     switch (decision._tag) {
       case "ReplyPulse":
         metrics.pulse()
@@ -202,7 +275,17 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
   private settled(): void {
     this.inFlight = false
     const pending = this.pending
-    while (!this.inFlight && pending !== undefined && pending.length > 0) this.handle(pending.shift()!)
+    const sizes = this.pendingSizes
+    if (pending === undefined || sizes === undefined) return
+    while (!this.inFlight && pending.length > 0) {
+      this.pendingBytes -= sizes.shift()!
+      this.handle(pending.shift()!)
+    }
+    const { maxPendingBytes, maxPendingFrames } = this.shared
+    if (this.paused && this.active && this.pendingBytes < maxPendingBytes / 2 && pending.length < maxPendingFrames / 2) {
+      this.paused = false
+      this.connection.resumeReads()
+    }
   }
 
   private forward(seq: string, chat: ChatRequest): Effect.Effect<void> {
@@ -277,6 +360,7 @@ export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, 
         const presence = yield* PresenceBatcher
         const runtime = yield* Effect.runtime<never>()
         const rate = options.messagesPerSecond ?? 0
+        const chatBurst = options.messageBurst !== undefined && options.messageBurst > 0 ? options.messageBurst : Math.max(1, rate * 2)
         // The ticker sleeps on a latch while no connection carries an expiry.
         const hasEntries = yield* Effect.makeLatch(false)
         const expiry = new ExpiryWheel(() => hasEntries.unsafeOpen())
@@ -287,11 +371,14 @@ export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, 
           metrics,
           clock: yield* Effect.clock,
           runFork: Runtime.runFork(runtime),
-          maxPending: options.maxPendingFrames ?? 64,
+          maxPendingFrames: options.maxPendingFrames ?? 64,
+          maxPendingBytes: options.maxPendingBytes ?? 256 * 1024,
           chatTimeout: Duration.decode(options.chatTimeout ?? "5 seconds"),
-          rate,
-          burst: options.messageBurst ?? Math.max(1, rate * 2),
+          chatLimiter: rate > 0 ? makeKeyedRateLimiter({ ratePerSecond: rate, burst: chatBurst }) : undefined,
+          pulse: rateOf(options.pulsesPerSecond, options.pulseBurst, 0),
+          ack: rateOf(options.acksPerSecond, options.ackBurst, 0),
           maxViolations: options.maxRateViolations ?? 20,
+          rules: { maxContentBytes: options.maxContentBytes ?? 64 * 1024 },
           closed: (connection) => {
             const { info } = connection
             if (info.expiresAt !== undefined) expiry.remove(connection, info.expiresAt)

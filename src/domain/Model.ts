@@ -14,6 +14,13 @@ export const SessionType = { Direct: 1, Group: 2, System: 3 } as const
 export const MessageTypes = ["text", "image", "file", "system", "audio", "video"] as const
 export type MessageType = (typeof MessageTypes)[number]
 
+const messageTypes: ReadonlySet<string> = new Set(MessageTypes)
+
+/** A chat's type as stored: "" (left out) is "text". */
+export const messageTypeOf = (type: string): string => (type === "" ? "text" : type)
+
+export const isMessageType = (type: string): type is MessageType => messageTypes.has(type)
+
 export interface SessionMeta {
   readonly name: string
   readonly type: number

@@ -1,4 +1,5 @@
 import type { AckBody, ChatRequest, PushMessage } from "./Model.js"
+import { isMessageType, messageTypeOf } from "./Model.js"
 
 /** One WebSocket frame, decoded. `payload` is undefined when the frame carried no known payload. */
 export interface Packet {
@@ -35,17 +36,23 @@ export type Inbound =
   | { readonly _tag: "RecordDelivery"; readonly msgId: bigint; readonly ack: AckBody }
   | { readonly _tag: "Reject"; readonly reply: Packet }
 
+/** What a client may put in a chat. */
+export interface ChatRules {
+  /** Largest content, in UTF-8 bytes. */
+  readonly maxContentBytes: number
+}
+
 /**
  * Decides how a client frame is answered. The sender of a chat is always the authenticated
- * user and a missing timestamp is filled with `nowSeconds`.
+ * user, and its timestamp the server's clock: neither is the client's to choose.
  */
-export const classifyInbound = (packet: Packet, username: string, nowSeconds: bigint): Inbound => {
+export const classifyInbound = (packet: Packet, username: string, nowSeconds: bigint, rules: ChatRules): Inbound => {
   const payload = packet.payload
   switch (payload?.$case) {
     case "pulse":
       return { _tag: "ReplyPulse", reply: pulsePacket(packet.seq) }
     case "chat": {
-      const problem = validateChat(payload.value)
+      const problem = validateChat(payload.value, rules)
       if (problem !== undefined) return { _tag: "Reject", reply: errorAck(packet.seq, problem, payload.value.sessionId) }
       const chat = payload.value
       return {
@@ -56,8 +63,8 @@ export const classifyInbound = (packet: Packet, username: string, nowSeconds: bi
           fromUsername: username,
           toUsername: chat.toUsername,
           content: chat.content,
-          type: chat.type === "" ? "text" : chat.type,
-          timestamp: chat.timestamp === 0n ? nowSeconds : chat.timestamp
+          type: messageTypeOf(chat.type),
+          timestamp: nowSeconds
         }
       }
     }
@@ -70,13 +77,32 @@ export const classifyInbound = (packet: Packet, username: string, nowSeconds: bi
   }
 }
 
-const allowedTypes: ReadonlySet<string> = new Set(["", "text", "image", "file", "system", "audio", "video"])
+/** Whether `text` takes more than `max` bytes in UTF-8, without encoding it. */
+export const exceedsUtf8 = (text: string, max: number): boolean => {
+  if (text.length > max) return true
+  if (text.length * 3 <= max) return false
+  let bytes = 0
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i)
+    if (code < 0x80) bytes += 1
+    else if (code < 0x800) bytes += 2
+    // A surrogate pair is one 4-byte character: 2 + 2 over its two halves.
+    else if (code >= 0xd800 && code <= 0xdfff) bytes += 2
+    else bytes += 3
+    if (bytes > max) return true
+  }
+  return false
+}
 
-export const validateChat = (chat: ChatRequest): string | undefined => {
-  if (chat.sessionId === "") return "session_id is required"
+/** The first rule a client's chat breaks, as the message of its error ack. */
+export const validateChat = (chat: ChatRequest, rules: ChatRules): string | undefined => {
+  // A direct chat may name the other user instead of the session (`single:<x>:<y>` is derived).
+  if (chat.sessionId === "" && chat.toUsername === "") return "session_id or to_username is required"
   if (chat.content === "") return "content is required"
-  if (!allowedTypes.has(chat.type)) return `unknown message type "${chat.type}"`
-  if (chat.type === "system") return "clients may not send system messages"
+  if (exceedsUtf8(chat.content, rules.maxContentBytes)) return `content is larger than ${rules.maxContentBytes} bytes`
+  const type = messageTypeOf(chat.type)
+  if (!isMessageType(type)) return `unknown message type "${chat.type}"`
+  if (type === "system") return "clients may not send system messages"
   return undefined
 }
 

@@ -208,33 +208,106 @@ describe("Dispatcher", () => {
       expect(conn.frames).toHaveLength(0)
     }).pipe(withCore({})))
 
-  it.scoped("refuses frames beyond the pending limit with an error ack", () =>
-    Effect.gen(function*() {
+  it.scoped("pauses the socket's reads instead of queuing past the pending-frame budget, and resumes once drained", () => {
+    let release: Deferred.Deferred<void> | undefined
+    return Effect.gen(function*() {
+      release = yield* Deferred.make<void>()
       const dispatcher = yield* Dispatcher
       const conn = fakeConnection("alice")
       const handle = yield* dispatcher.attach(conn)
-      for (let i = 0; i < 6; i++) handle.receive(chatFrame(`f${i}`))
-      const refused = acks(conn.packets()).filter((a) => a.error === "too many pending frames")
-      expect(refused.length).toBeGreaterThanOrEqual(3)
-    }).pipe(withCore({ dispatcher: { maxPendingFrames: 2 }, logic: { sendMessage: () => Effect.never } })))
-
-  it.scoped("rate-limits chat frames per connection and disconnects persistent abuse", () =>
-    Effect.gen(function*() {
-      const dispatcher = yield* Dispatcher
-      const conn = fakeConnection("alice")
-      const handle = yield* dispatcher.attach(conn)
-      for (let i = 0; i < 4; i++) handle.receive(chatFrame(`r${i}`))
+      handle.receive(chatFrame("in-flight"))
       yield* settle
-      expect(acks(conn.packets()).filter((a) => a.error.startsWith("rate limited"))).toHaveLength(2)
-      expect(conn.closes).toHaveLength(0)
-      for (let i = 0; i < 3; i++) handle.receive(chatFrame(`x${i}`))
-      expect(conn.closes[0]?.code).toBe(CloseCodes.RateLimited)
+      handle.receive(pulseFrame("q1"))
+      expect(conn.paused).toBe(false)
+      handle.receive(pulseFrame("q2"))
+      expect(conn.paused).toBe(true)
+      expect(acks(conn.packets())).toEqual([])
+      yield* Deferred.succeed(release, undefined)
+      yield* settle
+      expect(conn.packets().map((p) => p.seq)).toEqual(["in-flight", "q1", "q2"])
+      expect(conn.paused).toBe(false)
+      expect(conn.pauses).toBe(1)
     }).pipe(
       withCore({
-        dispatcher: { messagesPerSecond: 1, messageBurst: 2, maxRateViolations: 5 },
+        dispatcher: { maxPendingFrames: 2, pulsesPerSecond: 0 },
+        logic: { sendMessage: () => Effect.as(Deferred.await(release!), { msgId: 1n, seqId: 1n }) }
+      })
+    )
+  })
+
+  it.scoped("counts the bytes waiting behind a chat: a few large frames pause the reads; far past it frames are refused", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      handle.receive(chatFrame("in-flight"))
+      yield* settle
+      const big = (seq: string) => chatFrame(seq, { content: "x".repeat(600) })
+      handle.receive(big("b1"))
+      expect(conn.paused).toBe(false)
+      handle.receive(big("b2"))
+      expect(conn.paused).toBe(true)
+      // Frames the socket had already read keep coming for a while: queued up to 4x the budget.
+      for (let i = 3; i <= 8; i++) handle.receive(big(`b${i}`))
+      const refused = acks(conn.packets()).filter((a) => a.error === "too many pending frames").map((a) => a.seq)
+      expect(refused).toEqual(["b7", "b8"])
+    }).pipe(
+      withCore({
+        dispatcher: { maxPendingBytes: 1_000, messagesPerSecond: 0 },
+        logic: { sendMessage: () => Effect.never }
+      })
+    ))
+
+  it.scoped("rate-limits chats per user across all devices and disconnects persistent abuse", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const devices = Array.from({ length: 20 }, () => fakeConnection("alice"))
+      const handles = yield* Effect.forEach(devices, (device) => dispatcher.attach(device))
+      handles.forEach((handle, i) => handle.receive(chatFrame(`d${i}`)))
+      yield* settle
+      const all = devices.flatMap((device) => acks(device.packets()))
+      expect(all.filter((a) => a.error === "")).toHaveLength(5)
+      expect(all.filter((a) => a.error.startsWith("rate limited"))).toHaveLength(15)
+      // Another user has a bucket of their own.
+      const bob = fakeConnection("bob")
+      const bobHandle = yield* dispatcher.attach(bob)
+      bobHandle.receive(chatFrame("bob-1"))
+      yield* settle
+      expect(acks(bob.packets())).toMatchObject([{ seq: "bob-1", error: "" }])
+      // One device that keeps going past the limit is cut off.
+      for (let i = 0; i < 5; i++) handles[0]!.receive(chatFrame(`x${i}`))
+      expect(devices[0]!.closes[0]?.code).toBe(CloseCodes.RateLimited)
+    }).pipe(
+      withCore({
+        dispatcher: { messagesPerSecond: 1, messageBurst: 5, maxRateViolations: 5 },
         logic: { sendMessage: () => Effect.succeed({ msgId: 1n, seqId: 1n }) }
       })
     ))
+
+  it.scoped("counts pulses too: a burst of 5,000 gets the burst answered and the connection closed", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      for (let i = 0; i < 5_000 && conn.closes.length === 0; i++) handle.receive(pulseFrame(`p${i}`))
+      expect(conn.packets().filter((p) => p.payload?.$case === "pulse")).toHaveLength(10)
+      expect(conn.closes).toEqual([{ code: CloseCodes.RateLimited, reason: "too many messages" }])
+    }).pipe(withCore({ dispatcher: { pulsesPerSecond: 1, pulseBurst: 10, maxRateViolations: 20 } })))
+
+  it.scoped("counts delivery acks: past their budget they are dropped, and a flood closes the connection", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      const ack = (n: number) =>
+        WsPacket.encode({
+          seq: "",
+          payload: { $case: "ack", value: { refSeq: String(n), msgId: 0n, seqId: 0n, sessionId: "", error: "" } }
+        }).finish()
+      for (let i = 1; i <= 1_000 && conn.closes.length === 0; i++) handle.receive(ack(i))
+      expect(handle.stats.deliveriesConfirmed).toBe(50)
+      expect(conn.closes[0]?.code).toBe(CloseCodes.RateLimited)
+    }).pipe(withCore({ dispatcher: { acksPerSecond: 10, ackBurst: 50, maxRateViolations: 20 } })))
 
   it.effect("registers devices in the hub and announces presence for the first and last only", () => {
     const batches: Array<PresenceBatch> = []

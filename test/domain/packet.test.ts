@@ -1,7 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
 import type { ChatRequest } from "../../src/domain/Model.js"
 import type { Packet } from "../../src/domain/Packet.js"
-import { ackPacket, classifyInbound, errorAck, pulsePacket, pushPacket, validateChat } from "../../src/domain/Packet.js"
+import { ackPacket, classifyInbound as classify, errorAck, exceedsUtf8, pulsePacket, pushPacket, validateChat as validate } from "../../src/domain/Packet.js"
+
+const rules = { maxContentBytes: 64 * 1024 }
+const classifyInbound = (packet: Packet, username: string, now: bigint) => classify(packet, username, now, rules)
+const validateChat = (value: ChatRequest) => validate(value, rules)
 
 const chat = (overrides: Partial<ChatRequest> = {}): ChatRequest => ({
   sessionId: "single:a:b",
@@ -27,11 +31,11 @@ describe("classifyInbound", () => {
     if (decision._tag === "ForwardChat") expect(decision.chat.fromUsername).toBe("alice")
   })
 
-  it("fills a missing timestamp with the current time and keeps a given one", () => {
+  it("stamps every chat with the server's time: a client's timestamp is not trusted", () => {
     const filled = classifyInbound(chatPacket("1", chat({ timestamp: 0n })), "alice", 1234n)
-    const kept = classifyInbound(chatPacket("2", chat({ timestamp: 99n })), "alice", 1234n)
+    const future = classifyInbound(chatPacket("2", chat({ timestamp: 4_102_444_800n })), "alice", 1234n)
     expect(filled._tag === "ForwardChat" && filled.chat.timestamp).toBe(1234n)
-    expect(kept._tag === "ForwardChat" && kept.chat.timestamp).toBe(99n)
+    expect(future._tag === "ForwardChat" && future.chat.timestamp).toBe(1234n)
   })
 
   it("defaults an empty type to text", () => {
@@ -39,11 +43,30 @@ describe("classifyInbound", () => {
     expect(decision._tag === "ForwardChat" && decision.chat.type).toBe("text")
   })
 
-  it("rejects a chat without session or content with an error ack echoing seq", () => {
-    const noSession = classifyInbound(chatPacket("9", chat({ sessionId: "" })), "alice", 1n)
-    expect(noSession).toEqual({ _tag: "Reject", reply: errorAck("9", "session_id is required", "") })
+  it("rejects a chat naming neither session nor recipient, or without content, with an error ack echoing seq", () => {
+    const nowhere = classifyInbound(chatPacket("9", chat({ sessionId: "", toUsername: "" })), "alice", 1n)
+    expect(nowhere).toEqual({ _tag: "Reject", reply: errorAck("9", "session_id or to_username is required", "") })
     const noContent = classifyInbound(chatPacket("10", chat({ content: "" })), "alice", 1n)
     expect(noContent._tag).toBe("Reject")
+  })
+
+  it("forwards a direct chat that names only the recipient", () => {
+    const decision = classifyInbound(chatPacket("11", chat({ sessionId: "", toUsername: "bob" })), "alice", 1n)
+    expect(decision._tag === "ForwardChat" && decision.chat.toUsername).toBe("bob")
+  })
+
+  it("refuses content over the limit, counted in UTF-8 bytes", () => {
+    const small = { maxContentBytes: 10 }
+    expect(validate(chat({ content: "0123456789" }), small)).toBeUndefined()
+    expect(validate(chat({ content: "01234567890" }), small)).toBe("content is larger than 10 bytes")
+    // Four 3-byte characters are 12 bytes, two 4-byte emoji 8.
+    expect(validate(chat({ content: "你好世界" }), small)).toBe("content is larger than 10 bytes")
+    expect(validate(chat({ content: "😀😀" }), small)).toBeUndefined()
+    expect(validateChat(chat({ content: "x".repeat(64 * 1024 + 1) }))).toBe("content is larger than 65536 bytes")
+    for (const text of ["abc", "é", "你", "😀", "a😀b你"]) {
+      expect(exceedsUtf8(text, Buffer.byteLength(text) - 1), text).toBe(true)
+      expect(exceedsUtf8(text, Buffer.byteLength(text)), text).toBe(false)
+    }
   })
 
   it("rejects unknown message types and client system messages", () => {

@@ -230,6 +230,38 @@ describe("embedded mode end to end (a real gateway process)", () => {
     expect((await session(gateway.url, "GetSessionList", {}, tokens.revoked!)).status).toBe(401)
   }, 60_000)
 
+  it("abuse limits hold with the defaults: devices, one chat budget per user, content size, frame size, pulses", async () => {
+    const registered = await auth(gateway.url, "Register", { username: "dave", password: "secret-pw" })
+    const token: string = registered.body.accessToken
+    const devices: Array<TestClient> = []
+    for (let i = 0; i < 6; i++) devices.push(await connectClient(wsPort(), { token }))
+    expect((await devices[0]!.closed).code).toBe(4002)
+    const live = devices.slice(1)
+
+    // Five devices, ten chats each at once: one user's budget (burst 20, 10/s), not five.
+    const seqs = live.flatMap((device, d) => Array.from({ length: 10 }, (_, i) => {
+      const seq = `flood-${d}-${i}`
+      device.send(chat(seq, "0", `flood ${d} ${i}`))
+      return { device, seq }
+    }))
+    const results = await Promise.all(seqs.map(({ device, seq }) => ackOf(device, seq)))
+    const accepted = results.filter((ack) => ack.error === "").length
+    expect(accepted).toBeGreaterThanOrEqual(20)
+    expect(accepted).toBeLessThanOrEqual(25)
+    expect(results.filter((ack) => ack.error.startsWith("rate limited")).length).toBe(50 - accepted)
+
+    await sleep(2_100)
+    live[0]!.send(chat("too-long", "0", "x".repeat(100 * 1024)))
+    expect((await ackOf(live[0]!, "too-long")).error).toBe("content is larger than 65536 bytes")
+    live[1]!.send(chat("way-too-long", "0", "x".repeat(1024 * 1024)))
+    expect((await live[1]!.closed).code).toBe(1009)
+
+    for (let i = 0; i < 100; i++) live[2]!.send({ seq: `pulse-${i}`, payload: { $case: "pulse", value: {} } })
+    expect((await live[2]!.closed).code).toBe(4008)
+    expect(live[2]!.packets.filter((p) => p.payload?.$case === "pulse").length).toBe(10)
+    for (const device of live) device.ws.close()
+  }, 30_000)
+
   it("bad input gets precise errors and never a 500", async () => {
     const short = await auth(gateway.url, "Register", { username: "dave", password: "123" })
     expect(short.status).toBe(400)

@@ -42,7 +42,9 @@ const fakeConnection = (username: string, accepts = true) => {
       frames.push(frame)
       return true
     },
-    close: () => {}
+    close: () => {},
+    pauseReads: () => {},
+    resumeReads: () => {}
   }
   return { connection, frames }
 }

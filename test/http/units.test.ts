@@ -3,7 +3,19 @@ import { Either } from "effect"
 import { compileIpSet } from "../../src/adapters/net/IpRules.js"
 import { ConnectError, formatOf, parseJsonObject, timeoutOf } from "../../src/adapters/http/Connect.js"
 import { clientIp, makeClientAddressing } from "../../src/adapters/net/ClientAddress.js"
-import { makeKeyedRateLimiter } from "../../src/adapters/http/RateLimiter.js"
+import { clientKeyOf, makeKeyedRateLimiter } from "../../src/domain/RateLimit.js"
+
+describe("clientKeyOf", () => {
+  it("keys IPv4 by address and IPv6 by its /64, whatever the interface id", () => {
+    expect(clientKeyOf("203.0.113.7")).toBe("203.0.113.7")
+    expect(clientKeyOf("2001:db8:1:2:aaaa:bbbb:cccc:dddd")).toBe("2001:db8:1:2::/64")
+    expect(clientKeyOf("2001:db8:1:2::1")).toBe("2001:db8:1:2::/64")
+    expect(clientKeyOf("2001:db8::1")).toBe("2001:db8:0:0::/64")
+    expect(clientKeyOf("::1")).toBe("0:0:0:0::/64")
+    expect(clientKeyOf("fe80::1:2:3:4")).toBe("fe80:0:0:0::/64")
+    expect(clientKeyOf("2001:db8:1:2:3::")).toBe("2001:db8:1:2::/64")
+  })
+})
 
 describe("KeyedRateLimiter", () => {
   it("allows the burst, then tells how long to wait, then refills", () => {

@@ -21,6 +21,9 @@ import { WsPacket as WsPacketFns } from "../../src/gen/gateway/v1/packet.js"
 export interface FakeConnection extends LiveConnection {
   readonly frames: Array<Uint8Array>
   readonly closes: Array<{ code: number; reason: string }>
+  /** Whether reads are paused now, and how often they were. */
+  paused: boolean
+  pauses: number
   accept: boolean
   packets(): Array<WsPacket>
 }
@@ -52,6 +55,15 @@ export const fakeConnection = (
     },
     close: (code, reason) => {
       closes.push({ code, reason })
+    },
+    paused: false,
+    pauses: 0,
+    pauseReads: () => {
+      connection.paused = true
+      connection.pauses++
+    },
+    resumeReads: () => {
+      connection.paused = false
     },
     packets: () => frames.map((frame) => WsPacketFns.decode(frame))
   }

@@ -30,7 +30,7 @@ import {
 import { makeCors } from "./Cors.js"
 import type { Caller, Procedure } from "./Procedures.js"
 import { makeProcedures } from "./Procedures.js"
-import { makeKeyedRateLimiter } from "./RateLimiter.js"
+import { makeKeyedRateLimiter } from "../../domain/RateLimit.js"
 
 export interface HttpOptions {
   /** Origins allowed by CORS; `["*"]` allows any (the Origin is echoed back). */

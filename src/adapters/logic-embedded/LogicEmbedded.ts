@@ -18,7 +18,8 @@ import type {
   SessionInfo,
   SessionMeta
 } from "../../domain/Model.js"
-import { MessageTypes, SessionType } from "../../domain/Model.js"
+import { messageTypeOf, SessionType } from "../../domain/Model.js"
+import { validateChat } from "../../domain/Packet.js"
 import { makeAccounts } from "./Accounts.js"
 import { makeCheckpointer } from "./Checkpointer.js"
 import { makePasswords } from "./Passwords.js"
@@ -45,6 +46,8 @@ export interface LogicEmbeddedOptions {
   readonly tokenTtlSeconds?: number
   /** bcrypt cost, default 10; tests use 4. */
   readonly bcryptRounds?: number
+  /** Largest chat content in UTF-8 bytes (default 64 KiB). */
+  readonly maxContentBytes?: number
   /** Password hashes at once (0: cores - 1) and waiting for a turn (default 32). */
   readonly hashConcurrency?: number
   readonly hashQueue?: number
@@ -149,7 +152,6 @@ const HISTORY_MAX = 100
 const INBOX_DEFAULT = 100
 const INBOX_MAX = 500
 const SEARCH_LIMIT = 20
-const USER_MESSAGE_TYPES: ReadonlySet<string> = new Set(MessageTypes.filter((type) => type !== "system"))
 
 const NOT_MEMBER = NOT_A_MEMBER
 
@@ -250,6 +252,7 @@ export const makeEmbeddedLogic = (
   Effect.gen(function*() {
     yield* validateOptions(options)
     const ttlSeconds = Math.floor(options.tokenTtlSeconds ?? 86_400)
+    const chatRules = { maxContentBytes: options.maxContentBytes ?? 64 * 1024 }
     const db = yield* openDatabase(options.databasePath)
     const wal = options.databasePath === ":memory:" || options.synchronous === "normal"
       ? noWalSync
@@ -501,25 +504,18 @@ export const makeEmbeddedLogic = (
 
     // No span of its own: it runs under the Dispatcher's chat span, and this is the hot path.
     const sendMessage = (chat: ChatRequest, origin?: ChatOrigin) => Effect.gen(function*() {
-      const type = chat.type === "" ? "text" : chat.type
-      if (!USER_MESSAGE_TYPES.has(type)) {
-        return yield* Effect.fail(logicError("invalid_argument", `unsupported message type "${type}"`))
-      }
-      if (chat.content.length === 0) return yield* Effect.fail(logicError("invalid_argument", "content must not be empty"))
-      let sessionId = chat.sessionId
-      if (sessionId === "") {
-        if (chat.toUsername === "") {
-          return yield* Effect.fail(logicError("invalid_argument", "session_id or to_username is required"))
-        }
-        sessionId = directSessionId(chat.fromUsername, chat.toUsername)
-      }
+      // The gateway's rules, checked again: a gRPC caller is not necessarily a gateway of ours.
+      const problem = validateChat(chat, chatRules)
+      if (problem !== undefined) return yield* Effect.fail(logicError("invalid_argument", problem))
+      const sessionId = chat.sessionId !== "" ? chat.sessionId : directSessionId(chat.fromUsername, chat.toUsername)
       const nowMs = yield* Clock.currentTimeMillis
       const outcome = yield* sendCommit.submit({
         sessionId,
         fromUsername: chat.fromUsername,
         content: chat.content,
-        type,
-        timestamp: chat.timestamp > 0n ? chat.timestamp : BigInt(Math.floor(nowMs / 1000)),
+        type: messageTypeOf(chat.type),
+        // Logic's clock, whatever the caller sent: a message's time is a server-owned fact.
+        timestamp: BigInt(Math.floor(nowMs / 1000)),
         msgId: snowflake.next(nowMs),
         nowMs
       }).pipe(Effect.catchAll((error) => storageFailure("sendMessage", error)))

@@ -110,6 +110,14 @@ class WsClient implements LiveConnection {
     setTimeout(terminate, 5_000, ws).unref()
   }
 
+  pauseReads(): void {
+    this.ws.pause()
+  }
+
+  resumeReads(): void {
+    this.ws.resume()
+  }
+
   closed(): void {
     this.handle?.close()
     this.gateway.onClosed(this)
