@@ -166,7 +166,9 @@ export const gatewayLayer = (config: GatewayConfig, addressing: ClientAddressing
       maxBodyBytes: 1024 * 1024,
       rateLimits: {
         authPerIpPerMinute: config.limits.authPerIpPerMinute,
-        sessionPerUserPerSecond: config.limits.sessionPerUserPerSecond
+        sessionPerUserPerSecond: config.limits.sessionPerUserPerSecond,
+        failedLoginsPerUsername: config.limits.failedLoginsPerUsername,
+        failedLoginWindowSeconds: Duration.toSeconds(config.limits.failedLoginWindow)
       },
       addressing
     }),

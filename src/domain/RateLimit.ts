@@ -34,6 +34,10 @@ export interface KeyedRateLimiterOptions {
 export interface KeyedRateLimiter {
   /** 0 when a token was taken; otherwise the whole seconds to wait before the next one. */
   readonly take: (key: string, now: number) => number
+  /** What `take` would answer, without taking: for budgets spent only on failures. */
+  readonly retryAfter: (key: string, now: number) => number
+  /** Forgets the key: its next bucket starts full. */
+  readonly reset: (key: string) => void
   readonly size: () => number
 }
 
@@ -70,7 +74,14 @@ export const makeKeyedRateLimiter = (options: KeyedRateLimiterOptions): KeyedRat
     return Math.max(1, Math.ceil((1 - bucket.tokens) / ratePerSecond))
   }
 
-  return { take, size: () => buckets.size }
+  const retryAfter = (key: string, now: number): number => {
+    const bucket = buckets.get(key)
+    if (bucket === undefined) return 0
+    const tokens = Math.min(burst, bucket.tokens + (Math.max(0, now - bucket.updatedAt) / 1000) * ratePerSecond)
+    return tokens >= 1 ? 0 : Math.max(1, Math.ceil((1 - tokens) / ratePerSecond))
+  }
+
+  return { take, retryAfter, reset: (key) => void buckets.delete(key), size: () => buckets.size }
 }
 
 /**

@@ -43,6 +43,43 @@ describe("rate limits", () => {
       expect((yield* list("token-bob")).status).toBe(200)
     }))
 
+  it.scopedLive("failed logins are counted per username whatever the address; the right password cannot skip the wait", () =>
+    Effect.gen(function*() {
+      const { url, calls } = yield* serve({
+        trustedProxies: ["127.0.0.1"],
+        rateLimits: { authPerIpPerMinute: 0, sessionPerUserPerSecond: 0, failedLoginsPerUsername: 3, failedLoginWindowSeconds: 1.5 }
+      })
+      const attempt = (username: string, password: string, from: string) =>
+        call(url + connect("AuthService", "Login"), json({ username, password }, { "x-forwarded-for": from }))
+      for (let i = 0; i < 3; i++) expect((yield* attempt("alice", "wrong", `198.51.100.${i}`)).status).toBe(401)
+      const blocked = yield* attempt(" Alice ", "secret1", "203.0.113.9")
+      expect(blocked.status).toBe(429)
+      expect(blocked.body.message).toContain("too many failed logins for this user")
+      expect(Number(blocked.headers.get("retry-after"))).toBeGreaterThanOrEqual(1)
+      expect(calls.filter((c) => c.method === "login")).toHaveLength(3)
+      // Another user is not affected, and a success forgets earlier failures.
+      expect((yield* attempt("bob", "wrong", "198.51.100.7")).status).toBe(401)
+      expect((yield* attempt("bob", "secret1", "198.51.100.7")).status).toBe(200)
+      for (let i = 0; i < 2; i++) expect((yield* attempt("bob", "wrong", "198.51.100.7")).status).toBe(401)
+      expect((yield* attempt("bob", "secret1", "198.51.100.7")).status).toBe(200)
+      // The budget refills over the window.
+      yield* Effect.sleep("600 millis")
+      expect((yield* attempt("alice", "secret1", "203.0.113.9")).status).toBe(200)
+    }))
+
+  it.scopedLive("an IPv6 client is limited per /64: a new interface id buys no new budget", () =>
+    Effect.gen(function*() {
+      const { url } = yield* serve({
+        trustedProxies: ["127.0.0.1"],
+        rateLimits: { authPerIpPerMinute: 2, sessionPerUserPerSecond: 0 }
+      })
+      const from = (ip: string) => login(url, { "x-forwarded-for": ip })
+      expect((yield* from("2001:db8:1:2::1")).status).toBe(200)
+      expect((yield* from("2001:db8:1:2:aaaa:bbbb:cccc:dddd")).status).toBe(200)
+      expect((yield* from("2001:db8:1:2::ffff")).status).toBe(429)
+      expect((yield* from("2001:db8:1:3::1")).status).toBe(200)
+    }))
+
   it.scopedLive("with limits at 0 nothing is limited", () =>
     Effect.gen(function*() {
       const { url } = yield* serve()

@@ -30,7 +30,7 @@ import {
 import { makeCors } from "./Cors.js"
 import type { Caller, Procedure } from "./Procedures.js"
 import { makeProcedures } from "./Procedures.js"
-import { makeKeyedRateLimiter } from "../../domain/RateLimit.js"
+import { clientKeyOf, makeKeyedRateLimiter } from "../../domain/RateLimit.js"
 
 export interface HttpOptions {
   /** Origins allowed by CORS; `["*"]` allows any (the Origin is echoed back). */
@@ -41,6 +41,9 @@ export interface HttpOptions {
     readonly authPerIpPerMinute: number
     /** SessionService calls per user, all methods together; 0 = unlimited. */
     readonly sessionPerUserPerSecond: number
+    /** Failed logins per username within `failedLoginWindow` before its logins are refused; 0 = unlimited. */
+    readonly failedLoginsPerUsername?: number
+    readonly failedLoginWindowSeconds?: number
     /** Calls allowed at once above the rate; defaults to one period's worth (a minute, a second). */
     readonly burst?: number
   }
@@ -113,6 +116,13 @@ const build = (options: HttpOptions) =>
     const byMethod = new Map(procedures.map((procedure) => [procedure.method, procedure]))
 
     const { authPerIpPerMinute, sessionPerUserPerSecond, burst } = options.rateLimits
+    const failedLogins = options.rateLimits.failedLoginsPerUsername ?? 0
+    const failureLimiter = failedLogins > 0
+      ? makeKeyedRateLimiter({
+        ratePerSecond: failedLogins / (options.rateLimits.failedLoginWindowSeconds ?? 900),
+        burst: failedLogins
+      })
+      : undefined
     const ipLimiter = authPerIpPerMinute > 0
       ? makeKeyedRateLimiter({ ratePerSecond: authPerIpPerMinute / 60, burst: burst ?? authPerIpPerMinute })
       : undefined
@@ -123,17 +133,36 @@ const build = (options: HttpOptions) =>
       })
       : undefined
 
+    const tooMany = (retryAfter: number, what: string) =>
+      new ConnectError({
+        code: "resource_exhausted",
+        message: `${what}, retry in ${retryAfter}s`,
+        headers: { "retry-after": String(retryAfter) }
+      })
+
     const limit = (limiter: typeof ipLimiter, key: string) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
         const retryAfter = limiter === undefined ? 0 : limiter.take(key, now)
-        return retryAfter === 0 ? Effect.void : Effect.fail(
-          new ConnectError({
-            code: "resource_exhausted",
-            message: `rate limit exceeded, retry in ${retryAfter}s`,
-            headers: { "retry-after": String(retryAfter) }
-          })
-        )
+        return retryAfter === 0 ? Effect.void : Effect.fail(tooMany(retryAfter, "rate limit exceeded"))
       })
+
+    /** Refuses while `key` has spent its failures; counts this call's failure, forgets them on success. */
+    const countingFailures = <A>(key: string | undefined, call: Effect.Effect<A, ConnectError>) =>
+      failureLimiter === undefined || key === undefined || key === ""
+        ? call
+        : Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const retryAfter = failureLimiter.retryAfter(key, now)
+          if (retryAfter > 0) return Effect.fail(tooMany(retryAfter, "too many failed logins for this user"))
+          return call.pipe(
+            Effect.tapBoth({
+              onFailure: (error) =>
+                error.code === "unauthenticated"
+                  ? Effect.flatMap(Clock.currentTimeMillis, (at) => Effect.sync(() => failureLimiter.take(key, at)))
+                  : Effect.void,
+              onSuccess: () => Effect.sync(() => failureLimiter.reset(key))
+            })
+          )
+        })
 
     const authenticate = (token: string | undefined) =>
       Effect.map(
@@ -185,7 +214,7 @@ const build = (options: HttpOptions) =>
           return yield* Effect.fail(unsupportedMediaType(contentType))
         }
 
-        if (procedure.limitedBy === "ip") yield* limit(ipLimiter, `${procedure.path} ${state.ip}`)
+        if (procedure.limitedBy === "ip") yield* limit(ipLimiter, `${procedure.path} ${clientKeyOf(state.ip)}`)
         let caller: Caller | undefined
         const headerToken = tokenFromAuthorization(headerOf(request, "authorization"))
         if (procedure.access === "bearer") {
@@ -203,7 +232,10 @@ const build = (options: HttpOptions) =>
         }
 
         const deadline = timeoutOf(headerOf(request, "connect-timeout-ms"))
-        const call = Effect.mapError(procedure.invoke(message, caller), fromLogicError)
+        const call = countingFailures(
+          procedure.failuresKey?.(message),
+          Effect.mapError(procedure.invoke(message, caller), fromLogicError)
+        )
         const response = yield* (deadline === undefined ? call : call.pipe(
           Effect.timeoutFail({
             duration: deadline,

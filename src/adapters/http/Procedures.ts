@@ -25,6 +25,8 @@ export interface Procedure {
   readonly path: string
   readonly access: Access
   readonly limitedBy: "ip" | "user" | undefined
+  /** The key failed attempts are counted under (a login's username), when they are. */
+  readonly failuresKey: ((request: unknown) => string) | undefined
   readonly fromJson: (object: Record<string, unknown>) => unknown
   readonly fromBinary: (bytes: Uint8Array) => unknown
   /** The first rule the request breaks, as a client-facing message. */
@@ -40,6 +42,7 @@ interface ProcedureSpec<Req, Res> {
   readonly method: string
   readonly access: Access
   readonly limitedBy?: "ip" | "user"
+  readonly failuresKey?: (request: Req) => string
   readonly request: Api.MessageFns<Req>
   readonly response: Api.MessageFns<Res>
   readonly schema?: Schema.Schema<any, any>
@@ -63,6 +66,7 @@ const define = <Req, Res>(spec: ProcedureSpec<Req, Res>): Procedure => ({
   path: `/resonance.gateway.v1.${spec.service}/${spec.method}`,
   access: spec.access,
   limitedBy: spec.limitedBy,
+  failuresKey: spec.failuresKey === undefined ? undefined : (request) => spec.failuresKey!(request as Req),
   fromJson: (object) => spec.request.fromJSON(object),
   fromBinary: (bytes) => spec.request.decode(bytes),
   validate: spec.schema === undefined ? () => undefined : firstIssue(spec.schema),
@@ -145,6 +149,8 @@ export const makeProcedures = (logic: LogicShape, authenticator: AuthenticatorSh
     method: "Login",
     access: "public",
     limitedBy: "ip",
+    // Guessing one user's password from many addresses runs into this, not the per-address limit.
+    failuresKey: (request) => request.username.trim().toLowerCase(),
     request: Api.LoginRequest,
     response: Api.LoginResponse,
     schema: LoginSchema,

@@ -15,6 +15,7 @@ import { Readiness } from "../../application/Readiness.js"
 import { CloseCodes } from "../../domain/Connection.js"
 import type { ConnectionInfo } from "../../domain/Connection.js"
 import type { AuthError } from "../../domain/Errors.js"
+import { clientKeyOf } from "../../domain/RateLimit.js"
 import { tokenFromAuthorization } from "../../domain/Token.js"
 import { directAddressing } from "../net/ClientAddress.js"
 import { NodeServer } from "../net/NodeServer.js"
@@ -249,10 +250,12 @@ export const layer = (options: WebSocketOptions) =>
       let nextId = 1
       let allClosed: Deferred.Deferred<void> | undefined
 
+      // Counted per client key: an IPv6 address by its /64.
       const releaseIp = (ip: string) => {
-        const count = (perIp.get(ip) ?? 1) - 1
-        if (count <= 0) perIp.delete(ip)
-        else perIp.set(ip, count)
+        const key = clientKeyOf(ip)
+        const count = (perIp.get(key) ?? 1) - 1
+        if (count <= 0) perIp.delete(key)
+        else perIp.set(key, count)
       }
 
       const refuse = (socket: Duplex, status: number, reason: string, message: string, headers?: Record<string, string>) => {
@@ -313,11 +316,12 @@ export const layer = (options: WebSocketOptions) =>
         if (options.maxConnections > 0 && clients.size + pending >= options.maxConnections) {
           return refuse(socket, 503, "global_limit", "gateway is at its connection limit", { "Retry-After": "5" })
         }
-        const fromIp = perIp.get(ip) ?? 0
+        const ipKey = clientKeyOf(ip)
+        const fromIp = perIp.get(ipKey) ?? 0
         if (options.maxConnectionsPerIp > 0 && fromIp >= options.maxConnectionsPerIp) {
           return refuse(socket, 429, "ip_limit", "too many connections from this address", { "Retry-After": "5" })
         }
-        perIp.set(ip, fromIp + 1)
+        perIp.set(ipKey, fromIp + 1)
         pending++
         const token = accessToken(request, url)
         runFork(
