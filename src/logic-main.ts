@@ -32,7 +32,10 @@ const program = Effect.gen(function*() {
       bcryptRounds: config.auth.bcryptCost,
       hashConcurrency: config.auth.hashConcurrency,
       hashQueue: config.auth.hashQueue,
-      maxContentBytes: config.limits.maxMessageBytes
+      maxContentBytes: config.limits.maxMessageBytes,
+      maxGroupMembers: config.limits.maxGroupMembers,
+      maxPageBytes: config.limits.maxPageBytes,
+      sessionPageSize: config.limits.sessionPageSize
     },
     port: config.service.grpcPort,
     host: config.service.grpcHost,

@@ -65,7 +65,10 @@ const logicLayer = (
       bcryptRounds: config.auth.bcryptCost,
       hashConcurrency: config.auth.hashConcurrency,
       hashQueue: config.auth.hashQueue,
-      maxContentBytes: config.limits.maxMessageBytes
+      maxContentBytes: config.limits.maxMessageBytes,
+      maxGroupMembers: config.limits.maxGroupMembers,
+      maxPageBytes: config.limits.maxPageBytes,
+      sessionPageSize: config.limits.sessionPageSize
     })
 
 /** In cluster mode the registration comes first (it names the gateway) and is revoked by the drain gate. */
@@ -170,7 +173,8 @@ export const gatewayLayer = (config: GatewayConfig, addressing: ClientAddressing
         failedLoginsPerUsername: config.limits.failedLoginsPerUsername,
         failedLoginWindowSeconds: Duration.toSeconds(config.limits.failedLoginWindow)
       },
-      addressing
+      addressing,
+      maxGroupMembers: config.limits.maxGroupMembers
     }),
     WebSocketGateway.layer({
       path: config.ws.path,
@@ -194,7 +198,15 @@ export const gatewayLayer = (config: GatewayConfig, addressing: ClientAddressing
   // Each step is built after the one below it and released before it: that is the shutdown order.
   return drainGate(config).pipe(
     Layer.provideMerge(entryPoints),
-    Layer.provideMerge(NodeServer.layer({ port: config.service.httpPort, host: config.service.host })),
+    Layer.provideMerge(
+      NodeServer.layer({
+        port: config.service.httpPort,
+        host: config.service.host,
+        headersTimeoutMs: Duration.toMillis(config.http.headersTimeout),
+        requestTimeoutMs: Duration.toMillis(config.http.requestTimeout),
+        maxConnections: config.http.maxConnections
+      })
+    ),
     Layer.provideMerge(useCases),
     Layer.provideMerge(
       PresenceBatcher.layer({

@@ -71,6 +71,13 @@ export interface SessionInfo {
   readonly lastMessage: PushMessage | undefined
 }
 
+/** One page of a user's sessions, most recently active first. */
+export interface SessionPage {
+  readonly sessions: ReadonlyArray<SessionInfo>
+  /** Continues the list after this page; "" on the last one. */
+  readonly nextPageToken: string
+}
+
 export interface InboxEvent {
   readonly inboxId: bigint
   readonly message: PushMessage | undefined

@@ -101,7 +101,8 @@ describe("LogicGrpc ↔ LogicGrpcServer", () => {
         validateToken: (token) => Effect.sync(() => (received.validateToken = token, user)),
         sendMessage: (input) => Effect.sync(() => (received.sendMessage = input, { msgId: int64Max, seqId: 42n })),
         syncStatus: (input) => Effect.sync(() => void (received.syncStatus = input)),
-        getSessionList: (username) => Effect.sync(() => (received.getSessionList = username, sessions)),
+        getSessionList: (username, page) =>
+          Effect.sync(() => (received.getSessionList = [username, page], { sessions, nextPageToken: "next-page" })),
         createSession: (input) => Effect.sync(() => (received.createSession = input, "group-7")),
         getHistoryMessages: (input) => Effect.sync(() => (received.getHistoryMessages = input, [message])),
         getContactList: (username) => Effect.sync(() => (received.getContactList = username, contacts)),
@@ -129,8 +130,8 @@ describe("LogicGrpc ↔ LogicGrpcServer", () => {
       yield* logic.syncStatus(batch)
       expect(received.syncStatus).toStrictEqual(batch)
 
-      expect(yield* logic.getSessionList("alice")).toStrictEqual(sessions)
-      expect(received.getSessionList).toBe("alice")
+      expect(yield* logic.getSessionList("alice", { limit: 50n, pageToken: "abc" })).toStrictEqual({ sessions, nextPageToken: "next-page" })
+      expect(received.getSessionList).toStrictEqual(["alice", { limit: 50n, pageToken: "abc" }])
 
       const create = { creatorUsername: "alice", members: ["bob", "carol"], name: "team", type: 2 }
       expect(yield* logic.createSession(create)).toBe("group-7")

@@ -89,9 +89,12 @@ describe("Connect unary, JSON", () => {
       )
       expect(created.status).toBe(200)
       expect(created.body).toEqual({ sessionId: "group-1" })
-      // No type: one other member makes a direct session, several a group.
+      // No type: one other member makes a direct session, several a group (which needs a name).
       yield* call(url + connect("SessionService", "CreateSession"), json({ members: ["bob"] }, bearer()))
-      yield* call(url + connect("SessionService", "CreateSession"), json({ members: ["bob", "carol"] }, bearer()))
+      const nameless = yield* call(url + connect("SessionService", "CreateSession"), json({ members: ["bob", "carol"] }, bearer()))
+      expect(nameless.status).toBe(400)
+      expect(nameless.body.message).toBe("a group session needs a name")
+      yield* call(url + connect("SessionService", "CreateSession"), json({ members: ["bob", "carol"], name: "Trio" }, bearer()))
       yield* call(
         url + connect("SessionService", "UpdateReadPosition"),
         json({ username: "mallory", sessionId: "s1", seqId: "5" }, bearer("token-bob"))
@@ -99,9 +102,53 @@ describe("Connect unary, JSON", () => {
       expect(calls).toEqual([
         { method: "createSession", input: { creatorUsername: "alice", members: ["bob"], name: "G", type: 2 } },
         { method: "createSession", input: { creatorUsername: "alice", members: ["bob"], name: "", type: 1 } },
-        { method: "createSession", input: { creatorUsername: "alice", members: ["bob", "carol"], name: "", type: 2 } },
+        { method: "createSession", input: { creatorUsername: "alice", members: ["bob", "carol"], name: "Trio", type: 2 } },
         { method: "updateReadPosition", input: { username: "bob", sessionId: "s1", seqId: 5n } }
       ])
+    }))
+
+  it.scopedLive("every API answer, errors included, is marked nosniff and no-store", () =>
+    Effect.gen(function*() {
+      const { url } = yield* serve()
+      const answers = [
+        yield* call(url + connect("AuthService", "Login"), json({ username: "alice", password: "secret1" })),
+        yield* call(url + connect("SessionService", "GetSessionList"), json({})),
+        yield* call(url + "/api/v1/session/list", { headers: bearer() }),
+        yield* call(url + "/no-such-route")
+      ]
+      expect(answers.map((a) => a.status)).toEqual([200, 401, 200, 404])
+      for (const answer of answers) {
+        expect(answer.headers.get("x-content-type-options")).toBe("nosniff")
+        expect(answer.headers.get("cache-control")).toBe("no-store")
+      }
+    }))
+
+  it.scopedLive("a group above limits.max_group_members is refused before Logic is asked", () =>
+    Effect.gen(function*() {
+      const { url, calls } = yield* serve({ maxGroupMembers: 3 })
+      const create = (members: Array<string>) =>
+        call(url + connect("SessionService", "CreateSession"), json({ members, name: "Big", type: 2 }, bearer()))
+      expect((yield* create(["bob", "carol"])).status).toBe(200)
+      const tooBig = yield* create(["bob", "carol", "dave"])
+      expect(tooBig.status).toBe(400)
+      expect(tooBig.body.message).toBe("a group may have at most 3 members")
+      expect(calls.filter((c) => c.method === "createSession")).toHaveLength(1)
+    }))
+
+  it.scopedLive("int64 fields are checked before they are parsed: a megabyte of digits is a 400 at once", () =>
+    Effect.gen(function*() {
+      const { url, calls } = yield* serve({ maxBodyBytes: 2 * 1024 * 1024 })
+      const history = (body: Record<string, unknown>) =>
+        call(url + connect("SessionService", "GetHistoryMessages"), json({ sessionId: "s1", ...body }, bearer()))
+      for (const body of [{ limit: "9".repeat(1_000_000) }, { limit: 1.5 }, { limit: "1e3" }, { before_seq: "12a" }, { limit: [1] }]) {
+        const refused = yield* history(body)
+        expect(refused.status, JSON.stringify(body).slice(0, 40)).toBe(400)
+        expect(refused.body.code).toBe("invalid_argument")
+      }
+      expect((yield* history({ limit: "-1" })).body.message).toBe("limit must be between 0 and 9223372036854775807")
+      expect((yield* history({ limit: "20", before_seq: 7 })).status).toBe(200)
+      expect((yield* call(url + "/api/v1/session/messages?session_id=s1&limit=" + "9".repeat(5_000), { headers: bearer() })).status).toBe(400)
+      expect(calls.filter((c) => c.method === "getHistoryMessages")).toHaveLength(1)
     }))
 
   it.scopedLive("GetContactList and SearchUser", () =>

@@ -85,15 +85,18 @@ export const recordingLogic = (calls: Array<{ method: string; input: unknown }>,
     getSessionList: (username) =>
       Effect.zipRight(
         record("getSessionList", username),
-        Effect.succeed([{
-          sessionId: "s1",
-          name: "Room",
-          type: 2,
-          avatarUrl: "",
-          unreadCount: 3n,
-          lastReadSeq: 39n,
-          lastMessage: message()
-        }])
+        Effect.succeed({
+          sessions: [{
+            sessionId: "s1",
+            name: "Room",
+            type: 2,
+            avatarUrl: "",
+            unreadCount: 3n,
+            lastReadSeq: 39n,
+            lastMessage: message()
+          }],
+          nextPageToken: ""
+        })
       ),
     createSession: (input) => Effect.as(record("createSession", input), "group-1"),
     getHistoryMessages: (input) => Effect.as(record("getHistoryMessages", input), [message(), message({ seqId: 43n })]),

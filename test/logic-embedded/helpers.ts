@@ -74,3 +74,7 @@ export const chat = (
 
 /** The LogicError an effect failed with; a success fails the test. */
 export const failure = <A>(effect: Effect.Effect<A, LogicError>): Effect.Effect<LogicError, A> => Effect.flip(effect)
+
+/** Every session of the user (the first page, which holds all of them in these tests). */
+export const sessionsOf = (logic: Pick<EmbeddedLogic, "getSessionList">, username: string) =>
+  Effect.map(logic.getSessionList(username), (page) => page.sessions)

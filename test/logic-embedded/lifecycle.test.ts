@@ -9,7 +9,7 @@ import type { DeliveryOptions } from "../../src/application/PushDelivery.js"
 import { PushDelivery } from "../../src/application/PushDelivery.js"
 import { Logic } from "../../src/application/ports/Logic.js"
 import type { PushMessage } from "../../src/domain/Model.js"
-import { chat, failure, fixture, recorder, registerAll, SECRET, tempDir } from "./helpers.js"
+import { chat, failure, fixture, recorder, registerAll, SECRET, tempDir, sessionsOf } from "./helpers.js"
 
 /** Opens the embedded Logic in its own scope, so a test can close and reopen the same file. */
 const openAt = (options: LogicEmbedded.LogicEmbeddedOptions) =>
@@ -36,7 +36,7 @@ describe("LogicEmbedded lifecycle", () => {
       const sent = yield* before.logic.sendMessage(chat(id, "alice", "before restart"))
       yield* before.logic.updateReadPosition({ username: "bob", sessionId: id, seqId: 1n })
       yield* before.close
-      expect((yield* failure(before.logic.getSessionList("alice"))).code).toBe("internal")
+      expect((yield* failure(sessionsOf(before.logic, "alice"))).code).toBe("internal")
 
       const secretFile = path.join(dir, "nested", "deeper", SECRET_FILE_NAME)
       expect(fs.statSync(secretFile).mode & 0o777).toBe(0o600)
@@ -48,12 +48,12 @@ describe("LogicEmbedded lifecycle", () => {
       expect((yield* after.logic.login({ username: "bob", password: "secret1" })).user?.username).toBe("bob")
       const history = yield* after.logic.getHistoryMessages({ username: "bob", sessionId: id, limit: 0n, beforeSeq: 0n })
       expect(history.map((message) => message.content)).toEqual(["alice started a conversation", "before restart"])
-      const session = (yield* after.logic.getSessionList("bob")).find((entry) => entry.sessionId === id)
+      const session = (yield* sessionsOf(after.logic, "bob")).find((entry) => entry.sessionId === id)
       expect(session).toMatchObject({ unreadCount: 1n, lastReadSeq: 1n })
       const next = yield* after.logic.sendMessage(chat(id, "bob", "after restart"))
       expect(next.seqId).toBe(sent.seqId + 1n)
       expect(next.msgId > sent.msgId).toBe(true)
-      expect((yield* after.logic.getSessionList("alice")).filter((entry) => entry.sessionId === "0")).toHaveLength(1)
+      expect((yield* sessionsOf(after.logic, "alice")).filter((entry) => entry.sessionId === "0")).toHaveLength(1)
       expect(fs.readFileSync(secretFile, "utf8")).toBe(secret)
     }))
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { snowflakeParts } from "../../src/adapters/logic-embedded/Snowflake.js"
-import { chat, failure, fixture, registerAll } from "./helpers.js"
+import { chat, failure, fixture, registerAll, sessionsOf } from "./helpers.js"
 
 const direct = (logic: Effect.Effect.Success<ReturnType<typeof fixture>>["logic"], a: string, b: string) =>
   logic.createSession({ creatorUsername: a, members: [b], name: "", type: 1 })
@@ -106,7 +106,7 @@ describe("LogicEmbedded messages", () => {
       const id = yield* direct(logic, "alice", "bob")
       yield* Effect.forEach(["one", "two", "three", "four"], (text) => logic.sendMessage(chat(id, "alice", text)), { discard: true })
       const unreadOf = (username: string) =>
-        logic.getSessionList(username).pipe(Effect.map((sessions) => sessions.find((session) => session.sessionId === id)))
+        sessionsOf(logic, username).pipe(Effect.map((sessions) => sessions.find((session) => session.sessionId === id)))
       expect(yield* unreadOf("bob")).toMatchObject({ unreadCount: 5n, lastReadSeq: 0n })
       expect(yield* unreadOf("alice")).toMatchObject({ unreadCount: 0n, lastReadSeq: 5n })
       expect(yield* logic.updateReadPosition({ username: "bob", sessionId: id, seqId: 3n })).toBe(2n)

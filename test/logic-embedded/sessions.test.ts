@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { chat, failure, fixture, registerAll } from "./helpers.js"
+import { chat, failure, fixture, registerAll, sessionsOf } from "./helpers.js"
 
 describe("LogicEmbedded sessions", () => {
   it.scopedLive("every new user is in session 0, the Resonance Room, with nothing unread", () =>
@@ -9,11 +9,11 @@ describe("LogicEmbedded sessions", () => {
       yield* registerAll(logic, "alice")
       yield* logic.sendMessage(chat("0", "alice", "hello room"))
       yield* registerAll(logic, "bob")
-      const [room] = yield* logic.getSessionList("bob")
+      const [room] = yield* sessionsOf(logic, "bob")
       expect(room).toMatchObject({ sessionId: "0", name: "Resonance Room", type: 2, unreadCount: 0n, lastReadSeq: 1n })
       expect(room?.lastMessage?.content).toBe("hello room")
       yield* logic.sendMessage(chat("0", "alice", "welcome bob"))
-      expect((yield* logic.getSessionList("bob"))[0]?.unreadCount).toBe(1n)
+      expect((yield* sessionsOf(logic, "bob"))[0]?.unreadCount).toBe(1n)
     }))
 
   it.scopedLive("a direct session is single:<x>:<y> with sorted names, and creating it twice gives the same id", () =>
@@ -35,8 +35,8 @@ describe("LogicEmbedded sessions", () => {
       yield* logic.register({ username: "alice", password: "secret1", nickname: "Alice A." })
       yield* logic.register({ username: "bob", password: "secret1", nickname: "Bob B." })
       const id = yield* logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "", type: 1 })
-      const forAlice = (yield* logic.getSessionList("alice")).find((session) => session.sessionId === id)
-      const forBob = (yield* logic.getSessionList("bob")).find((session) => session.sessionId === id)
+      const forAlice = (yield* sessionsOf(logic, "alice")).find((session) => session.sessionId === id)
+      const forBob = (yield* sessionsOf(logic, "bob")).find((session) => session.sessionId === id)
       expect(forAlice).toMatchObject({ name: "Bob B.", type: 1 })
       expect(forBob).toMatchObject({ name: "Alice A.", type: 1 })
       expect(forBob?.lastMessage?.sessionMeta).toEqual({ name: "Alice A.", type: 1 })
@@ -56,10 +56,10 @@ describe("LogicEmbedded sessions", () => {
       for (const username of ["bob", "carol"]) {
         const inbox = yield* logic.pullInboxDelta({ username, cursorId: 0n, limit: 0n })
         expect(inbox.events.map((event) => event.message?.sessionId)).toEqual([id])
-        const session = (yield* logic.getSessionList(username)).find((entry) => entry.sessionId === id)
+        const session = (yield* sessionsOf(logic, username)).find((entry) => entry.sessionId === id)
         expect(session).toMatchObject({ name: "Team", type: 2, unreadCount: 1n })
       }
-      const forCreator = (yield* logic.getSessionList("alice")).find((entry) => entry.sessionId === id)
+      const forCreator = (yield* sessionsOf(logic, "alice")).find((entry) => entry.sessionId === id)
       expect(forCreator?.unreadCount).toBe(0n)
 
       const second = yield* logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "Team", type: 2 })
@@ -86,7 +86,7 @@ describe("LogicEmbedded sessions", () => {
         "invalid_argument"
       )
       // No half-created session was left behind by the refusals.
-      expect((yield* logic.getSessionList("bob")).map((session) => session.sessionId)).toEqual(["0"])
+      expect((yield* sessionsOf(logic, "bob")).map((session) => session.sessionId)).toEqual(["0"])
     }))
 
   it.scopedLive("the session list is ordered by last activity, newest first", () =>
@@ -97,12 +97,12 @@ describe("LogicEmbedded sessions", () => {
       yield* Effect.sleep("5 millis")
       const withCarol = yield* logic.createSession({ creatorUsername: "alice", members: ["carol"], name: "", type: 1 })
       yield* Effect.sleep("5 millis")
-      expect((yield* logic.getSessionList("alice")).map((session) => session.sessionId)).toEqual([withCarol, withBob, "0"])
+      expect((yield* sessionsOf(logic, "alice")).map((session) => session.sessionId)).toEqual([withCarol, withBob, "0"])
       yield* logic.sendMessage(chat(withBob, "alice", "ping"))
       yield* Effect.sleep("5 millis")
-      expect((yield* logic.getSessionList("alice")).map((session) => session.sessionId)).toEqual([withBob, withCarol, "0"])
+      expect((yield* sessionsOf(logic, "alice")).map((session) => session.sessionId)).toEqual([withBob, withCarol, "0"])
       yield* logic.sendMessage(chat("0", "carol", "hi all"))
-      expect((yield* logic.getSessionList("alice")).map((session) => session.sessionId)).toEqual(["0", withBob, withCarol])
+      expect((yield* sessionsOf(logic, "alice")).map((session) => session.sessionId)).toEqual(["0", withBob, withCarol])
     }))
 
   it.scopedLive("contacts are the users sharing a direct session; group co-members are not contacts", () =>
@@ -147,5 +147,69 @@ describe("LogicEmbedded sessions", () => {
         { concurrency: 5 }
       )
       expect(yield* logic.searchUser("user")).toHaveLength(20)
+    }))
+
+  it.scopedLive("the session list comes in pages, most recently active first, each session once", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture({ sessionPageSize: 3 })
+      const others = ["b1", "b2", "b3", "b4", "b5", "b6", "b7"]
+      yield* registerAll(logic, "alice", ...others)
+      for (const other of others) {
+        yield* logic.createSession({ creatorUsername: "alice", members: [other], name: "", type: 1 })
+        yield* Effect.sleep("3 millis")
+      }
+      const pages: Array<ReadonlyArray<string>> = []
+      let token = ""
+      do {
+        const page = yield* logic.getSessionList("alice", { limit: 0n, pageToken: token })
+        pages.push(page.sessions.map((session) => session.sessionId))
+        token = page.nextPageToken
+      } while (token !== "")
+      expect(pages.map((page) => page.length)).toEqual([3, 3, 2])
+      const all = pages.flat()
+      expect(new Set(all).size).toBe(8)
+      expect(all.slice(0, 7)).toEqual([...others].reverse().map((other) => `single:alice:${other}`))
+      expect(all[7]).toBe("0")
+      // A smaller limit is honoured, a larger one capped at the page size.
+      expect((yield* logic.getSessionList("alice", { limit: 2n, pageToken: "" })).sessions).toHaveLength(2)
+      expect((yield* logic.getSessionList("alice", { limit: 500n, pageToken: "" })).sessions).toHaveLength(3)
+      expect((yield* failure(logic.getSessionList("alice", { limit: 0n, pageToken: "garbage" }))).code).toBe("invalid_argument")
+    }))
+
+  it.scopedLive("history and inbox pages stop at limits.max_page_bytes, and paging on reaches the rest", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture({ maxPageBytes: 3_000 })
+      yield* registerAll(logic, "alice", "bob")
+      const id = yield* logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "", type: 1 })
+      for (let i = 0; i < 6; i++) yield* logic.sendMessage(chat(id, "alice", `${i}`.repeat(1_000)))
+      const newest = yield* logic.getHistoryMessages({ username: "bob", sessionId: id, limit: 50n, beforeSeq: 0n })
+      expect(newest.map((m) => m.content[0])).toEqual(["4", "5"])
+      const older = yield* logic.getHistoryMessages({ username: "bob", sessionId: id, limit: 50n, beforeSeq: newest[0]!.seqId })
+      expect(older.map((m) => m.content[0])).toEqual(["2", "3"])
+
+      const first = yield* logic.pullInboxDelta({ username: "bob", cursorId: 0n, limit: 100n })
+      expect(first.hasMore).toBe(true)
+      const contents: Array<string> = first.events.map((event) => event.message!.content)
+      let cursor = first.nextCursorId
+      for (let more = first.hasMore; more;) {
+        const page = yield* logic.pullInboxDelta({ username: "bob", cursorId: cursor, limit: 100n })
+        contents.push(...page.events.map((event) => event.message!.content))
+        cursor = page.nextCursorId
+        more = page.hasMore
+      }
+      expect(contents.filter((content) => content.length === 1_000).map((content) => content[0])).toEqual(["0", "1", "2", "3", "4", "5"])
+      // One message larger than the budget still comes, alone.
+      yield* logic.sendMessage(chat(id, "alice", "x".repeat(5_000)))
+      const big = yield* logic.getHistoryMessages({ username: "bob", sessionId: id, limit: 50n, beforeSeq: 0n })
+      expect(big.map((m) => m.content.length)).toEqual([5_000])
+    }))
+
+  it.scopedLive("a group is capped at limits.max_group_members, its creator included", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture({ maxGroupMembers: 3 })
+      yield* registerAll(logic, "alice", "bob", "carol", "dave")
+      expect(yield* logic.createSession({ creatorUsername: "alice", members: ["bob", "carol"], name: "Three", type: 2 })).toMatch(/^group:/)
+      const error = yield* failure(logic.createSession({ creatorUsername: "alice", members: ["bob", "carol", "dave"], name: "Four", type: 2 }))
+      expect(error).toMatchObject({ code: "invalid_argument", message: "a group may have at most 3 members" })
     }))
 })

@@ -140,3 +140,25 @@ export const parseJsonObject = (body: Uint8Array): Record<string, unknown> | Con
 /** Connect-Timeout-Ms: at most 10 digits of milliseconds; anything else is ignored. */
 export const timeoutOf = (header: string | undefined): number | undefined =>
   header !== undefined && /^\d{1,10}$/.test(header) ? Number(header) : undefined
+
+const INT64_DIGITS = /^-?\d{1,19}$/
+
+const snakeCase = (camel: string) => camel.replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`)
+
+/**
+ * Proto3 JSON int64 fields (`"limit": "200"` or `200`) checked before they reach `BigInt`, which
+ * accepts a megabyte of digits and spends the event loop parsing it. The first bad field, or undefined.
+ */
+export const invalidInt64Field = (object: Record<string, unknown>, fields: ReadonlyArray<string>): string | undefined => {
+  for (const field of fields) {
+    for (const key of [field, snakeCase(field)]) {
+      const value = object[key]
+      if (value === undefined || value === null) continue
+      const ok = typeof value === "number"
+        ? Number.isSafeInteger(value)
+        : typeof value === "string" && INT64_DIGITS.test(value)
+      if (!ok) return `${snakeCase(field)} must be an integer`
+    }
+  }
+  return undefined
+}

@@ -22,6 +22,7 @@ import {
   formatOf,
   fromAuthError,
   fromLogicError,
+  invalidInt64Field,
   parseJsonObject,
   readBody,
   timeoutOf,
@@ -49,6 +50,8 @@ export interface HttpOptions {
   }
   /** The client's address and whether it may be served, compiled once from `security.*`. */
   readonly addressing: ClientAddressing
+  /** Members of a group, its creator included; refused here before Logic is asked. */
+  readonly maxGroupMembers?: number
 }
 
 /** What one request has learned so far, read back when it is logged and counted. */
@@ -85,6 +88,9 @@ const restRoutes: ReadonlyArray<readonly [RouteSpec["method"], `/${string}`, str
   ["GET", "/api/v1/session/inbox", "PullInboxDelta", "rest-query"]
 ]
 
+/** API answers are data for one caller: never sniffed as something else, never cached. */
+const apiHeaders = { "x-content-type-options": "nosniff", "cache-control": "no-store" }
+
 const pathOf = (url: string): string => {
   const query = url.indexOf("?")
   return query === -1 ? url : url.slice(0, query)
@@ -112,7 +118,7 @@ const build = (options: HttpOptions) =>
 
     const addressing = options.addressing
     const cors = makeCors(options.corsOrigins)
-    const procedures = makeProcedures(logic, authenticator)
+    const procedures = makeProcedures(logic, authenticator, { sessions: { maxGroupMembers: options.maxGroupMembers ?? 500 } })
     const byMethod = new Map(procedures.map((procedure) => [procedure.method, procedure]))
 
     const { authPerIpPerMinute, sessionPerUserPerSecond, burst } = options.rateLimits
@@ -186,6 +192,10 @@ const build = (options: HttpOptions) =>
             if (parsed instanceof ConnectError) return yield* Effect.fail(parsed)
             object = parsed
           }
+        }
+        if (object !== undefined) {
+          const badInteger = invalidInt64Field(object, procedure.int64Fields)
+          if (badInteger !== undefined) return yield* Effect.fail(connectError("invalid_argument", badInteger))
         }
         try {
           return bytes === undefined ? procedure.fromJson(object!) : procedure.fromBinary(bytes)
@@ -331,7 +341,10 @@ const build = (options: HttpOptions) =>
         ),
         Effect.onInterrupt(() => Effect.sync(() => metrics.httpRequest(state.route, 499, elapsed())))
       )
-      const withCors = HttpServerResponse.setHeaders(response, cors.headers(headerOf(request, "origin")))
+      const withCors = HttpServerResponse.setHeaders(
+        HttpServerResponse.setHeaders(response, apiHeaders),
+        cors.headers(headerOf(request, "origin"))
+      )
       metrics.httpRequest(state.route, withCors.status, elapsed())
       const annotations = {
         route: state.route,

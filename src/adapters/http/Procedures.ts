@@ -3,6 +3,8 @@ import type { AuthenticatorShape } from "../../application/Authenticator.js"
 import type { LogicShape } from "../../application/ports/Logic.js"
 import type { LogicError } from "../../domain/Errors.js"
 import { logicError } from "../../domain/Errors.js"
+import type { SessionRules } from "../../domain/Session.js"
+import { planSession } from "../../domain/Session.js"
 import * as Api from "../../gen/gateway/v1/api.js"
 
 /** The authenticated caller of a procedure. */
@@ -27,6 +29,8 @@ export interface Procedure {
   readonly limitedBy: "ip" | "user" | undefined
   /** The key failed attempts are counted under (a login's username), when they are. */
   readonly failuresKey: ((request: unknown) => string) | undefined
+  /** Its int64 fields by JSON name, checked before decoding. */
+  readonly int64Fields: ReadonlyArray<string>
   readonly fromJson: (object: Record<string, unknown>) => unknown
   readonly fromBinary: (bytes: Uint8Array) => unknown
   /** The first rule the request breaks, as a client-facing message. */
@@ -43,6 +47,7 @@ interface ProcedureSpec<Req, Res> {
   readonly access: Access
   readonly limitedBy?: "ip" | "user"
   readonly failuresKey?: (request: Req) => string
+  readonly int64Fields?: ReadonlyArray<string>
   readonly request: Api.MessageFns<Req>
   readonly response: Api.MessageFns<Res>
   readonly schema?: Schema.Schema<any, any>
@@ -67,6 +72,7 @@ const define = <Req, Res>(spec: ProcedureSpec<Req, Res>): Procedure => ({
   access: spec.access,
   limitedBy: spec.limitedBy,
   failuresKey: spec.failuresKey === undefined ? undefined : (request) => spec.failuresKey!(request as Req),
+  int64Fields: spec.int64Fields ?? [],
   fromJson: (object) => spec.request.fromJSON(object),
   fromBinary: (bytes) => spec.request.decode(bytes),
   validate: spec.schema === undefined ? () => undefined : firstIssue(spec.schema),
@@ -132,6 +138,11 @@ const HistorySchema = Schema.Struct({
 
 const SearchSchema = Schema.Struct({ query: nonEmpty("query") })
 
+const SessionListSchema = Schema.Struct({
+  limit: nonNegativeInt64("limit"),
+  pageToken: Schema.String.pipe(Schema.maxLength(512, { message: () => "page_token is not one this gateway gave out" }))
+})
+
 const ReadPositionSchema = Schema.Struct({
   sessionId: nonEmpty("session_id"),
   seqId: nonNegativeInt64("seq_id")
@@ -143,7 +154,15 @@ const InboxSchema = Schema.Struct({
 })
 
 /** Every procedure of the HTTP API, bound to the Logic and the Authenticator. */
-export const makeProcedures = (logic: LogicShape, authenticator: AuthenticatorShape): ReadonlyArray<Procedure> => [
+export interface ProcedureRules {
+  readonly sessions: SessionRules
+}
+
+export const makeProcedures = (
+  logic: LogicShape,
+  authenticator: AuthenticatorShape,
+  rules: ProcedureRules
+): ReadonlyArray<Procedure> => [
   define({
     service: "AuthService",
     method: "Login",
@@ -187,12 +206,17 @@ export const makeProcedures = (logic: LogicShape, authenticator: AuthenticatorSh
   define({
     service: "SessionService",
     method: "GetSessionList",
+    int64Fields: ["limit"],
     access: "bearer",
     limitedBy: "user",
     request: Api.GetSessionListRequest,
     response: Api.GetSessionListResponse,
-    invoke: (_, caller) =>
-      Effect.map(logic.getSessionList(caller.username), (sessions) => ({ sessions: [...sessions] }))
+    schema: SessionListSchema,
+    invoke: (request, caller) =>
+      Effect.map(
+        logic.getSessionList(caller.username, { limit: request.limit, pageToken: request.pageToken }),
+        (page) => ({ sessions: [...page.sessions], nextPageToken: page.nextPageToken })
+      )
   }),
   define({
     service: "SessionService",
@@ -202,24 +226,23 @@ export const makeProcedures = (logic: LogicShape, authenticator: AuthenticatorSh
     request: Api.CreateSessionRequest,
     response: Api.CreateSessionResponse,
     schema: CreateSessionSchema,
-    invoke: (request, caller) =>
-      Effect.map(
-        logic.createSession({
-          creatorUsername: caller.username,
-          members: request.members,
-          name: request.name,
-          type: request.type !== 0
-            ? request.type
-            : request.members.filter((member) => member !== caller.username).length === 1
-            ? 1
-            : 2
-        }),
+    invoke: (request, caller) => {
+      const plan = planSession(
+        { creator: caller.username, members: request.members, name: request.name, type: request.type },
+        rules.sessions
+      )
+      if (plan._tag === "Invalid") return Effect.fail(logicError("invalid_argument", plan.message))
+      // The resolved type goes to Logic, so one that cannot infer it is told.
+      return Effect.map(
+        logic.createSession({ creatorUsername: caller.username, members: request.members, name: request.name, type: plan.type }),
         (sessionId) => ({ sessionId })
       )
+    }
   }),
   define({
     service: "SessionService",
     method: "GetHistoryMessages",
+    int64Fields: ["limit", "beforeSeq"],
     access: "bearer",
     limitedBy: "user",
     request: Api.GetHistoryMessagesRequest,
@@ -259,6 +282,7 @@ export const makeProcedures = (logic: LogicShape, authenticator: AuthenticatorSh
   define({
     service: "SessionService",
     method: "UpdateReadPosition",
+    int64Fields: ["seqId"],
     access: "bearer",
     limitedBy: "user",
     request: Api.UpdateReadPositionRequest,
@@ -273,6 +297,7 @@ export const makeProcedures = (logic: LogicShape, authenticator: AuthenticatorSh
   define({
     service: "SessionService",
     method: "PullInboxDelta",
+    int64Fields: ["cursorId", "limit"],
     access: "bearer",
     limitedBy: "user",
     request: Api.PullInboxDeltaRequest,

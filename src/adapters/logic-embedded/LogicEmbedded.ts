@@ -16,26 +16,22 @@ import type {
   PresenceBatch,
   PushMessage,
   SessionInfo,
-  SessionMeta
+  SessionMeta,
+  SessionPage
 } from "../../domain/Model.js"
 import { messageTypeOf, SessionType } from "../../domain/Model.js"
 import { validateChat } from "../../domain/Packet.js"
 import { makeAccounts } from "./Accounts.js"
 import { makeCheckpointer } from "./Checkpointer.js"
 import { makePasswords } from "./Passwords.js"
-import { attempt, fromChecked, storageFailure } from "./Storage.js"
+import { attempt, storageFailure } from "./Storage.js"
 import { makeGroupCommit } from "./GroupCommit.js"
 import { makeWalSync, noWalSync } from "./WalSync.js"
 import { migrate } from "./Schema.js"
 import { makeSnowflake, MAX_WORKER_ID } from "./Snowflake.js"
 import { loadOrCreateSecret, makeTokenSigner } from "./Tokens.js"
-import {
-  checkSessionName,
-  containsPattern,
-  directSessionId,
-  parseDirectSessionId,
-  prefixPattern
-} from "./Validation.js"
+import { containsPattern, prefixPattern } from "./Validation.js"
+import { directSessionId, parseDirectSessionId, planSession } from "../../domain/Session.js"
 
 export interface LogicEmbeddedOptions {
   /** SQLite file; its directory is created when missing. `:memory:` keeps nothing. */
@@ -48,6 +44,12 @@ export interface LogicEmbeddedOptions {
   readonly bcryptRounds?: number
   /** Largest chat content in UTF-8 bytes (default 64 KiB). */
   readonly maxContentBytes?: number
+  /** Members of a group, its creator included (default 500). */
+  readonly maxGroupMembers?: number
+  /** Bytes of messages in one history or inbox page, beyond its row limit (default 1 MiB). */
+  readonly maxPageBytes?: number
+  /** Sessions in one page of the session list (default 100). */
+  readonly sessionPageSize?: number
   /** Password hashes at once (0: cores - 1) and waiting for a turn (default 32). */
   readonly hashConcurrency?: number
   readonly hashQueue?: number
@@ -97,6 +99,37 @@ interface SessionRow {
 }
 interface MemberSessionRow extends SessionRow {
   readonly last_read_seq: bigint
+  readonly last_active_at: bigint
+}
+
+/** Where a page of the session list ends: its last session's activity time and id. */
+interface SessionCursor {
+  readonly activeAt: bigint
+  readonly sessionId: string
+}
+
+const firstPage: SessionCursor = { activeAt: 9_223_372_036_854_775_807n, sessionId: "" }
+
+const encodeSessionCursor = (cursor: SessionCursor): string =>
+  Buffer.from(`${cursor.activeAt}\n${cursor.sessionId}`).toString("base64url")
+
+const decodeSessionCursor = (token: string): SessionCursor | undefined => {
+  const text = Buffer.from(token, "base64url").toString()
+  const newline = text.indexOf("\n")
+  const activeAt = text.slice(0, newline)
+  if (newline <= 0 || !/^\d{1,19}$/.test(activeAt)) return undefined
+  return { activeAt: BigInt(activeAt), sessionId: text.slice(newline + 1) }
+}
+
+/** How many of `rows`, from the first, fit in `maxBytes` of content; always at least one. */
+const rowsWithin = (rows: ReadonlyArray<{ readonly content: string }>, maxBytes: number): number => {
+  let bytes = 0
+  for (let i = 0; i < rows.length; i++) {
+    // Ids, names and framing of a message come to well under this.
+    bytes += Buffer.byteLength(rows[i]!.content) + 256
+    if (bytes > maxBytes && i > 0) return i
+  }
+  return rows.length
 }
 interface MessageRow {
   readonly session_id: string
@@ -253,6 +286,9 @@ export const makeEmbeddedLogic = (
     yield* validateOptions(options)
     const ttlSeconds = Math.floor(options.tokenTtlSeconds ?? 86_400)
     const chatRules = { maxContentBytes: options.maxContentBytes ?? 64 * 1024 }
+    const sessionRules = { maxGroupMembers: options.maxGroupMembers ?? 500 }
+    const maxPageBytes = options.maxPageBytes ?? 1024 * 1024
+    const sessionPageSize = options.sessionPageSize ?? 100
     const db = yield* openDatabase(options.databasePath)
     const wal = options.databasePath === ":memory:" || options.synchronous === "normal"
       ? noWalSync
@@ -413,8 +449,10 @@ export const makeEmbeddedLogic = (
 
     // --- reads: one transaction each, so every page is a consistent snapshot ---------------
 
-    const sessionListTx = db.transaction((username: string): ReadonlyArray<SessionInfo> =>
-      sessionsOf.all(username).map((row): SessionInfo => {
+    const sessionListTx = db.transaction((username: string, after: SessionCursor, limit: number): SessionPage => {
+      const rows = sessionsOf.all({ username, activeAt: after.activeAt, sessionId: after.sessionId, limit: limit + 1 })
+      const last = rows.length > limit ? rows[limit - 1] : undefined
+      const sessions = rows.slice(0, limit).map((row): SessionInfo => {
         const type = Number(row.type)
         let name = row.name
         let avatarUrl = row.avatar_url
@@ -425,7 +463,7 @@ export const makeEmbeddedLogic = (
             avatarUrl = other.avatar_url
           }
         }
-        const last = row.max_seq > 0n ? messageAt.get(row.session_id, row.max_seq) : undefined
+        const lastMessage = row.max_seq > 0n ? messageAt.get(row.session_id, row.max_seq) : undefined
         const unread = row.max_seq - row.last_read_seq
         return {
           sessionId: row.session_id,
@@ -434,10 +472,14 @@ export const makeEmbeddedLogic = (
           avatarUrl,
           unreadCount: unread > 0n ? unread : 0n,
           lastReadSeq: row.last_read_seq,
-          lastMessage: last === undefined ? undefined : toPush(last, { name, type })
+          lastMessage: lastMessage === undefined ? undefined : toPush(lastMessage, { name, type })
         }
       })
-    )
+      return {
+        sessions,
+        nextPageToken: last === undefined ? "" : encodeSessionCursor({ activeAt: last.last_active_at, sessionId: last.session_id })
+      }
+    })
 
     const historyTx = db.transaction((input: HistoryInput, before: bigint, limit: number) => {
       const session = sessionById.get(input.sessionId)
@@ -446,8 +488,10 @@ export const makeEmbeddedLogic = (
       const type = Number(session.type)
       const meta: SessionMeta = { name: sessionNameFor(input.username, input.sessionId, type, session.name), type }
       const rows = historyPage.all(input.sessionId, before, limit)
+      // Newest first from the query: keep the newest that fit the byte budget, return them ascending.
+      const kept = rows.length === 0 ? 0 : rowsWithin(rows, maxPageBytes)
       const messages: Array<PushMessage> = []
-      for (let i = rows.length - 1; i >= 0; i--) messages.push(toPush(rows[i]!, meta))
+      for (let i = kept - 1; i >= 0; i--) messages.push(toPush(rows[i]!, meta))
       return { _tag: "Page", messages } as const
     })
 
@@ -455,7 +499,8 @@ export const makeEmbeddedLogic = (
       const rows = inboxPage.all(username, cursor, limit + 1)
       const names = new Map<string, string>()
       const events: Array<InboxEvent> = []
-      for (let i = 0; i < rows.length && i < limit; i++) {
+      const kept = Math.min(limit, rowsWithin(rows, maxPageBytes))
+      for (let i = 0; i < kept; i++) {
         const row = rows[i]!
         const type = Number(row.session_type)
         let name = names.get(row.session_id)
@@ -466,7 +511,7 @@ export const makeEmbeddedLogic = (
         events.push({ inboxId: row.inbox_id, message: toPush(row, { name, type }) })
       }
       const nextCursorId = events.length > 0 ? events[events.length - 1]!.inboxId : cursor
-      return { events, nextCursorId, hasMore: rows.length > limit }
+      return { events, nextCursorId, hasMore: rows.length > kept }
     })
 
     const publishPosted = (posted: Posted, origin: ChatOrigin | undefined): Effect.Effect<void> => {
@@ -530,34 +575,22 @@ export const makeEmbeddedLogic = (
     })
 
     const getSessionList: LogicShape["getSessionList"] = Effect.fn("LogicEmbedded.getSessionList")(
-      function*(username) {
-        return yield* attempt("getSessionList", () => sessionListTx(username))
+      function*(username, page) {
+        const after = page === undefined || page.pageToken === "" ? firstPage : decodeSessionCursor(page.pageToken)
+        if (after === undefined) return yield* Effect.fail(logicError("invalid_argument", "page_token is not one this gateway gave out"))
+        const limit = clampLimit(page?.limit ?? 0n, sessionPageSize, sessionPageSize)
+        return yield* attempt("getSessionList", () => sessionListTx(username, after, limit))
       }
     )
 
     const createSession: LogicShape["createSession"] = Effect.fn("LogicEmbedded.createSession")(function*(input) {
-      const creator = input.creatorUsername.trim()
-      if (creator === "") return yield* Effect.fail(logicError("invalid_argument", "creator_username is required"))
-      const members = [...new Set([creator, ...input.members.map((member) => member.trim())])].filter(
-        (member) => member !== ""
+      const plan = planSession(
+        { creator: input.creatorUsername, members: input.members, name: input.name, type: input.type },
+        sessionRules
       )
-      const others = members.length - 1
-      // Type 0 (unset): one other member and no name is a direct chat, anything else a group.
-      const type = input.type !== 0
-        ? input.type
-        : others === 1 && input.name.trim() === ""
-        ? SessionType.Direct
-        : SessionType.Group
-      let name = ""
-      if (type === SessionType.Direct) {
-        if (others !== 1) {
-          return yield* Effect.fail(logicError("invalid_argument", "a direct session needs exactly one other member"))
-        }
-      } else if (type === SessionType.Group) {
-        name = yield* fromChecked(checkSessionName(input.name))
-      } else {
-        return yield* Effect.fail(logicError("invalid_argument", `unsupported session type ${type}`))
-      }
+      if (plan._tag === "Invalid") return yield* Effect.fail(logicError("invalid_argument", plan.message))
+      const { type, members, name } = plan
+      const creator = members[0]!
       const nowMs = yield* Clock.currentTimeMillis
       const groupId = type === SessionType.Group ? `group:${snowflake.next(nowMs)}` : ""
       const content = type === SessionType.Direct ? `${creator} started a conversation` : `${creator} created the group "${name}"`
@@ -726,10 +759,12 @@ const prepareStatements = (db: Database.Database) => ({
   setReadSeq: db.prepare<[bigint, string, string], void>(
     "UPDATE session_members SET last_read_seq = ? WHERE session_id = ? AND username = ?"
   ),
-  sessionsOf: db.prepare<[string], MemberSessionRow>(
-    `SELECT s.session_id, s.type, s.name, s.avatar_url, s.max_seq, sm.last_read_seq
+  sessionsOf: db.prepare<[{ username: string; activeAt: bigint; sessionId: string; limit: number }], MemberSessionRow>(
+    `SELECT s.session_id, s.type, s.name, s.avatar_url, s.max_seq, s.last_active_at, sm.last_read_seq
      FROM session_members sm JOIN sessions s ON s.session_id = sm.session_id
-     WHERE sm.username = ? ORDER BY s.last_active_at DESC, s.session_id`
+     WHERE sm.username = @username
+       AND (s.last_active_at < @activeAt OR (s.last_active_at = @activeAt AND s.session_id > @sessionId))
+     ORDER BY s.last_active_at DESC, s.session_id LIMIT @limit`
   ),
   messageAt: db.prepare<[string, bigint], MessageRow>(
     `SELECT ${MESSAGE_COLUMNS} FROM messages m WHERE m.session_id = ? AND m.seq_id = ?`

@@ -4,7 +4,6 @@ import { logicError } from "../../domain/Errors.js"
 export const USERNAME_MAX = 32
 export const PASSWORD_MIN = 6
 export const NICKNAME_MAX = 64
-export const SESSION_NAME_MAX = 64
 
 const USERNAME_PATTERN = /^[A-Za-z0-9_.-]+$/
 
@@ -36,22 +35,6 @@ export const checkNickname = (raw: string, username: string): Checked<string> =>
   if (nickname.length === 0) return ok(username)
   if ([...nickname].length > NICKNAME_MAX) return invalid(`nickname must be at most ${NICKNAME_MAX} characters`)
   return ok(nickname)
-}
-
-export const checkSessionName = (raw: string): Checked<string> => {
-  const name = raw.trim()
-  if (name.length === 0) return invalid("a group session needs a name")
-  if ([...name].length > SESSION_NAME_MAX) return invalid(`session name must be at most ${SESSION_NAME_MAX} characters`)
-  return ok(name)
-}
-
-/** `single:<x>:<y>` with the two usernames sorted, so both sides compute the same id. */
-export const directSessionId = (a: string, b: string): string => (a < b ? `single:${a}:${b}` : `single:${b}:${a}`)
-
-export const parseDirectSessionId = (sessionId: string): readonly [string, string] | undefined => {
-  const parts = sessionId.split(":")
-  if (parts.length !== 3 || parts[0] !== "single" || parts[1] === "" || parts[2] === "") return undefined
-  return [parts[1]!, parts[2]!]
 }
 
 /** LIKE pattern matching `query` anywhere, with `\` as the escape character. */

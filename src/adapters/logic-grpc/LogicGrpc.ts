@@ -206,11 +206,12 @@ const make = (
         }),
         (response) => response.error === "" ? Effect.void : Effect.fail(logicError("invalid_argument", response.error))
       ),
-    getSessionList: (username) =>
-      Effect.map(
-        invoke("getSessionList", SessionServiceService.getSessionList, { username }),
-        (response) => response.sessions
-      ),
+    getSessionList: (username, page) =>
+      invoke("getSessionList", SessionServiceService.getSessionList, {
+        username,
+        limit: page?.limit ?? 0n,
+        pageToken: page?.pageToken ?? ""
+      }),
     createSession: (input) =>
       Effect.map(
         invoke("createSession", SessionServiceService.createSession, {

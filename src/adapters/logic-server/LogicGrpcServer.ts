@@ -82,8 +82,8 @@ export const serveLogic = (
 
     const session: SessionServiceServer = {
       getSessionList: bridge(SessionServiceService.getSessionList, (request) =>
-        logic.getSessionList(request.username).pipe(
-          Effect.map((sessions) => ({ sessions: sessions as Array<SessionInfo> })),
+        logic.getSessionList(request.username, { limit: request.limit, pageToken: request.pageToken }).pipe(
+          Effect.map((page) => ({ sessions: page.sessions as Array<SessionInfo>, nextPageToken: page.nextPageToken })),
           Effect.mapError(toStatus)
         )),
       createSession: bridge(SessionServiceService.createSession, (request) =>

@@ -5,6 +5,12 @@ import type { AddressInfo } from "node:net"
 export interface NodeServerOptions {
   readonly port: number
   readonly host?: string
+  /** A client must send its request headers within this (slowloris); default 10 s. */
+  readonly headersTimeoutMs?: number
+  /** ... and the whole request within this; default 30 s. WebSockets are not affected once upgraded. */
+  readonly requestTimeoutMs?: number
+  /** Sockets held at once, WebSockets included; beyond it new connections are closed. Default 100,000. */
+  readonly maxConnections?: number
 }
 
 /**
@@ -20,7 +26,13 @@ export class NodeServer extends Context.Tag("resonance/NodeServer")<
       NodeServer,
       Effect.acquireRelease(
         Effect.async<{ server: Http.Server; port: number; host: string }, Error>((resume) => {
-          const server = Http.createServer()
+          const server = Http.createServer({
+            headersTimeout: options.headersTimeoutMs ?? 10_000,
+            requestTimeout: options.requestTimeoutMs ?? 30_000,
+            // Node checks those timeouts every 30 s by default, which would triple them.
+            connectionsCheckingInterval: 1_000
+          })
+          server.maxConnections = options.maxConnections ?? 100_000
           // Keep-alive sockets outliving a response must not hold shutdown hostage.
           server.keepAliveTimeout = 5_000
           const onError = (error: Error) => resume(Effect.fail(error))

@@ -11,7 +11,7 @@ import type {
   Revocation,
   RevocationPage,
   SendMessageResult,
-  SessionInfo,
+  SessionPage,
   User
 } from "../../domain/Model.js"
 
@@ -45,6 +45,10 @@ export interface InboxInput {
   readonly cursorId: bigint
   readonly limit: bigint
 }
+export interface PageRequest {
+  readonly limit: bigint
+  readonly pageToken: string
+}
 /** Where a chat came from, so an in-process Logic can skip echoing it to the sending socket. */
 export interface ChatOrigin {
   readonly connectionId: number
@@ -62,7 +66,8 @@ export interface LogicShape {
   /** Fails with the business error (e.g. "not a session member") or an outage. */
   readonly sendMessage: (chat: ChatRequest, origin?: ChatOrigin) => Effect.Effect<SendMessageResult, LogicError>
   readonly syncStatus: (batch: PresenceBatch) => Effect.Effect<void, LogicError>
-  readonly getSessionList: (username: string) => Effect.Effect<ReadonlyArray<SessionInfo>, LogicError>
+  /** One page of the user's sessions (limit 0: Logic's page size; token "": the first page). */
+  readonly getSessionList: (username: string, page?: PageRequest) => Effect.Effect<SessionPage, LogicError>
   readonly createSession: (input: CreateSessionInput) => Effect.Effect<string, LogicError>
   readonly getHistoryMessages: (input: HistoryInput) => Effect.Effect<ReadonlyArray<PushMessage>, LogicError>
   readonly getContactList: (username: string) => Effect.Effect<ReadonlyArray<ContactInfo>, LogicError>

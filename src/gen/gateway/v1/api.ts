@@ -57,6 +57,12 @@ export interface LogoutResponse {
 export interface GetSessionListRequest {
   /** unused: auth is the Bearer header */
   accessToken: string;
+  /**
+   * Additions of this gateway, ignored by peers that do not know them: one page of the list,
+   * most recently active first; the next page continues from `page_token`.
+   */
+  limit: bigint;
+  pageToken: string;
 }
 
 export interface SessionInfo {
@@ -71,6 +77,8 @@ export interface SessionInfo {
 
 export interface GetSessionListResponse {
   sessions: SessionInfo[];
+  /** "" on the last page */
+  nextPageToken: string;
 }
 
 export interface CreateSessionRequest {
@@ -652,13 +660,22 @@ export const LogoutResponse: MessageFns<LogoutResponse> = {
 };
 
 function createBaseGetSessionListRequest(): GetSessionListRequest {
-  return { accessToken: "" };
+  return { accessToken: "", limit: 0n, pageToken: "" };
 }
 
 export const GetSessionListRequest: MessageFns<GetSessionListRequest> = {
   encode(message: GetSessionListRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.accessToken !== "") {
       writer.uint32(10).string(message.accessToken);
+    }
+    if (message.limit !== 0n) {
+      if (BigInt.asIntN(64, message.limit) !== message.limit) {
+        throw new globalThis.Error("value provided for field message.limit of type int64 too large");
+      }
+      writer.uint32(16).int64(message.limit);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
     }
     return writer;
   },
@@ -684,6 +701,22 @@ export const GetSessionListRequest: MessageFns<GetSessionListRequest> = {
             message.accessToken = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.limit = reader.int64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -703,6 +736,12 @@ export const GetSessionListRequest: MessageFns<GetSessionListRequest> = {
         : isSet(object.access_token)
         ? globalThis.String(object.access_token)
         : "",
+      limit: isSet(object.limit) ? BigInt(object.limit) : 0n,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
     };
   },
 
@@ -710,6 +749,12 @@ export const GetSessionListRequest: MessageFns<GetSessionListRequest> = {
     const obj: any = {};
     if (message.accessToken !== "") {
       obj.accessToken = message.accessToken;
+    }
+    if (message.limit !== 0n) {
+      obj.limit = message.limit.toString();
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
     }
     return obj;
   },
@@ -720,6 +765,8 @@ export const GetSessionListRequest: MessageFns<GetSessionListRequest> = {
   fromPartial(object: DeepPartial<GetSessionListRequest>): GetSessionListRequest {
     const message = createBaseGetSessionListRequest();
     message.accessToken = object.accessToken ?? "";
+    message.limit = (object.limit !== undefined && object.limit !== null) ? BigInt(object.limit) : 0n;
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
@@ -922,13 +969,16 @@ export const SessionInfo: MessageFns<SessionInfo> = {
 };
 
 function createBaseGetSessionListResponse(): GetSessionListResponse {
-  return { sessions: [] };
+  return { sessions: [], nextPageToken: "" };
 }
 
 export const GetSessionListResponse: MessageFns<GetSessionListResponse> = {
   encode(message: GetSessionListResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.sessions) {
       SessionInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
     }
     return writer;
   },
@@ -954,6 +1004,14 @@ export const GetSessionListResponse: MessageFns<GetSessionListResponse> = {
             message.sessions.push(SessionInfo.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -971,6 +1029,11 @@ export const GetSessionListResponse: MessageFns<GetSessionListResponse> = {
       sessions: globalThis.Array.isArray(object?.sessions)
         ? object.sessions.map((e: any) => SessionInfo.fromJSON(e))
         : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
     };
   },
 
@@ -978,6 +1041,9 @@ export const GetSessionListResponse: MessageFns<GetSessionListResponse> = {
     const obj: any = {};
     if (message.sessions?.length) {
       obj.sessions = message.sessions.map((e) => SessionInfo.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
     }
     return obj;
   },
@@ -988,6 +1054,7 @@ export const GetSessionListResponse: MessageFns<GetSessionListResponse> = {
   fromPartial(object: DeepPartial<GetSessionListResponse>): GetSessionListResponse {
     const message = createBaseGetSessionListResponse();
     message.sessions = object.sessions?.map((e) => SessionInfo.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };

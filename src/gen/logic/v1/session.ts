@@ -26,6 +26,12 @@ export const protobufFileName = "logic/v1/session.proto";
 
 export interface GetSessionListRequest {
   username: string;
+  /**
+   * Additions of this gateway, ignored by peers that do not know them: one page of the list,
+   * most recently active first; the next page continues from `page_token`.
+   */
+  limit: bigint;
+  pageToken: string;
 }
 
 export interface SessionInfo {
@@ -40,6 +46,8 @@ export interface SessionInfo {
 
 export interface GetSessionListResponse {
   sessions: SessionInfo[];
+  /** "" on the last page */
+  nextPageToken: string;
 }
 
 export interface CreateSessionRequest {
@@ -114,13 +122,22 @@ export interface PullInboxDeltaResponse {
 }
 
 function createBaseGetSessionListRequest(): GetSessionListRequest {
-  return { username: "" };
+  return { username: "", limit: 0n, pageToken: "" };
 }
 
 export const GetSessionListRequest: MessageFns<GetSessionListRequest> = {
   encode(message: GetSessionListRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.username !== "") {
       writer.uint32(10).string(message.username);
+    }
+    if (message.limit !== 0n) {
+      if (BigInt.asIntN(64, message.limit) !== message.limit) {
+        throw new globalThis.Error("value provided for field message.limit of type int64 too large");
+      }
+      writer.uint32(16).int64(message.limit);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
     }
     return writer;
   },
@@ -146,6 +163,22 @@ export const GetSessionListRequest: MessageFns<GetSessionListRequest> = {
             message.username = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.limit = reader.int64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -159,13 +192,27 @@ export const GetSessionListRequest: MessageFns<GetSessionListRequest> = {
   },
 
   fromJSON(object: any): GetSessionListRequest {
-    return { username: isSet(object.username) ? globalThis.String(object.username) : "" };
+    return {
+      username: isSet(object.username) ? globalThis.String(object.username) : "",
+      limit: isSet(object.limit) ? BigInt(object.limit) : 0n,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
   },
 
   toJSON(message: GetSessionListRequest): unknown {
     const obj: any = {};
     if (message.username !== "") {
       obj.username = message.username;
+    }
+    if (message.limit !== 0n) {
+      obj.limit = message.limit.toString();
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
     }
     return obj;
   },
@@ -176,6 +223,8 @@ export const GetSessionListRequest: MessageFns<GetSessionListRequest> = {
   fromPartial(object: DeepPartial<GetSessionListRequest>): GetSessionListRequest {
     const message = createBaseGetSessionListRequest();
     message.username = object.username ?? "";
+    message.limit = (object.limit !== undefined && object.limit !== null) ? BigInt(object.limit) : 0n;
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
@@ -378,13 +427,16 @@ export const SessionInfo: MessageFns<SessionInfo> = {
 };
 
 function createBaseGetSessionListResponse(): GetSessionListResponse {
-  return { sessions: [] };
+  return { sessions: [], nextPageToken: "" };
 }
 
 export const GetSessionListResponse: MessageFns<GetSessionListResponse> = {
   encode(message: GetSessionListResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.sessions) {
       SessionInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
     }
     return writer;
   },
@@ -410,6 +462,14 @@ export const GetSessionListResponse: MessageFns<GetSessionListResponse> = {
             message.sessions.push(SessionInfo.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -427,6 +487,11 @@ export const GetSessionListResponse: MessageFns<GetSessionListResponse> = {
       sessions: globalThis.Array.isArray(object?.sessions)
         ? object.sessions.map((e: any) => SessionInfo.fromJSON(e))
         : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
     };
   },
 
@@ -434,6 +499,9 @@ export const GetSessionListResponse: MessageFns<GetSessionListResponse> = {
     const obj: any = {};
     if (message.sessions?.length) {
       obj.sessions = message.sessions.map((e) => SessionInfo.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
     }
     return obj;
   },
@@ -444,6 +512,7 @@ export const GetSessionListResponse: MessageFns<GetSessionListResponse> = {
   fromPartial(object: DeepPartial<GetSessionListResponse>): GetSessionListResponse {
     const message = createBaseGetSessionListResponse();
     message.sessions = object.sessions?.map((e) => SessionInfo.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
