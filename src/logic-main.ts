@@ -5,7 +5,7 @@ import { etcdSecurity } from "./adapters/etcd/Client.js"
 import { layerRegistry } from "./adapters/etcd/Registry.js"
 import { InternalAuth } from "./adapters/grpc/Security.js"
 import * as ReferenceLogic from "./adapters/logic-server/ReferenceLogic.js"
-import { layerLogger } from "./adapters/obs/Logging.js"
+import { layerLogger, reportStartupFailure } from "./adapters/obs/Logging.js"
 
 /**
  * `npm run logic`: the reference Logic service. Same configuration names as the gateway; its
@@ -63,4 +63,8 @@ const program = Effect.gen(function*() {
   )
 })
 
-NodeRuntime.runMain(program, { disablePrettyLogger: true })
+// Until the configuration names a log format, one JSON line per event, as in production.
+NodeRuntime.runMain(program.pipe(reportStartupFailure, Effect.provide(layerLogger({ format: "json", level: "info" }))), {
+  disablePrettyLogger: true,
+  disableErrorReporting: true
+})

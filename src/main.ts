@@ -24,7 +24,7 @@ import { InternalAuth } from "./adapters/grpc/Security.js"
 import { makeClientAddressing } from "./adapters/net/ClientAddress.js"
 import type { ClientAddressing } from "./adapters/net/ClientAddress.js"
 import { NodeServer } from "./adapters/net/NodeServer.js"
-import { layerLogger } from "./adapters/obs/Logging.js"
+import { layerLogger, reportStartupFailure } from "./adapters/obs/Logging.js"
 import { layerPrometheus } from "./adapters/obs/PrometheusMetrics.js"
 import { layerTracing } from "./adapters/obs/Tracing.js"
 import * as FrameCodec from "./adapters/protobuf/FrameCodec.js"
@@ -262,4 +262,8 @@ const program = Effect.gen(function*() {
   return yield* Layer.launch(gatewayLayer(config, addressing, etcd)).pipe(Effect.provide(observabilityLayer(config)))
 })
 
-NodeRuntime.runMain(program, { disablePrettyLogger: true })
+// Until the configuration names a log format, one JSON line per event, as in production.
+NodeRuntime.runMain(program.pipe(reportStartupFailure, Effect.provide(layerLogger({ format: "json", level: "info" }))), {
+  disablePrettyLogger: true,
+  disableErrorReporting: true
+})

@@ -1,3 +1,6 @@
+/** An HS256 key shorter than its hash (256 bits) is guessable offline from any token. */
+export const MIN_SECRET_BYTES = 32
+
 /** Reads claims of a JWT without verifying it; verification is the Logic's job. */
 export interface TokenClaims {
   readonly sub: string | undefined

@@ -126,9 +126,28 @@ describe("LogicEmbedded lifecycle", () => {
       expect(newer.message).toContain("schema version 99")
 
       const fine = path.join(dir, "fine.db")
-      for (const bad of [{ bcryptRounds: 2 }, { tokenTtlSeconds: 0 }, { workerId: 1024 }, { databasePath: "" }]) {
+      for (const bad of [{ bcryptRounds: 2 }, { tokenTtlSeconds: 0 }, { workerId: 1024 }, { databasePath: "" }, { secretKey: "short" }]) {
         expect((yield* startError({ databasePath: fine, ...bad })).reason).toBe("Options")
       }
+    }))
+
+  it.scopedLive("the database, its WAL and shared memory are 0600 and a created data directory 0700; older files are tightened", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const databasePath = path.join(dir, "data", "logic.db")
+      const { logic } = yield* fixture({ databasePath })
+      yield* registerAll(logic, "alice")
+      const mode = (file: string) => fs.statSync(file).mode & 0o777
+      expect(mode(path.join(dir, "data"))).toBe(0o700)
+      for (const file of [databasePath, `${databasePath}-wal`, `${databasePath}-shm`]) expect(mode(file), file).toBe(0o600)
+
+      const older = path.join(dir, "older.db")
+      const raw = new Database(older)
+      raw.pragma("journal_mode = WAL")
+      raw.close()
+      fs.chmodSync(older, 0o644)
+      yield* fixture({ databasePath: older })
+      expect(mode(older)).toBe(0o600)
     }))
 
   it.scopedLive("syncStatus records which gateways hold which users", () =>

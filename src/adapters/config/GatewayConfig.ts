@@ -2,6 +2,7 @@ import { Config, ConfigError, ConfigProvider, Duration, Effect, Either, Option }
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { parse as parseYaml } from "yaml"
+import { MIN_SECRET_BYTES } from "../../domain/Token.js"
 
 export interface GatewayConfig {
   /** Deployment environment; selects `gateway.<env>.yaml`. */
@@ -252,7 +253,15 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
   auth: Config.nested(
     Config.all({
       secretKey: Config.option(Config.string("secret_key")).pipe(
-        Config.map((value) => Option.getOrUndefined(Option.filter(value, (s) => s !== "")))
+        Config.map((value) => Option.getOrUndefined(Option.filter(value, (s) => s !== ""))),
+        Config.mapOrFail((secret) =>
+          secret !== undefined && Buffer.byteLength(secret) < MIN_SECRET_BYTES
+            ? Either.left(ConfigErrorInvalid(
+              ["secret_key"],
+              `must be at least ${MIN_SECRET_BYTES} bytes (it signs every token); leave it unset to have one generated`
+            ))
+            : Either.right(secret)
+        )
       ),
       tokenTtl: duration("token_ttl", "24h"),
       bcryptCost: int("bcrypt_cost", 10),

@@ -21,6 +21,7 @@ import type {
 } from "../../domain/Model.js"
 import { messageTypeOf, SessionType } from "../../domain/Model.js"
 import { validateChat } from "../../domain/Packet.js"
+import { MIN_SECRET_BYTES } from "../../domain/Token.js"
 import { makeAccounts } from "./Accounts.js"
 import { makeCheckpointer } from "./Checkpointer.js"
 import { makePasswords } from "./Passwords.js"
@@ -227,6 +228,9 @@ const validateOptions = (options: LogicEmbeddedOptions): Effect.Effect<void, Emb
     return problem('synchronous must be "full" or "normal"')
   }
   if (options.databasePath.length === 0) return problem("databasePath must not be empty")
+  if (options.secretKey !== undefined && options.secretKey !== "" && Buffer.byteLength(options.secretKey) < MIN_SECRET_BYTES) {
+    return problem(`secretKey must be at least ${MIN_SECRET_BYTES} bytes`)
+  }
   return Effect.void
 }
 
@@ -236,9 +240,18 @@ const openDatabase = (databasePath: string): Effect.Effect<Database.Database, Em
     if (!inMemory) {
       const directory = path.dirname(path.resolve(databasePath))
       yield* Effect.try({
-        try: () => fs.mkdirSync(directory, { recursive: true }),
+        try: () => {
+          fs.mkdirSync(directory, { recursive: true, mode: 0o700 })
+          // Messages and password hashes are for this process only. SQLite gives the -wal and -shm
+          // files the database file's mode, so creating it 0600 covers all three; older installs
+          // are tightened too.
+          fs.closeSync(fs.openSync(databasePath, "a", 0o600))
+          for (const file of [databasePath, `${databasePath}-wal`, `${databasePath}-shm`]) {
+            if (fs.existsSync(file)) fs.chmodSync(file, 0o600)
+          }
+        },
         catch: (cause) =>
-          new EmbeddedLogicError({ reason: "Directory", message: `cannot create ${directory}: ${String(cause)}`, cause })
+          new EmbeddedLogicError({ reason: "Directory", message: `cannot prepare ${databasePath}: ${String(cause)}`, cause })
       })
     }
     const db = yield* Effect.acquireRelease(

@@ -1,4 +1,4 @@
-import { Context, FiberRef, FiberRefs, HashMap, Layer, Logger, LogLevel, Option, Tracer } from "effect"
+import { Cause, Context, Effect, FiberRef, FiberRefs, HashMap, Layer, Logger, LogLevel, Option, Tracer } from "effect"
 
 export type LogFormat = "json" | "pretty"
 
@@ -86,3 +86,15 @@ export const layerLogger = (options: LoggingOptions): Layer.Layer<never> =>
     Logger.replace(Logger.defaultLogger, makeLogger(options.format, options.write)),
     Logger.minimumLogLevel(parseLogLevel(options.level))
   )
+
+const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error))
+
+/**
+ * A program that cannot start says why in one log line (JSON unless told otherwise) and fails, so
+ * the runtime exits 1 without a stack trace of its own.
+ */
+export const reportStartupFailure = <A, E, R>(program: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.tapErrorCause(program, (cause) =>
+    Cause.isInterruptedOnly(cause)
+      ? Effect.void
+      : Effect.logError("cannot start").pipe(Effect.annotateLogs({ error: messageOf(Cause.squash(cause)) })))
