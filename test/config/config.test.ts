@@ -93,7 +93,7 @@ describe("configuration", () => {
           RESONANCE_LIMITS_MAX_CONNECTIONS_PER_IP: "5",
           RESONANCE_LIMITS_MAX_CONNECTIONS: "1000",
           RESONANCE_EMBEDDED_DATABASE_PATH: "/tmp/x.db",
-          RESONANCE_AUTH_SECRET_KEY: "s3cret",
+          RESONANCE_AUTH_SECRET_KEY: "s3cret-that-is-long-enough-for-hs256!",
           RESONANCE_WS_CONFIG_MAX_MESSAGE_SIZE: "2048",
           RESONANCE_OBSERVABILITY_TRACE_DISABLE: "true",
           RESONANCE_OBSERVABILITY_METRICS_PATH: "/prom"
@@ -103,10 +103,32 @@ describe("configuration", () => {
       expect(config.limits.maxConnectionsPerIp).toBe(5)
       expect(config.limits.maxConnections).toBe(1000)
       expect(config.embedded.databasePath).toBe("/tmp/x.db")
-      expect(config.auth.secretKey).toBe("s3cret")
+      expect(config.auth.secretKey).toBe("s3cret-that-is-long-enough-for-hs256!")
       expect(config.ws.maxMessageSize).toBe(2048)
       expect(config.observability.trace.enabled).toBe(false)
       expect(config.observability.metrics.path).toBe("/prom")
+    }))
+
+  it.effect("the defaults are safe to expose: internal port on loopback, no push in embedded mode, production caps", () =>
+    Effect.gen(function*() {
+      const config = yield* loadConfig({ directory: withDir({}), environment: {} })
+      expect(config.service.grpcHost).toBe("127.0.0.1")
+      expect(config.push.enabled).toBeUndefined()
+      expect(config.internal).toMatchObject({ token: "", insecure: false })
+      expect(config.limits).toMatchObject({
+        maxDevicesPerUser: 5,
+        maxConnectionsPerIp: 100,
+        maxMessageBytes: 65_536,
+        messagesPerSecond: 10,
+        maxGroupMembers: 500,
+        failedLoginsPerUsername: 5
+      })
+      expect(Duration.toSeconds(config.http.headersTimeout)).toBe(10)
+      expect(Duration.toSeconds(config.http.requestTimeout)).toBe(30)
+      const short = yield* Effect.flip(
+        loadConfig({ directory: withDir({}), environment: { RESONANCE_AUTH_SECRET_KEY: "too-short" } })
+      )
+      expect(String(short)).toContain("auth.secret_key")
     }))
 
   it.effect("a bad value is a clear configuration error", () =>
