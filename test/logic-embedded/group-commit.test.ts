@@ -5,6 +5,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { makeGroupCommit } from "../../src/adapters/logic-embedded/GroupCommit.js"
+import { makeCounters } from "../../src/adapters/logic-embedded/Statements.js"
 import { makeWalSync } from "../../src/adapters/logic-embedded/WalSync.js"
 import { makeCheckpointer } from "../../src/adapters/logic-embedded/Checkpointer.js"
 
@@ -17,40 +18,54 @@ const openDb = () => {
 }
 
 describe("group commit", () => {
-  it.live("writes of one turn commit together; a failing one is undone alone", () => {
+  it.live("writes of one turn commit together in one transaction", () => {
     const { db, cleanup } = openDb()
     const insert = db.prepare("INSERT INTO t (v) VALUES (?)")
-    const write = db.transaction((v: string) => {
-      if (v === "bad") throw new Error("refused")
-      insert.run(v)
-      return v.toUpperCase()
-    })
-    const commit = makeGroupCommit(db, write)
+    const counters = makeCounters()
+    const commit = makeGroupCommit(db, counters)
     return Effect.gen(function*() {
       const results = yield* Effect.all(
-        ["a", "bad", "c", "a"].map((v) => Effect.exit(commit.submit(v))),
+        ["a", "b", "c"].map((v) => commit.submit(() => (insert.run(v), v.toUpperCase()))),
         { concurrency: "unbounded" }
       )
-      expect(Exit.isSuccess(results[0]!) && results[0].value).toBe("A")
-      expect(Exit.isFailure(results[1]!)).toBe(true)
-      expect(Exit.isSuccess(results[2]!) && results[2].value).toBe("C")
-      // A duplicate fails on the UNIQUE constraint, still without undoing the others.
-      expect(Exit.isFailure(results[3]!)).toBe(true)
+      expect(results).toEqual(["A", "B", "C"])
+      expect(counters.transactions).toBe(1)
       const rows = db.prepare("SELECT v FROM t ORDER BY v").all() as Array<{ v: string }>
-      expect(rows.map((r) => r.v)).toEqual(["a", "c"])
+      expect(rows.map((r) => r.v)).toEqual(["a", "b", "c"])
+    }).pipe(Effect.ensuring(Effect.sync(cleanup)))
+  })
+
+  it.live("a job that throws rolls its whole batch back, every caller of it fails, and onRollback is told", () => {
+    const { db, cleanup } = openDb()
+    const insert = db.prepare("INSERT INTO t (v) VALUES (?)")
+    let rollbacks = 0
+    const commit = makeGroupCommit(db, makeCounters(), { onRollback: () => rollbacks++ })
+    return Effect.gen(function*() {
+      const results = yield* Effect.all(
+        ["a", "a", "c"].map((v) => Effect.exit(commit.submit(() => insert.run(v)))),
+        { concurrency: "unbounded" }
+      )
+      expect(results.map(Exit.isFailure)).toEqual([true, true, true])
+      expect(rollbacks).toBe(1)
+      expect((db.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n).toBe(0)
+      // The next batch is unaffected.
+      yield* commit.submit(() => insert.run("d"))
+      expect((db.prepare("SELECT v FROM t").all() as Array<{ v: string }>).map((r) => r.v)).toEqual(["d"])
     }).pipe(Effect.ensuring(Effect.sync(cleanup)))
   })
 
   it.live("a caller hears back only after the commit and its flush, and batches are bounded", () => {
     const { db, cleanup } = openDb()
     const insert = db.prepare("INSERT INTO t (v) VALUES (?)")
-    const write = db.transaction((v: string) => insert.run(v).changes)
     let flushes = 0
-    const commit = makeGroupCommit(db, write, (done) => setTimeout(() => (flushes++, done()), 5), 3)
+    const commit = makeGroupCommit(db, makeCounters(), {
+      afterCommit: (done) => setTimeout(() => (flushes++, done()), 5),
+      maxBatch: 3
+    })
     return Effect.gen(function*() {
       const results = yield* Effect.all(
         Array.from({ length: 10 }, (_, i) =>
-          commit.submit(`v${i}`).pipe(
+          commit.submit(() => insert.run(`v${i}`).changes).pipe(
             Effect.map(() => (db.prepare("SELECT count(*) AS n FROM t WHERE v = ?").get(`v${i}`) as { n: number }).n)
           )),
         { concurrency: "unbounded" }

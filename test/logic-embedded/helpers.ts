@@ -25,10 +25,9 @@ export interface Published {
 
 export const recorder = () => {
   const published: Array<Published> = []
-  const publish: Publisher = (recipients, message, origin) =>
-    Effect.sync(() => {
-      published.push({ recipients: [...recipients], message, origin })
-    })
+  const publish: Publisher = (recipients, message, origin) => {
+    published.push({ recipients: [...recipients], message, origin })
+  }
   return { published, publish }
 }
 
@@ -78,3 +77,6 @@ export const failure = <A>(effect: Effect.Effect<A, LogicError>): Effect.Effect<
 /** Every session of the user (the first page, which holds all of them in these tests). */
 export const sessionsOf = (logic: Pick<EmbeddedLogic, "getSessionList">, username: string) =>
   Effect.map(logic.getSessionList(username), (page) => page.sessions)
+
+/** Fan-out runs after the turn that acked the message: wait it out. */
+export const afterPublish = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))

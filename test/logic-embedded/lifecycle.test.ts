@@ -9,7 +9,8 @@ import type { DeliveryOptions } from "../../src/application/PushDelivery.js"
 import { PushDelivery } from "../../src/application/PushDelivery.js"
 import { Logic } from "../../src/application/ports/Logic.js"
 import type { PushMessage } from "../../src/domain/Model.js"
-import { chat, failure, fixture, recorder, registerAll, SECRET, tempDir, sessionsOf } from "./helpers.js"
+import { afterPublish, chat, failure, fixture, recorder, registerAll, SECRET, tempDir, sessionsOf } from "./helpers.js"
+import { Metrics } from "../../src/application/ports/Metrics.js"
 
 /** Opens the embedded Logic in its own scope, so a test can close and reopen the same file. */
 const openAt = (options: LogicEmbedded.LogicEmbeddedOptions) =>
@@ -84,18 +85,25 @@ describe("LogicEmbedded lifecycle", () => {
       })
       const scope = yield* Scope.make()
       const context = yield* Layer.buildWithScope(
-        LogicEmbedded.layer({ databasePath: path.join(dir, "layer.db"), bcryptRounds: 4 }).pipe(Layer.provide(delivery)),
+        LogicEmbedded.layer({ databasePath: path.join(dir, "layer.db"), bcryptRounds: 4 }).pipe(
+          Layer.provide(delivery),
+          Layer.provide(Metrics.layerNoop)
+        ),
         scope
       )
       const logic = Context.get(context, Logic)
       yield* logic.register({ username: "alice", password: "secret1", nickname: "" })
       yield* logic.register({ username: "bob", password: "secret1", nickname: "" })
       const sent = yield* logic.sendMessage(chat("0", "alice", "via layer"), { connectionId: 7 })
+      // Ack first: the sender has its answer before anyone gets the push.
+      expect(deliveries).toHaveLength(0)
+      yield* afterPublish
       expect(deliveries).toHaveLength(1)
       expect(deliveries[0]!.usernames.slice().sort()).toEqual(["alice", "bob"])
       expect(deliveries[0]!.options).toEqual({ excludeConnectionId: 7 })
       expect(deliveries[0]!.message.msgId).toBe(sent.msgId)
       yield* logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "", type: 1 })
+      yield* afterPublish
       expect(deliveries.slice(1).map((entry) => entry.options)).toEqual([undefined, undefined])
 
       yield* Scope.close(scope, Exit.void)
@@ -169,15 +177,15 @@ describe("LogicEmbedded lifecycle", () => {
         onlineBatch: [{ username: "alice", remoteIp: "10.0.0.3", timestamp: at }],
         offlineBatch: []
       })
-      const online = yield* logic.onlineGateways(["alice", "bob", "carol"])
+      const online = logic.onlineGateways(["alice", "bob", "carol"])
       expect([...online.entries()].map(([user, gateways]) => [user, [...gateways]])).toEqual([
         ["alice", ["gw-1", "gw-2"]],
         ["bob", ["gw-1"]]
       ])
       yield* logic.syncStatus({ seqId: 2n, gatewayId: "gw-1", onlineBatch: [], offlineBatch: [{ username: "alice", timestamp: at }] })
-      expect([...((yield* logic.onlineGateways(["alice"])).get("alice") ?? [])]).toEqual(["gw-2"])
+      expect([...(logic.onlineGateways(["alice"]).get("alice") ?? [])]).toEqual(["gw-2"])
       expect(yield* logic.forgetGateway("gw-1")).toBe(1)
-      expect((yield* logic.onlineGateways(["bob"])).has("bob")).toBe(false)
+      expect(logic.onlineGateways(["bob"]).has("bob")).toBe(false)
       expect((yield* failure(logic.syncStatus({ seqId: 3n, gatewayId: "", onlineBatch: [], offlineBatch: [] }))).code).toBe(
         "invalid_argument"
       )

@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { snowflakeParts } from "../../src/adapters/logic-embedded/Snowflake.js"
 import { chat, failure, fixture, registerAll, sessionsOf } from "./helpers.js"
+import { afterPublish } from "./helpers.js"
 
 const direct = (logic: Effect.Effect.Success<ReturnType<typeof fixture>>["logic"], a: string, b: string) =>
   logic.createSession({ creatorUsername: a, members: [b], name: "", type: 1 })
@@ -33,6 +34,7 @@ describe("LogicEmbedded messages", () => {
       const { logic, published } = yield* fixture()
       yield* registerAll(logic, "alice", "bob", "eve")
       const id = yield* direct(logic, "alice", "bob")
+      yield* afterPublish
       const publishedBefore = published.length
       expect(yield* failure(logic.sendMessage(chat(id, "eve", "let me in")))).toMatchObject({
         code: "permission_denied",
@@ -44,6 +46,7 @@ describe("LogicEmbedded messages", () => {
         message: "not a session member"
       })
       expect((yield* failure(logic.updateReadPosition({ username: "eve", sessionId: id, seqId: 1n }))).code).toBe("permission_denied")
+      yield* afterPublish
       expect(published.length).toBe(publishedBefore)
       // The refusals consumed no seq: the next message follows the system message directly.
       expect((yield* logic.sendMessage(chat(id, "alice", "still here"))).seqId).toBe(2n)
@@ -162,8 +165,10 @@ describe("LogicEmbedded messages", () => {
       yield* logic.register({ username: "bob", password: "secret1", nickname: "Bob" })
       yield* registerAll(logic, "carol")
       const id = yield* direct(logic, "alice", "bob")
+      yield* afterPublish
       published.length = 0
       const sent = yield* logic.sendMessage(chat(id, "alice", "psst", { toUsername: "mallory" }), { connectionId: 42 })
+      yield* afterPublish
       expect(published.map((entry) => entry.recipients)).toEqual([["alice"], ["bob"]])
       for (const entry of published) {
         expect(entry.origin).toEqual({ connectionId: 42 })
@@ -174,6 +179,7 @@ describe("LogicEmbedded messages", () => {
 
       published.length = 0
       yield* logic.sendMessage(chat("0", "carol", "hello everyone"))
+      yield* afterPublish
       expect(published).toHaveLength(1)
       expect(published[0]!.recipients.slice().sort()).toEqual(["alice", "bob", "carol"])
       expect(published[0]!.origin).toBeUndefined()

@@ -23,6 +23,14 @@ describe("Snowflake", () => {
     expect(snowflakeParts(ids[2]!).timestampMs).toBe(t0 + 1000)
   })
 
+  it("continues after an id of another worker it is seeded with, in the same millisecond", () => {
+    const other = makeSnowflake(900).next(t0)
+    const ours = makeSnowflake(3, other)
+    const next = ours.next(t0)
+    expect(next > other).toBe(true)
+    expect(snowflakeParts(next).workerId).toBe(3)
+  })
+
   it("continues after the last id it is seeded with, even if the clock is behind", () => {
     const previous = makeSnowflake(0).next(t0 + 60_000)
     const resumed = makeSnowflake(0, previous)

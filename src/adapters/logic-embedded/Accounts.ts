@@ -5,6 +5,7 @@ import type { LogicError } from "../../domain/Errors.js"
 import { logicError } from "../../domain/Errors.js"
 import type { Revocation, User } from "../../domain/Model.js"
 import type { Passwords } from "./Passwords.js"
+import type { Prepare } from "./Statements.js"
 import { ROOM_SESSION_ID } from "./Schema.js"
 import { attempt, attemptPromise, fromChecked } from "./Storage.js"
 import type { TokenSigner } from "./Tokens.js"
@@ -29,6 +30,9 @@ export type Accounts = Pick<LogicShape, "register" | "login" | "validateToken" |
 
 export interface AccountsOptions {
   readonly db: Database.Database
+  readonly prepare: Prepare
+  /** A new user joined the room at this position. */
+  readonly joinedRoom: (user: { readonly username: string; readonly nickname: string }, joinedSeq: bigint) => void
   readonly tokens: TokenSigner
   readonly passwords: Passwords
   /** Makes what was just committed durable before it is acknowledged. */
@@ -49,26 +53,28 @@ const toRevocation = (row: RevocationRow): Revocation => ({
 /** Users, passwords and tokens: registration, login, validation and Logout (revocations stored). */
 export const makeAccounts = (options: AccountsOptions): Effect.Effect<Accounts, LogicError> =>
   Effect.gen(function*() {
-    const { db, tokens, passwords, durable } = options
+    const { db, prepare, tokens, passwords, durable } = options
     const statements = yield* attempt("preparing accounts", () => ({
-      userByName: db.prepare<[string], UserRow>("SELECT username, nickname, avatar_url FROM users WHERE username = ?"),
-      userAuth: db.prepare<[string], UserAuthRow>(
+      userByName: prepare<[string], UserRow>("SELECT username, nickname, avatar_url FROM users WHERE username = ?"),
+      userAuth: prepare<[string], UserAuthRow>(
         "SELECT username, nickname, avatar_url, password_hash FROM users WHERE username = ?"
       ),
-      insertUser: db.prepare<[string, string, string, number], void>(
+      insertUser: prepare<[string, string, string, number]>(
         "INSERT OR IGNORE INTO users (username, password_hash, nickname, created_at) VALUES (?, ?, ?, ?)"
       ),
-      joinRoom: db.prepare<[string, number, string], void>(
-        `INSERT OR IGNORE INTO session_members (session_id, username, last_read_seq, joined_at)
-         SELECT session_id, ?, max_seq, ? FROM sessions WHERE session_id = ?`
+      // A new member starts with everything already in the room read, and their inbox after it.
+      joinRoom: prepare<[string, number, string], bigint>(
+        `INSERT OR IGNORE INTO session_members (session_id, username, last_read_seq, joined_seq, joined_at)
+         SELECT session_id, ?, max_seq, max_seq, ? FROM sessions WHERE session_id = ? RETURNING joined_seq`,
+        { pluck: true }
       ),
-      revoke: db.prepare<[string, string, number], RevocationRow>(
+      revoke: prepare<[string, string, number], RevocationRow>(
         `INSERT INTO revoked_tokens (token_id, username, expires_at) VALUES (?, ?, ?)
          ON CONFLICT (token_id) DO UPDATE SET token_id = excluded.token_id
          RETURNING cursor, token_id, username, expires_at`
       ),
-      pruneRevocations: db.prepare<[number], void>("DELETE FROM revoked_tokens WHERE expires_at <= ?"),
-      revocationsAfter: db.prepare<[bigint, number, number], RevocationRow>(
+      pruneRevocations: prepare<[number]>("DELETE FROM revoked_tokens WHERE expires_at <= ?"),
+      revocationsAfter: prepare<[bigint, number, number], RevocationRow>(
         `SELECT cursor, token_id, username, expires_at FROM revoked_tokens
          WHERE cursor > ? AND expires_at > ? ORDER BY cursor LIMIT ?`
       )
@@ -83,7 +89,8 @@ export const makeAccounts = (options: AccountsOptions): Effect.Effect<Accounts, 
 
     const registerTx = db.transaction((username: string, hash: string, nickname: string, nowMs: number) => {
       if (statements.insertUser.run(username, hash, nickname, nowMs).changes === 0) return false
-      statements.joinRoom.run(username, nowMs, ROOM_SESSION_ID)
+      const joinedSeq = statements.joinRoom.get(username, nowMs, ROOM_SESSION_ID)
+      if (joinedSeq !== undefined) options.joinedRoom({ username, nickname }, joinedSeq)
       return true
     })
 

@@ -27,6 +27,9 @@ export const makeSnowflake = (workerId: number, lastId: bigint = 0n): Snowflake 
   const worker = BigInt(workerId & MAX_WORKER_ID) << SEQUENCE_BITS
   let lastMs = lastId > 0n ? Number(lastId >> (WORKER_BITS + SEQUENCE_BITS)) : -1
   let sequence = lastId > 0n ? Number(lastId & BigInt(MAX_SEQUENCE)) : 0
+  let last = lastId
+
+  const compose = () => (BigInt(lastMs) << (WORKER_BITS + SEQUENCE_BITS)) | worker | BigInt(sequence)
 
   return {
     next: (nowMs) => {
@@ -40,7 +43,14 @@ export const makeSnowflake = (workerId: number, lastId: bigint = 0n): Snowflake 
         lastMs++
         sequence = 0
       }
-      return (BigInt(lastMs) << (WORKER_BITS + SEQUENCE_BITS)) | worker | BigInt(sequence)
+      // Seeded from an id of another worker (higher worker bits), the same millisecond could
+      // give a smaller id: an inbox cursor would skip it. Move to the next millisecond instead.
+      if (compose() <= last) {
+        lastMs++
+        sequence = 0
+      }
+      last = compose()
+      return last
     }
   }
 }

@@ -5,6 +5,7 @@ import { watchService } from "../etcd/Discovery.js"
 import type { PushClient } from "../grpc-push/PushServer.js"
 import { pushClient } from "../grpc-push/PushServer.js"
 import { InternalAuth } from "../grpc/Security.js"
+import type { PushMessage } from "../../domain/Model.js"
 import type { EmbeddedLogic, LogicEmbeddedOptions, Publisher } from "../logic-embedded/LogicEmbedded.js"
 import { makeEmbeddedLogic } from "../logic-embedded/LogicEmbedded.js"
 import { serveLogic } from "./LogicGrpcServer.js"
@@ -83,10 +84,10 @@ export const layer = (options: ReferenceLogicOptions) =>
         Effect.forkScoped
       )
 
-      const deliver: Publisher = (recipients, message) =>
+      const deliver = (recipients: ReadonlyArray<string>, message: PushMessage) =>
         Effect.gen(function*() {
           if (logic === undefined) return
-          const where = yield* logic.onlineGateways(recipients)
+          const where = logic.onlineGateways(recipients)
           const byGateway = new Map<string, Array<string>>()
           for (const [username, gatewayIds] of where) {
             for (const gatewayId of gatewayIds) {
@@ -118,9 +119,9 @@ export const layer = (options: ReferenceLogicOptions) =>
           Effect.withSpan("ReferenceLogic.publish")
         )
 
-      // Acks must not wait for the fan-out, as with the Task service behind a queue.
-      const publish: Publisher = (recipients, message, origin) =>
-        FiberSet.run(pushes, deliver(recipients, message, origin)).pipe(Effect.asVoid)
+      // Acks do not wait for the fan-out, as with the Task service behind a queue.
+      const runPush = yield* FiberSet.runtime(pushes)<never>()
+      const publish: Publisher = (recipients, message) => void runPush(deliver(recipients, message))
 
       logic = yield* makeEmbeddedLogic(options.embedded, publish)
       const { port } = yield* serveLogic(logic, { port: options.port, host: options.host })

@@ -2,7 +2,7 @@ import { Context, Data, Effect, Layer } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client"
-import { Metrics, type MetricsShape } from "../../application/ports/Metrics.js"
+import { Metrics, type MetricsShape, type StorageTotals } from "../../application/ports/Metrics.js"
 
 export interface PrometheusOptions {
   readonly port: number
@@ -129,6 +129,22 @@ export const makePrometheusMetrics = (registry: Registry): { readonly metrics: M
     registers
   })
 
+  let storageSource: (() => StorageTotals) | undefined
+  const storageCounter = (name: string, help: string, read: (totals: StorageTotals) => number) =>
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        if (storageSource === undefined) return
+        this.reset()
+        this.inc(read(storageSource()))
+      }
+    })
+  storageCounter("gateway_logic_sql_statements_total", "Prepared SQL statements the embedded Logic executed", (t) => t.statements)
+  storageCounter("gateway_logic_rows_written_total", "Rows the embedded Logic inserted, updated or deleted", (t) => t.rowsWritten)
+  storageCounter("gateway_logic_transactions_total", "Write transactions of the embedded Logic (a group commit's batch is one)", (t) => t.transactions)
+
   const rejectedByReason = new Map<string, Counter.Internal>()
   const httpByRoute = new Map<string, KeyChildren<number>>()
   const grpcByMethod = new Map<string, KeyChildren<string>>()
@@ -208,6 +224,9 @@ export const makePrometheusMetrics = (registry: Registry): { readonly metrics: M
       children.requests.inc()
       if (children.errors !== undefined) children.errors.inc()
       if (Number.isFinite(seconds)) children.duration.observe(seconds)
+    },
+    storage: (read) => {
+      storageSource = read
     }
   }
   return { metrics, registry }

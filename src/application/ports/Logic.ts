@@ -49,9 +49,12 @@ export interface PageRequest {
   readonly limit: bigint
   readonly pageToken: string
 }
-/** Where a chat came from, so an in-process Logic can skip echoing it to the sending socket. */
+/** Where a chat came from. */
 export interface ChatOrigin {
-  readonly connectionId: number
+  /** The sending socket, which an in-process Logic does not echo the message to. */
+  readonly connectionId?: number
+  /** Names this send across retries: Logic stores a message once per key and sender. */
+  readonly idempotencyKey?: string
 }
 
 export interface LogicShape {

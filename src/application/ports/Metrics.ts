@@ -16,6 +16,14 @@ export interface MetricsShape {
   readonly pushDuration: (seconds: number) => void
   readonly httpRequest: (route: string, code: number, seconds: number) => void
   readonly grpcRequest: (method: string, code: string, seconds: number) => void
+  /** A store's running totals, read when metrics are collected (the embedded Logic's SQL). */
+  readonly storage: (read: () => StorageTotals) => void
+}
+
+export interface StorageTotals {
+  readonly statements: number
+  readonly rowsWritten: number
+  readonly transactions: number
 }
 
 export class Metrics extends Context.Tag("resonance/Metrics")<Metrics, MetricsShape>() {
@@ -30,7 +38,8 @@ export class Metrics extends Context.Tag("resonance/Metrics")<Metrics, MetricsSh
     pushFailed: () => {},
     pushDuration: () => {},
     httpRequest: () => {},
-    grpcRequest: () => {}
+    grpcRequest: () => {},
+    storage: () => {}
   }
   static readonly layerNoop: Layer.Layer<Metrics> = Layer.succeed(Metrics, Metrics.noop)
 }

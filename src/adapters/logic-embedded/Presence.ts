@@ -1,0 +1,79 @@
+import type Database from "better-sqlite3"
+import { Effect } from "effect"
+import type { LogicShape } from "../../application/ports/Logic.js"
+import type { LogicError } from "../../domain/Errors.js"
+import { logicError } from "../../domain/Errors.js"
+import type { PresenceBatch } from "../../domain/Model.js"
+import type { Prepare } from "./Statements.js"
+import { attempt } from "./Storage.js"
+
+export interface PresenceStore {
+  readonly syncStatus: LogicShape["syncStatus"]
+  /** For each given user online somewhere, the gateways holding their connections. Plain: per message. */
+  readonly onlineGateways: (usernames: ReadonlyArray<string>) => ReadonlyMap<string, ReadonlySet<string>>
+  /** Forgets every user a gateway reported (it went away); how many entries were dropped. */
+  readonly forgetGateway: (gatewayId: string) => Effect.Effect<number, LogicError>
+}
+
+/**
+ * Which gateway holds which user, for the reference Logic's pushes: stored (a restart keeps it)
+ * and indexed in memory, so finding a message's recipients costs no SQL. Entries are per
+ * (user, gateway): an offline from one gateway never removes the user's route through another.
+ */
+export const makePresence = (db: Database.Database, prepare: Prepare): Effect.Effect<PresenceStore, LogicError> =>
+  Effect.gen(function*() {
+    const statements = yield* attempt("preparing presence", () => ({
+      up: prepare<[string, string, string, bigint]>(
+        `INSERT INTO presence (username, gateway_id, remote_ip, since) VALUES (?, ?, ?, ?)
+         ON CONFLICT (username, gateway_id) DO UPDATE SET remote_ip = excluded.remote_ip, since = excluded.since`
+      ),
+      down: prepare<[string, string]>("DELETE FROM presence WHERE username = ? AND gateway_id = ?"),
+      dropGateway: prepare<[string]>("DELETE FROM presence WHERE gateway_id = ?"),
+      all: prepare<[], { readonly username: string; readonly gateway_id: string }>("SELECT username, gateway_id FROM presence")
+    }))
+    const byUser = new Map<string, Set<string>>()
+    const add = (username: string, gatewayId: string) => {
+      let gateways = byUser.get(username)
+      if (gateways === undefined) byUser.set(username, (gateways = new Set()))
+      gateways.add(gatewayId)
+    }
+    const remove = (username: string, gatewayId: string) => {
+      const gateways = byUser.get(username)
+      if (gateways === undefined) return
+      gateways.delete(gatewayId)
+      if (gateways.size === 0) byUser.delete(username)
+    }
+    for (const row of yield* attempt("loading presence", () => statements.all.all())) add(row.username, row.gateway_id)
+
+    const syncTx = db.transaction((batch: PresenceBatch) => {
+      for (const event of batch.offlineBatch) statements.down.run(event.username, batch.gatewayId)
+      for (const event of batch.onlineBatch) statements.up.run(event.username, batch.gatewayId, event.remoteIp, event.timestamp)
+    })
+
+    const syncStatus: PresenceStore["syncStatus"] = Effect.fn("LogicEmbedded.syncStatus")(function*(batch) {
+      if (batch.gatewayId === "") return yield* Effect.fail(logicError("invalid_argument", "gateway_id is required"))
+      yield* attempt("syncStatus", () => syncTx.immediate(batch))
+      for (const event of batch.offlineBatch) remove(event.username, batch.gatewayId)
+      for (const event of batch.onlineBatch) add(event.username, batch.gatewayId)
+    })
+
+    const onlineGateways: PresenceStore["onlineGateways"] = (usernames) => {
+      const found = new Map<string, ReadonlySet<string>>()
+      for (const username of usernames) {
+        const gateways = byUser.get(username)
+        if (gateways !== undefined) found.set(username, gateways)
+      }
+      return found
+    }
+
+    const forgetGateway: PresenceStore["forgetGateway"] = (gatewayId) =>
+      attempt("forgetGateway", () => {
+        const dropped = statements.dropGateway.run(gatewayId).changes
+        for (const [username, gateways] of byUser) {
+          if (gateways.delete(gatewayId) && gateways.size === 0) byUser.delete(username)
+        }
+        return dropped
+      })
+
+    return { syncStatus, onlineGateways, forgetGateway }
+  })
