@@ -42,6 +42,7 @@ const logicLayer = (
   isCluster(config)
     ? LogicGrpc.layer({
       deadline: config.logic.timeout,
+      attemptTimeout: config.logic.attemptTimeout,
       retries: config.logic.retries,
       endpoints: Effect.gen(function*() {
         const instances = yield* watchService({

@@ -1,5 +1,5 @@
-import { Context, Duration, Effect, Layer, Option, Runtime, Schedule } from "effect"
-import type { Clock, Fiber, Scope, Tracer } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Option, Random, Runtime, Schedule } from "effect"
+import type { Fiber, Scope, Tracer } from "effect"
 import { CloseCodes } from "../domain/Connection.js"
 import type { LogicError } from "../domain/Errors.js"
 import type { ChatRequest, SendMessageResult } from "../domain/Model.js"
@@ -102,6 +102,8 @@ interface Shared {
   readonly ack: Rate
   readonly maxViolations: number
   readonly rules: ChatRules
+  /** Random per Dispatcher: idempotency keys of one boot never meet those of another. */
+  readonly bootId: string
   /** Unregisters a connection that closed. */
   readonly closed: (connection: LiveConnection) => void
 }
@@ -291,7 +293,11 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
   private forward(seq: string, chat: ChatRequest): Effect.Effect<void> {
     const { logic, chatTimeout } = this.shared
     const { info } = this.connection
-    const call = logic.sendMessage(chat, { connectionId: info.id })
+    // A retry of this send (by the Logic client, or the client resending its seq here) is stored once.
+    const call = logic.sendMessage(
+      chat,
+      seq === "" ? { connectionId: info.id } : { connectionId: info.id, idempotencyKey: `${this.shared.bootId}:${info.id}:${seq}` }
+    )
     const bounded: Effect.Effect<SendMessageResult, Pick<LogicError, "code" | "message">> = Duration.isZero(chatTimeout)
       ? call
       : Effect.timeoutFail(call, {
@@ -379,6 +385,7 @@ export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, 
           ack: rateOf(options.acksPerSecond, options.ackBurst, 0),
           maxViolations: options.maxRateViolations ?? 20,
           rules: { maxContentBytes: options.maxContentBytes ?? 64 * 1024 },
+          bootId: `${(yield* Clock.currentTimeMillis).toString(36)}-${(yield* Random.nextIntBetween(0, 2 ** 30)).toString(36)}`,
           closed: (connection) => {
             const { info } = connection
             if (info.expiresAt !== undefined) expiry.remove(connection, info.expiresAt)

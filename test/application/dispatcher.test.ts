@@ -64,7 +64,8 @@ describe("Dispatcher", () => {
       const [chat, origin] = received[0]!
       expect(chat.fromUsername).toBe("alice")
       expect(chat.timestamp).toBe(1_700_000_123n)
-      expect(origin).toEqual({ connectionId: conn.info.id })
+      // The key names this send across retries: this connection, this seq, this boot.
+      expect(origin).toEqual({ connectionId: conn.info.id, idempotencyKey: expect.stringMatching(new RegExp(`^[0-9a-z-]+:${conn.info.id}:c-1$`)) })
       expect(acks(conn.packets())).toEqual([
         { seq: "c-1", refSeq: "c-1", msgId: 42n, seqId: 7n, sessionId: "single:alice:bob", error: "" }
       ])

@@ -99,7 +99,8 @@ describe("LogicGrpc ↔ LogicGrpcServer", () => {
         login: (input) => Effect.sync(() => (received.login = input, { accessToken: "token-login", user })),
         register: (input) => Effect.sync(() => (received.register = input, { accessToken: "token-register", user })),
         validateToken: (token) => Effect.sync(() => (received.validateToken = token, user)),
-        sendMessage: (input) => Effect.sync(() => (received.sendMessage = input, { msgId: int64Max, seqId: 42n })),
+        sendMessage: (input, origin) =>
+          Effect.sync(() => (received.sendMessage = [input, origin], { msgId: int64Max, seqId: 42n })),
         syncStatus: (input) => Effect.sync(() => void (received.syncStatus = input)),
         getSessionList: (username, page) =>
           Effect.sync(() => (received.getSessionList = [username, page], { sessions, nextPageToken: "next-page" })),
@@ -124,8 +125,10 @@ describe("LogicGrpc ↔ LogicGrpcServer", () => {
       expect(yield* logic.validateToken("jwt")).toStrictEqual(user)
       expect(received.validateToken).toBe("jwt")
 
-      expect(yield* logic.sendMessage(chat)).toStrictEqual({ msgId: int64Max, seqId: 42n })
-      expect(received.sendMessage).toStrictEqual(chat)
+      expect(yield* logic.sendMessage(chat, { idempotencyKey: "boot:1:seq" })).toStrictEqual({ msgId: int64Max, seqId: 42n })
+      const [sent, origin] = received.sendMessage as [typeof chat, unknown]
+      expect(sent).toMatchObject(chat)
+      expect(origin).toStrictEqual({ idempotencyKey: "boot:1:seq" })
 
       yield* logic.syncStatus(batch)
       expect(received.syncStatus).toStrictEqual(batch)
@@ -217,7 +220,7 @@ describe("LogicGrpc ↔ LogicGrpcServer", () => {
       const raw = new ChatServiceClient(address, grpc.credentials.createInsecure())
       yield* Effect.addFinalizer(() => Effect.sync(() => raw.close()))
       const response = yield* Effect.async<SendMessageResponse, grpc.ServiceError>((resume) => {
-        raw.sendMessage({ ...chat, content: "intruder" }, (error, value) =>
+        raw.sendMessage({ ...chat, content: "intruder", idempotencyKey: "" }, (error, value) =>
           resume(error === null ? Effect.succeed(value) : Effect.fail(error)))
       })
       expect(response).toStrictEqual({ msgId: 0n, seqId: 0n, error: "not a session member" })

@@ -140,9 +140,13 @@ describe("wire contract", () => {
       toUsername: "",
       content: "",
       type: "",
-      timestamp: 5n
+      timestamp: 5n,
+      idempotencyKey: ""
     }).finish()
     expect(hex(send)).toBe("1a0173" + "4005")
+    // The gateway's addition, field 9 (1 and 2 stay reserved): a Logic that does not know it skips it.
+    const keyed = LogicChat.SendMessageRequest.encode({ ...LogicChat.SendMessageRequest.decode(send), idempotencyKey: "k" }).finish()
+    expect(hex(keyed)).toBe("1a0173" + "4005" + "4a016b")
   })
 
   it("proto3 JSON uses lowerCamelCase and accepts int64 as strings or numbers", () => {

@@ -68,7 +68,7 @@ export interface GatewayConfig {
     /** How often a gateway asks Logic for tokens revoked elsewhere. */
     readonly revocationPollInterval: Duration.Duration
   }
-  readonly logic: { readonly timeout: Duration.Duration; readonly retries: number }
+  readonly logic: { readonly timeout: Duration.Duration; readonly attemptTimeout: Duration.Duration; readonly retries: number }
   readonly limits: {
     readonly maxConnections: number
     readonly maxConnectionsPerIp: number
@@ -271,7 +271,10 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
     }),
     "auth"
   ),
-  logic: Config.nested(Config.all({ timeout: duration("timeout", "5s"), retries: int("retries", 2) }), "logic"),
+  logic: Config.nested(
+    Config.all({ timeout: duration("timeout", "5s"), attemptTimeout: duration("attempt_timeout", "2s"), retries: int("retries", 2) }),
+    "logic"
+  ),
   limits: Config.nested(
     Config.all({
       maxConnections: int("max_connections", 0),

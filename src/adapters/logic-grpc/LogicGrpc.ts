@@ -1,5 +1,5 @@
 import * as grpc from "@grpc/grpc-js"
-import { Cause, Duration, Effect, Exit, Layer, Option, Stream, SubscriptionRef } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Layer, Option, Schedule, Stream, SubscriptionRef } from "effect"
 import type { Scope } from "effect"
 import { Logic } from "../../application/ports/Logic.js"
 import type { LogicShape } from "../../application/ports/Logic.js"
@@ -23,9 +23,11 @@ export interface LogicGrpcOptions {
   readonly endpoints: Effect.Effect<SubscriptionRef.SubscriptionRef<ReadonlyArray<string>>, never, Scope.Scope>
   /** Budget of one Logic call, retries included. */
   readonly deadline: Duration.DurationInput
-  /** Extra attempts after UNAVAILABLE, each on the next endpoint. */
+  /** Deadline of one attempt within that budget (default: the whole budget). */
+  readonly attemptTimeout?: Duration.DurationInput
+  /** Extra attempts after UNAVAILABLE (or a timed-out attempt of an idempotent call), each on the next endpoint. */
   readonly retries: number
-  /** Pause before the first retry; doubles on each further one. Default 25 ms. */
+  /** Pause before the first retry; doubles on each further one, jittered. Default 25 ms. */
   readonly backoff?: Duration.DurationInput
   readonly channelOptions?: grpc.ChannelOptions
 }
@@ -106,6 +108,17 @@ const outcomeOf = (exit: Exit.Exit<unknown, GrpcStatusError>): string =>
 
 const toLogicError = (error: GrpcStatusError): LogicError => logicError(failureCodeOf(error.status), error.message)
 
+/** Whether a failed attempt may be made again: the call was refused, or (when `idempotent`) took too long. */
+const retryable = (error: GrpcStatusError, idempotent: boolean) =>
+  error.status === grpc.status.UNAVAILABLE || (idempotent && error.status === grpc.status.DEADLINE_EXCEEDED)
+
+/**
+ * The pause before each retry: exponential from `backoff`, jittered so gateways that lost the
+ * same Logic do not come back in step, `retries` at most. On the Effect clock (TestClock in tests).
+ */
+export const retrySchedule = (backoff: Duration.DurationInput, retries: number): Schedule.Schedule<unknown, unknown> =>
+  Schedule.exponential(backoff).pipe(Schedule.jittered, Schedule.intersect(Schedule.recurs(Math.max(0, retries))))
+
 const make = (
   pool: EndpointPool,
   metrics: MetricsShape,
@@ -113,45 +126,45 @@ const make = (
   options: LogicGrpcStaticOptions
 ): LogicShape => {
   const deadlineMillis = Duration.toMillis(options.deadline)
-  const backoffMillis = Duration.toMillis(options.backoff ?? "25 millis")
-  const retries = Math.max(0, options.retries)
+  const attemptMillis = Math.min(deadlineMillis, Duration.toMillis(options.attemptTimeout ?? options.deadline))
+  const schedule = retrySchedule(options.backoff ?? "25 millis", options.retries)
 
-  const invoke = <Req, Res>(name: string, method: UnaryMethod<Req, Res>, request: Req): Effect.Effect<Res, LogicError> => {
+  /**
+   * One call within one overall deadline: each attempt on the next instance, bounded by
+   * `attemptTimeout`, retried on the schedule while the failure is retryable and time is left.
+   * Calls that are not idempotent (Register, CreateSession) are never sent twice.
+   */
+  const invoke = <Req, Res>(
+    name: string,
+    method: UnaryMethod<Req, Res>,
+    request: Req,
+    idempotent = true
+  ): Effect.Effect<Res, LogicError> => {
     const label = methodLabel(method.path)
-    return Effect.flatMap(outgoingMetadata(security), (metadata) => {
-      const deadlineAt = Date.now() + deadlineMillis
-
-      const retryOrFail = (
-        retry: number,
-        failed: Endpoint | undefined,
-        error: GrpcStatusError
-      ): Effect.Effect<Res, LogicError> => {
-        const delay = backoffMillis * 2 ** retry * (0.8 + Math.random() * 0.4)
-        if (retry >= retries || Date.now() + delay >= deadlineAt) return Effect.fail(toLogicError(error))
-        return Effect.zipRight(Effect.sleep(Duration.millis(delay)), attempt(retry + 1, failed))
-      }
-
-      const attempt = (retry: number, previous: Endpoint | undefined): Effect.Effect<Res, LogicError> => {
+    return Effect.flatMap(Effect.zip(outgoingMetadata(security), Clock.currentTimeMillis), ([metadata, startedAt]) => {
+      const deadlineAt = startedAt + deadlineMillis
+      let previous: Endpoint | undefined
+      const attempt = Effect.flatMap(Clock.currentTimeMillis, (now) => {
         const endpoint = pool.next(previous)
+        previous = endpoint
         if (endpoint === undefined) {
-          const error = new GrpcStatusError({ status: grpc.status.UNAVAILABLE, message: noEndpointMessage })
-          // Fail fast on a first attempt; mid-retry a replacement instance may be on its way.
-          return retry === 0 ? Effect.fail(toLogicError(error)) : retryOrFail(retry, undefined, error)
+          return Effect.fail(new GrpcStatusError({ status: grpc.status.UNAVAILABLE, message: noEndpointMessage }))
         }
         const started = performance.now()
-        return unaryCall(endpoint.client, method, request, metadata, new Date(deadlineAt)).pipe(
+        return unaryCall(endpoint.client, method, request, metadata, new Date(Math.min(deadlineAt, now + attemptMillis))).pipe(
           Effect.onExit((exit) =>
             Effect.sync(() => metrics.grpcRequest(label, outcomeOf(exit), (performance.now() - started) / 1000))
-          ),
-          Effect.catchAll((error) =>
-            error.status === grpc.status.UNAVAILABLE
-              ? retryOrFail(retry, endpoint, error)
-              : Effect.fail(toLogicError(error))
           )
         )
-      }
-
-      return attempt(0, undefined)
+      })
+      return attempt.pipe(
+        Effect.retry({
+          schedule,
+          while: (error) =>
+            retryable(error, idempotent) ? Effect.map(Clock.currentTimeMillis, (now) => now < deadlineAt) : Effect.succeed(false)
+        }),
+        Effect.mapError(toLogicError)
+      )
     }).pipe(
       Effect.withSpan(`Logic.${name}`, {
         kind: "client",
@@ -167,7 +180,7 @@ const make = (
         username: input.username,
         password: input.password,
         nickname: input.nickname
-      }),
+      }, false),
     validateToken: (accessToken) =>
       Effect.flatMap(invoke("validateToken", AuthServiceService.validateToken, { accessToken }), (response) => {
         if (!response.valid) return Effect.fail(logicError("unauthenticated", "invalid or expired token"))
@@ -180,7 +193,8 @@ const make = (
           : Effect.succeed(response.revocation)),
     listRevocations: (afterCursor, limit) =>
       invoke("listRevocations", AuthServiceService.listRevocations, { afterCursor, limit }),
-    sendMessage: (chat) =>
+    // Retried only with a key: without one a retry could store the message twice.
+    sendMessage: (chat, origin) =>
       Effect.flatMap(
         invoke("sendMessage", ChatServiceService.sendMessage, {
           sessionId: chat.sessionId,
@@ -188,8 +202,9 @@ const make = (
           toUsername: chat.toUsername,
           content: chat.content,
           type: chat.type,
-          timestamp: chat.timestamp
-        }),
+          timestamp: chat.timestamp,
+          idempotencyKey: origin?.idempotencyKey ?? ""
+        }, origin?.idempotencyKey !== undefined && origin.idempotencyKey !== ""),
         (response) => {
           if (response.error === "") return Effect.succeed({ msgId: response.msgId, seqId: response.seqId })
           const code = response.error === NOT_A_MEMBER ? "permission_denied" : "invalid_argument"
@@ -219,7 +234,7 @@ const make = (
           members: input.members as Array<string>,
           name: input.name,
           type: input.type
-        }),
+        }, false),
         (response) => response.sessionId
       ),
     getHistoryMessages: (input) =>

@@ -65,7 +65,7 @@ export const serveLogic = (
 
     const chat: ChatServiceServer = {
       sendMessage: bridge(ChatServiceService.sendMessage, (request) =>
-        logic.sendMessage(request).pipe(
+        logic.sendMessage(request, request.idempotencyKey === "" ? undefined : { idempotencyKey: request.idempotencyKey }).pipe(
           Effect.map((result) => ({ msgId: result.msgId, seqId: result.seqId, error: "" })),
           Effect.catchIf(isBusinessRefusal, (error) => Effect.succeed({ msgId: 0n, seqId: 0n, error: error.message })),
           Effect.mapError(toStatus)

@@ -31,6 +31,11 @@ export interface SendMessageRequest {
   content: string;
   type: string;
   timestamp: bigint;
+  /**
+   * Addition of this gateway (1 and 2 stay reserved, as upstream marks them): names this send
+   * across retries, so a Logic that knows it stores the message once per sender and key.
+   */
+  idempotencyKey: string;
 }
 
 export interface SendMessageResponse {
@@ -41,7 +46,7 @@ export interface SendMessageResponse {
 }
 
 function createBaseSendMessageRequest(): SendMessageRequest {
-  return { sessionId: "", fromUsername: "", toUsername: "", content: "", type: "", timestamp: 0n };
+  return { sessionId: "", fromUsername: "", toUsername: "", content: "", type: "", timestamp: 0n, idempotencyKey: "" };
 }
 
 export const SendMessageRequest: MessageFns<SendMessageRequest> = {
@@ -66,6 +71,9 @@ export const SendMessageRequest: MessageFns<SendMessageRequest> = {
         throw new globalThis.Error("value provided for field message.timestamp of type int64 too large");
       }
       writer.uint32(64).int64(message.timestamp);
+    }
+    if (message.idempotencyKey !== "") {
+      writer.uint32(74).string(message.idempotencyKey);
     }
     return writer;
   },
@@ -131,6 +139,14 @@ export const SendMessageRequest: MessageFns<SendMessageRequest> = {
             message.timestamp = reader.int64() as bigint;
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.idempotencyKey = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -163,6 +179,11 @@ export const SendMessageRequest: MessageFns<SendMessageRequest> = {
       content: isSet(object.content) ? globalThis.String(object.content) : "",
       type: isSet(object.type) ? globalThis.String(object.type) : "",
       timestamp: isSet(object.timestamp) ? BigInt(object.timestamp) : 0n,
+      idempotencyKey: isSet(object.idempotencyKey)
+        ? globalThis.String(object.idempotencyKey)
+        : isSet(object.idempotency_key)
+        ? globalThis.String(object.idempotency_key)
+        : "",
     };
   },
 
@@ -186,6 +207,9 @@ export const SendMessageRequest: MessageFns<SendMessageRequest> = {
     if (message.timestamp !== 0n) {
       obj.timestamp = message.timestamp.toString();
     }
+    if (message.idempotencyKey !== "") {
+      obj.idempotencyKey = message.idempotencyKey;
+    }
     return obj;
   },
 
@@ -200,6 +224,7 @@ export const SendMessageRequest: MessageFns<SendMessageRequest> = {
     message.content = object.content ?? "";
     message.type = object.type ?? "";
     message.timestamp = (object.timestamp !== undefined && object.timestamp !== null) ? BigInt(object.timestamp) : 0n;
+    message.idempotencyKey = object.idempotencyKey ?? "";
     return message;
   },
 };
