@@ -18,7 +18,7 @@ export interface DeliveryOptions {
 }
 
 export interface PushDeliveryShape {
-  /** Plain form for in-process callers already inside a request. */
+  /** Plain form for in-process callers already inside a request. `usernames` are distinct. */
   readonly deliverNow: (
     usernames: ReadonlyArray<string>,
     message: PushMessage,
@@ -50,12 +50,7 @@ export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDeli
         const exclude = options?.excludeConnectionId
         const failedUsernames: Array<string> = []
         let delivered = 0
-        const seen = usernames.length > 1 ? new Set<string>() : undefined
         for (const username of usernames) {
-          if (seen !== undefined) {
-            if (seen.has(username)) continue
-            seen.add(username)
-          }
           const devices = hub.connectionsOf(username)
           let reached = 0
           let attempted = 0

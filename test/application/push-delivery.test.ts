@@ -83,16 +83,6 @@ describe("PushDelivery", () => {
       expect(report).toEqual({ failedUsernames: [], delivered: 0 })
     }).pipe(Effect.provide(coreLayer())))
 
-  it.effect("duplicate targets are delivered once", () =>
-    Effect.gen(function*() {
-      const hub = yield* ConnectionHub
-      const push = yield* PushDelivery
-      const b = fakeConnection("b")
-      hub.add(b)
-      yield* push.deliver(["b", "b", "b"], message)
-      expect(b.frames).toHaveLength(1)
-    }).pipe(Effect.provide(coreLayer())))
-
   it.effect("counts sent frames, failed users and latency", () => {
     const recorder = recordingMetrics()
     return Effect.gen(function*() {

@@ -2,7 +2,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer, Option } from "effect"
 import * as ProtobufFrameCodec from "../../src/adapters/protobuf/FrameCodec.js"
 import * as PushServerModule from "../../src/adapters/grpc-push/PushServer.js"
-import { PushServer, pushClient, pushTargets } from "../../src/adapters/grpc-push/PushServer.js"
+import { PushServer, pushTargets } from "../../src/adapters/grpc-push/PushServer.js"
+import { pushClient } from "../../src/adapters/logic-server/GatewayPush.js"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import type { ConnectionRegistry, LiveConnection } from "../../src/application/ConnectionHub.js"
 import { InternalAuth } from "../../src/adapters/grpc/Security.js"
@@ -121,25 +122,28 @@ describe("PushServer", () => {
       expect(packet.payload).toStrictEqual({ $case: "push", value: message })
     }))
 
-  it.scopedLive("refuses a request without targets or without a message with INVALID_ARGUMENT", () =>
+  it.scopedLive("no targets is OK with nothing failed, as the Go gateway answers; no message is INVALID_ARGUMENT", () =>
     Effect.gen(function*() {
       const { client, hub, metrics } = yield* startPushServer
       const alice = fakeConnection("alice")
       hub.add(alice.connection)
 
-      const noTargets = yield* Effect.flip(client.push({ toUsernames: [], message }))
-      expect(noTargets).toMatchObject({ code: "invalid_argument", message: "to_usernames must name at least one user" })
-      const blankTargets = yield* Effect.flip(client.push({ toUsernames: ["", "  "], message }))
-      expect(blankTargets.code).toBe("invalid_argument")
+      expect(yield* client.push({ toUsernames: [], message })).toStrictEqual({ msgId: message.msgId, error: "", failedUsernames: [] })
+      expect((yield* client.push({ toUsernames: ["", "  "], message })).failedUsernames).toStrictEqual([])
       const noMessage = yield* Effect.flip(client.push({ toUsernames: ["alice"], message: undefined }))
       expect(noMessage).toMatchObject({ code: "invalid_argument", message: "message is required" })
 
       expect(alice.frames).toHaveLength(0)
-      expect(metrics.grpc.map((entry) => entry.code)).toStrictEqual([
-        "INVALID_ARGUMENT",
-        "INVALID_ARGUMENT",
-        "INVALID_ARGUMENT"
-      ])
+      expect(metrics.grpc.map((entry) => entry.code)).toStrictEqual(["OK", "OK", "INVALID_ARGUMENT"])
+    }))
+
+  it.scopedLive("a target named twice gets the push once", () =>
+    Effect.gen(function*() {
+      const { client, hub } = yield* startPushServer
+      const alice = fakeConnection("alice")
+      hub.add(alice.connection)
+      yield* client.push({ toUsernames: ["alice", "alice", " alice"], message })
+      expect(alice.frames).toHaveLength(1)
     }))
 
   it.scopedLive("each Push gets a server span continuing the caller's trace", () =>

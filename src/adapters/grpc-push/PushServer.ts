@@ -1,18 +1,15 @@
 import * as grpc from "@grpc/grpc-js"
-import { Context, Data, Duration, Effect, Layer } from "effect"
-import type { Scope } from "effect"
+import { Context, Effect, Exit, Layer, Option, Runtime } from "effect"
+import type { Tracer } from "effect"
 import { Metrics } from "../../application/ports/Metrics.js"
 import { PushDelivery } from "../../application/PushDelivery.js"
-import type { PushDeliveryShape } from "../../application/PushDelivery.js"
-import type { FailureCode } from "../../domain/Errors.js"
 import { PushServiceService } from "../../gen/gateway/v1/push.js"
 import type { PushRequest, PushResponse, PushServiceServer } from "../../gen/gateway/v1/push.js"
-import { internalClient, outgoingMetadata, unaryCall } from "../grpc/Client.js"
 import { InternalAuth } from "../grpc/Security.js"
-import { listen, makeUnaryBridge } from "../grpc/Server.js"
+import { listen } from "../grpc/Server.js"
 import type { ListenOptions } from "../grpc/Server.js"
-import type { GrpcStatusError } from "../grpc/Status.js"
-import { failureCodeOf, grpcFailure, statusName } from "../grpc/Status.js"
+import { methodLabel, statusName } from "../grpc/Status.js"
+import { parentSpanFromTraceparent } from "../grpc/TraceContext.js"
 
 export type PushServerOptions = ListenOptions
 
@@ -28,27 +25,14 @@ export const pushTargets = (usernames: ReadonlyArray<string>): Array<string> => 
   return Array.from(targets)
 }
 
-const handlePush = (delivery: PushDeliveryShape) => (request: PushRequest): Effect.Effect<PushResponse, GrpcStatusError> => {
-  const message = request.message
-  if (message === undefined) {
-    return Effect.fail(grpcFailure(grpc.status.INVALID_ARGUMENT, "message is required"))
-  }
-  const targets = pushTargets(request.toUsernames)
-  if (targets.length === 0) {
-    return Effect.fail(grpcFailure(grpc.status.INVALID_ARGUMENT, "to_usernames must name at least one user"))
-  }
-  return Effect.flatMap(delivery.deliver(targets, message), (report) =>
-    Effect.as(
-      Effect.annotateCurrentSpan({
-        "push.msg_id": message.msgId.toString(),
-        "push.targets": targets.length,
-        "push.failed": report.failedUsernames.length
-      }),
-      { msgId: message.msgId, error: "", failedUsernames: report.failedUsernames as Array<string> }
-    ))
-}
+const SPAN_NAME = PushServiceService.push.path.slice(1)
+const LABEL = methodLabel(PushServiceService.push.path)
 
-/** Serves PushService.Push for the Task service, delivering through PushDelivery. */
+/**
+ * Serves PushService.Push for the Task service. The hot path of the fan-out, so the handler is
+ * a plain callback: admission, the targets, one encode and the writes (PushDelivery), the
+ * counters. No fiber per call; a span only when the caller's trace is sampled.
+ */
 export const layer = (options: PushServerOptions): Layer.Layer<PushServer, Error, PushDelivery | Metrics | InternalAuth> =>
   Layer.scoped(
     PushServer,
@@ -56,11 +40,61 @@ export const layer = (options: PushServerOptions): Layer.Layer<PushServer, Error
       const delivery = yield* PushDelivery
       const metrics = yield* Metrics
       const security = yield* InternalAuth
-      const bridge = yield* makeUnaryBridge(security, (method, status, seconds) =>
-        metrics.grpcRequest(method, statusName(status), seconds)
-      )
+      const tracer = yield* Effect.tracer
+      const clock = yield* Effect.clock
+      const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+
+      const traced = (call: grpc.ServerUnaryCall<PushRequest, PushResponse>): Tracer.Span | undefined => {
+        const header = call.metadata.get("traceparent")[0]
+        if (typeof header !== "string") return undefined
+        const parent = parentSpanFromTraceparent(header)
+        if (Option.isNone(parent) || !parent.value.sampled) return undefined
+        const span = tracer.span(SPAN_NAME, parent, Context.empty(), [], clock.unsafeCurrentTimeNanos(), "server")
+        span.attribute("rpc.system", "grpc")
+        span.attribute("rpc.method", LABEL)
+        return span
+      }
+
+      const answer = (request: PushRequest): PushResponse | { readonly code: grpc.status; readonly details: string } => {
+        const message = request.message
+        if (message === undefined) return { code: grpc.status.INVALID_ARGUMENT, details: "message is required" }
+        const targets = pushTargets(request.toUsernames)
+        // Nobody to reach is nothing failed, as the Go gateway answers.
+        if (targets.length === 0) return { msgId: message.msgId, error: "", failedUsernames: [] }
+        const report = delivery.deliverNow(targets, message)
+        return { msgId: message.msgId, error: "", failedUsernames: report.failedUsernames as Array<string> }
+      }
+
+      const push: grpc.handleUnaryCall<PushRequest, PushResponse> = (call, callback) => {
+        const started = performance.now()
+        const refusal = security.admit(call)
+        if (refusal !== undefined) {
+          callback({ code: refusal.status, details: refusal.message }, null)
+          metrics.grpcRequest(LABEL, statusName(refusal.status), (performance.now() - started) / 1000)
+          return
+        }
+        const span = traced(call)
+        let status: grpc.status = grpc.status.OK
+        try {
+          const outcome = answer(call.request)
+          if ("code" in outcome) {
+            status = outcome.code
+            callback(outcome, null)
+          } else {
+            span?.attribute("push.failed", outcome.failedUsernames.length)
+            callback(null, outcome)
+          }
+        } catch (error) {
+          status = grpc.status.INTERNAL
+          callback({ code: status, details: "internal error" }, null)
+          runFork(Effect.logError("PushService/Push failed unexpectedly").pipe(Effect.annotateLogs({ error: String(error) })))
+        }
+        span?.end(clock.unsafeCurrentTimeNanos(), Exit.void)
+        metrics.grpcRequest(LABEL, statusName(status), (performance.now() - started) / 1000)
+      }
+
       const server = new grpc.Server()
-      const implementation: PushServiceServer = { push: bridge(PushServiceService.push, handlePush(delivery)) }
+      const implementation: PushServiceServer = { push }
       server.addService(PushServiceService, implementation)
       const port = yield* listen(server, security, options)
       yield* (security.mode === "refuse-all"
@@ -73,47 +107,3 @@ export const layer = (options: PushServerOptions): Layer.Layer<PushServer, Error
       return { port }
     })
   )
-
-/** A Push call that did not return a response. */
-export class PushCallError extends Data.TaggedError("PushCallError")<{
-  readonly code: FailureCode
-  readonly message: string
-}> {}
-
-export interface PushClient {
-  readonly push: (request: PushRequest) => Effect.Effect<PushResponse, PushCallError>
-}
-
-export interface PushClientOptions {
-  /** Per call. Default 5 seconds. */
-  readonly deadline?: Duration.DurationInput
-  readonly channelOptions?: grpc.ChannelOptions
-}
-
-/** A client of one gateway's PushService (`host:port` or `grpc://host:port`), closed with the scope. */
-export const pushClient = (
-  address: string,
-  options: PushClientOptions = {}
-): Effect.Effect<PushClient, never, Scope.Scope | InternalAuth> =>
-  Effect.flatMap(InternalAuth, (security) =>
-  Effect.map(
-    Effect.acquireRelease(
-      Effect.sync(() => internalClient(address, security, options.channelOptions)),
-      (client) => Effect.sync(() => client.close())
-    ),
-    (client): PushClient => {
-      const deadlineMillis = Duration.toMillis(options.deadline ?? "5 seconds")
-      return {
-        push: (request) =>
-          Effect.flatMap(outgoingMetadata(security), (metadata) =>
-            unaryCall(client, PushServiceService.push, request, metadata, new Date(Date.now() + deadlineMillis))
-          ).pipe(
-            Effect.mapError((error) => new PushCallError({ code: failureCodeOf(error.status), message: error.message })),
-            Effect.withSpan("PushService.Push", {
-              kind: "client",
-              attributes: { "rpc.system": "grpc", "rpc.method": "PushService/Push" }
-            })
-          )
-      }
-    }
-  ))
