@@ -131,7 +131,7 @@ describe("PrometheusMetrics", () => {
 
   it.effect("nonsense values are ignored instead of throwing on the hot path", () =>
     Effect.promise(async () => {
-      const { metrics, registry } = makePrometheusMetrics(new Registry())
+      const { close, metrics, registry } = makePrometheusMetrics(new Registry())
       metrics.messagesSent(-1)
       metrics.messagesSent(Number.NaN)
       metrics.pushFailed(-3)
@@ -146,6 +146,21 @@ describe("PrometheusMetrics", () => {
       expect(samples.get("gateway_http_requests_total{route=\"/x\",code=\"200\"}")).toBe(1)
       expect(samples.has("gateway_http_request_duration_seconds_count{route=\"/x\"}")).toBe(false)
       expect(samples.has("gateway_grpc_request_duration_seconds_count{method=\"/m\"}")).toBe(false)
+      close()
+    }))
+
+  it.effect("a scrape walks no handles: open fds come from a cached reading, active handles are not exported", () =>
+    Effect.promise(async () => {
+      const { registry, close } = makePrometheusMetrics(new Registry())
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        const { samples } = parseExposition(await registry.metrics())
+        expect([...samples.keys()].some((k) => k.startsWith("nodejs_active_handles"))).toBe(false)
+        expect([...samples.keys()].some((k) => k.startsWith("nodejs_active_resources"))).toBe(false)
+        if (process.platform === "linux") expect(samples.get("process_open_fds")).toBeGreaterThan(2)
+      } finally {
+        close()
+      }
     }))
 
   it.effect("each instance has its own registry, so several can coexist", () =>
@@ -155,6 +170,8 @@ describe("PrometheusMetrics", () => {
       a.metrics.pulse()
       expect(parseExposition(await a.registry.metrics()).samples.get("gateway_messages_pulse_total")).toBe(1)
       expect(parseExposition(await b.registry.metrics()).samples.get("gateway_messages_pulse_total")).toBe(0)
+      a.close()
+      b.close()
     }))
 
   it.scopedLive("serves the registry's content type at the path and 404 elsewhere", () =>
