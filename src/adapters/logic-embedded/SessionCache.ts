@@ -41,7 +41,7 @@ interface MemberRow {
 /**
  * Sessions and their members in memory, so a message costs no read: the process holding the
  * database file is its only writer, and every write that changes a cached fact (a join, a new
- * session, a committed message) updates the cache too. Least recently used sessions are dropped
+ * session, a committed message) updates the cache too. Sessions unused for a while are dropped
  * past `capacity` and read again when needed.
  */
 export const makeSessionCache = (prepare: Prepare, capacity = 100_000) => {
@@ -52,18 +52,33 @@ export const makeSessionCache = (prepare: Prepare, capacity = 100_000) => {
     `SELECT sm.username, u.nickname, u.avatar_url, sm.joined_seq
      FROM session_members sm JOIN users u ON u.username = sm.username WHERE sm.session_id = ?`
   )
-  const sessions = new Map<string, CachedSession>()
+  // Two generations instead of a strict LRU: a hit in `recent` touches nothing (re-inserting
+  // into one Map on every message churns its hash table), a hit in `older` moves the session up,
+  // and when `recent` is full it becomes `older` and the old `older` is dropped. At most
+  // `capacity` sessions are held; what was not used for a whole generation is read again.
+  const generation = Math.max(1, Math.floor(capacity / 2))
+  let recent = new Map<string, CachedSession>()
+  let older = new Map<string, CachedSession>()
 
   const remember = (session: CachedSession) => {
-    sessions.delete(session.sessionId)
-    sessions.set(session.sessionId, session)
-    if (sessions.size > capacity) sessions.delete(sessions.keys().next().value!)
+    if (recent.size >= generation) {
+      older = recent
+      recent = new Map()
+    }
+    recent.set(session.sessionId, session)
     return session
   }
 
+  const cached = (sessionId: string): CachedSession | undefined => recent.get(sessionId) ?? older.get(sessionId)
+
   const get = (sessionId: string): CachedSession | undefined => {
-    const known = sessions.get(sessionId)
-    if (known !== undefined) return remember(known)
+    const hot = recent.get(sessionId)
+    if (hot !== undefined) return hot
+    const warm = older.get(sessionId)
+    if (warm !== undefined) {
+      older.delete(sessionId)
+      return remember(warm)
+    }
     const row = sessionRow.get(sessionId)
     if (row === undefined) return undefined
     return remember({
@@ -92,10 +107,13 @@ export const makeSessionCache = (prepare: Prepare, capacity = 100_000) => {
     get,
     membersOf,
     /** A session just created (its members known). */
-    add: (session: CachedSession) => void remember(session),
+    add: (session: CachedSession) => {
+      older.delete(session.sessionId)
+      remember(session)
+    },
     /** A member who just joined a session, if that session is cached with its members. */
     joined: (sessionId: string, member: Member) => {
-      const session = sessions.get(sessionId)
+      const session = cached(sessionId)
       if (session?.members === undefined) return
       session.members.set(member.username, member)
       session.memberNames = undefined
@@ -103,7 +121,10 @@ export const makeSessionCache = (prepare: Prepare, capacity = 100_000) => {
     memberNames: (session: CachedSession): ReadonlyArray<string> =>
       (session.memberNames ??= Array.from(membersOf(session).keys())),
     /** After a rollback: what is cached may be ahead of the file. */
-    clear: () => sessions.clear(),
+    clear: () => {
+      recent.clear()
+      older.clear()
+    },
     /** The member of a direct session who is not `viewer`. */
     otherMember: (session: CachedSession, viewer: string): Member | undefined => {
       for (const member of membersOf(session).values()) if (member.username !== viewer) return member
