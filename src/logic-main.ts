@@ -27,6 +27,7 @@ const program = Effect.gen(function*() {
     embedded: {
       databasePath: config.embedded.databasePath,
       synchronous: config.embedded.synchronous,
+      commitIntervalMs: Duration.toMillis(config.embedded.commitInterval),
       secretKey: config.auth.secretKey,
       tokenTtlSeconds: Duration.toSeconds(config.auth.tokenTtl),
       bcryptRounds: config.auth.bcryptCost,

@@ -61,6 +61,7 @@ const logicLayer = (
     : LogicEmbedded.layer({
       databasePath: config.embedded.databasePath,
       synchronous: config.embedded.synchronous,
+      commitIntervalMs: Duration.toMillis(config.embedded.commitInterval),
       secretKey: config.auth.secretKey,
       tokenTtlSeconds: Duration.toSeconds(config.auth.tokenTtl),
       bcryptRounds: config.auth.bcryptCost,
@@ -153,7 +154,8 @@ export const gatewayLayer = (config: GatewayConfig, addressing: ClientAddressing
       acksPerSecond: config.limits.acksPerSecond,
       ackBurst: config.limits.ackBurst,
       maxContentBytes: config.limits.maxMessageBytes,
-      maxPendingBytes: config.ws.maxPendingBytes
+      maxPendingBytes: config.ws.maxPendingBytes,
+      traceChats: tracingOn(config)
     }),
     // A Logic across the network is worth a short cache of valid tokens, and other gateways revoke
     // tokens there; the embedded Logic is cheap and only this gateway revokes its tokens.
@@ -221,11 +223,14 @@ export const gatewayLayer = (config: GatewayConfig, addressing: ClientAddressing
   )
 }
 
+const tracingOn = (config: GatewayConfig) =>
+  config.observability.trace.enabled && config.observability.trace.endpoint !== ""
+
 export const observabilityLayer = (config: GatewayConfig) =>
   Layer.mergeAll(
     layerLogger({ format: config.log.format, level: config.log.level }),
     layerTracing({
-      enabled: config.observability.trace.enabled && config.observability.trace.endpoint !== "",
+      enabled: tracingOn(config),
       endpoint: config.observability.trace.endpoint,
       samplerRatio: config.observability.trace.sampler,
       serviceName: config.service.name,

@@ -1,4 +1,5 @@
 import { Context, Effect, Layer } from "effect"
+import type { Tracer } from "effect"
 import type { ConnectionInfo } from "../domain/Connection.js"
 
 /** A client connection as the use cases drive it; the socket behind it lives in an adapter. */
@@ -10,6 +11,8 @@ export interface LiveConnection {
   /** Stops reading the client's frames (back-pressure) until `resumeReads`. */
   readonly pauseReads: () => void
   readonly resumeReads: () => void
+  /** The span of the connection's session, made when first asked for; parents its chat spans. */
+  readonly sessionSpan?: () => Tracer.AnySpan
 }
 
 /**

@@ -1,4 +1,4 @@
-import { Clock, Context, Duration, Effect, Layer, Option, Random, Runtime, Schedule } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Either, Exit, Layer, Option, Random, Runtime, Schedule } from "effect"
 import type { Fiber, Scope, Tracer } from "effect"
 import { CloseCodes } from "../domain/Connection.js"
 import type { LogicError } from "../domain/Errors.js"
@@ -12,7 +12,7 @@ import type { LiveConnection } from "./ConnectionHub.js"
 import { ConnectionHub } from "./ConnectionHub.js"
 import type { FrameCodecShape } from "./ports/FrameCodec.js"
 import { FrameCodec, isFault } from "./ports/FrameCodec.js"
-import type { LogicShape } from "./ports/Logic.js"
+import type { ChatItem, ChatOrigin, LogicShape } from "./ports/Logic.js"
 import { Logic } from "./ports/Logic.js"
 import type { MetricsShape } from "./ports/Metrics.js"
 import { Metrics } from "./ports/Metrics.js"
@@ -41,6 +41,12 @@ export interface DispatcherOptions {
   readonly maxRateViolations?: number
   /** Largest chat content, in UTF-8 bytes. */
   readonly maxContentBytes?: number
+  /**
+   * A span and a fiber per chat under the session's span (default false: the chats of a turn go to
+   * Logic as one batch). Worth it only when traces are exported: even Effect's native tracer
+   * allocates a span, its ids and attributes for every chat.
+   */
+  readonly traceChats?: boolean
 }
 
 export interface ConnectionStats {
@@ -68,11 +74,39 @@ export interface DispatcherShape {
   /**
    * Opens a connection: registers it in the hub, announces presence and handles its frames in
    * arrival order until `close`. Plain, so a socket adapter enters no Effect per connection;
-   * `parentSpan` (the WebSocket session) parents every chat span.
+   * `parentSpan`, or else the connection's `sessionSpan()` asked on its first traced chat, parents
+   * every chat span.
    */
   readonly open: (connection: LiveConnection, parentSpan?: Tracer.AnySpan) => ConnectionSession
   /** `open` for the life of the scope; the current span parents the chat spans. */
   readonly attach: (connection: LiveConnection) => Effect.Effect<ConnectionHandle, never, Scope.Scope>
+}
+
+/** Failures that are Logic's, not the client's: worth a warning. */
+const outage = (code: string) => code === "unavailable" || code === "deadline_exceeded" || code === "internal"
+
+const logicTimedOut = { code: "deadline_exceeded" as const, message: "logic did not answer in time" }
+const internalError = { code: "internal" as const, message: "internal error" }
+
+/**
+ * A chat Logic failed to store, said once for its batch with whom it concerned. No log
+ * annotations around the calls themselves: they cost ~11 KB of garbage per chat.
+ */
+const logOutage = (connections: ReadonlyArray<LiveConnection>, error: Pick<LogicError, "code" | "message">) =>
+  Effect.logWarning("chats not stored: Logic failed").pipe(
+    Effect.annotateLogs({
+      code: error.code,
+      error: error.message,
+      chats: connections.length,
+      user: connections[0]?.info.username ?? "",
+      connection: connections[0]?.info.id ?? 0
+    })
+  )
+
+/** A chat waiting for its batch: what Logic needs (a ChatItem), and who to answer. */
+interface PendingChat extends ChatItem {
+  readonly state: ConnectionState
+  readonly seq: string
 }
 
 /** A per-connection token bucket's parameters; `perSecond` 0 means unlimited. */
@@ -104,6 +138,9 @@ interface Shared {
   readonly rules: ChatRules
   /** Random per Dispatcher: idempotency keys of one boot never meet those of another. */
   readonly bootId: string
+  readonly traceChats: boolean
+  /** Queues a chat for the batch of this turn: one Effect for all of them (untraced chats only). */
+  readonly submit: (chat: PendingChat) => void
   /** Unregisters a connection that closed. */
   readonly closed: (connection: LiveConnection) => void
 }
@@ -262,7 +299,11 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
       case "ForwardChat":
         metrics.messageReceived()
         this.inFlight = true
-        this.shared.runFork(this.forward(decision.seq, decision.chat)).addObserver(() => this.settled())
+        if (this.shared.traceChats) {
+          this.shared.runFork(this.forward(decision.seq, decision.chat)).addObserver(() => this.settled())
+        } else {
+          this.shared.submit({ state: this, seq: decision.seq, chat: decision.chat, origin: this.originOf(decision.seq) })
+        }
         return
       case "RecordDelivery":
         this.deliveriesConfirmed++
@@ -274,7 +315,24 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
     }
   }
 
-  private settled(): void {
+  /** A retry of this send (by the Logic client, or the client resending its seq here) is stored once. */
+  originOf(seq: string): ChatOrigin {
+    const { id } = this.connection.info
+    return seq === "" ? { connectionId: id } : { connectionId: id, idempotencyKey: `${this.shared.bootId}:${id}:${seq}` }
+  }
+
+  /** Acks a chat; the error when it was Logic's fault (an operator should hear of it). */
+  answer(seq: string, chat: ChatRequest, result: Either.Either<SendMessageResult, Pick<LogicError, "code" | "message">>) {
+    if (Either.isRight(result)) {
+      this.reply(ackPacket(seq, { msgId: result.right.msgId, seqId: result.right.seqId, sessionId: chat.sessionId, error: "" }))
+      return undefined
+    }
+    const error = result.left
+    this.reply(errorAck(seq, error.message || error.code, chat.sessionId))
+    return outage(error.code) ? error : undefined
+  }
+
+  settled(): void {
     this.inFlight = false
     const pending = this.pending
     const sizes = this.pendingSizes
@@ -293,31 +351,21 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
   private forward(seq: string, chat: ChatRequest): Effect.Effect<void> {
     const { logic, chatTimeout } = this.shared
     const { info } = this.connection
-    // A retry of this send (by the Logic client, or the client resending its seq here) is stored once.
-    const call = logic.sendMessage(
-      chat,
-      seq === "" ? { connectionId: info.id } : { connectionId: info.id, idempotencyKey: `${this.shared.bootId}:${info.id}:${seq}` }
-    )
+    const call = logic.sendMessage(chat, this.originOf(seq))
     const bounded: Effect.Effect<SendMessageResult, Pick<LogicError, "code" | "message">> = Duration.isZero(chatTimeout)
       ? call
-      : Effect.timeoutFail(call, {
-        duration: chatTimeout,
-        onTimeout: () => ({ code: "deadline_exceeded" as const, message: "logic did not answer in time" })
-      })
-    return bounded.pipe(
-      Effect.match({
-        onFailure: (error) => errorAck(seq, error.message || error.code, chat.sessionId),
-        onSuccess: (result) =>
-          ackPacket(seq, { msgId: result.msgId, seqId: result.seqId, sessionId: chat.sessionId, error: "" })
-      }),
-      Effect.map((ack) => void this.reply(ack)),
-      Effect.withSpan("Dispatcher.chat", {
-        parent: this.parentSpan,
+      : Effect.timeoutFail(call, { duration: chatTimeout, onTimeout: () => logicTimedOut })
+    const answered = Effect.flatMap(Effect.either(bounded), (result) => {
+      const failure = this.answer(seq, chat, result)
+      return failure === undefined ? Effect.void : logOutage([this.connection], failure)
+    })
+    return (this.shared.traceChats
+      ? Effect.withSpan(answered, "Dispatcher.chat", {
+        parent: this.parentSpan ?? this.connection.sessionSpan?.(),
         captureStackTrace: false,
         attributes: { "chat.session_id": chat.sessionId, "chat.seq": seq, "user.name": info.username }
-      }),
-      Effect.annotateLogs({ user: info.username, connection: info.id })
-    )
+      })
+      : answered)
   }
 }
 
@@ -371,20 +419,58 @@ export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, 
         const hasEntries = yield* Effect.makeLatch(false)
         const expiry = new ExpiryWheel(() => hasEntries.unsafeOpen())
         const metrics = yield* Metrics
+        const logic = yield* Logic
+        const chatTimeout = Duration.decode(options.chatTimeout ?? "5 seconds")
+
+        // The chats of one turn go to Logic as one batch, in one fiber: per frame no Effect runs.
+        let batch: Array<PendingChat> = []
+        const sendBatch = () => {
+          const chats = batch
+          batch = []
+          const answered = new Array<boolean>(chats.length).fill(false)
+          let failure: Pick<LogicError, "code" | "message"> | undefined
+          const failed: Array<LiveConnection> = []
+          // Each chat is acked the moment its result is known, then its connection goes on.
+          const answer = (i: number, result: Either.Either<SendMessageResult, Pick<LogicError, "code" | "message">>) => {
+            if (answered[i]) return
+            answered[i] = true
+            const { state, seq, chat } = chats[i]!
+            const outcome = state.answer(seq, chat, result)
+            if (outcome !== undefined) {
+              failure ??= outcome
+              failed.push(state.connection)
+            }
+            state.settled()
+          }
+          const call = logic.sendMessages(chats, answer)
+          const bounded = Duration.isZero(chatTimeout) ? call : Effect.timeout(call, chatTimeout)
+          shared.runFork(bounded).addObserver((exit) => {
+            // What timed out, failed or died unanswered is answered with an error.
+            const missing = Exit.isSuccess(exit) ? undefined : Either.left(Cause.isFailType(exit.cause) ? logicTimedOut : internalError)
+            if (missing !== undefined) for (let i = 0; i < chats.length; i++) answer(i, missing)
+            if (failure !== undefined) shared.runFork(logOutage(failed, failure))
+          })
+        }
+
         const shared: Shared = {
           codec: yield* FrameCodec,
-          logic: yield* Logic,
+          logic,
           metrics,
           clock: yield* Effect.clock,
           runFork: Runtime.runFork(runtime),
           maxPendingFrames: options.maxPendingFrames ?? 64,
           maxPendingBytes: options.maxPendingBytes ?? 256 * 1024,
-          chatTimeout: Duration.decode(options.chatTimeout ?? "5 seconds"),
+          chatTimeout,
           chatLimiter: rate > 0 ? makeKeyedRateLimiter({ ratePerSecond: rate, burst: chatBurst }) : undefined,
           pulse: rateOf(options.pulsesPerSecond, options.pulseBurst, 0),
           ack: rateOf(options.acksPerSecond, options.ackBurst, 0),
           maxViolations: options.maxRateViolations ?? 20,
           rules: { maxContentBytes: options.maxContentBytes ?? 64 * 1024 },
+          traceChats: options.traceChats ?? false,
+          submit: (chat) => {
+            if (batch.length === 0) setImmediate(sendBatch)
+            batch.push(chat)
+          },
           bootId: `${(yield* Clock.currentTimeMillis).toString(36)}-${(yield* Random.nextIntBetween(0, 2 ** 30)).toString(36)}`,
           closed: (connection) => {
             const { info } = connection

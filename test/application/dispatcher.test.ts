@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Layer, Scope, TestClock } from "effect"
+import { Deferred, Effect, Either, Exit, Fiber, Layer, Scope, TestClock } from "effect"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import { Dispatcher } from "../../src/application/Dispatcher.js"
 import { PresenceBatcher } from "../../src/application/PresenceBatcher.js"
@@ -11,7 +11,11 @@ import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
 import type { CoreOptions } from "../support/core.js"
 import { coreLayer, fakeConnection, recordingMetrics } from "../support/core.js"
 
-const settle = Effect.repeatN(Effect.yieldNow(), 50)
+/** Lets queued work run: the chats of a turn are sent on the next macrotask, then fibers finish. */
+const settle = Effect.repeatN(
+  Effect.zipRight(Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve))), Effect.repeatN(Effect.yieldNow(), 20)),
+  3
+)
 
 const chatFrame = (seq: string, overrides: Partial<ChatRequest> = {}) =>
   WsPacket.encode({
@@ -139,6 +143,30 @@ describe("Dispatcher", () => {
             Effect.suspend(() => {
               const n = ++call
               return Effect.as(n === 1 ? Effect.sleep("500 millis") : Effect.void, { msgId: BigInt(n), seqId: 1n })
+            })
+        }
+      })
+    )
+  })
+
+  it.scoped("the chats of one turn reach Logic as one batch; each is acked as its own answer comes", () => {
+    const batches: Array<ReadonlyArray<string>> = []
+    return Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const users = ["alice", "bob", "carol"].map((name) => fakeConnection(name))
+      const handles = yield* Effect.forEach(users, (user) => dispatcher.attach(user))
+      handles.forEach((handle, i) => handle.receive(chatFrame(`b${i}`, { content: `from ${i}` })))
+      yield* settle
+      expect(batches).toEqual([["from 0", "from 1", "from 2"]])
+      users.forEach((user, i) => expect(acks(user.packets())).toMatchObject([{ seq: `b${i}`, msgId: BigInt(100 + i), error: "" }]))
+    }).pipe(
+      withCore({
+        logic: {
+          sendMessages: (items, answer) =>
+            Effect.sync(() => {
+              batches.push(items.map((item) => item.chat.content))
+              // Answered out of order, as independent calls would be.
+              for (const i of [2, 0, 1]) answer(i, Either.right({ msgId: BigInt(100 + i), seqId: 1n }))
             })
         }
       })

@@ -25,7 +25,7 @@ describe("group commit", () => {
     const commit = makeGroupCommit(db, counters)
     return Effect.gen(function*() {
       const results = yield* Effect.all(
-        ["a", "b", "c"].map((v) => commit.submit(() => (insert.run(v), v.toUpperCase()))),
+        ["a", "b", "c"].map((v) => commit.submit(() => (insert.run(v), v.toUpperCase()), Effect.fail)),
         { concurrency: "unbounded" }
       )
       expect(results).toEqual(["A", "B", "C"])
@@ -42,14 +42,14 @@ describe("group commit", () => {
     const commit = makeGroupCommit(db, makeCounters(), { onRollback: () => rollbacks++ })
     return Effect.gen(function*() {
       const results = yield* Effect.all(
-        ["a", "a", "c"].map((v) => Effect.exit(commit.submit(() => insert.run(v)))),
+        ["a", "a", "c"].map((v) => Effect.exit(commit.submit(() => insert.run(v), Effect.fail))),
         { concurrency: "unbounded" }
       )
       expect(results.map(Exit.isFailure)).toEqual([true, true, true])
       expect(rollbacks).toBe(1)
       expect((db.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n).toBe(0)
       // The next batch is unaffected.
-      yield* commit.submit(() => insert.run("d"))
+      yield* commit.submit(() => insert.run("d"), Effect.fail)
       expect((db.prepare("SELECT v FROM t").all() as Array<{ v: string }>).map((r) => r.v)).toEqual(["d"])
     }).pipe(Effect.ensuring(Effect.sync(cleanup)))
   })
@@ -65,7 +65,7 @@ describe("group commit", () => {
     return Effect.gen(function*() {
       const results = yield* Effect.all(
         Array.from({ length: 10 }, (_, i) =>
-          commit.submit(() => insert.run(`v${i}`).changes).pipe(
+          commit.submit(() => insert.run(`v${i}`).changes, Effect.fail).pipe(
             Effect.map(() => (db.prepare("SELECT count(*) AS n FROM t WHERE v = ?").get(`v${i}`) as { n: number }).n)
           )),
         { concurrency: "unbounded" }

@@ -31,6 +31,7 @@ describe("trace propagation across WebSocket, Dispatcher and gRPC", () => {
       )
 
       const gateway = wsGatewayLayer({
+        dispatcher: { traceChats: true },
         logicLayer: LogicGrpc.layerStatic([`127.0.0.1:${logicPort}`], { deadline: "2 seconds", retries: 1 })
       })
 

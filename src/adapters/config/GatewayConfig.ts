@@ -57,7 +57,7 @@ export interface GatewayConfig {
     readonly tls: { readonly ca: string; readonly cert: string; readonly key: string }
   }
   readonly registry: { readonly namespace: string; readonly defaultTtl: Duration.Duration }
-  readonly embedded: { readonly databasePath: string; readonly synchronous: "normal" | "full" }
+  readonly embedded: { readonly databasePath: string; readonly synchronous: "normal" | "full"; readonly commitInterval: Duration.Duration }
   readonly auth: {
     readonly secretKey: string | undefined
     readonly tokenTtl: Duration.Duration
@@ -246,7 +246,8 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
   embedded: Config.nested(
     Config.all({
       databasePath: str("database_path", "./data/resonance.db"),
-      synchronous: Config.literal("full", "normal")("synchronous").pipe(Config.withDefault("full" as const))
+      synchronous: Config.literal("full", "normal")("synchronous").pipe(Config.withDefault("full" as const)),
+      commitInterval: duration("commit_interval", "2ms")
     }),
     "embedded"
   ),

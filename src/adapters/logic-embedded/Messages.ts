@@ -1,9 +1,9 @@
 import type Database from "better-sqlite3"
-import { Clock, Effect } from "effect"
+import { Clock, Effect, Either } from "effect"
 import type { ChatOrigin, LogicShape } from "../../application/ports/Logic.js"
 import type { LogicError } from "../../domain/Errors.js"
 import { logicError, NOT_A_MEMBER } from "../../domain/Errors.js"
-import type { ChatRequest, PushMessage, SessionMeta } from "../../domain/Model.js"
+import type { ChatRequest, PushMessage, SendMessageResult, SessionMeta } from "../../domain/Model.js"
 import { messageTypeOf, SessionType } from "../../domain/Model.js"
 import type { ChatRules } from "../../domain/Packet.js"
 import { validateChat } from "../../domain/Packet.js"
@@ -69,7 +69,7 @@ export interface MessagesOptions {
   readonly sessionRules: SessionRules
 }
 
-export type Messages = Pick<LogicShape, "sendMessage" | "createSession" | "updateReadPosition">
+export type Messages = Pick<LogicShape, "sendMessage" | "sendMessages" | "createSession" | "updateReadPosition">
 
 /**
  * The write side. A message is three statements — its row (with its idempotency key), the
@@ -79,6 +79,7 @@ export type Messages = Pick<LogicShape, "sendMessage" | "createSession" | "updat
 export const makeMessages = (options: MessagesOptions): Effect.Effect<Messages, LogicError> =>
   Effect.gen(function*() {
     const { db, prepare, cache, snowflake, commit, durable, publish, chatRules, sessionRules } = options
+    const clock = yield* Effect.clock
     const statements = yield* attempt("preparing messages", () => ({
       insertMessage: prepare<[MessageRow & { readonly client_key: string | null }]>(
         `INSERT INTO messages (session_id, seq_id, msg_id, from_username, to_username, content, type, timestamp, client_key)
@@ -213,31 +214,56 @@ export const makeMessages = (options: MessagesOptions): Effect.Effect<Messages, 
       return createRows(sessionId, SessionType.Direct, "", from, members as Array<Member>, nowMs)
     }
 
+    const failedToStore = (error: unknown) => storageFailure("sendMessage", error)
+
+    const notFound = logicError("not_found", "session not found")
+    const notMember = logicError("permission_denied", NOT_A_MEMBER)
+
+    /** One chat's answer, its fan-out queued behind the acks. Plain: runs per chat. */
+    const answer = (outcome: PostOutcome, origin: ChatOrigin | undefined): Either.Either<SendMessageResult, LogicError> => {
+      switch (outcome._tag) {
+        case "NotFound":
+          return Either.left(notFound)
+        case "NotMember":
+          return Either.left(notMember)
+        case "Duplicate":
+          return Either.right({ msgId: outcome.msgId, seqId: outcome.seqId })
+        case "Posted":
+          schedulePublish(outcome, origin)
+          return Either.right({ msgId: outcome.row.msg_id, seqId: outcome.row.seq_id })
+      }
+    }
+
+    /** Checks a chat and, inside the batch's transaction, stores it. Plain: runs per chat. */
+    const store = (chat: ChatRequest, origin: ChatOrigin | undefined, nowMs: number): PostOutcome | LogicError => {
+      // The gateway's rules, checked again: a gRPC caller is not necessarily a gateway of ours.
+      const problem = validateChat(chat, chatRules)
+      if (problem !== undefined) return logicError("invalid_argument", problem)
+      const sessionId = chat.sessionId !== "" ? chat.sessionId : directSessionId(chat.fromUsername, chat.toUsername)
+      const key = origin?.idempotencyKey === undefined || origin.idempotencyKey === "" ? null : origin.idempotencyKey
+      const session = sessionForChat(sessionId, chat.fromUsername, nowMs)
+      if (session === undefined) return { _tag: "NotFound" }
+      if (!cache.membersOf(session).has(chat.fromUsername)) return { _tag: "NotMember" }
+      return post(session, chat.fromUsername, chat.fromUsername, chat.content, messageTypeOf(chat.type), key, nowMs)
+    }
+
+    const settle = (stored: PostOutcome | LogicError, origin: ChatOrigin | undefined) =>
+      stored._tag === "LogicError" ? Either.left(stored) : answer(stored, origin)
+
+    // The hot path: one Effect for a whole batch of chats, one group-commit job for all of them.
+    const sendMessages: Messages["sendMessages"] = (items, reply) =>
+      Effect.suspend(() => {
+        const nowMs = clock.unsafeCurrentTimeMillis()
+        return Effect.match(commit.submit(() => items.map((item) => store(item.chat, item.origin, nowMs)), failedToStore), {
+          onSuccess: (stored) => stored.forEach((outcome, i) => reply(i, settle(outcome, items[i]!.origin))),
+          onFailure: (error) => items.forEach((_, i) => reply(i, Either.left(error)))
+        })
+      })
+
     const sendMessage: Messages["sendMessage"] = (chat: ChatRequest, origin?: ChatOrigin) =>
-      Effect.gen(function*() {
-        // The gateway's rules, checked again: a gRPC caller is not necessarily a gateway of ours.
-        const problem = validateChat(chat, chatRules)
-        if (problem !== undefined) return yield* Effect.fail(logicError("invalid_argument", problem))
-        const sessionId = chat.sessionId !== "" ? chat.sessionId : directSessionId(chat.fromUsername, chat.toUsername)
-        const key = origin?.idempotencyKey === undefined || origin.idempotencyKey === "" ? null : origin.idempotencyKey
-        const nowMs = yield* Clock.currentTimeMillis
-        const outcome = yield* commit.submit((): PostOutcome => {
-          const session = sessionForChat(sessionId, chat.fromUsername, nowMs)
-          if (session === undefined) return { _tag: "NotFound" }
-          if (!cache.membersOf(session).has(chat.fromUsername)) return { _tag: "NotMember" }
-          return post(session, chat.fromUsername, chat.fromUsername, chat.content, messageTypeOf(chat.type), key, nowMs)
-        }).pipe(Effect.catchAll((error) => storageFailure("sendMessage", error)))
-        switch (outcome._tag) {
-          case "NotFound":
-            return yield* Effect.fail(logicError("not_found", "session not found"))
-          case "NotMember":
-            return yield* Effect.fail(logicError("permission_denied", NOT_A_MEMBER))
-          case "Duplicate":
-            return { msgId: outcome.msgId, seqId: outcome.seqId }
-          case "Posted":
-            schedulePublish(outcome, origin)
-            return { msgId: outcome.row.msg_id, seqId: outcome.row.seq_id }
-        }
+      Effect.suspend(() => {
+        let result: Either.Either<SendMessageResult, LogicError> = Either.left(logicError("internal", "no answer"))
+        return Effect.flatMap(sendMessages([{ chat, origin }], (_, answered) => void (result = answered)), () => result)
       })
 
     const createTx = db.transaction((sessionId: string, type: number, name: string, members: ReadonlyArray<Member>, content: string, nowMs: number) => {
@@ -295,5 +321,5 @@ export const makeMessages = (options: MessagesOptions): Effect.Effect<Messages, 
       return outcome.unread
     })
 
-    return { sendMessage, createSession, updateReadPosition }
+    return { sendMessage, sendMessages, createSession, updateReadPosition }
   })

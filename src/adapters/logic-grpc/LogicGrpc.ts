@@ -1,7 +1,7 @@
 import * as grpc from "@grpc/grpc-js"
 import { Cause, Clock, Duration, Effect, Exit, Layer, Option, Schedule, Stream, SubscriptionRef } from "effect"
 import type { Scope } from "effect"
-import { Logic } from "../../application/ports/Logic.js"
+import { Logic, sendEach } from "../../application/ports/Logic.js"
 import type { LogicShape } from "../../application/ports/Logic.js"
 import { Metrics } from "../../application/ports/Metrics.js"
 import type { MetricsShape } from "../../application/ports/Metrics.js"
@@ -173,7 +173,29 @@ const make = (
     )
   }
 
+  const sendMessage: LogicShape["sendMessage"] = (chat, origin) =>
+    Effect.flatMap(
+      invoke("sendMessage", ChatServiceService.sendMessage, {
+        sessionId: chat.sessionId,
+        fromUsername: chat.fromUsername,
+        toUsername: chat.toUsername,
+        content: chat.content,
+        type: chat.type,
+        timestamp: chat.timestamp,
+        idempotencyKey: origin?.idempotencyKey ?? ""
+        // Retried only with a key: without one a retry could store the message twice.
+      }, origin?.idempotencyKey !== undefined && origin.idempotencyKey !== ""),
+      (response) => {
+        if (response.error === "") return Effect.succeed({ msgId: response.msgId, seqId: response.seqId })
+        const code = response.error === NOT_A_MEMBER ? "permission_denied" : "invalid_argument"
+        return Effect.fail(logicError(code, response.error))
+      }
+    )
+
   return {
+    sendMessage,
+    // Each chat its own call: they are independent requests to Logic.
+    sendMessages: sendEach(sendMessage),
     login: (input) => invoke("login", AuthServiceService.login, { username: input.username, password: input.password }),
     register: (input) =>
       invoke("register", AuthServiceService.register, {
@@ -193,24 +215,6 @@ const make = (
           : Effect.succeed(response.revocation)),
     listRevocations: (afterCursor, limit) =>
       invoke("listRevocations", AuthServiceService.listRevocations, { afterCursor, limit }),
-    // Retried only with a key: without one a retry could store the message twice.
-    sendMessage: (chat, origin) =>
-      Effect.flatMap(
-        invoke("sendMessage", ChatServiceService.sendMessage, {
-          sessionId: chat.sessionId,
-          fromUsername: chat.fromUsername,
-          toUsername: chat.toUsername,
-          content: chat.content,
-          type: chat.type,
-          timestamp: chat.timestamp,
-          idempotencyKey: origin?.idempotencyKey ?? ""
-        }, origin?.idempotencyKey !== undefined && origin.idempotencyKey !== ""),
-        (response) => {
-          if (response.error === "") return Effect.succeed({ msgId: response.msgId, seqId: response.seqId })
-          const code = response.error === NOT_A_MEMBER ? "permission_denied" : "invalid_argument"
-          return Effect.fail(logicError(code, response.error))
-        }
-      ),
     syncStatus: (batch) =>
       Effect.flatMap(
         invoke("syncStatus", PresenceServiceService.syncStatus, {

@@ -79,7 +79,8 @@ class WsClient implements LiveConnection {
   constructor(
     readonly ws: WebSocket,
     readonly info: ConnectionInfo,
-    readonly span: Tracer.Span,
+    /** The WebSocket session's span, made on the first chat: an idle socket holds none. */
+    private readonly makeSpan: (client: WsClient) => Tracer.Span,
     private readonly gateway: GatewayContext
   ) {
     this.lastSeen = info.connectedAt
@@ -117,6 +118,12 @@ class WsClient implements LiveConnection {
 
   resumeReads(): void {
     this.ws.resume()
+  }
+
+  span: Tracer.Span | undefined = undefined
+
+  sessionSpan(): Tracer.Span {
+    return (this.span ??= this.makeSpan(this))
   }
 
   closed(): void {
@@ -269,18 +276,23 @@ export const layer = (options: WebSocketOptions) =>
         onClosed: (client) => {
           clients.delete(client)
           releaseIp(client.info.remoteAddress)
-          client.span.end(clock.unsafeCurrentTimeNanos(), Exit.void)
+          client.span?.end(clock.unsafeCurrentTimeNanos(), Exit.void)
           if (allClosed !== undefined && clients.size === 0) Deferred.unsafeDone(allClosed, Exit.void)
         }
       }
 
+      /** One span for the life of a connection, from its connect time: every chat frame's span is its child. */
+      const sessionSpan = (client: WsClient): Tracer.Span => {
+        const startNanos = BigInt(client.info.connectedAt) * 1_000_000n
+        const span = tracer.span("WebSocket.session", Option.none(), Context.empty(), [], startNanos, "server")
+        span.attribute("user.name", client.info.username)
+        span.attribute("net.peer.ip", client.info.remoteAddress)
+        span.attribute("ws.connection_id", client.info.id)
+        return span
+      }
+
       const open = (ws: WebSocket, principal: Principal, ip: string) => {
         const id = nextId++
-        // One span for the life of the connection: every chat frame's span is its child.
-        const span = tracer.span("WebSocket.session", Option.none(), Context.empty(), [], clock.unsafeCurrentTimeNanos(), "server")
-        span.attribute("user.name", principal.username)
-        span.attribute("net.peer.ip", ip)
-        span.attribute("ws.connection_id", id)
         const info: ConnectionInfo = {
           id,
           username: principal.username,
@@ -289,7 +301,7 @@ export const layer = (options: WebSocketOptions) =>
           expiresAt: principal.expiresAt,
           tokenId: principal.tokenId
         }
-        const client = new WsClient(ws, info, span, gateway)
+        const client = new WsClient(ws, info, sessionSpan, gateway)
         clients.add(client)
 
         if (options.maxDevicesPerUser > 0) {
@@ -302,7 +314,7 @@ export const layer = (options: WebSocketOptions) =>
             }
           }
         }
-        client.handle = dispatcher.open(client, span)
+        client.handle = dispatcher.open(client)
       }
 
       const admit = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => {

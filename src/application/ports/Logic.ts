@@ -1,4 +1,4 @@
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Either, Layer } from "effect"
 import type { LogicError } from "../../domain/Errors.js"
 import { logicError } from "../../domain/Errors.js"
 import type {
@@ -57,6 +57,12 @@ export interface ChatOrigin {
   readonly idempotencyKey?: string
 }
 
+/** One chat of a batch, as `sendMessage` takes it. */
+export interface ChatItem {
+  readonly chat: ChatRequest
+  readonly origin: ChatOrigin | undefined
+}
+
 export interface LogicShape {
   readonly login: (input: LoginInput) => Effect.Effect<AuthResult, LogicError>
   readonly register: (input: RegisterInput) => Effect.Effect<AuthResult, LogicError>
@@ -68,6 +74,15 @@ export interface LogicShape {
   readonly listRevocations: (afterCursor: bigint, limit: number) => Effect.Effect<RevocationPage, LogicError>
   /** Fails with the business error (e.g. "not a session member") or an outage. */
   readonly sendMessage: (chat: ChatRequest, origin?: ChatOrigin) => Effect.Effect<SendMessageResult, LogicError>
+  /**
+   * The chats of one turn of the event loop: one Effect for the batch, not one per frame. Each is
+   * answered through `answer` as soon as its own result is known (a slow one holds no other back);
+   * an in-process Logic commits them together.
+   */
+  readonly sendMessages: (
+    items: ReadonlyArray<ChatItem>,
+    answer: (index: number, result: Either.Either<SendMessageResult, LogicError>) => void
+  ) => Effect.Effect<void>
   readonly syncStatus: (batch: PresenceBatch) => Effect.Effect<void, LogicError>
   /** One page of the user's sessions (limit 0: Logic's page size; token "": the first page). */
   readonly getSessionList: (username: string, page?: PageRequest) => Effect.Effect<SessionPage, LogicError>
@@ -80,11 +95,28 @@ export interface LogicShape {
   readonly pullInboxDelta: (input: InboxInput) => Effect.Effect<InboxPage, LogicError>
 }
 
+/** `sendMessages` for a Logic whose calls are independent (over the network): each chat its own call, all at once. */
+export const sendEach = (sendMessage: LogicShape["sendMessage"]): LogicShape["sendMessages"] => (items, answer) =>
+  Effect.forEach(
+    items,
+    (item, index) => Effect.map(Effect.either(sendMessage(item.chat, item.origin)), (result) => answer(index, result)),
+    { concurrency: "unbounded", discard: true }
+  )
+
 /** The Logic service: in-process on SQLite (embedded mode) or over gRPC (cluster mode). */
 export class Logic extends Context.Tag("resonance/Logic")<Logic, LogicShape>() {
-  /** A Logic that answers every call with `unavailable`; override the methods a test needs. */
+  /**
+   * A Logic that answers every call with `unavailable`; override the methods a test needs
+   * (`sendMessages` follows an overridden `sendMessage` unless given).
+   */
   static readonly layerTest = (overrides: Partial<LogicShape> = {}): Layer.Layer<Logic> =>
-    Layer.succeed(Logic, { ...unavailableLogic, ...overrides })
+    Layer.succeed(Logic, withDefaults(overrides))
+}
+
+/** A whole Logic from some of its methods: the rest unavailable, `sendMessages` from `sendMessage`. */
+export const withDefaults = (overrides: Partial<LogicShape>): LogicShape => {
+  const sendMessage = overrides.sendMessage ?? unavailableLogic.sendMessage
+  return { ...unavailableLogic, ...overrides, sendMessages: overrides.sendMessages ?? sendEach(sendMessage) }
 }
 
 const down = () => Effect.fail(logicError("unavailable", "logic service is unavailable"))
@@ -96,6 +128,8 @@ export const unavailableLogic: LogicShape = {
   revokeToken: down,
   listRevocations: down,
   sendMessage: down,
+  sendMessages: (items, answer) =>
+    Effect.sync(() => items.forEach((_, index) => answer(index, Either.left(logicError("unavailable", "logic service is unavailable"))))),
   syncStatus: down,
   getSessionList: down,
   createSession: down,
