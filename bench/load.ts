@@ -2,6 +2,7 @@
  * The load process: real `ws` clients speaking the wire protocol, driven by the orchestrator over
  * IPC. It is its own process so that neither its CPU nor its memory is charged to the gateway.
  */
+import { monitorEventLoopDelay } from "node:perf_hooks"
 import { WebSocket } from "ws"
 import { WsPacket } from "../src/gen/gateway/v1/packet.js"
 import type {
@@ -11,6 +12,7 @@ import type {
   LoadCommand,
   LoadReply,
   LoadRequest,
+  RoomResult,
   SaturationResult
 } from "./protocol.js"
 import { percentile } from "./protocol.js"
@@ -31,7 +33,7 @@ const sockets: Array<WebSocket | undefined> = []
 let openCount = 0
 let onAllClosed: (() => void) | undefined
 
-type Mode = "idle" | "count" | "chat"
+type Mode = "idle" | "count" | "chat" | "room"
 let mode: Mode = "idle"
 
 // --- count mode (fan-out) -----------------------------------------------------------------
@@ -68,6 +70,7 @@ const onMessage = (user: number) => (data: Buffer) => {
     if (++counted >= countTarget && onCountReached !== undefined) onCountReached()
     return
   }
+  if (mode === "room") return onRoomFrame(data)
   if (mode !== "chat") return
   const payload = WsPacket.decode(data).payload
   if (payload === undefined) return
@@ -90,18 +93,39 @@ const onMessage = (user: number) => (data: Buffer) => {
   }
 }
 
+// --- room mode -----------------------------------------------------------------------------
+let roomSession = ""
+/** Every delivery of a measured room message: receipt time − intended send time. */
+let roomLatencies = new Float64Array(0)
+let roomDeliveries = 0
+let roomExpected = Infinity
+let onRoomDone: (() => void) | undefined
+
+const onRoomFrame = (data: Buffer) => {
+  const payload = WsPacket.decode(data).payload
+  if (payload?.$case === "ack" && payload.value.error !== "") {
+    ackErrors++
+    if (firstAckError === "") firstAckError = payload.value.error
+  }
+  if (payload?.$case !== "push" || payload.value.sessionId !== roomSession) return
+  const id = Number(payload.value.content)
+  if (id < measureFrom || id >= measureTo) return
+  if (roomDeliveries < roomLatencies.length) roomLatencies[roomDeliveries] = performance.now() - sentAt[id - measureFrom]!
+  if (++roomDeliveries >= roomExpected && onRoomDone !== undefined) onRoomDone()
+}
+
 const sleepMs = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
-const chatFrame = (from: number, id: number): Uint8Array =>
+const chatFrame = (from: number, id: number, room?: string): Uint8Array =>
   WsPacket.encode({
     seq: String(id),
     payload: {
       $case: "chat",
       value: {
-        sessionId: sessionOf[from]!,
+        sessionId: room ?? sessionOf[from]!,
         // The gateway sets the sender from the token; a client value is never trusted.
         fromUsername: "",
-        toUsername: usernames[partner[from]!]!,
+        toUsername: room !== undefined ? "" : usernames[partner[from]!]!,
         content: String(id),
         type: "text",
         timestamp: 0n
@@ -109,10 +133,10 @@ const chatFrame = (from: number, id: number): Uint8Array =>
     }
   }).finish()
 
-const sendChat = (from: number, id: number): boolean => {
+const sendChat = (from: number, id: number, room?: string): boolean => {
   const ws = sockets[from]
   if (ws === undefined || ws.readyState !== WebSocket.OPEN) return false
-  ws.send(chatFrame(from, id))
+  ws.send(chatFrame(from, id, room))
   return true
 }
 
@@ -192,6 +216,88 @@ const closeAll = async (): Promise<{ closed: number }> => {
   return { closed: closing }
 }
 
+/** Closes the sockets of users `from` and up; the others stay connected. */
+const closeFrom = async (from: number): Promise<{ closed: number; open: number }> => {
+  const closing = sockets.slice(from).filter((ws) => ws !== undefined && ws.readyState === WebSocket.OPEN)
+  await Promise.all(closing.map((ws) =>
+    new Promise<void>((resolve) => {
+      ws!.once("close", () => resolve())
+      ws!.close(1000, "bench: offline")
+      setTimeout(() => {
+        ws!.terminate()
+        resolve()
+      }, 3_000).unref()
+    })
+  ))
+  return { closed: closing.length, open: openCount }
+}
+
+/**
+ * Open loop into one big session: `rate` messages a second from rotating senders among the
+ * connected users below `senders`; every other connected member should receive each one.
+ */
+const roomLevel = async (command: Extract<LoadCommand, { cmd: "room" }>): Promise<RoomResult> => {
+  const { drainMs, durationMs, rate, senders, sessionId, warmupMs } = command
+  const warmupCount = Math.floor((rate * warmupMs) / 1000)
+  const measuredCount = Math.floor((rate * durationMs) / 1000)
+  const base = nextId
+  nextId += warmupCount + measuredCount
+  measureFrom = base + warmupCount
+  measureTo = measureFrom + measuredCount
+  sentAt = new Float64Array(measuredCount)
+  const receivers = openCount - 1
+  roomSession = sessionId
+  roomExpected = measuredCount * receivers
+  roomLatencies = new Float64Array(roomExpected)
+  roomDeliveries = 0
+  acked = 0
+  ackErrors = 0
+  firstAckError = ""
+  mode = "room"
+  const start = performance.now()
+  const intervalMs = 1000 / rate
+  const total = warmupCount + measuredCount
+  let k = 0
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const due = Math.min(total, Math.floor((performance.now() - start) / intervalMs) + 1)
+      for (; k < due; k++) {
+        const id = base + k
+        if (id >= measureFrom) sentAt[id - measureFrom] = start + k * intervalMs
+        sendChat(k % senders, id, sessionId)
+      }
+      if (k >= total) {
+        clearInterval(timer)
+        resolve()
+      }
+    }
+    const timer = setInterval(tick, 1)
+    tick()
+  })
+  if (roomDeliveries < roomExpected) {
+    await new Promise<void>((resolve) => {
+      onRoomDone = resolve
+      setTimeout(resolve, drainMs)
+    })
+    onRoomDone = undefined
+  }
+  mode = "idle"
+  const sorted = roomLatencies.subarray(0, Math.min(roomDeliveries, roomLatencies.length)).sort()
+  return {
+    rate,
+    messages: total,
+    measured: measuredCount,
+    receivers,
+    deliveries: roomDeliveries,
+    expectedDeliveries: roomExpected,
+    ackErrors,
+    firstAckError,
+    p50: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    max: sorted.length > 0 ? sorted[sorted.length - 1]! : Number.NaN
+  }
+}
+
 const countEnd = async (expected: number, timeoutMs: number): Promise<CountResult> => {
   if (counted < expected) {
     await new Promise<void>((resolve) => {
@@ -228,6 +334,8 @@ const e2eLevel = async (command: Extract<LoadCommand, { cmd: "e2e" }>): Promise<
   latencies = new Float64Array(measuredCount)
   resetChat()
   mode = "chat"
+  const loopDelay = monitorEventLoopDelay({ resolution: 1 })
+  loopDelay.enable()
   let sent = 0
   let sentMeasured = 0
   let k = 0
@@ -265,6 +373,7 @@ const e2eLevel = async (command: Extract<LoadCommand, { cmd: "e2e" }>): Promise<
     onMeasuredDone = undefined
   }
   mode = "idle"
+  loopDelay.disable()
   const sorted = latencies.subarray(0, latencyCount).sort()
   const measureStart = start + warmupMs
   const windowMs = Math.max(1, (latencyCount > 0 ? lastReceivedAt : sendEnd) - measureStart)
@@ -281,7 +390,9 @@ const e2eLevel = async (command: Extract<LoadCommand, { cmd: "e2e" }>): Promise<
     p99: percentile(sorted, 99),
     p999: percentile(sorted, 99.9),
     max: sorted.length > 0 ? sorted[sorted.length - 1]! : Number.NaN,
-    deliveredRate: latencyCount / (windowMs / 1000)
+    deliveredRate: latencyCount / (windowMs / 1000),
+    loadLoopLagMaxMs: loopDelay.max / 1e6,
+    loadLoopLagP99Ms: loopDelay.percentile(99) / 1e6
   }
 }
 
@@ -359,6 +470,10 @@ const run = async (command: LoadCommand): Promise<unknown> => {
       return connect(command)
     case "closeAll":
       return closeAll()
+    case "closeFrom":
+      return closeFrom(command.from)
+    case "room":
+      return roomLevel(command)
     case "countBegin":
       counted = 0
       firstAt = 0

@@ -39,6 +39,26 @@ export interface LevelResult {
   readonly max: number
   /** Pushes received per second over the measured window. */
   readonly deliveredRate: number
+  /** The load process's own event-loop delay during the level (a stall here inflates every latency). */
+  readonly loadLoopLagMaxMs: number
+  readonly loadLoopLagP99Ms: number
+}
+
+export interface RoomResult {
+  readonly rate: number
+  /** Sent, warm-up included. */
+  readonly messages: number
+  readonly measured: number
+  /** Connected members other than the sender: who should receive each message. */
+  readonly receivers: number
+  readonly deliveries: number
+  readonly expectedDeliveries: number
+  readonly ackErrors: number
+  readonly firstAckError: string
+  /** Per delivery of a measured message: intended send → received, ms. */
+  readonly p50: number
+  readonly p99: number
+  readonly max: number
 }
 
 export interface SaturationResult {
@@ -67,6 +87,18 @@ export type LoadCommand =
     readonly timeoutMs: number
   }
   | { readonly cmd: "closeAll" }
+  /** Closes the sockets of users `from` and up. */
+  | { readonly cmd: "closeFrom"; readonly from: number }
+  | {
+    readonly cmd: "room"
+    readonly sessionId: string
+    readonly rate: number
+    /** Messages come from users 0..senders−1 in turn. */
+    readonly senders: number
+    readonly warmupMs: number
+    readonly durationMs: number
+    readonly drainMs: number
+  }
   /** Waits until no frame has arrived for `quietMs`: the backlog of an overloaded level has drained. */
   | { readonly cmd: "quiet"; readonly quietMs: number; readonly timeoutMs: number }
   | { readonly cmd: "countBegin" }
@@ -90,6 +122,8 @@ export interface LoadResults {
   readonly users: { readonly users: number }
   readonly connect: ConnectResult
   readonly closeAll: { readonly closed: number }
+  readonly closeFrom: { readonly closed: number; readonly open: number }
+  readonly room: RoomResult
   readonly quiet: { readonly waitedMs: number; readonly drained: boolean }
   readonly countBegin: Record<string, never>
   readonly countEnd: CountResult

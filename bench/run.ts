@@ -21,6 +21,7 @@ import type {
   LoadCommand,
   LoadReply,
   LoadResults,
+  RoomResult,
   SaturationResult
 } from "./protocol.js"
 import type { Latest } from "./report.js"
@@ -53,6 +54,15 @@ const gatewayEnv = Object.fromEntries(
     return [setting.slice(0, at), setting.slice(at + 1)]
   })
 )
+/**
+ * The Node flags `npm start` runs the gateway with (everything between `node` and `--import`), so
+ * the bench measures what is deployed; the baseline gets them too, so a ratio compares code.
+ */
+const startFlags: ReadonlyArray<string> = (() => {
+  const start: string = JSON.parse(Fs.readFileSync(Path.join(repoRoot, "package.json"), "utf8")).scripts.start
+  const words = start.split(/\s+/)
+  return words.slice(words.indexOf("node") + 1, words.indexOf("--import")).filter((word) => word.startsWith("--"))
+})()
 /** Another checkout (or a patched copy) whose src/main.ts is benchmarked instead: for before/after runs. */
 const gatewayRoot = process.argv.find((a) => a.startsWith("--gateway-root="))?.slice("--gateway-root=".length)
 
@@ -84,6 +94,10 @@ interface Plan {
   readonly e2eDurationMs: number
   readonly saturationMs: number
   readonly stormConnects: number
+  /** Members of room "0" online during the room phase (every seeded user is a member). */
+  readonly roomOnline: number
+  readonly roomRate: number
+  readonly roomDurationMs: number
 }
 
 const flag = (name: string): number | undefined => {
@@ -91,9 +105,19 @@ const flag = (name: string): number | undefined => {
   return arg === undefined ? undefined : Number(arg.slice(name.length + 3))
 }
 
+/** `--levels=1000,2000`: only these e2e levels (the fixed point is measured whether listed or not). */
+const levelsFlag = (): ReadonlyArray<number> | undefined => {
+  const arg = process.argv.find((a) => a.startsWith("--levels="))
+  if (arg === undefined) return undefined
+  const levels = arg.slice("--levels=".length).split(",").map(Number)
+  if (levels.some((level) => !Number.isInteger(level) || level <= 0)) throw new Error(`--levels: positive integers, got ${arg}`)
+  return levels
+}
+
 const preset: Plan = quick
   ? {
-    connections: 10_000,
+    // 10,000 idle sockets held while the 1,000 e2e users chat.
+    connections: 11_000,
     warmupUsers: 100,
     pairs: 500,
     fanoutPushes: 3_000,
@@ -103,7 +127,10 @@ const preset: Plan = quick
     e2eWarmupMs: 500,
     e2eDurationMs: 3_000,
     saturationMs: 3_000,
-    stormConnects: 5_000
+    stormConnects: 5_000,
+    roomOnline: 1_000,
+    roomRate: 20,
+    roomDurationMs: 3_000
   }
   : {
     connections: 50_000,
@@ -116,7 +143,10 @@ const preset: Plan = quick
     e2eWarmupMs: 1_000,
     e2eDurationMs: 8_000,
     saturationMs: 8_000,
-    stormConnects: 20_000
+    stormConnects: 20_000,
+    roomOnline: 1_000,
+    roomRate: 20,
+    roomDurationMs: 8_000
   }
 
 const requested: Plan = {
@@ -124,7 +154,8 @@ const requested: Plan = {
   connections: flag("connections") ?? preset.connections,
   stormConnects: flag("storm") ?? preset.stormConnects,
   fanoutConcurrency: flag("fanout-concurrency") ?? preset.fanoutConcurrency,
-  fanoutPushes: flag("fanout-pushes") ?? preset.fanoutPushes
+  fanoutPushes: flag("fanout-pushes") ?? preset.fanoutPushes,
+  e2eLevels: levelsFlag() ?? preset.e2eLevels
 }
 
 /** Every socket is a file descriptor in the server and in the load process; stay under the hard limit. */
@@ -228,8 +259,12 @@ const pushFrame = Buffer.from(WsPacket.encode({ seq: "", payload: { $case: "push
 const metricValue = async (metricsUrl: string, name: string): Promise<number> => {
   const text = await (await fetch(metricsUrl)).text()
   const match = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, "m").exec(text)
-  // A labelled series appears with its first observation: absent means zero so far.
-  return match === null ? 0 : Number(match[1])
+  if (match !== null) return Number(match[1])
+  // A labelled series appears with its first observation: absent means zero so far. A metric
+  // the gateway does not declare at all is a typo here, not a zero.
+  const family = name.replace(/_(sum|count|bucket)$/, "")
+  if (!new RegExp(`^# TYPE (${name}|${family}) `, "m").test(text)) throw new Error(`the gateway exports no metric ${name}`)
+  return 0
 }
 
 interface Gateway extends Target {
@@ -238,6 +273,38 @@ interface Gateway extends Target {
 
 let gatewayRuns = 0
 const benchInternalToken = "bench-internal-token-0123456789abcdef"
+
+interface LoopLag {
+  readonly maxMs: number
+  readonly p99Ms: number
+}
+
+interface GcTotals {
+  readonly minor: { readonly count: number; readonly ms: number }
+  readonly major: { readonly count: number; readonly ms: number }
+}
+
+/** The gateway's GC pauses so far, by kind (prom-client's nodejs_gc_duration_seconds). */
+const gcTotals = async (metricsUrl: string): Promise<GcTotals> => {
+  const text = await (await fetch(metricsUrl)).text()
+  const read = (kind: string, what: "sum" | "count") =>
+    Number(new RegExp(`^nodejs_gc_duration_seconds_${what}\\{kind="${kind}"\\} ([0-9.e+-]+)`, "m").exec(text)?.[1] ?? 0)
+  return {
+    minor: { count: read("minor", "count"), ms: read("minor", "sum") * 1000 },
+    major: { count: read("major", "count"), ms: read("major", "sum") * 1000 }
+  }
+}
+
+const gcText = (before: GcTotals, after: GcTotals) =>
+  `gc: ${after.minor.count - before.minor.count} minor ${(after.minor.ms - before.minor.ms).toFixed(0)} ms, ` +
+  `${after.major.count - before.major.count} major ${(after.major.ms - before.major.ms).toFixed(0)} ms`
+
+/** The gateway's event-loop delay since the previous scrape (prom-client's default metrics). */
+const loopLag = async (metricsUrl: string): Promise<LoopLag> => {
+  const text = await (await fetch(metricsUrl)).text()
+  const value = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)`, "m").exec(text)?.[1] ?? Number.NaN) * 1000
+  return { maxMs: value("nodejs_eventloop_lag_max_seconds"), p99Ms: value("nodejs_eventloop_lag_p99_seconds") }
+}
 
 const startGateway = async (databasePath: string, secretKey: string, profileDir: string): Promise<Gateway> => {
   const run = ++gatewayRuns
@@ -249,6 +316,7 @@ const startGateway = async (databasePath: string, secretKey: string, profileDir:
     ...(gatewayRoot !== undefined ? { root: Path.resolve(gatewayRoot) } : {}),
     nodeFlags: [
       "--expose-gc",
+      ...startFlags,
       ...gatewayFlags,
       ...(heap ? ["--heapsnapshot-signal=SIGUSR1", `--diagnostic-dir=${heapDir}`] : []),
       // One directory per run: the tsx loader thread writes a profile of its own next to the main thread's.
@@ -269,6 +337,8 @@ const startGateway = async (databasePath: string, secretKey: string, profileDir:
       RESONANCE_INTERNAL_TOKEN: benchInternalToken,
       // The load comes from one or a few loopback addresses, far above the per-address defaults.
       RESONANCE_LIMITS_MAX_CONNECTIONS_PER_IP: "0",
+      // Saturation is a script by design: past 10 chats/s per user it would measure the limiter.
+      RESONANCE_LIMITS_MESSAGES_PER_SECOND: "0",
       ...gatewayEnv
     }
   })
@@ -305,6 +375,7 @@ const startBaseline = async (profileDir: string): Promise<Target> => {
     ...logFileFor("baseline"),
     nodeFlags: [
       "--expose-gc",
+      ...startFlags,
       ...(heap ? ["--heapsnapshot-signal=SIGUSR1", `--diagnostic-dir=${heapDir}`] : []),
       ...(profile ? ["--cpu-prof", `--cpu-prof-dir=${Path.join(profileDir, "baseline")}`] : [])
     ],
@@ -339,6 +410,49 @@ interface CpuShare {
   readonly load: number
   readonly orchestrator: number
 }
+
+interface SqlCounters {
+  readonly statements: number
+  readonly rowsWritten: number
+  readonly transactions: number
+}
+
+/** The embedded Logic's SQL counters (gateway_logic_sql_*). */
+const sqlCounters = async (metricsUrl: string): Promise<SqlCounters> => {
+  const [statements, rowsWritten, transactions] = await Promise.all([
+    metricValue(metricsUrl, "gateway_logic_sql_statements_total"),
+    metricValue(metricsUrl, "gateway_logic_rows_written_total"),
+    metricValue(metricsUrl, "gateway_logic_transactions_total")
+  ])
+  return { statements, rowsWritten, transactions }
+}
+
+const sqlDelta = (before: SqlCounters, after: SqlCounters): SqlCounters => ({
+  statements: after.statements - before.statements,
+  rowsWritten: after.rowsWritten - before.rowsWritten,
+  transactions: after.transactions - before.transactions
+})
+
+/** Per chat: server CPU and SQL, over every chat of a level (its warm-up included). */
+interface PerMessage {
+  readonly messages: number
+  readonly cpuUsPerMessage: number
+  readonly statementsPerMessage: number
+  readonly rowsWrittenPerMessage: number
+  readonly transactionsPerMessage: number
+}
+
+const perMessage = (messages: number, cpu: CpuShare, sql: SqlCounters): PerMessage => ({
+  messages,
+  cpuUsPerMessage: (cpu.serverSeconds * 1e6) / Math.max(1, messages),
+  statementsPerMessage: sql.statements / Math.max(1, messages),
+  rowsWrittenPerMessage: sql.rowsWritten / Math.max(1, messages),
+  transactionsPerMessage: sql.transactions / Math.max(1, messages)
+})
+
+const perMessageText = (p: PerMessage) =>
+  `${Math.round(p.cpuUsPerMessage)} µs server CPU, ${p.statementsPerMessage.toFixed(2)} SQL statements, ` +
+  `${p.rowsWrittenPerMessage.toFixed(2)} rows written, ${p.transactionsPerMessage.toFixed(3)} transactions per message`
 
 const cpuText = (cpu: CpuShare) => `cpu: server ${cpu.server}, load ${cpu.load}, orchestrator ${cpu.orchestrator}`
 
@@ -541,9 +655,9 @@ const stormPhase = async (load: Load, target: Target, metricsUrl: string | undef
 
 // --- main ---------------------------------------------------------------------------------
 
-const allPhases = ["idle", "fanout", "e2e", "storm"] as const
+const allPhases = ["idle", "fanout", "e2e", "room", "storm"] as const
 type Phase = (typeof allPhases)[number]
-/** `--phases=e2e,storm` runs a subset (for profiling); only a run of all four writes latest.json and the plot. */
+/** `--phases=e2e,storm` runs a subset (for profiling); only a run of all of them writes latest.json and the plot. */
 const phases = new Set<Phase>(
   (process.argv.find((a) => a.startsWith("--phases="))?.slice("--phases=".length).split(",") ?? allPhases).map((name) => {
     if (!(allPhases as ReadonlyArray<string>).includes(name)) throw new Error(`unknown phase ${name}`)
@@ -552,13 +666,17 @@ const phases = new Set<Phase>(
 )
 const complete = allPhases.every((phase) => phases.has(phase))
 
-const printLevel = (level: LevelResult & { readonly cpu: CpuShare }) =>
+const printLevel = (
+  level: LevelResult & { readonly cpu: CpuShare; readonly gatewayLoopLag: LoopLag; readonly gc: string; readonly perMessage: PerMessage }
+) =>
   log(
     `gateway: e2e ${level.offeredRate} msg/s offered, ${Math.round(level.sentRate)} sent, ${Math.round(level.deliveredRate)} delivered/s: ` +
       `p50 ${level.p50.toFixed(2)} ms, p99 ${level.p99.toFixed(2)} ms` +
+      `; event-loop lag max/p99: gateway ${level.gatewayLoopLag.maxMs.toFixed(1)}/${level.gatewayLoopLag.p99Ms.toFixed(1)} ms, ` +
+      `load ${level.loadLoopLagMaxMs.toFixed(1)}/${level.loadLoopLagP99Ms.toFixed(1)} ms; ${level.gc}` +
       (level.received < level.measured ? `, ${level.measured - level.received} pushes missing` : "") +
       (level.ackErrors > 0 ? `, ${level.ackErrors} ack errors (${level.firstAckError})` : "") +
-      `; ${cpuText(level.cpu)}`
+      `; ${cpuText(level.cpu)}; ${perMessageText(level.perMessage)}`
   )
 
 const main = async () => {
@@ -635,9 +753,10 @@ const main = async () => {
     let fanout: FanoutResult | undefined
     /** Server-side view from the gateway's own histograms: mean gRPC handler time and delivery time per push. */
     let fanoutServerMs: { grpcCall: number; delivery: number } | undefined
-    const levels: Array<LevelResult & { readonly cpu: CpuShare }> = []
+    const levels: Array<LevelResult & { readonly cpu: CpuShare; readonly perMessage: PerMessage }> = []
+    let room: (RoomResult & { readonly cpu: CpuShare; readonly perMessage: PerMessage }) | undefined
     let saturation: (SaturationResult & { readonly cpu: CpuShare }) | undefined
-    if (holdAll || phases.has("e2e")) {
+    if (holdAll || phases.has("e2e") || phases.has("room")) {
       const gateway = await startGateway(databasePath, secretKey, profileDir)
       children.push(gateway.child)
       if (holdAll) {
@@ -692,9 +811,22 @@ const main = async () => {
             continue
           }
           const cpu = cpuMeter(gateway.child, load.child)
+          // A scrape resets prom-client's event-loop histogram: the next one covers this level.
+          await loopLag(gateway.metricsUrl)
+          const gcBefore = await gcTotals(gateway.metricsUrl)
+          const sqlBefore = await sqlCounters(gateway.metricsUrl)
           const measured = await marked(`e2e.${rate}`, () =>
             load.call({ cmd: "e2e", rate, warmupMs: plan.e2eWarmupMs, durationMs: plan.e2eDurationMs, drainMs: 5_000 }))
-          const level = { ...measured, cpu: cpu() }
+          const share = cpu()
+          // First scrape after the level: it reads (and resets) the event-loop histogram.
+          const gatewayLoopLag = await loopLag(gateway.metricsUrl)
+          const level = {
+            ...measured,
+            cpu: share,
+            perMessage: perMessage(measured.sent, share, sqlDelta(sqlBefore, await sqlCounters(gateway.metricsUrl))),
+            gatewayLoopLag,
+            gc: gcText(gcBefore, await gcTotals(gateway.metricsUrl))
+          }
           levels.push(level)
           printLevel(level)
           // An overloaded level leaves chats queued in the gateway; the next level starts once they are through.
@@ -709,6 +841,37 @@ const main = async () => {
           `gateway: saturation ${Math.round(saturation.ackedPerSecond)} acks/s` +
             (saturation.ackErrors > 0 ? ` (${saturation.ackErrors} errors: ${saturation.firstAckError})` : "") +
             `; ${cpuText(saturation.cpu)}`
+        )
+      }
+      if (phases.has("room")) {
+        // Room "0": every seeded user is a member; users 0..roomOnline−1 stay online, the rest leave.
+        const { closed, open } = await load.call({ cmd: "closeFrom", from: plan.roomOnline })
+        await load.call({ cmd: "quiet", quietMs: 500, timeoutMs: 30_000 })
+        const members = seeded.usernames.length
+        log(`gateway: room phase, ${members} members, ${open} online (${closed} went offline)`)
+        const cpu = cpuMeter(gateway.child, load.child)
+        const sqlBefore = await sqlCounters(gateway.metricsUrl)
+        const measured = await marked("room", () =>
+          load.call({
+            cmd: "room",
+            sessionId: "0",
+            rate: plan.roomRate,
+            senders: plan.roomOnline,
+            warmupMs: 500,
+            durationMs: plan.roomDurationMs,
+            drainMs: 10_000
+          }))
+        const share = cpu()
+        room = {
+          ...measured,
+          cpu: share,
+          perMessage: perMessage(measured.messages, share, sqlDelta(sqlBefore, await sqlCounters(gateway.metricsUrl)))
+        }
+        log(
+          `gateway: room ${room.rate} msg/s to ${members} members (${room.receivers} online receivers): ` +
+            `${room.deliveries}/${room.expectedDeliveries} deliveries, p50 ${room.p50.toFixed(2)} ms, p99 ${room.p99.toFixed(2)} ms` +
+            (room.ackErrors > 0 ? `, ${room.ackErrors} ack errors (${room.firstAckError})` : "") +
+            `; ${perMessageText(room.perMessage)}; ${cpuText(room.cpu)}`
         )
       }
       await load.call({ cmd: "closeAll" })
@@ -739,11 +902,12 @@ const main = async () => {
       gatewayRoot: gatewayRoot ?? repoRoot,
       source: sourceVersion(gatewayRoot ?? repoRoot),
       gatewayEnv,
+      nodeFlags: [...startFlags, ...gatewayFlags],
       plan,
       fileLimit,
       loadAverage: Os.loadavg(),
       seedMs,
-      gateway: { idle, fanout, fanoutServerMs, levels, saturation, storm },
+      gateway: { idle, fanout, fanoutServerMs, levels, saturation, room, storm },
       raw: { idle: rawIdle, fanout: rawFanout, storm: rawStorm },
       totalSeconds: (Date.now() - startedAt) / 1000,
       marks
@@ -780,9 +944,27 @@ const main = async () => {
         },
         fanout: {
           deliveries_per_s: round(fanout!.deliveriesPerSecond),
-          ratio_vs_raw_ws: round(fanout!.deliveriesPerSecond / rawFanout!.deliveriesPerSecond, 2)
+          ratio_vs_raw_ws: round(fanout!.framesPerServerCpuSecond / rawFanout!.framesPerServerCpuSecond, 2),
+          deliveries_per_s_ratio: round(fanout!.deliveriesPerSecond / rawFanout!.deliveriesPerSecond, 2)
         },
-        e2e: { p50_ms: round(fixed.p50, 2), p99_ms: round(fixed.p99, 2), acked_per_s: round(saturation!.ackedPerSecond) },
+        e2e: {
+          p50_ms: round(fixed.p50, 2),
+          p99_ms: round(fixed.p99, 2),
+          acked_per_s: round(saturation!.ackedPerSecond),
+          idle_sockets_held: idle!.connections - plan.pairs * 2
+        },
+        chat: {
+          cpu_us_per_message: round(fixed.perMessage.cpuUsPerMessage),
+          sql_statements_per_message: round(fixed.perMessage.statementsPerMessage, 2),
+          sql_transactions_per_message: round(fixed.perMessage.transactionsPerMessage, 3)
+        },
+        room: {
+          members: seeded.usernames.length,
+          online: room!.receivers + 1,
+          rows_written_per_message: round(room!.perMessage.rowsWrittenPerMessage, 2),
+          cpu_us_per_message: round(room!.perMessage.cpuUsPerMessage),
+          p99_ms: round(room!.p99, 2)
+        },
         storm: {
           connects_per_s: round(storm!.connectsPerSecond),
           presence_rpcs_per_1000_connects: round(storm!.presenceRpcsPer1000, 1)
