@@ -1,6 +1,6 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Duration, Effect, Layer } from "effect"
-import { loadConfig } from "./adapters/config/GatewayConfig.js"
+import { configDirectory, loadConfig } from "./adapters/config/GatewayConfig.js"
 import { etcdSecurity } from "./adapters/etcd/Client.js"
 import { layerRegistry } from "./adapters/etcd/Registry.js"
 import { InternalAuth } from "./adapters/grpc/Security.js"
@@ -8,13 +8,15 @@ import * as ReferenceLogic from "./adapters/logic-server/ReferenceLogic.js"
 import { layerLogger, reportStartupFailure } from "./adapters/obs/Logging.js"
 
 /**
- * `npm run logic`: the reference Logic service. Same configuration names as the gateway; its
- * own defaults are the service name `logic-service`, gRPC port 15090 and a local etcd.
+ * `npm run logic`: the reference Logic service. Same configuration names as the gateway, read from
+ * `logic.yaml` / `logic.<env>.yaml` / `.env` in the same directory; its own defaults are the service
+ * name `logic-service`, gRPC port 15090 and a local etcd.
  */
 const program = Effect.gen(function*() {
   const config = yield* loadConfig({
-    directory: process.cwd(),
+    directory: configDirectory(process.cwd(), process.env),
     environment: process.env,
+    name: "logic",
     defaults: {
       RESONANCE_SERVICE_NAME: "logic-service",
       RESONANCE_SERVICE_GRPC_PORT: "15090",

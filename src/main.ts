@@ -1,5 +1,6 @@
 import { NodeRuntime } from "@effect/platform-node"
-import { Duration, Effect, Either, Layer, Option, Stream, SubscriptionRef } from "effect"
+import { Duration, Effect, Either, Layer, Option } from "effect"
+import * as Fs from "node:fs"
 import * as Os from "node:os"
 import { Authenticator } from "./application/Authenticator.js"
 import { ConnectionHub } from "./application/ConnectionHub.js"
@@ -10,11 +11,11 @@ import { Metrics } from "./application/ports/Metrics.js"
 import { PresenceBatcher } from "./application/PresenceBatcher.js"
 import { PushDelivery } from "./application/PushDelivery.js"
 import { Readiness } from "./application/Readiness.js"
-import type { GatewayConfig } from "./adapters/config/GatewayConfig.js"
-import { loadConfig } from "./adapters/config/GatewayConfig.js"
+import type { ConfigReport, GatewayConfig } from "./adapters/config/GatewayConfig.js"
+import { loadConfigReport } from "./adapters/config/GatewayConfig.js"
 import type { EtcdClientOptions } from "./adapters/etcd/Client.js"
 import { etcdSecurity } from "./adapters/etcd/Client.js"
-import { watchService } from "./adapters/etcd/Discovery.js"
+import { layerServiceDiscovery } from "./adapters/etcd/Discovery.js"
 import { layerGatewayIdentity, layerRegistry, ServiceRegistration } from "./adapters/etcd/Registry.js"
 import * as PushServer from "./adapters/grpc-push/PushServer.js"
 import * as HttpApi from "./adapters/http/HttpApi.js"
@@ -40,24 +41,11 @@ const logicLayer = (
   etcd: EtcdClientOptions
 ): Layer.Layer<Logic, LogicEmbedded.EmbeddedLogicError, PushDelivery | Metrics | InternalAuth> =>
   isCluster(config)
-    ? LogicGrpc.layer({
+    ? LogicGrpc.layerDiscovered(config.logicServiceName, {
       deadline: config.logic.timeout,
       attemptTimeout: config.logic.attemptTimeout,
-      retries: config.logic.retries,
-      endpoints: Effect.gen(function*() {
-        const instances = yield* watchService({
-          ...etcd,
-          namespace: config.registry.namespace,
-          serviceName: config.logicServiceName
-        })
-        const addresses = yield* SubscriptionRef.make<ReadonlyArray<string>>([])
-        yield* instances.changes.pipe(
-          Stream.runForEach((list) => SubscriptionRef.set(addresses, list.map((instance) => instance.address))),
-          Effect.forkScoped
-        )
-        return addresses
-      })
-    })
+      retries: config.logic.retries
+    }).pipe(Layer.provide(layerServiceDiscovery({ ...etcd, namespace: config.registry.namespace })))
     : LogicEmbedded.layer({
       databasePath: config.embedded.databasePath,
       synchronous: config.embedded.synchronous,
@@ -108,11 +96,12 @@ const drainGate = (config: GatewayConfig) =>
             Effect.logInfo("gateway ready").pipe(
               Effect.annotateLogs({
                 mode: isCluster(config) ? "cluster" : "embedded",
-                http: hostPort(config.service.host, config.service.httpPort),
-                websocket: `ws://${hostPort(config.service.host, config.service.httpPort)}${config.ws.path}`,
+                http: hostPort(config.service.bindHost, config.service.httpPort),
+                websocket: `ws://${hostPort(config.service.bindHost, config.service.httpPort)}${config.ws.path}`,
                 grpc_push: pushEnabled(config) ? hostPort(config.service.grpcHost, config.service.grpcPort) : "disabled",
+                advertised: isCluster(config) ? config.service.advertiseHost : "(embedded: not registered)",
                 metrics: config.observability.metrics.enabled
-                  ? `http://${hostPort(config.service.host, config.observability.metrics.port)}${config.observability.metrics.path}`
+                  ? `http://${hostPort(config.service.bindHost, config.observability.metrics.port)}${config.observability.metrics.path}`
                   : "disabled"
               })
             )
@@ -138,7 +127,7 @@ export const gatewayLayer = (config: GatewayConfig, addressing: ClientAddressing
     FrameCodec.layer,
     Readiness.layer,
     config.observability.metrics.enabled
-      ? layerPrometheus({ port: config.observability.metrics.port, path: config.observability.metrics.path, host: config.service.host })
+      ? layerPrometheus({ port: config.observability.metrics.port, path: config.observability.metrics.path, host: config.service.bindHost })
       : Metrics.layerNoop,
     identityLayer(config, etcd)
   )
@@ -190,6 +179,7 @@ export const gatewayLayer = (config: GatewayConfig, addressing: ClientAddressing
       maxDevicesPerUser: config.limits.maxDevicesPerUser,
       compression: config.ws.compression,
       drainSeconds: config.shutdown.drainSeconds,
+      closeMode: config.shutdown.closeMode,
       clientIp: addressing.clientIp,
       ipAllowed: addressing.ipAllowed
     }),
@@ -204,7 +194,7 @@ export const gatewayLayer = (config: GatewayConfig, addressing: ClientAddressing
     Layer.provideMerge(
       NodeServer.layer({
         port: config.service.httpPort,
-        host: config.service.host,
+        host: config.service.bindHost,
         headersTimeoutMs: Duration.toMillis(config.http.headersTimeout),
         requestTimeoutMs: Duration.toMillis(config.http.requestTimeout),
         maxConnections: config.http.maxConnections
@@ -214,7 +204,9 @@ export const gatewayLayer = (config: GatewayConfig, addressing: ClientAddressing
     Layer.provideMerge(
       PresenceBatcher.layer({
         batchSize: config.statusBatcher.batchSize,
-        flushInterval: config.statusBatcher.flushInterval
+        flushInterval: config.statusBatcher.flushInterval,
+        sendOffline: config.statusBatcher.sendOffline,
+        maxPending: config.statusBatcher.maxPending
       })
     ),
     Layer.provideMerge(logicLayer(config, etcd)),
@@ -232,6 +224,8 @@ export const observabilityLayer = (config: GatewayConfig) =>
     layerTracing({
       enabled: tracingOn(config),
       endpoint: config.observability.trace.endpoint,
+      protocol: config.observability.trace.protocol,
+      insecure: config.observability.trace.insecure,
       samplerRatio: config.observability.trace.sampler,
       serviceName: config.service.name,
       serviceVersion: config.service.version
@@ -259,13 +253,51 @@ const gcOnSignal = Effect.sync(() => {
   if (typeof gc === "function") process.on("SIGUSR2", () => gc())
 })
 
+/** Which files were read and why this mode: a gateway that silently starts embedded is a support call. */
+const reportConfiguration = (config: GatewayConfig, report: ConfigReport) =>
+  Effect.gen(function*() {
+    yield* Effect.logInfo("configuration loaded").pipe(
+      Effect.annotateLogs({
+        directory: report.directory,
+        files: report.files.length > 0 ? report.files.join(",") : "(none: defaults and environment)"
+      })
+    )
+    if (isCluster(config)) {
+      yield* Effect.logInfo("cluster mode: etcd.endpoints is set").pipe(
+        Effect.annotateLogs({
+          from: report.etcdEndpointsFrom ?? "",
+          etcd: config.etcd.endpoints.join(","),
+          advertised_host: config.service.advertiseHost,
+          grpc_bind: config.service.grpcHost
+        })
+      )
+      if (config.service.advertiseHost === "localhost" || config.service.advertiseHost.startsWith("127.")) {
+        yield* Effect.logWarning(
+          "the advertised host is a loopback name: a Task service on another machine cannot push here (set service.host)"
+        ).pipe(Effect.annotateLogs({ advertised_host: config.service.advertiseHost }))
+      }
+    } else {
+      const fresh = !Fs.existsSync(config.embedded.databasePath)
+      yield* Effect.logInfo("embedded mode: no etcd.endpoints in the configuration files or environment").pipe(
+        Effect.annotateLogs({
+          database: config.embedded.databasePath,
+          database_state: fresh ? "new (empty)" : "existing",
+          hint: "set etcd.endpoints (RESONANCE_ETCD_ENDPOINTS) for cluster mode"
+        })
+      )
+    }
+  })
+
 const program = Effect.gen(function*() {
-  const config = yield* loadConfig()
+  const { config, report } = yield* loadConfigReport()
   const addressing = yield* Either.mapLeft(makeClientAddressing(config.security), (error) => new Error(error.message))
   const etcd: EtcdClientOptions = { endpoints: config.etcd.endpoints, ...(yield* etcdSecurity(config.etcd)) }
   yield* hardShutdownTimer(config)
   yield* gcOnSignal
-  return yield* Layer.launch(gatewayLayer(config, addressing, etcd)).pipe(Effect.provide(observabilityLayer(config)))
+  return yield* reportConfiguration(config, report).pipe(
+    Effect.zipRight(Layer.launch(gatewayLayer(config, addressing, etcd))),
+    Effect.provide(observabilityLayer(config))
+  )
 })
 
 // Until the configuration names a log format, one JSON line per event, as in production.

@@ -1,4 +1,4 @@
-import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Queue, Schedule } from "effect"
+import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Queue, Schedule, Stream } from "effect"
 import type { PresenceBatch } from "../domain/Model.js"
 import type { PresenceEvent } from "../domain/Presence.js"
 import { foldPresence, offline, online } from "../domain/Presence.js"
@@ -14,6 +14,14 @@ export interface PresenceBatcherOptions {
   readonly retry?: Schedule.Schedule<unknown, unknown>
   /** How long shutdown may spend flushing what is left. */
   readonly flushTimeout?: Duration.DurationInput
+  /** `false`: offline events are not reported (upstream never sends them). Default true. */
+  readonly sendOffline?: boolean
+  /**
+   * Events held while Logic does not answer. Past it, events are no longer queued: the users they
+   * name are remembered and, once Logic answers, the whole online set here is announced again
+   * along with the offline state of those users. Default 100,000.
+   */
+  readonly maxPending?: number
 }
 
 export interface PresenceBatcherShape {
@@ -21,15 +29,11 @@ export interface PresenceBatcherShape {
   readonly offline: (username: string) => void
   /** Events accepted but not yet acknowledged by Logic. */
   readonly backlog: Effect.Effect<number>
-  /** Batches Logic acknowledged so far. */
-  readonly batchesSent: Effect.Effect<number>
 }
 
 export const defaultPresenceRetry: Schedule.Schedule<unknown, unknown> = Schedule.exponential("100 millis").pipe(
   Schedule.union(Schedule.spaced("5 seconds"))
 )
-
-const nowSeconds = () => BigInt(Math.floor(Date.now() / 1000))
 
 /**
  * Presence to Logic in batches: a batch leaves when `batchSize` events wait or `flushInterval`
@@ -45,18 +49,38 @@ export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<Pr
         const identity = yield* GatewayIdentity
         const hub = yield* ConnectionHub
         const metrics = yield* Metrics
+        const clock = yield* Effect.clock
+        const nowSeconds = () => BigInt(Math.floor(clock.unsafeCurrentTimeMillis() / 1000))
+        const sendOffline = options.sendOffline ?? true
+        const maxPending = Math.max(1, options.maxPending ?? 100_000)
         const batchSize = Math.max(1, options.batchSize)
         const retry = options.retry ?? defaultPresenceRetry
         const queue = yield* Queue.unbounded<PresenceEvent>()
         let seqId = 0n
-        let sent = 0
         let taken: Array<PresenceEvent> = []
         let batchFull = yield* Deferred.make<void>()
         let waitingForFull = false
 
+        /** Users whose events were not queued because the queue was full; `undefined`: not overflowed. */
+        let overflowed: Set<string> | undefined = undefined
+
+        const pending = () => taken.length + Option.getOrElse(queue.unsafeSize(), () => 0)
+
         const offer = (event: PresenceEvent) => {
+          if (overflowed !== undefined) {
+            if (overflowed.size < maxPending) overflowed.add(event.username)
+            return
+          }
+          if (pending() >= maxPending) {
+            overflowed = new Set([event.username])
+            return
+          }
+          enqueue(event)
+        }
+
+        const enqueue = (event: PresenceEvent) => {
           queue.unsafeOffer(event)
-          if (waitingForFull && taken.length + Option.getOrElse(queue.unsafeSize(), () => 0) >= batchSize) {
+          if (waitingForFull && pending() >= batchSize) {
             waitingForFull = false
             Deferred.unsafeDone(batchFull, Exit.void)
           }
@@ -69,13 +93,26 @@ export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<Pr
         }
 
         // After Logic was unreachable its view may be stale: re-announce everyone connected here.
+        // After an overflow, the users whose events were not queued and who are gone are reported offline.
         const resync = Effect.sync(() => {
           const at = nowSeconds()
+          const skipped = overflowed
+          overflowed = undefined
           for (const username of hub.users()) {
             const first = hub.connectionsOf(username)?.values().next().value
-            offer(online(username, first?.info.remoteAddress ?? "", at))
+            enqueue(online(username, first?.info.remoteAddress ?? "", at))
           }
-        })
+          if (skipped !== undefined && sendOffline) {
+            for (const username of skipped) if (hub.connectionsOf(username) === undefined) enqueue(offline(username, at))
+          }
+          return skipped?.size
+        }).pipe(
+          Effect.flatMap((skipped) =>
+            skipped === undefined
+              ? Effect.void
+              : Effect.logInfo("presence resynced after an overflow", { skipped })
+          )
+        )
 
         const sendTaken = Effect.suspend(() => {
           if (taken.length === 0) return Effect.void
@@ -84,7 +121,13 @@ export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<Pr
           return logic.syncStatus(batch).pipe(
             Effect.tapError((error) =>
               Effect.sync(() => failures++).pipe(
-                Effect.zipRight(Effect.logWarning("presence sync failed; retrying", { code: error.code, message: error.message, seqId: String(batch.seqId) }))
+                Effect.zipRight(Effect.logWarning("presence sync failed; retrying", {
+                  code: error.code,
+                  message: error.message,
+                  seqId: String(batch.seqId),
+                  // Past max_pending, new events name users to resync instead of queueing.
+                  overflowed: overflowed !== undefined
+                }))
               )
             ),
             Effect.retry(retry),
@@ -92,10 +135,9 @@ export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<Pr
               Effect.sync(() => {
                 metrics.presenceBatch(batch.onlineBatch.length + batch.offlineBatch.length)
                 taken = []
-                sent++
               })
             ),
-            Effect.tap(() => (failures > 0 ? resync : Effect.void)),
+            Effect.tap(() => (failures > 0 || overflowed !== undefined ? resync : Effect.void)),
             Effect.withSpan("PresenceBatcher.syncStatus", { attributes: { "presence.events": taken.length } })
           )
         })
@@ -127,7 +169,6 @@ export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<Pr
             yield* logic.syncStatus(batch).pipe(Effect.retry(Schedule.recurs(2).pipe(Schedule.addDelay(() => "100 millis"))))
             taken = taken.slice(chunk.length)
             metrics.presenceBatch(batch.onlineBatch.length + batch.offlineBatch.length)
-            sent++
           }
         }).pipe(
           Effect.timeout(options.flushTimeout ?? "5 seconds"),
@@ -138,12 +179,20 @@ export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<Pr
 
         yield* Effect.addFinalizer(() => flushOnShutdown)
         yield* Effect.forkScoped(Effect.forever(Effect.zipRight(collect, sendTaken)))
+        // Logic keys routes by gateway id: under a new id, everyone here is announced again.
+        yield* identity.changes.pipe(
+          Stream.runForEach((id) =>
+            Effect.logInfo("gateway id changed; announcing the online set again", { gatewayId: id }).pipe(Effect.zipRight(resync))
+          ),
+          Effect.forkScoped
+        )
 
         return {
           online: (username, remoteIp) => offer(online(username, remoteIp, nowSeconds())),
-          offline: (username) => offer(offline(username, nowSeconds())),
-          backlog: Effect.map(Queue.size(queue), (size) => Math.max(0, size) + taken.length),
-          batchesSent: Effect.sync(() => sent)
+          offline: (username) => {
+            if (sendOffline) offer(offline(username, nowSeconds()))
+          },
+          backlog: Effect.map(Queue.size(queue), (size) => Math.max(0, size) + taken.length)
         }
       })
     )

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, Schedule, TestClock } from "effect"
+import { Effect, Layer, PubSub, Schedule, Stream, TestClock } from "effect"
+import type { PresenceBatcherOptions } from "../../src/application/PresenceBatcher.js"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import { GatewayIdentity } from "../../src/application/ports/GatewayIdentity.js"
 import { Logic } from "../../src/application/ports/Logic.js"
@@ -11,7 +12,14 @@ import { fakeConnection } from "../support/core.js"
 
 const settle = Effect.repeatN(Effect.yieldNow(), 50)
 
-const harness = (options: { batchSize?: number; failFirst?: number } = {}) => {
+const harness = (
+  options: {
+    batchSize?: number
+    failFirst?: number
+    identity?: Layer.Layer<GatewayIdentity>
+    batcher?: Partial<PresenceBatcherOptions>
+  } = {}
+) => {
   const batches: Array<PresenceBatch> = []
   let calls = 0
   const logic = Logic.layerTest({
@@ -26,10 +34,11 @@ const harness = (options: { batchSize?: number; failFirst?: number } = {}) => {
   const layer = PresenceBatcher.layer({
     batchSize: options.batchSize ?? 50,
     flushInterval: "100 millis",
-    retry: Schedule.exponential("100 millis")
+    retry: Schedule.exponential("100 millis"),
+    ...options.batcher
   }).pipe(
     Layer.provideMerge(
-      Layer.mergeAll(logic, GatewayIdentity.layer("gateway-service-007"), ConnectionHub.layer, Metrics.layerNoop)
+      Layer.mergeAll(logic, options.identity ?? GatewayIdentity.layer("gateway-service-007"), ConnectionHub.layer, Metrics.layerNoop)
     )
   )
   return { batches, layer, calls: () => calls }
@@ -160,4 +169,79 @@ describe("PresenceBatcher", () => {
       expect(h.batches.every((b) => b.onlineBatch.length <= 50)).toBe(true)
     }).pipe(Effect.provide(h.layer))
   })
+
+  it.effect("past max_pending while Logic is away: no unbounded queue, then the online set and the gone users are resynced", () => {
+    const h = harness({ failFirst: 3, batcher: { maxPending: 10 } })
+    return Effect.gen(function*() {
+      const hub = yield* ConnectionHub
+      const presence = yield* PresenceBatcher
+      for (let i = 0; i < 10; i++) presence.online(`early-${i}`, "ip")
+      yield* settle
+      // The queue is full: these are remembered by name, not queued.
+      for (let i = 0; i < 8; i++) presence.online(`late-${i}`, "ip")
+      presence.offline("early-0")
+      hub.add(fakeConnection("late-1", { remoteAddress: "10.9.9.9" }))
+      expect(yield* presence.backlog).toBeLessThanOrEqual(10)
+      for (let round = 0; round < 30; round++) {
+        yield* settle
+        yield* TestClock.adjust("100 millis")
+      }
+      const online = usernames(h.batches)
+      const offline = h.batches.flatMap((b) => b.offlineBatch.map((u) => u.username))
+      // What was queued is delivered; of the overflow, the user still connected is announced and
+      // the ones not connected here are reported offline (their online event was never sent).
+      for (let i = 0; i < 10; i++) expect(online).toContain(`early-${i}`)
+      expect(online).toContain("late-1")
+      expect(offline).toContain("early-0")
+      expect(offline).toContain("late-2")
+      expect(online).not.toContain("late-2")
+      expect(yield* presence.backlog).toBe(0)
+    }).pipe(Effect.provide(h.layer))
+  })
+
+  it.effect("send_offline false reports only online events, as upstream", () => {
+    const h = harness({ batcher: { sendOffline: false } })
+    return Effect.gen(function*() {
+      const presence = yield* PresenceBatcher
+      presence.online("alice", "ip")
+      presence.offline("bob")
+      yield* settle
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      expect(usernames(h.batches)).toEqual(["alice"])
+      expect(h.batches.flatMap((b) => b.offlineBatch)).toEqual([])
+    }).pipe(Effect.provide(h.layer))
+  })
+
+  it.effect("a new gateway id re-announces everyone connected here under it", () =>
+    Effect.gen(function*() {
+      const ids = yield* PubSub.unbounded<string>()
+      let current = "gateway-service-001"
+      const identity = Layer.succeed(GatewayIdentity, {
+        get id() {
+          return current
+        },
+        changes: Stream.fromPubSub(ids)
+      })
+      const h = harness({ identity })
+      yield* Effect.gen(function*() {
+        const hub = yield* ConnectionHub
+        const presence = yield* PresenceBatcher
+        hub.add(fakeConnection("alice", { remoteAddress: "10.0.0.1" }))
+        presence.online("alice", "10.0.0.1")
+        yield* settle
+        yield* TestClock.adjust("100 millis")
+        yield* settle
+        expect(h.batches.map((b) => [b.gatewayId, usernames([b])])).toEqual([["gateway-service-001", ["alice"]]])
+        current = "gateway-service-004"
+        yield* PubSub.publish(ids, current)
+        yield* settle
+        yield* TestClock.adjust("100 millis")
+        yield* settle
+        expect(h.batches.map((b) => [b.gatewayId, usernames([b])])).toEqual([
+          ["gateway-service-001", ["alice"]],
+          ["gateway-service-004", ["alice"]]
+        ])
+      }).pipe(Effect.provide(h.layer))
+    }))
 })

@@ -3,7 +3,9 @@ import { Duration, Effect, Either } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { loadConfig, parseDotEnv, parseDuration } from "../../src/adapters/config/GatewayConfig.js"
+import { configDirectory, loadConfig, loadConfigReport, parseDotEnv, parseDuration } from "../../src/adapters/config/GatewayConfig.js"
+
+const upstream = Path.resolve(import.meta.dirname, "../fixtures/upstream-configs")
 
 const made: Array<string> = []
 afterAll(() => made.forEach((directory) => Fs.rmSync(directory, { recursive: true, force: true })))
@@ -154,6 +156,63 @@ describe("configuration", () => {
       expect(config.service.grpcPort).toBe(7000)
     }))
 
+  it.effect("upstream's configs/gateway.yaml loads unchanged: console logs, advertised localhost, OTLP/gRPC on 4317", () =>
+    Effect.gen(function*() {
+      const { config, report } = yield* loadConfigReport({ directory: upstream, environment: { HOSTNAME: "gw-pod-7" } })
+      expect(report.files).toEqual([Path.join(upstream, "gateway.yaml")])
+      expect(report.etcdEndpointsFrom).toBe(Path.join(upstream, "gateway.yaml"))
+      expect(config.log).toEqual({ format: "pretty", level: "debug" })
+      expect(config.service).toMatchObject({ advertiseHost: "localhost", bindHost: "0.0.0.0", httpPort: 8080, grpcPort: 15091 })
+      // Advertised on the loopback: the internal port may stay there.
+      expect(config.service.grpcHost).toBe("127.0.0.1")
+      expect(config.etcd.endpoints).toEqual(["127.0.0.1:2379"])
+      expect(Duration.toSeconds(config.ws.pingInterval)).toBe(30)
+      expect(Duration.toSeconds(config.ws.pongTimeout)).toBe(60)
+      expect(config.observability.trace).toMatchObject({ enabled: false, endpoint: "localhost:4317", insecure: true, protocol: "auto" })
+    }))
+
+  it.effect("upstream's prod overlay: service.host empty means $HOSTNAME, then localhost; the internal port opens with it", () =>
+    Effect.gen(function*() {
+      const prod = yield* loadConfig({ directory: upstream, environment: { RESONANCE_ENV: "prod", HOSTNAME: "gw-pod-7" } })
+      expect(prod.log.format).toBe("json")
+      expect(prod.etcd.endpoints).toEqual(["etcd:2379"])
+      expect(prod.service.advertiseHost).toBe("gw-pod-7")
+      expect(prod.service.grpcHost).toBe("0.0.0.0")
+      expect(prod.observability.trace).toMatchObject({ enabled: true, endpoint: "otel-collector:4317", sampler: 0.1 })
+      const noHostname = yield* loadConfig({ directory: upstream, environment: { RESONANCE_ENV: "prod" } })
+      expect(noHostname.service.advertiseHost).toBe("localhost")
+      const pinned = yield* loadConfig({
+        directory: upstream,
+        environment: { RESONANCE_ENV: "prod", HOSTNAME: "gw-pod-7", RESONANCE_SERVICE_GRPC_HOST: "10.1.2.3" }
+      })
+      expect(pinned.service.grpcHost).toBe("10.1.2.3")
+      // Embedded mode never opens the internal port by itself, whatever the host.
+      const embedded = yield* loadConfig({ directory: withDir({}), environment: { HOSTNAME: "gw-pod-7" } })
+      expect(embedded.service).toMatchObject({ advertiseHost: "gw-pod-7", grpcHost: "127.0.0.1" })
+    }))
+
+  it("the configuration directory: RESONANCE_CONFIG_DIR, else ./configs, else the working directory", () => {
+    const root = withDir({})
+    expect(configDirectory(root, {})).toBe(root)
+    Fs.mkdirSync(Path.join(root, "configs"))
+    expect(configDirectory(root, {})).toBe(Path.join(root, "configs"))
+    expect(configDirectory(root, { RESONANCE_CONFIG_DIR: "/etc/resonance" })).toBe("/etc/resonance")
+    expect(configDirectory(root, { RESONANCE_CONFIG_DIR: "elsewhere" })).toBe(Path.join(root, "elsewhere"))
+  })
+
+  it.effect("the report names the files read and where etcd.endpoints came from", () =>
+    Effect.gen(function*() {
+      const directory = withDir({ "gateway.yaml": "log:\n  format: console\n", ".env": "RESONANCE_ETCD_ENDPOINTS=10.0.0.9:2379\n" })
+      const { config, report } = yield* loadConfigReport({ directory, environment: {} })
+      expect(report.files).toEqual([Path.join(directory, "gateway.yaml"), Path.join(directory, ".env")])
+      expect(report.etcdEndpointsFrom).toBe(Path.join(directory, ".env"))
+      expect(config.log.format).toBe("pretty")
+      const fromEnv = yield* loadConfigReport({ directory, environment: { RESONANCE_ETCD_ENDPOINTS: "e:2379" } })
+      expect(fromEnv.report.etcdEndpointsFrom).toBe("environment")
+      const none = yield* loadConfigReport({ directory: withDir({}), environment: {} })
+      expect(none.report).toMatchObject({ files: [], etcdEndpointsFrom: undefined })
+    }))
+
   it("parses Go durations and plain seconds", () => {
     expect(Either.map(parseDuration("100ms"), Duration.toMillis)).toEqual(Either.right(100))
     expect(Either.map(parseDuration("1h2m3s"), Duration.toSeconds)).toEqual(Either.right(3723))
@@ -162,7 +221,7 @@ describe("configuration", () => {
   })
 
   it("parses .env files like dotenv", () => {
-    const parsed = parseDotEnv("# comment\nexport A=1\nB = \"two words\"\nC='x#y'\nD=z # note\n\nbroken line\n")
-    expect(Object.fromEntries(parsed)).toEqual({ A: "1", B: "two words", C: "x#y", D: "z" })
+    const parsed = parseDotEnv("# comment\nexport A=1\nB = \"two words\"\nC='x#y'\nD=z # note\nE=\"quoted\" # note\n\nbroken line\n")
+    expect(Object.fromEntries(parsed)).toEqual({ A: "1", B: "two words", C: "x#y", D: "z", E: "quoted" })
   })
 })

@@ -30,7 +30,7 @@ const clusterEnv = () => ({
   RESONANCE_ETCD_ENDPOINTS: etcd.endpoint,
   RESONANCE_REGISTRY_DEFAULT_TTL: "2s",
   RESONANCE_LOGIC_TIMEOUT: "1500ms",
-  RESONANCE_SERVICE_ADVERTISE_HOST: "127.0.0.1"
+  RESONANCE_SERVICE_HOST: "127.0.0.1"
 })
 
 const portOpen = (port: number) =>

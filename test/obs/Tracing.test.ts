@@ -4,7 +4,8 @@ import { Effect, Layer, Option } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import { currentTraceHeaders, parentSpanFromTraceparent, withTraceparent } from "../../src/adapters/grpc/TraceContext.js"
-import { layerTracing, layerTracingTest, otlpTracesUrl } from "../../src/adapters/obs/Tracing.js"
+import { layerTracing, layerTracingTest, otlpGrpcUrl, otlpTracesUrl, traceProtocolFor } from "../../src/adapters/obs/Tracing.js"
+import * as grpc from "@grpc/grpc-js"
 
 const finished = (exporter: InMemorySpanExporter, name: string) => {
   const span = exporter.getFinishedSpans().find((s) => s.name === name)
@@ -105,6 +106,63 @@ describe("Tracing", () => {
     expect(otlpTracesUrl("http://collector:4318")).toBe("http://collector:4318/v1/traces")
     expect(otlpTracesUrl("https://collector/custom/traces")).toBe("https://collector/custom/traces")
   })
+
+  it("picks OTLP/gRPC for upstream's localhost:4317 and OTLP/HTTP otherwise, unless told", () => {
+    expect(traceProtocolFor("localhost:4317")).toBe("grpc")
+    expect(traceProtocolFor("otel-collector:4317")).toBe("grpc")
+    expect(traceProtocolFor("grpc://collector:9000")).toBe("grpc")
+    expect(traceProtocolFor("localhost:4318")).toBe("http")
+    expect(traceProtocolFor("http://collector:4318/v1/traces")).toBe("http")
+    expect(traceProtocolFor("localhost:4317", "http")).toBe("http")
+    expect(traceProtocolFor("localhost:9999", "grpc")).toBe("grpc")
+    expect(otlpGrpcUrl("localhost:4317", true)).toBe("http://localhost:4317")
+    expect(otlpGrpcUrl("collector:4317", false)).toBe("https://collector:4317")
+    expect(otlpGrpcUrl("grpc://collector:4317", true)).toBe("http://collector:4317")
+  })
+
+  it.scopedLive("the gRPC exporter delivers spans to an OTLP/gRPC collector", () =>
+    Effect.gen(function*() {
+      const received: Array<Buffer> = []
+      const port = yield* Effect.acquireRelease(
+        Effect.async<{ server: grpc.Server; port: number }>((resume) => {
+          const server = new grpc.Server()
+          const raw = (b: Buffer) => b
+          server.addService({
+            Export: {
+              path: "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+              requestStream: false,
+              responseStream: false,
+              requestSerialize: raw,
+              requestDeserialize: raw,
+              responseSerialize: raw,
+              responseDeserialize: raw
+            }
+          }, {
+            Export: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
+              received.push(call.request)
+              callback(null, Buffer.alloc(0))
+            }
+          })
+          server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, port) =>
+            resume(error ? Effect.die(error) : Effect.succeed({ server, port })))
+        }),
+        ({ server }) => Effect.sync(() => server.forceShutdown())
+      ).pipe(Effect.map(({ port }) => port))
+      yield* Effect.void.pipe(
+        Effect.withSpan("exported-over-grpc"),
+        Effect.provide(layerTracing({
+          enabled: true,
+          endpoint: `127.0.0.1:${port}`,
+          protocol: "grpc",
+          insecure: true,
+          samplerRatio: 1,
+          serviceName: "resonance-gateway",
+          serviceVersion: "0.1.0"
+        }))
+      )
+      expect(received.length).toBe(1)
+      expect(received[0]!.toString("latin1")).toContain("exported-over-grpc")
+    }))
 
   it("the disabled layer is the empty layer", () => {
     const disabled = layerTracing({ enabled: false, endpoint: "x:1", samplerRatio: 1, serviceName: "x", serviceVersion: "0" })

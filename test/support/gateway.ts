@@ -36,7 +36,8 @@ export interface TestClient {
   readonly packets: Array<WsPacket>
   /** Resolves with the next packet matching the predicate (already received ones count). */
   readonly next: (predicate?: (packet: WsPacket) => boolean, timeoutMs?: number) => Promise<WsPacket>
-  readonly closed: Promise<{ code: number; reason: string }>
+  /** `wasClean` as a browser's CloseEvent has it: both close frames exchanged. */
+  readonly closed: Promise<{ code: number; reason: string; wasClean: boolean }>
   readonly send: (packet: WsPacket) => void
 }
 
@@ -73,8 +74,8 @@ export const connectClient = (
         }
       }
     })
-    const closed = new Promise<{ code: number; reason: string }>((resolveClose) =>
-      ws.on("close", (code, reason) => resolveClose({ code, reason: reason.toString() }))
+    const closed = new Promise<{ code: number; reason: string; wasClean: boolean }>((resolveClose) =>
+      ws.addEventListener("close", (event) => resolveClose({ code: event.code, reason: event.reason, wasClean: event.wasClean }))
     )
     ws.on("unexpected-response", (_req, res: IncomingMessage) => reject(new UpgradeRefused(res.statusCode ?? 0)))
     ws.on("error", (error) => reject(error))

@@ -255,16 +255,16 @@ describe("WebSocket adapter", () => {
       const port = yield* serverPort
       const client = yield* promise(() => connectClient(port, { token }))
       const closed = yield* promise(() => client.closed)
-      expect(closed).toEqual({ code: CloseCodes.TokenExpired, reason: "token expired" })
+      expect(closed).toEqual({ code: CloseCodes.TokenExpired, reason: "token expired", wasClean: true })
     }).pipe(Effect.provide(wsGatewayLayer()))
   })
 
-  it.live("on shutdown closes clients with 1012, answers pending chats and refuses new upgrades", () =>
+  const drainScenario = (closeMode: "clean" | "reconnect") =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
       const context = yield* Layer.buildWithScope(
         wsGatewayLayer({
-          ws: { drainSeconds: 0.2 },
+          ws: { drainSeconds: 0.2, closeMode },
           logic: { sendMessage: () => Effect.as(Effect.sleep("150 millis"), { msgId: 1n, seqId: 1n }) }
         }),
         scope
@@ -280,10 +280,22 @@ describe("WebSocket adapter", () => {
       expect(gateway.connectionCount()).toBeGreaterThan(0)
       expect(yield* promise(() => upgradeStatus(port, { token: tokenFor("carol") }))).toBe(503)
       const [closedA, closedB] = yield* promise(() => Promise.all([a.closed, b.closed]))
-      expect(closedA.code).toBe(1012)
-      expect(closedB.code).toBe(1012)
       expect(a.packets.some(isAck("in-flight"))).toBe(true)
       yield* closing.await
+      return [closedA, closedB] as const
+    })
+
+  it.live("close_mode clean: on shutdown clients get 1012, pending chats are answered, new upgrades refused", () =>
+    Effect.gen(function*() {
+      const closes = yield* drainScenario("clean")
+      for (const closed of closes) expect(closed).toMatchObject({ code: 1012, wasClean: true })
+    }))
+
+  it.live("close_mode reconnect: the drain ends sockets uncleanly, which the official client reconnects after", () =>
+    Effect.gen(function*() {
+      const closes = yield* drainScenario("reconnect")
+      // The web client's rule is `if (!event.wasClean) reconnect()`.
+      for (const closed of closes) expect(closed).toMatchObject({ code: 1006, wasClean: false })
     }))
 
   it.scopedLive("permessage-deflate is off by default and negotiable when enabled", () =>

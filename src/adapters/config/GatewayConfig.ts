@@ -1,6 +1,7 @@
 import { Config, ConfigError, ConfigProvider, Duration, Effect, Either, Option } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
+import * as Util from "node:util"
 import { parse as parseYaml } from "yaml"
 import { MIN_SECRET_BYTES } from "../../domain/Token.js"
 
@@ -10,12 +11,20 @@ export interface GatewayConfig {
   readonly service: {
     readonly name: string
     readonly version: string
-    readonly host: string
-    /** Host other services use to reach this process (etcd registration). */
+    /**
+     * `service.host`, as upstream means it: the host other services reach this process at (put in
+     * etcd); unset or empty: `$HOSTNAME`, then `localhost`.
+     */
     readonly advertiseHost: string
+    /** `service.bind_host`: where HTTP, WebSocket and metrics listen. */
+    readonly bindHost: string
     readonly httpPort: number
     readonly grpcPort: number
-    /** Bind address of the internal gRPC port (PushService, the reference Logic). */
+    /**
+     * Bind address of the internal gRPC port (PushService, the reference Logic): `service.grpc_host`,
+     * else the loopback, except in cluster mode with a non-loopback advertised host (the address in
+     * etcd must be reachable), where it is every interface.
+     */
     readonly grpcHost: string
   }
   /** PushService for the Task service; `undefined`: on in cluster mode, off in embedded mode. */
@@ -45,11 +54,24 @@ export interface GatewayConfig {
     readonly compression: { readonly enabled: boolean; readonly threshold: number; readonly concurrencyLimit: number }
   }
   readonly observability: {
-    readonly trace: { readonly enabled: boolean; readonly endpoint: string; readonly sampler: number }
+    readonly trace: {
+      readonly enabled: boolean
+      readonly endpoint: string
+      readonly sampler: number
+      readonly protocol: "auto" | "grpc" | "http"
+      readonly insecure: boolean
+    }
     readonly metrics: { readonly enabled: boolean; readonly port: number; readonly path: string }
   }
   readonly log: { readonly format: "json" | "pretty"; readonly level: string }
-  readonly statusBatcher: { readonly batchSize: number; readonly flushInterval: Duration.Duration }
+  readonly statusBatcher: {
+    readonly batchSize: number
+    readonly flushInterval: Duration.Duration
+    /** `false`: never report offline (as upstream), for a Logic that deletes routes without checking the gateway. */
+    readonly sendOffline: boolean
+    /** Presence events held while Logic is away; past it they are dropped for one full resync. */
+    readonly maxPending: number
+  }
   readonly etcd: {
     readonly endpoints: ReadonlyArray<string>
     readonly username: string
@@ -94,7 +116,15 @@ export interface GatewayConfig {
     readonly trustedProxies: ReadonlyArray<string>
     readonly corsOrigins: ReadonlyArray<string>
   }
-  readonly shutdown: { readonly drainSeconds: number; readonly timeoutSeconds: number }
+  readonly shutdown: {
+    readonly drainSeconds: number
+    readonly timeoutSeconds: number
+    /**
+     * How a drain ends a socket. `reconnect`: the connection is cut without a close frame, an
+     * unclean close that the official web client answers by reconnecting; `clean`: close 1012.
+     */
+    readonly closeMode: "reconnect" | "clean"
+  }
 }
 
 const goDurationPart = /([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)/g
@@ -146,12 +176,12 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
     Config.all({
       name: str("name", "gateway-service"),
       version: str("version", "0.1.0"),
-      host: str("host", "0.0.0.0"),
-      advertiseHost: str("advertise_host", "127.0.0.1"),
+      // Resolved by loadConfig: it needs $HOSTNAME and the mode.
+      advertiseHost: str("host", ""),
+      bindHost: str("bind_host", "0.0.0.0"),
       httpPort: int("http_port", 8080),
       grpcPort: int("grpc_port", 15091),
-      // Internal RPCs stay on the loopback unless an operator opens them on purpose.
-      grpcHost: str("grpc_host", "127.0.0.1")
+      grpcHost: str("grpc_host", "")
     }),
     "service"
   ),
@@ -208,7 +238,9 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
             Config.map(({ disable, enabled }) => enabled && !disable)
           ),
           endpoint: str("endpoint", ""),
-          sampler: num("sampler", 1)
+          sampler: num("sampler", 1),
+          protocol: Config.literal("auto", "grpc", "http")("protocol").pipe(Config.withDefault("auto" as const)),
+          insecure: bool("insecure", true)
         }),
         "trace"
       ),
@@ -221,13 +253,22 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
   ),
   log: Config.nested(
     Config.all({
-      format: Config.literal("json", "pretty")("format").pipe(Config.withDefault("json" as const)),
+      // `console` is upstream's name for the human-readable format.
+      format: Config.literal("json", "pretty", "console")("format").pipe(
+        Config.map((format) => (format === "json" ? "json" as const : "pretty" as const)),
+        Config.withDefault("json" as const)
+      ),
       level: str("level", "info")
     }),
     "log"
   ),
   statusBatcher: Config.nested(
-    Config.all({ batchSize: int("batch_size", 50), flushInterval: duration("flush_interval", "100ms") }),
+    Config.all({
+      batchSize: int("batch_size", 50),
+      flushInterval: duration("flush_interval", "100ms"),
+      sendOffline: bool("send_offline", true),
+      maxPending: int("max_pending", 100_000)
+    }),
     "status_batcher"
   ),
   etcd: Config.nested(
@@ -310,7 +351,11 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
     "security"
   ),
   shutdown: Config.nested(
-    Config.all({ drainSeconds: num("drain_seconds", 3), timeoutSeconds: num("timeout_seconds", 10) }),
+    Config.all({
+      drainSeconds: num("drain_seconds", 3),
+      timeoutSeconds: num("timeout_seconds", 10),
+      closeMode: Config.literal("reconnect", "clean")("close_mode").pipe(Config.withDefault("reconnect" as const))
+    }),
     "shutdown"
   )
 })
@@ -329,30 +374,41 @@ export const flattenYaml = (value: unknown, prefix = ENV_PREFIX.slice(0, -1), ou
   return out
 }
 
-/** KEY=VALUE lines, `#` comments, optional quotes; as dotenv does. */
-export const parseDotEnv = (text: string): Map<string, string> => {
-  const out = new Map<string, string>()
-  for (const raw of text.split(/\r?\n/)) {
-    const line = raw.trim()
-    if (line === "" || line.startsWith("#")) continue
-    const match = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line)
-    if (match === null) continue
-    let value = match[2]!.trim()
-    if ((value.startsWith("\"") && value.endsWith("\"")) || (value.startsWith("'") && value.endsWith("'"))) {
-      value = value.slice(1, -1)
-    } else {
-      value = value.replace(/\s+#.*$/, "")
-    }
-    out.set(match[1]!, value)
-  }
-  return out
-}
+/** `.env` as dotenv reads it (Node's own parser): comments, `export`, quotes, `KEY="a" # note`. */
+export const parseDotEnv = (text: string): Map<string, string> => new Map(Object.entries(Util.parseEnv(text)).filter((entry): entry is [string, string] => entry[1] !== undefined))
 
 export interface ConfigSources {
   readonly directory: string
   readonly environment: Record<string, string | undefined>
   /** `RESONANCE_*` values below every source: another program's own defaults. */
   readonly defaults?: Readonly<Record<string, string>>
+  /** Base name of the YAML files: `<name>.yaml`, `<name>.<env>.yaml`. Default `gateway`. */
+  readonly name?: string
+}
+
+/** Where the configuration was found, for the start-up log. */
+export interface ConfigReport {
+  readonly directory: string
+  /** Files read, in the order applied. */
+  readonly files: ReadonlyArray<string>
+  /** Where `etcd.endpoints` came from (a file or the environment); `undefined`: nowhere, embedded mode. */
+  readonly etcdEndpointsFrom: string | undefined
+}
+
+/**
+ * The directory holding `gateway.yaml` and `.env`: `RESONANCE_CONFIG_DIR`, else `./configs` when it
+ * exists (the Go gateway's location, mounted at `/app/configs` in its image), else the working directory.
+ */
+export const configDirectory = (cwd: string, environment: Record<string, string | undefined>): string => {
+  const explicit = environment[`${ENV_PREFIX}CONFIG_DIR`]
+  if (explicit !== undefined && explicit !== "") return Path.resolve(cwd, explicit)
+  const configs = Path.join(cwd, "configs")
+  try {
+    if (Fs.statSync(configs).isDirectory()) return configs
+  } catch {
+    // no ./configs: the working directory
+  }
+  return cwd
 }
 
 const readIfExists = (file: string): string | undefined => {
@@ -364,31 +420,68 @@ const readIfExists = (file: string): string | undefined => {
   }
 }
 
+interface Collected {
+  readonly settings: Map<string, string>
+  readonly report: ConfigReport
+}
+
 /**
  * Flattens every source into one map of `RESONANCE_*` names, applying the precedence
- * environment > `.env` > `gateway.<env>.yaml` > `gateway.yaml`.
+ * environment > `.env` > `gateway.<env>.yaml` > `gateway.yaml`, and says which files were read.
  */
-export const collectSettings = (sources: ConfigSources): Effect.Effect<Map<string, string>, Error> =>
+const collect = (sources: ConfigSources): Effect.Effect<Collected, Error> =>
   Effect.try({
     try: () => {
-      const dotEnv = parseDotEnv(readIfExists(Path.join(sources.directory, ".env")) ?? "")
+      const name = sources.name ?? "gateway"
+      const files: Array<string> = []
+      const origin = new Map<string, string>()
+      const dotEnvPath = Path.join(sources.directory, ".env")
+      const dotEnvText = readIfExists(dotEnvPath)
+      const dotEnv = parseDotEnv(dotEnvText ?? "")
       const fromEnvironment = new Map<string, string>()
       for (const [key, value] of Object.entries(sources.environment)) {
         if (key.startsWith(ENV_PREFIX) && value !== undefined) fromEnvironment.set(key, value)
       }
       const envName = fromEnvironment.get(`${ENV_PREFIX}ENV`) ?? dotEnv.get(`${ENV_PREFIX}ENV`)
-      const base = readIfExists(Path.join(sources.directory, "gateway.yaml"))
-      const overlay = envName !== undefined ? readIfExists(Path.join(sources.directory, `gateway.${envName}.yaml`)) : undefined
+      const yamlFiles = [Path.join(sources.directory, `${name}.yaml`)]
+      if (envName !== undefined && envName !== "") yamlFiles.push(Path.join(sources.directory, `${name}.${envName}.yaml`))
       const merged = new Map<string, string>(Object.entries(sources.defaults ?? {}))
-      for (const layer of [base, overlay]) {
-        if (layer !== undefined) for (const [k, v] of flattenYaml(parseYaml(layer) ?? {})) merged.set(k, v)
+      for (const key of merged.keys()) origin.set(key, "defaults")
+      for (const file of yamlFiles) {
+        const text = readIfExists(file)
+        if (text === undefined) continue
+        files.push(file)
+        for (const [k, v] of flattenYaml(parseYaml(text) ?? {})) {
+          merged.set(k, v)
+          origin.set(k, file)
+        }
       }
-      for (const [k, v] of dotEnv) if (k.startsWith(ENV_PREFIX)) merged.set(k, v)
-      for (const [k, v] of fromEnvironment) merged.set(k, v)
-      return merged
+      if (dotEnvText !== undefined) files.push(dotEnvPath)
+      for (const [k, v] of dotEnv) {
+        if (!k.startsWith(ENV_PREFIX)) continue
+        merged.set(k, v)
+        origin.set(k, dotEnvPath)
+      }
+      for (const [k, v] of fromEnvironment) {
+        merged.set(k, v)
+        origin.set(k, "environment")
+      }
+      const endpointsKey = `${ENV_PREFIX}ETCD_ENDPOINTS`
+      const endpoints = merged.get(endpointsKey)
+      return {
+        settings: merged,
+        report: {
+          directory: sources.directory,
+          files,
+          etcdEndpointsFrom: endpoints !== undefined && endpoints.trim() !== "" ? origin.get(endpointsKey) : undefined
+        }
+      }
     },
     catch: (error) => new Error(`cannot read configuration: ${error instanceof Error ? error.message : String(error)}`)
   })
+
+export const collectSettings = (sources: ConfigSources): Effect.Effect<Map<string, string>, Error> =>
+  Effect.map(collect(sources), (collected) => collected.settings)
 
 export const providerFromSettings = (settings: Map<string, string>): ConfigProvider.ConfigProvider =>
   ConfigProvider.fromMap(settings, { pathDelim: "_", seqDelim: "," }).pipe(
@@ -396,9 +489,42 @@ export const providerFromSettings = (settings: Map<string, string>): ConfigProvi
     ConfigProvider.nested(ENV_PREFIX.slice(0, -1))
   )
 
+const isLoopbackHost = (host: string) =>
+  host === "localhost" || host === "::1" || host === "[::1]" || host.startsWith("127.") || host.endsWith(".localhost")
+
+/** Upstream's `GetHost`: `service.host`, else `$HOSTNAME`, else `localhost`; then the internal bind that goes with it. */
+const resolveHosts = (config: GatewayConfig, environment: Record<string, string | undefined>): GatewayConfig => {
+  const advertiseHost = config.service.advertiseHost.trim() !== ""
+    ? config.service.advertiseHost.trim()
+    : (environment.HOSTNAME ?? "").trim() !== ""
+    ? environment.HOSTNAME!.trim()
+    : "localhost"
+  const cluster = config.etcd.endpoints.length > 0
+  const grpcHost = config.service.grpcHost.trim() !== ""
+    ? config.service.grpcHost.trim()
+    : cluster && !isLoopbackHost(advertiseHost)
+    ? "0.0.0.0"
+    : "127.0.0.1"
+  return { ...config, service: { ...config.service, advertiseHost, grpcHost } }
+}
+
+export const defaultSources = (name?: string): ConfigSources => ({
+  directory: configDirectory(process.cwd(), process.env),
+  environment: process.env,
+  ...(name !== undefined ? { name } : {})
+})
+
+/** The configuration and where it came from. */
+export const loadConfigReport = (
+  sources: ConfigSources = defaultSources()
+): Effect.Effect<{ readonly config: GatewayConfig; readonly report: ConfigReport }, ConfigError.ConfigError | Error> =>
+  Effect.flatMap(collect(sources), ({ report, settings }) =>
+    Effect.map(
+      Effect.withConfigProvider(gatewayConfig, providerFromSettings(settings)),
+      (config) => ({ config: resolveHosts(config, sources.environment), report })
+    ))
+
 export const loadConfig = (
-  sources: ConfigSources = { directory: process.cwd(), environment: process.env }
+  sources: ConfigSources = defaultSources()
 ): Effect.Effect<GatewayConfig, ConfigError.ConfigError | Error> =>
-  Effect.flatMap(collectSettings(sources), (settings) =>
-    Effect.withConfigProvider(gatewayConfig, providerFromSettings(settings))
-  )
+  Effect.map(loadConfigReport(sources), ({ config }) => config)

@@ -1,6 +1,7 @@
-import { Effect, Either, Queue, Schedule, SubscriptionRef } from "effect"
+import { Effect, Either, Layer, Queue, Schedule, Stream, SubscriptionRef } from "effect"
 import type { Scope } from "effect"
 import type { IKeyValue } from "etcd3"
+import { ServiceDiscovery } from "../../application/ports/ServiceDiscovery.js"
 import { acquireEtcdClient, etcdCall } from "./Client.js"
 import type { EtcdError } from "./Client.js"
 import type { EtcdClientOptions } from "./Client.js"
@@ -131,4 +132,23 @@ export const watchService = (
     )
     yield* Effect.forkScoped(Effect.forever(cycle))
     return ref
+  })
+
+/** `ServiceDiscovery` from etcd's registry: each service's instances as `host:port` addresses. */
+export const layerServiceDiscovery = (
+  options: EtcdClientOptions & { readonly namespace?: string }
+): Layer.Layer<ServiceDiscovery> =>
+  Layer.succeed(ServiceDiscovery, {
+    addresses: (serviceName) =>
+      Effect.gen(function*() {
+        const instances = yield* watchService({ ...options, serviceName })
+        const addresses = yield* SubscriptionRef.make<ReadonlyArray<string>>(
+          (yield* SubscriptionRef.get(instances)).map((instance) => instance.address)
+        )
+        yield* instances.changes.pipe(
+          Stream.runForEach((list) => SubscriptionRef.set(addresses, list.map((instance) => instance.address))),
+          Effect.forkScoped
+        )
+        return addresses
+      })
   })

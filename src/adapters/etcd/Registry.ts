@@ -309,10 +309,22 @@ export const layerGatewayIdentity = (options: GatewayIdentityOptions = {}): Laye
         Effect.catchTag("TimeoutException", () =>
           Effect.logWarning("no etcd instance id yet; using a fallback gateway id until one is claimed", { fallbackId }))
       )
+      const current = () => registration.currentInstanceId() ?? fallbackId
       return {
         get id() {
-          return registration.currentInstanceId() ?? fallbackId
-        }
+          return current()
+        },
+        changes: Stream.suspend(() => {
+          let last = current()
+          return registration.changes.pipe(
+            Stream.filterMap((state) => state.instanceId),
+            Stream.filter((id) => {
+              if (id === last) return false
+              last = id
+              return true
+            })
+          )
+        })
       }
     })
   )

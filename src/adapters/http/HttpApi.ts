@@ -259,23 +259,16 @@ const build = (options: HttpOptions) =>
           : HttpServerResponse.text(JSON.stringify(procedure.toJson(response)), { contentType: "application/json" })
       })
 
+    const live = Effect.succeed(HttpServerResponse.unsafeJson({ status: "ok" }))
+    const ready = Effect.sync(() =>
+      readiness.isReady()
+        ? HttpServerResponse.unsafeJson({ status: "ready" })
+        : HttpServerResponse.unsafeJson({ status: readiness.isDraining() ? "draining" : "starting" }, { status: 503 })
+    )
     const routes: Array<RouteSpec> = [
-      {
-        method: "GET",
-        path: "/healthz",
-        handler: Effect.succeed(HttpServerResponse.unsafeJson({ status: "ok" }))
-      },
-      {
-        method: "GET",
-        path: "/readyz",
-        handler: Effect.sync(() =>
-          readiness.isReady()
-            ? HttpServerResponse.unsafeJson({ status: "ready" })
-            : HttpServerResponse.unsafeJson({ status: readiness.isDraining() ? "draining" : "starting" }, {
-              status: 503
-            })
-        )
-      },
+      // `/health` and `/ready` are the names probes written for the Go gateway call.
+      ...(["/healthz", "/health"] as const).map((path): RouteSpec => ({ method: "GET", path, handler: live })),
+      ...(["/readyz", "/ready"] as const).map((path): RouteSpec => ({ method: "GET", path, handler: ready })),
       ...procedures.map((procedure): RouteSpec => ({
         method: "POST",
         path: procedure.path as `/${string}`,

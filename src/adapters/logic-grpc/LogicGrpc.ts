@@ -4,6 +4,7 @@ import type { Scope } from "effect"
 import { Logic, sendEach } from "../../application/ports/Logic.js"
 import type { LogicShape } from "../../application/ports/Logic.js"
 import { Metrics } from "../../application/ports/Metrics.js"
+import { ServiceDiscovery } from "../../application/ports/ServiceDiscovery.js"
 import type { MetricsShape } from "../../application/ports/Metrics.js"
 import { logicError, NOT_A_MEMBER } from "../../domain/Errors.js"
 import type { LogicError } from "../../domain/Errors.js"
@@ -310,3 +311,12 @@ export const layerStatic = (
   addresses: ReadonlyArray<string>,
   options: LogicGrpcStaticOptions
 ): Layer.Layer<Logic, never, Metrics | InternalAuth> => layer({ ...options, endpoints: SubscriptionRef.make(addresses) })
+
+/** The instances of `serviceName` that service discovery (etcd) knows of, followed as they come and go. */
+export const layerDiscovered = (
+  serviceName: string,
+  options: LogicGrpcStaticOptions
+): Layer.Layer<Logic, never, Metrics | InternalAuth | ServiceDiscovery> =>
+  Layer.unwrapEffect(
+    Effect.map(ServiceDiscovery, (discovery) => layer({ ...options, endpoints: discovery.addresses(serviceName) }))
+  )

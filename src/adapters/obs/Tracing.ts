@@ -1,31 +1,69 @@
 import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http"
+import { OTLPTraceExporter as OtlpGrpcExporter } from "@opentelemetry/exporter-trace-otlp-grpc"
+import { OTLPTraceExporter as OtlpHttpExporter } from "@opentelemetry/exporter-trace-otlp-http"
+import { credentials } from "@grpc/grpc-js"
 import {
   BatchSpanProcessor,
   type InMemorySpanExporter,
   ParentBasedSampler,
   SimpleSpanProcessor,
+  type SpanExporter,
   TraceIdRatioBasedSampler
 } from "@opentelemetry/sdk-trace-base"
 import { Layer } from "effect"
 
+/** `auto`: OTLP/gRPC for port 4317 (the collector's gRPC port, as in upstream's YAML), else OTLP/HTTP. */
+export type TraceProtocol = "auto" | "grpc" | "http"
+
 export interface TracingOptions {
   readonly enabled: boolean
-  /** OTLP/HTTP traces URL; `host:port` alone means `http://host:port/v1/traces`. */
+  /** Collector address: a URL, or `host:port` as Go exporters take it. */
   readonly endpoint: string
+  readonly protocol?: TraceProtocol
+  /** gRPC only: plaintext to the collector (upstream's `insecure: true`); otherwise TLS. */
+  readonly insecure?: boolean
   readonly samplerRatio: number
   readonly serviceName: string
   readonly serviceVersion: string
 }
 
+/** The protocol `endpoint` is spoken to: explicit, else by port (4317 gRPC, anything else HTTP). */
+export const traceProtocolFor = (endpoint: string, protocol: TraceProtocol = "auto"): "grpc" | "http" => {
+  if (protocol !== "auto") return protocol
+  const trimmed = endpoint.trim()
+  if (trimmed.startsWith("grpc://")) return "grpc"
+  try {
+    const url = new URL(trimmed.includes("://") ? trimmed : `http://${trimmed}`)
+    return url.port === "4317" ? "grpc" : "http"
+  } catch {
+    return "http"
+  }
+}
+
+/** `host:port` (or `grpc://host:port`) as the gRPC exporter dials it, with an http(s) scheme. */
+export const otlpGrpcUrl = (endpoint: string, insecure: boolean): string => {
+  const trimmed = endpoint.trim().replace(/^grpc:\/\//, "")
+  if (trimmed.includes("://")) return trimmed
+  return `${insecure ? "http" : "https"}://${trimmed}`
+}
+
+const exporterFor = (options: TracingOptions): SpanExporter =>
+  traceProtocolFor(options.endpoint, options.protocol) === "grpc"
+    ? new OtlpGrpcExporter({
+      url: otlpGrpcUrl(options.endpoint, options.insecure ?? true),
+      credentials: (options.insecure ?? true) ? credentials.createInsecure() : credentials.createSsl()
+    })
+    : new OtlpHttpExporter({ url: otlpTracesUrl(options.endpoint) })
+
 /**
- * Exports Effect spans over OTLP/HTTP in batches. Root spans are sampled at `samplerRatio`;
- * a span with a remote parent follows the parent's sampled flag. Nothing at all when disabled.
+ * Exports Effect spans over OTLP (gRPC or HTTP) in batches. Root spans are sampled at
+ * `samplerRatio`; a span with a remote parent follows the parent's sampled flag. Nothing at all
+ * when disabled.
  */
 export const layerTracing = (options: TracingOptions): Layer.Layer<never> =>
   options.enabled
     ? NodeSdk.layer(() => ({
-      spanProcessor: new BatchSpanProcessor(new OTLPTraceExporter({ url: otlpTracesUrl(options.endpoint) })),
+      spanProcessor: new BatchSpanProcessor(exporterFor(options)),
       tracerConfig: {
         sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(options.samplerRatio) })
       },

@@ -37,8 +37,13 @@ export interface WebSocketOptions {
     readonly threshold: number
     readonly concurrencyLimit: number
   }
-  /** Seconds over which clients are closed with 1012 on shutdown, so they do not reconnect at once. */
+  /** Seconds over which clients are closed on shutdown, so they do not all reconnect at once. */
   readonly drainSeconds: number
+  /**
+   * `reconnect`: a drained socket is cut without a close frame, which the official web client (it
+   * reconnects only when `!event.wasClean`) answers by reconnecting; `clean`: close 1012.
+   */
+  readonly closeMode: "reconnect" | "clean"
   /** Client address of an upgrade request (proxy-aware) and whether it may connect at all. */
   readonly clientIp: (request: Http.IncomingMessage) => string
   readonly ipAllowed: (ip: string) => boolean
@@ -55,6 +60,7 @@ export const defaultWebSocketOptions: WebSocketOptions = {
   maxDevicesPerUser: 0,
   compression: { enabled: false, threshold: 1024, concurrencyLimit: 4 },
   drainSeconds: 0,
+  closeMode: "clean",
   clientIp: directAddressing.clientIp,
   ipAllowed: directAddressing.ipAllowed
 }
@@ -166,7 +172,7 @@ function destroySocket(this: Duplex) {
 
 export interface WebSocketGatewayShape {
   readonly connectionCount: () => number
-  /** Refuses new upgrades and closes every client with 1012, spread over `drainSeconds`. */
+  /** Refuses new upgrades and closes every client (as `closeMode` says), spread over `drainSeconds`. */
   readonly drain: Effect.Effect<void>
 }
 
@@ -402,7 +408,11 @@ export const layer = (options: WebSocketOptions) =>
           (client, index) =>
             Effect.sleep(Duration.millis(snapshot.length > 1 ? (spreadMs * index) / snapshot.length : 0)).pipe(
               Effect.zipRight(client.handle?.drain("2 seconds") ?? Effect.void),
-              Effect.zipRight(Effect.sync(() => client.close(CloseCodes.ServiceRestart, "service restart")))
+              Effect.zipRight(Effect.sync(() =>
+                options.closeMode === "clean"
+                  ? client.close(CloseCodes.ServiceRestart, "service restart")
+                  : client.ws.terminate()
+              ))
             ),
           { concurrency: "unbounded", discard: true }
         )
