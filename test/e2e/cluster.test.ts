@@ -2,18 +2,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as grpc from "@grpc/grpc-js"
 import { Etcd3 } from "etcd3"
 import * as Fs from "node:fs"
-import * as Net from "node:net"
 import * as Path from "node:path"
-import { PushServiceClient } from "../../src/gen/gateway/v1/push.js"
-import type { PushRequest, PushResponse } from "../../src/gen/gateway/v1/push.js"
-import type { WsPacket } from "../../src/gen/gateway/v1/packet.js"
+import type { PushRequest } from "../../src/gen/gateway/v1/push.js"
 import { auth, session } from "../support/client.js"
+import { chat, push as pushTo, registered as registeredIn, startReferenceLogic } from "../support/cluster.js"
 import type { EtcdProcess } from "../support/etcd.js"
 import { startEtcd } from "../support/etcd.js"
 import type { TestClient } from "../support/gateway.js"
 import { connectClient } from "../support/gateway.js"
 import type { GatewayProcess, RunningProcess } from "../support/process.js"
-import { freePort, startGateway, startProcess, tempDir, waitFor } from "../support/process.js"
+import { freePort, startGateway, tempDir, waitFor } from "../support/process.js"
 
 let etcd: EtcdProcess
 let etcdClient: Etcd3
@@ -33,53 +31,17 @@ const clusterEnv = () => ({
   RESONANCE_SERVICE_HOST: "127.0.0.1"
 })
 
-const portOpen = (port: number) =>
-  new Promise<boolean>((resolve) => {
-    const socket = Net.connect(port, "127.0.0.1")
-    socket.once("connect", () => (socket.destroy(), resolve(true)))
-    socket.once("error", () => resolve(false))
-  })
-
-const startLogic = async () => {
-  const running = startProcess("src/logic-main.ts", {
+const startLogic = () =>
+  startReferenceLogic(etcdClient, logicPort, {
     ...clusterEnv(),
-    RESONANCE_SERVICE_HOST: "127.0.0.1",
-    RESONANCE_SERVICE_GRPC_PORT: String(logicPort),
-    RESONANCE_EMBEDDED_DATABASE_PATH: Path.join(dataDir, "logic.db"),
-    RESONANCE_LOG_LEVEL: "warn"
+    RESONANCE_EMBEDDED_DATABASE_PATH: Path.join(dataDir, "logic.db")
   })
-  await waitFor(
-    async () =>
-      (await portOpen(logicPort)) &&
-      (await etcdClient.getAll().prefix("/resonance/services/logic-service/").keys()).length > 0,
-    30_000,
-    "logic-service serving and registered"
-  )
-  return running
-}
 
-const registered = async (service: string) => {
-  const all = await etcdClient.getAll().prefix(`/resonance/services/${service}/`).strings()
-  return Object.fromEntries(Object.entries(all).map(([key, value]) => [key, JSON.parse(value)]))
-}
+const registered = (service: string) => registeredIn(etcdClient, service)
 
 /** PushService.Push as the Task service calls it: with the cluster's internal token, or as `token` says. */
 const push = (port: number, request: PushRequest, token: string | null = internalToken) =>
-  new Promise<PushResponse>((resolve, reject) => {
-    const client = new PushServiceClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure())
-    const metadata = new grpc.Metadata()
-    if (token !== null) metadata.set("authorization", `Bearer ${token}`)
-    client.push(request, metadata, (error, response) => {
-      client.close()
-      if (error) reject(error)
-      else resolve(response)
-    })
-  })
-
-const chat = (seq: string, sessionId: string, content: string): WsPacket => ({
-  seq,
-  payload: { $case: "chat", value: { sessionId, fromUsername: "", toUsername: "", content, type: "text", timestamp: 0n } }
-})
+  pushTo(`127.0.0.1:${port}`, request, token)
 
 const ackOf = (client: TestClient, seq: string, timeoutMs = 5_000) =>
   client.next((p) => p.payload?.$case === "ack" && p.seq === seq, timeoutMs).then((p) => (p.payload as { value: any }).value)

@@ -4,8 +4,11 @@ import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as Url from "node:url"
 
 const root = Path.resolve(import.meta.dirname, "../..")
+/** tsx's loader by path: `--import tsx` would resolve it from the child's working directory. */
+const tsxLoader = Url.pathToFileURL(Path.join(root, "node_modules/tsx/dist/loader.mjs")).href
 
 export const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
@@ -34,7 +37,7 @@ process.on("exit", () => {
 
 /** Starts `src/<entry>` as one real Node process (tsx as a loader), as `npm start` does. */
 export const startProcess = (entry: string, env: Record<string, string>, cwd = root): RunningProcess => {
-  const child = spawn(process.execPath, ["--import", "tsx", Path.join(root, entry)], {
+  const child = spawn(process.execPath, ["--import", tsxLoader, Path.join(root, entry)], {
     cwd,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"]
@@ -77,19 +80,29 @@ export interface GatewayProcess extends RunningProcess {
 }
 
 /** A gateway process on free ports, ready (its /readyz answers 200) when this resolves. */
-export const startGateway = async (env: Record<string, string> = {}, entry = "src/main.ts"): Promise<GatewayProcess> => {
+export const startGateway = async (
+  env: Record<string, string> = {},
+  entry = "src/main.ts",
+  options: {
+    /** Working directory (where `./configs` is looked for); default the repository. */
+    readonly cwd?: string
+    /** `false`: none of the test defaults below (host, log level, drain), only what `env` and the files say. */
+    readonly testDefaults?: boolean
+  } = {}
+): Promise<GatewayProcess> => {
   const httpPort = Number(env.RESONANCE_SERVICE_HTTP_PORT ?? (await freePort()))
   const grpcPort = Number(env.RESONANCE_SERVICE_GRPC_PORT ?? (await freePort()))
   const metricsPort = Number(env.RESONANCE_OBSERVABILITY_METRICS_PORT ?? (await freePort()))
+  const defaults: Record<string, string> = options.testDefaults === false
+    ? {}
+    : { RESONANCE_SERVICE_HOST: "127.0.0.1", RESONANCE_LOG_LEVEL: "warn", RESONANCE_SHUTDOWN_DRAIN_SECONDS: "0.2" }
   const running = startProcess(entry, {
-    RESONANCE_SERVICE_HOST: "127.0.0.1",
-    RESONANCE_LOG_LEVEL: "warn",
-    RESONANCE_SHUTDOWN_DRAIN_SECONDS: "0.2",
+    ...defaults,
     ...env,
     RESONANCE_SERVICE_HTTP_PORT: String(httpPort),
     RESONANCE_SERVICE_GRPC_PORT: String(grpcPort),
     RESONANCE_OBSERVABILITY_METRICS_PORT: String(metricsPort)
-  })
+  }, options.cwd)
   const url = `http://127.0.0.1:${httpPort}`
   try {
     await Promise.race([

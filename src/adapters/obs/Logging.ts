@@ -1,4 +1,4 @@
-import { Cause, Context, Effect, FiberRef, FiberRefs, HashMap, Layer, Logger, LogLevel, Option, Tracer } from "effect"
+import { Cause, Context, Effect, FiberRef, FiberRefs, HashMap, HashSet, Layer, Logger, LogLevel, Option, Tracer } from "effect"
 
 export type LogFormat = "json" | "pretty"
 
@@ -81,9 +81,15 @@ export const makeLogger = (format: LogFormat, write: (line: string) => void = wr
   )
 
 /** Replaces Effect's default logger and sets the minimum level for everything under this Layer. */
+/**
+ * The process's one logger: it replaces whatever loggers are installed (a provisional one during
+ * start-up included), so no event is written twice.
+ */
 export const layerLogger = (options: LoggingOptions): Layer.Layer<never> =>
   Layer.merge(
-    Logger.replace(Logger.defaultLogger, makeLogger(options.format, options.write)),
+    Layer.scopedDiscard(
+      Effect.locallyScopedWith(FiberRef.currentLoggers, () => HashSet.make(makeLogger(options.format, options.write)))
+    ),
     Logger.minimumLogLevel(parseLogLevel(options.level))
   )
 
