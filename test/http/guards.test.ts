@@ -80,6 +80,33 @@ describe("rate limits", () => {
       expect((yield* from("2001:db8:1:3::1")).status).toBe(200)
     }))
 
+  it.scopedLive("a refused address that forwards X-Forwarded-For or is private is named in one warning about trusted_proxies", () =>
+    Effect.gen(function*() {
+      const { url, logs } = yield* serve({ rateLimits: { authPerIpPerMinute: 1, sessionPerUserPerSecond: 0 } })
+      const warnings = () => logs.filter((log) => log.message.includes("security.trusted_proxies"))
+      expect((yield* login(url, { "x-forwarded-for": "198.51.100.1" })).status).toBe(200)
+      expect(warnings()).toHaveLength(0)
+      for (let i = 0; i < 3; i++) expect((yield* login(url, { "x-forwarded-for": "198.51.100.2" })).status).toBe(429)
+      expect(warnings()).toHaveLength(1)
+      expect(warnings()[0]!.message).toContain("127.0.0.1 sends X-Forwarded-For")
+      expect(warnings()[0]!.annotations["client_ip"]).toBe("127.0.0.1")
+    }))
+
+  it.scopedLive("behind a trusted proxy a refused public client gets no proxy warning", () =>
+    Effect.gen(function*() {
+      const { url, logs } = yield* serve({
+        rateLimits: { authPerIpPerMinute: 1, sessionPerUserPerSecond: 0 },
+        trustedProxies: ["127.0.0.1"]
+      })
+      expect((yield* login(url, { "x-forwarded-for": "198.51.100.1" })).status).toBe(200)
+      expect((yield* login(url, { "x-forwarded-for": "198.51.100.1" })).status).toBe(429)
+      expect(logs.filter((log) => log.message.includes("trusted_proxies"))).toHaveLength(0)
+      // Without XFF the peer itself is the client: loopback is private, so the hint fires.
+      expect((yield* login(url)).status).toBe(200)
+      expect((yield* login(url)).status).toBe(429)
+      expect(logs.filter((log) => log.message.includes("is a private address"))).toHaveLength(1)
+    }))
+
   it.scopedLive("with limits at 0 nothing is limited", () =>
     Effect.gen(function*() {
       const { url } = yield* serve()

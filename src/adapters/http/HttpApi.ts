@@ -152,6 +152,22 @@ const build = (options: HttpOptions) =>
         return retryAfter === 0 ? Effect.void : Effect.fail(tooMany(retryAfter, "rate limit exceeded"))
       })
 
+    /**
+     * The per-IP limit refused an address that may stand for many clients: said once per address
+     * (the first few hundred), so an operator behind Caddy or Nginx learns about `trusted_proxies`.
+     */
+    const warnedShared = new Set<string>()
+    const warnShared = (request: HttpServerRequest.HttpServerRequest, ip: string) =>
+      Effect.suspend(() => {
+        if (warnedShared.has(ip) || warnedShared.size >= 256) return Effect.void
+        const hint = addressing.sharedAddressHint(NodeHttpServerRequest.toIncomingMessage(request))
+        if (hint === undefined) return Effect.void
+        warnedShared.add(ip)
+        return Effect.logWarning(`login rate limit reached for ${ip}; ${hint}`).pipe(
+          Effect.annotateLogs({ client_ip: ip })
+        )
+      })
+
     /** Refuses while `key` has spent its failures; counts this call's failure, forgets them on success. */
     const countingFailures = <A>(key: string | undefined, call: Effect.Effect<A, ConnectError>) =>
       failureLimiter === undefined || key === undefined || key === ""
@@ -224,7 +240,11 @@ const build = (options: HttpOptions) =>
           return yield* Effect.fail(unsupportedMediaType(contentType))
         }
 
-        if (procedure.limitedBy === "ip") yield* limit(ipLimiter, `${procedure.path} ${clientKeyOf(state.ip)}`)
+        if (procedure.limitedBy === "ip") {
+          yield* limit(ipLimiter, `${procedure.path} ${clientKeyOf(state.ip)}`).pipe(
+            Effect.tapError(() => warnShared(request, state.ip))
+          )
+        }
         let caller: Caller | undefined
         const headerToken = tokenFromAuthorization(headerOf(request, "authorization"))
         if (procedure.access === "bearer") {

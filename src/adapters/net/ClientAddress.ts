@@ -1,5 +1,6 @@
 import { Either } from "effect"
 import type * as Http from "node:http"
+import * as Net from "node:net"
 import type { IpRuleError, IpSet } from "./IpRules.js"
 import { compileIpFilter, compileIpSet, normalizeIp } from "./IpRules.js"
 
@@ -50,12 +51,51 @@ export interface ClientAddressing {
   readonly clientIp: (request: Http.IncomingMessage) => string
   /** Whether that address may be served at all (the allow/deny lists). */
   readonly ipAllowed: IpSet
+  /**
+   * Why the address of a request may stand for many clients (a proxy the gateway does not trust, a
+   * NAT or load balancer on a private network); `undefined` when it looks like one client.
+   */
+  readonly sharedAddressHint: (request: Http.IncomingMessage) => string | undefined
+}
+
+/** Loopback, RFC 1918, CGNAT, link-local and unique-local ranges: where proxies and NATs live. */
+const privateRanges = (() => {
+  const list = new Net.BlockList()
+  list.addSubnet("127.0.0.0", 8, "ipv4")
+  list.addSubnet("10.0.0.0", 8, "ipv4")
+  list.addSubnet("172.16.0.0", 12, "ipv4")
+  list.addSubnet("192.168.0.0", 16, "ipv4")
+  list.addSubnet("100.64.0.0", 10, "ipv4")
+  list.addSubnet("169.254.0.0", 16, "ipv4")
+  list.addAddress("::1", "ipv6")
+  list.addSubnet("fc00::", 7, "ipv6")
+  list.addSubnet("fe80::", 10, "ipv6")
+  return list
+})()
+
+const isPrivateAddress = (ip: string): boolean =>
+  ip !== "" && privateRanges.check(ip, Net.isIPv4(ip) ? "ipv4" : "ipv6")
+
+const sharedAddressHint = (
+  request: Http.IncomingMessage,
+  ip: string,
+  isTrustedProxy: (ip: string) => boolean
+): string | undefined => {
+  const peer = normalizeIp(request.socket.remoteAddress ?? "") ?? ""
+  if (request.headers["x-forwarded-for"] !== undefined && !isTrustedProxy(peer)) {
+    return `${peer} sends X-Forwarded-For but is not in security.trusted_proxies, so every client behind it shares one budget`
+  }
+  if (ip === peer && isPrivateAddress(ip)) {
+    return `${ip} is a private address: if a proxy or NAT stands in front of the gateway, list it in security.trusted_proxies`
+  }
+  return undefined
 }
 
 /** Addressing for tests and defaults: the socket's peer, everyone allowed. */
 export const directAddressing: ClientAddressing = {
   clientIp: (request) => clientIp(request.socket.remoteAddress, undefined, () => false),
-  ipAllowed: () => true
+  ipAllowed: () => true,
+  sharedAddressHint: () => undefined
 }
 
 /**
@@ -71,14 +111,16 @@ export const makeClientAddressing = (options: ClientAddressOptions): Either.Eith
       }),
       (ipAllowed): ClientAddressing => {
         const hasProxies = options.trustedProxies.length > 0
+        const ipOf = (request: Http.IncomingMessage) =>
+          clientIp(
+            request.socket.remoteAddress,
+            hasProxies ? request.headers["x-forwarded-for"] : undefined,
+            isTrustedProxy
+          )
         return {
-          clientIp: (request) =>
-            clientIp(
-              request.socket.remoteAddress,
-              hasProxies ? request.headers["x-forwarded-for"] : undefined,
-              isTrustedProxy
-            ),
-          ipAllowed
+          clientIp: ipOf,
+          ipAllowed,
+          sharedAddressHint: (request) => sharedAddressHint(request, ipOf(request), isTrustedProxy)
         }
       }
     ))
