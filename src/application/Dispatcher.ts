@@ -176,7 +176,7 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
   }
 
   receive(frame: Uint8Array): void {
-    if (!this.accepting) return
+    if (!this.active) return
     const decoded = this.shared.codec.decode(frame)
     if (isFault(decoded)) {
       if (decoded._tag === "Malformed") {
@@ -190,6 +190,14 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
     }
     if (!this.admit(decoded)) return
     this.received++
+    if (!this.accepting) {
+      // Draining: a chat that came too late is answered, so the client knows to send it again
+      // after reconnecting instead of waiting for an ack that never comes.
+      if (decoded.payload?.$case === "chat") {
+        this.reply(errorAck(decoded.seq, "gateway is shutting down: send again after reconnecting", decoded.payload.value.sessionId))
+      }
+      return
+    }
     if (this.inFlight) {
       this.enqueue(decoded, frame.byteLength)
       return

@@ -377,7 +377,7 @@ describe("Dispatcher", () => {
       expect(conn.closes[0]).toEqual({ code: CloseCodes.TokenExpired, reason: "token expired" })
     }).pipe(withCore({})))
 
-  it.scoped("drain answers chats already taken and refuses new frames", () =>
+  it.scoped("drain answers chats already taken and acks a chat that arrives during it with an error", () =>
     Effect.gen(function*() {
       const dispatcher = yield* Dispatcher
       const conn = fakeConnection("alice")
@@ -389,7 +389,10 @@ describe("Dispatcher", () => {
       handle.receive(chatFrame("late"))
       yield* TestClock.adjust("1 second")
       yield* Fiber.join(draining)
-      expect(acks(conn.packets()).map((a) => a.refSeq)).toEqual(["pending-1", "pending-2"])
+      const answered = acks(conn.packets())
+      expect(answered.map((a) => a.refSeq).sort()).toEqual(["late", "pending-1", "pending-2"])
+      expect(answered.find((a) => a.refSeq === "late")?.error).toContain("shutting down")
+      expect(answered.filter((a) => a.refSeq !== "late").every((a) => a.error === "" && a.msgId === 1n)).toBe(true)
     }).pipe(
       withCore({ logic: { sendMessage: () => Effect.as(Effect.sleep("100 millis"), { msgId: 1n, seqId: 1n }) } })
     ))
