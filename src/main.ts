@@ -268,7 +268,9 @@ const reportConfiguration = (config: GatewayConfig, report: ConfigReport) =>
           from: report.etcdEndpointsFrom ?? "",
           etcd: config.etcd.endpoints.join(","),
           advertised_host: config.service.advertiseHost,
-          grpc_bind: config.service.grpcHost
+          grpc_bind: config.service.grpcHost,
+          // What a SIGKILL costs: the entry outlives the process by up to this long.
+          registry_ttl_seconds: Duration.toSeconds(config.registry.defaultTtl)
         })
       )
       if (config.service.advertiseHost === "localhost" || config.service.advertiseHost.startsWith("127.")) {

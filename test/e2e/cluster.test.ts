@@ -207,6 +207,10 @@ describe("cluster mode: two gateways, the reference Logic and a real etcd", () =
     const before = await registered("gateway-service")
     const key2 = Object.entries(before).find(([, v]: [string, any]) => v.endpoints[0].endsWith(`:${gw2.grpcPort}`))![0]
     const key1 = Object.entries(before).find(([, v]: [string, any]) => v.endpoints[0].endsWith(`:${gw1.grpcPort}`))![0]
+    // registry.default_ttl=2s from the environment is the lease etcd holds.
+    const kv = await etcdClient.get(key2).exec()
+    const lease = await etcdClient.leaseClient.leaseTimeToLive({ ID: kv.kvs[0]!.lease })
+    expect(Number(lease.grantedTTL)).toBe(2)
     await gw2.stop("SIGKILL")
     expect(Object.keys(await registered("gateway-service"))).toContain(key2)
     await waitFor(async () => !Object.keys(await registered("gateway-service")).includes(key2), 10_000, "lease expiry")
