@@ -235,7 +235,13 @@ export const observabilityLayer = (config: GatewayConfig) =>
 /** A shutdown that outlives the budget is cut short: a stuck peer must not keep the process alive. */
 const hardShutdownTimer = (config: GatewayConfig) =>
   Effect.sync(() => {
+    let armed = false
+    // Kept for the life of the process: a signal to the process group reaches node and its
+    // supervisor (npm forwards it again), and a second SIGTERM without a listener would kill the
+    // drain half-way. Later signals change nothing; the budget below still bounds the exit.
     const arm = () => {
+      if (armed) return
+      armed = true
       setTimeout(() => {
         process.stderr.write(
           `${JSON.stringify({ level: "ERROR", message: "shutdown exceeded its budget; exiting", seconds: config.shutdown.timeoutSeconds })}\n`
@@ -243,8 +249,8 @@ const hardShutdownTimer = (config: GatewayConfig) =>
         process.exit(1)
       }, config.shutdown.timeoutSeconds * 1000).unref()
     }
-    process.once("SIGTERM", arm)
-    process.once("SIGINT", arm)
+    process.on("SIGTERM", arm)
+    process.on("SIGINT", arm)
   })
 
 /** For benchmarks: a process started with --expose-gc runs a full GC on SIGUSR2. */

@@ -35,12 +35,16 @@ process.on("exit", () => {
   for (const child of live) child.kill("SIGKILL")
 })
 
-/** Starts `src/<entry>` as one real Node process (tsx as a loader), as `npm start` does. */
-export const startProcess = (entry: string, env: Record<string, string>, cwd = root): RunningProcess => {
+/**
+ * Starts `src/<entry>` as one real Node process (tsx as a loader), as `npm start` does; `detached`
+ * puts it in a process group of its own, which `process.kill(-pid, signal)` signals as a whole.
+ */
+export const startProcess = (entry: string, env: Record<string, string>, cwd = root, detached = false): RunningProcess => {
   const child = spawn(process.execPath, ["--import", tsxLoader, Path.join(root, entry)], {
     cwd,
     env: { ...process.env, ...env },
-    stdio: ["ignore", "pipe", "pipe"]
+    stdio: ["ignore", "pipe", "pipe"],
+    detached
   })
   live.add(child)
   let output = ""
@@ -88,6 +92,8 @@ export const startGateway = async (
     readonly cwd?: string
     /** `false`: none of the test defaults below (host, log level, drain), only what `env` and the files say. */
     readonly testDefaults?: boolean
+    /** A process group of its own (see `startProcess`). */
+    readonly detached?: boolean
   } = {}
 ): Promise<GatewayProcess> => {
   const httpPort = Number(env.RESONANCE_SERVICE_HTTP_PORT ?? (await freePort()))
@@ -102,7 +108,7 @@ export const startGateway = async (
     RESONANCE_SERVICE_HTTP_PORT: String(httpPort),
     RESONANCE_SERVICE_GRPC_PORT: String(grpcPort),
     RESONANCE_OBSERVABILITY_METRICS_PORT: String(metricsPort)
-  }, options.cwd)
+  }, options.cwd, options.detached)
   const url = `http://127.0.0.1:${httpPort}`
   try {
     await Promise.race([
