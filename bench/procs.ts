@@ -35,17 +35,29 @@ export interface Child {
   readonly output: () => string
   readonly exited: Promise<number | string>
   readonly stop: (signal?: NodeJS.Signals, graceMs?: number) => Promise<number | string>
+  /** Signals the child's process group (a `detached` child leads its own), as a supervisor does. */
+  readonly signalGroup: (signal: NodeJS.Signals) => void
 }
 
 const live = new Set<ChildProcess>()
 
-/** Last resort: whatever happens to the orchestrator, no child outlives it. */
+const kill = (child: ChildProcess, signal: NodeJS.Signals, group: boolean) => {
+  try {
+    if (group) process.kill(-child.pid!, signal)
+    else child.kill(signal)
+  } catch {
+    // already gone
+  }
+}
+
+/** Last resort: whatever happens to the orchestrator, no child (nor a group it leads) outlives it. */
 export const killAll = () => {
   for (const child of live) {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+    if (child.exitCode === null && child.signalCode === null) kill(child, "SIGKILL", detachedChildren.has(child))
   }
   live.clear()
 }
+const detachedChildren = new WeakSet<ChildProcess>()
 process.on("exit", killAll)
 for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   process.once(signal, () => {
@@ -54,33 +66,28 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   })
 }
 
-export interface StartOptions {
+export interface SpawnOptions {
   readonly name: string
-  /** A TypeScript entry run with the tsx loader, relative to the repository root. */
-  readonly entry: string
   readonly env?: Record<string, string>
-  readonly nodeFlags?: ReadonlyArray<string>
   readonly ipc?: boolean
-  /** Where `entry` is looked up and the process runs; default the repository root. */
-  readonly root?: string
+  readonly cwd?: string
   /** Also append everything the child writes to this file. */
   readonly logFile?: string
+  /** Leader of a process group of its own (see `Child.signalGroup`). */
+  readonly detached?: boolean
 }
 
-/**
- * Starts `node [flags] --import tsx <entry>` as ONE process (the tsx CLI would put the program in
- * a grandchild, out of reach of our SIGUSR2 and /proc/<pid>), with the soft file limit raised.
- */
-export const startNode = (options: StartOptions): Child => {
-  const root = options.root ?? repoRoot
-  const args = [...(options.nodeFlags ?? []), "--import", tsxLoader, Path.join(root, options.entry)]
+/** Any command as a child whose output is kept; the environment minus our own `RESONANCE_*` settings. */
+export const spawnChild = (command: string, args: ReadonlyArray<string>, options: SpawnOptions): Child => {
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("RESONANCE_")))
-  const child = spawn("bash", ["-c", 'ulimit -n "$(ulimit -Hn)" && exec "$0" "$@"', process.execPath, ...args], {
-    cwd: root,
+  const child = spawn(command, args, {
+    cwd: options.cwd ?? repoRoot,
     env: { ...inherited, ...options.env },
-    stdio: options.ipc ? ["ignore", "pipe", "pipe", "ipc"] : ["ignore", "pipe", "pipe"]
+    stdio: options.ipc ? ["ignore", "pipe", "pipe", "ipc"] : ["ignore", "pipe", "pipe"],
+    detached: options.detached ?? false
   })
   live.add(child)
+  if (options.detached === true) detachedChildren.add(child)
   let output = ""
   const log = options.logFile === undefined ? undefined : Fs.createWriteStream(options.logFile, { flags: "a" })
   const keep = (chunk: Buffer) => {
@@ -104,7 +111,36 @@ export const startNode = (options: StartOptions): Child => {
     clearTimeout(timer)
     return result
   }
-  return { name: options.name, process: child, pid: child.pid!, output: () => output, exited, stop }
+  return {
+    name: options.name,
+    process: child,
+    pid: child.pid!,
+    output: () => output,
+    exited,
+    stop,
+    signalGroup: (signal) => kill(child, signal, true)
+  }
+}
+
+export interface StartOptions extends Omit<SpawnOptions, "cwd"> {
+  /** A TypeScript entry run with the tsx loader, relative to the repository root. */
+  readonly entry: string
+  readonly nodeFlags?: ReadonlyArray<string>
+  /** Where `entry` is looked up and the process runs; default the repository root. */
+  readonly root?: string
+}
+
+/**
+ * Starts `node [flags] --import tsx <entry>` as ONE process (the tsx CLI would put the program in
+ * a grandchild, out of reach of our SIGUSR2 and /proc/<pid>), with the soft file limit raised.
+ */
+export const startNode = (options: StartOptions): Child => {
+  const root = options.root ?? repoRoot
+  const args = [...(options.nodeFlags ?? []), "--import", tsxLoader, Path.join(root, options.entry)]
+  return spawnChild("bash", ["-c", 'ulimit -n "$(ulimit -Hn)" && exec "$0" "$@"', process.execPath, ...args], {
+    ...options,
+    cwd: root
+  })
 }
 
 /** Resident set size in bytes, from /proc/<pid>/status. */
