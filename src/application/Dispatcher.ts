@@ -2,6 +2,7 @@ import { Cause, Clock, Context, Duration, Effect, Either, Exit, Layer, Option, R
 import type { Fiber, Scope, Tracer } from "effect"
 import { CloseCodes } from "../domain/Connection.js"
 import type { LogicError } from "../domain/Errors.js"
+import { ackErrorText } from "../domain/Errors.js"
 import type { ChatRequest, SendMessageResult } from "../domain/Model.js"
 import type { Packet } from "../domain/Packet.js"
 import { ackPacket, classifyInbound, errorAck } from "../domain/Packet.js"
@@ -336,7 +337,7 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
       return undefined
     }
     const error = result.left
-    this.reply(errorAck(seq, error.message || error.code, chat.sessionId))
+    this.reply(errorAck(seq, ackErrorText(error), chat.sessionId))
     return outage(error.code) ? error : undefined
   }
 

@@ -2,9 +2,9 @@ import { Effect, Either, ParseResult, Schema } from "effect"
 import type { AuthenticatorShape } from "../../application/Authenticator.js"
 import type { LogicShape } from "../../application/ports/Logic.js"
 import type { LogicError } from "../../domain/Errors.js"
-import { logicError } from "../../domain/Errors.js"
+import { failureCodeOfAuth, logicError } from "../../domain/Errors.js"
 import type { SessionRules } from "../../domain/Session.js"
-import { planSession } from "../../domain/Session.js"
+import { isRequestedSessionType, missingMembersProblem, planSession } from "../../domain/Session.js"
 import * as Api from "../../gen/gateway/v1/api.js"
 
 /** The authenticated caller of a procedure. */
@@ -95,8 +95,6 @@ const nonNegativeInt64 = (field: string) =>
     })
   )
 
-const SessionTypes = [1, 2, 3]
-
 const LoginSchema = Schema.Struct({
   username: nonEmpty("username"),
   password: Schema.String.pipe(Schema.filter((value) => value !== "", { message: () => "password must not be empty" }))
@@ -113,7 +111,7 @@ const RegisterSchema = Schema.Struct({
 const CreateSessionSchema = Schema.Struct({
   type: Schema.Number.pipe(
     // 0 (left out) is inferred from the members: one other user is a direct session.
-    Schema.filter((value) => value === 0 || SessionTypes.includes(value), {
+    Schema.filter(isRequestedSessionType, {
       message: () => "type must be 1 (direct), 2 (group) or 3 (system)"
     })
   ),
@@ -124,10 +122,7 @@ const CreateSessionSchema = Schema.Struct({
   ),
   name: Schema.String
 }).pipe(
-  Schema.filter((request) =>
-    request.type === 3 || request.members.length > 0 ||
-    (request.type === 2 ? "members must not be empty for a group session" : "members must name the other user")
-  )
+  Schema.filter((request) => missingMembersProblem(request.type, request.members) ?? true)
 )
 
 const HistorySchema = Schema.Struct({
@@ -200,7 +195,7 @@ export const makeProcedures = (
     invoke: (_, caller) =>
       authenticator.revoke(caller.token).pipe(
         Effect.as({ success: true }),
-        Effect.mapError((error) => logicError(error.reason === "Unavailable" ? "unavailable" : "unauthenticated", error.message))
+        Effect.mapError((error) => logicError(failureCodeOfAuth(error), error.message))
       )
   }),
   define({

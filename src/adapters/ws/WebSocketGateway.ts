@@ -1,6 +1,6 @@
 import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Runtime, Schedule } from "effect"
 import type { Tracer } from "effect"
-import type * as Http from "node:http"
+import * as Http from "node:http"
 import type { Duplex } from "node:stream"
 import { WebSocket, WebSocketServer } from "ws"
 import { Authenticator } from "../../application/Authenticator.js"
@@ -14,7 +14,8 @@ import type { MetricsShape } from "../../application/ports/Metrics.js"
 import { Readiness } from "../../application/Readiness.js"
 import { CloseCodes } from "../../domain/Connection.js"
 import type { ConnectionInfo } from "../../domain/Connection.js"
-import type { AuthError } from "../../domain/Errors.js"
+import type { AuthError, FailureCode } from "../../domain/Errors.js"
+import { failureCodeOfAuth, failureCodes } from "../../domain/Errors.js"
 import { clientKeyOf } from "../../domain/RateLimit.js"
 import { tokenFromAuthorization } from "../../domain/Token.js"
 import { directAddressing } from "../net/ClientAddress.js"
@@ -181,11 +182,13 @@ export class WebSocketGateway extends Context.Tag("resonance/WebSocketGateway")<
   WebSocketGatewayShape
 >() {}
 
-const rejectUpgrade = (socket: Duplex, status: number, message: string, extraHeaders: Record<string, string> = {}) => {
+/** Answers an upgrade with an HTTP error; its status is the failure code's (the domain's table). */
+const rejectUpgrade = (socket: Duplex, code: FailureCode, message: string, extraHeaders: Record<string, string> = {}) => {
   if (socket.destroyed) return
-  const body = JSON.stringify({ code: statusCodeName(status), message })
+  const status = failureCodes[code].http
+  const body = JSON.stringify({ code, message })
   const headers = [
-    `HTTP/1.1 ${status} ${statusText[status] ?? "Error"}`,
+    `HTTP/1.1 ${status} ${Http.STATUS_CODES[status] ?? "Error"}`,
     "Connection: close",
     "Content-Type: application/json",
     `Content-Length: ${Buffer.byteLength(body)}`,
@@ -193,25 +196,6 @@ const rejectUpgrade = (socket: Duplex, status: number, message: string, extraHea
   ]
   socket.end(`${headers.join("\r\n")}\r\n\r\n${body}`)
 }
-
-const statusText: Record<number, string> = {
-  401: "Unauthorized",
-  403: "Forbidden",
-  404: "Not Found",
-  429: "Too Many Requests",
-  503: "Service Unavailable"
-}
-
-const statusCodeName = (status: number) =>
-  status === 401
-    ? "unauthenticated"
-    : status === 403
-    ? "permission_denied"
-    : status === 404
-    ? "not_found"
-    : status === 429
-    ? "resource_exhausted"
-    : "unavailable"
 
 /** `?token=` as the official client sends it, else the Authorization header. */
 const accessToken = (request: Http.IncomingMessage, url: URL): string | undefined => {
@@ -271,9 +255,9 @@ export const layer = (options: WebSocketOptions) =>
         else perIp.set(key, count)
       }
 
-      const refuse = (socket: Duplex, status: number, reason: string, message: string, headers?: Record<string, string>) => {
+      const refuse = (socket: Duplex, code: FailureCode, reason: string, message: string, headers?: Record<string, string>) => {
         metrics.connectionRejected(reason)
-        rejectUpgrade(socket, status, message, headers)
+        rejectUpgrade(socket, code, message, headers)
       }
 
       const gateway: GatewayContext = {
@@ -325,19 +309,19 @@ export const layer = (options: WebSocketOptions) =>
 
       const admit = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
         const url = new URL(request.url ?? "/", "http://gateway")
-        if (url.pathname !== options.path) return refuse(socket, 404, "not_found", "no websocket endpoint here")
+        if (url.pathname !== options.path) return refuse(socket, "not_found", "not_found", "no websocket endpoint here")
         if (!accepting || readiness.isDraining()) {
-          return refuse(socket, 503, "draining", "gateway is shutting down", { "Retry-After": "1" })
+          return refuse(socket, "unavailable", "draining", "gateway is shutting down", { "Retry-After": "1" })
         }
         const ip = options.clientIp(request)
-        if (!options.ipAllowed(ip)) return refuse(socket, 403, "ip_denied", "address not allowed")
+        if (!options.ipAllowed(ip)) return refuse(socket, "permission_denied", "ip_denied", "address not allowed")
         if (options.maxConnections > 0 && clients.size + pending >= options.maxConnections) {
-          return refuse(socket, 503, "global_limit", "gateway is at its connection limit", { "Retry-After": "5" })
+          return refuse(socket, "unavailable", "global_limit", "gateway is at its connection limit", { "Retry-After": "5" })
         }
         const ipKey = clientKeyOf(ip)
         const fromIp = perIp.get(ipKey) ?? 0
         if (options.maxConnectionsPerIp > 0 && fromIp >= options.maxConnectionsPerIp) {
-          return refuse(socket, 429, "ip_limit", "too many connections from this address", { "Retry-After": "5" })
+          return refuse(socket, "resource_exhausted", "ip_limit", "too many connections from this address", { "Retry-After": "5" })
         }
         perIp.set(ipKey, fromIp + 1)
         pending++
@@ -348,14 +332,14 @@ export const layer = (options: WebSocketOptions) =>
               onFailure: (error: AuthError) => {
                 pending--
                 releaseIp(ip)
-                if (error.reason === "Unavailable") refuse(socket, 503, "auth_unavailable", error.message)
-                else refuse(socket, 401, "unauthenticated", error.message)
+                const code = failureCodeOfAuth(error)
+                refuse(socket, code, code === "unavailable" ? "auth_unavailable" : "unauthenticated", error.message)
               },
               onSuccess: (principal) => {
                 pending--
                 if (!accepting || socket.destroyed) {
                   releaseIp(ip)
-                  if (!socket.destroyed) refuse(socket, 503, "draining", "gateway is shutting down")
+                  if (!socket.destroyed) refuse(socket, "unavailable", "draining", "gateway is shutting down")
                   return
                 }
                 wss.handleUpgrade(request, socket, head, (ws) => open(ws, principal, ip))
