@@ -50,20 +50,11 @@ export interface DispatcherOptions {
   readonly traceChats?: boolean
 }
 
-export interface ConnectionStats {
-  /** Frames accepted from the client. */
-  received: number
-  /** Push deliveries the client confirmed with an `ack` frame. */
-  deliveriesConfirmed: number
-  lastConfirmedMsgId: bigint
-}
-
 export interface ConnectionHandle {
   /** Called by the socket adapter for every binary frame; plain and non-blocking. */
   readonly receive: (frame: Uint8Array) => void
   /** Stops taking frames and answers those already taken (graceful drain). */
   readonly drain: (timeout: Duration.DurationInput) => Effect.Effect<void>
-  readonly stats: Readonly<ConnectionStats>
 }
 
 /** A connection opened with the plain `open`; `close` is idempotent. */
@@ -151,10 +142,7 @@ interface Shared {
  * fiber: frames are handled synchronously, a chat runs as one short-lived fiber, and frames that
  * arrive while it is in flight wait in order behind it.
  */
-class ConnectionState implements ConnectionSession, ConnectionStats {
-  received = 0
-  deliveriesConfirmed = 0
-  lastConfirmedMsgId = 0n
+class ConnectionState implements ConnectionSession {
   private pending: Array<Packet> | undefined = undefined
   private pendingSizes: Array<number> | undefined = undefined
   private pendingBytes = 0
@@ -172,10 +160,6 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
     private readonly parentSpan: Tracer.AnySpan | undefined
   ) {}
 
-  get stats(): ConnectionStats {
-    return this
-  }
-
   receive(frame: Uint8Array): void {
     if (!this.active) return
     const decoded = this.shared.codec.decode(frame)
@@ -190,7 +174,6 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
       return
     }
     if (!this.admit(decoded)) return
-    this.received++
     if (!this.accepting) {
       // Draining: a chat that came too late is answered, so the client knows to send it again
       // after reconnecting instead of waiting for an ack that never comes.
@@ -315,8 +298,7 @@ class ConnectionState implements ConnectionSession, ConnectionStats {
         }
         return
       case "RecordDelivery":
-        this.deliveriesConfirmed++
-        if (decision.msgId > this.lastConfirmedMsgId) this.lastConfirmedMsgId = decision.msgId
+        // A delivery ack needs no answer; it only spends the connection's ack budget.
         return
       case "Reject":
         this.reply(decision.reply)

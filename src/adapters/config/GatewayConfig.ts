@@ -480,9 +480,6 @@ const collect = (sources: ConfigSources): Effect.Effect<Collected, Error> =>
     catch: (error) => new Error(`cannot read configuration: ${error instanceof Error ? error.message : String(error)}`)
   })
 
-export const collectSettings = (sources: ConfigSources): Effect.Effect<Map<string, string>, Error> =>
-  Effect.map(collect(sources), (collected) => collected.settings)
-
 export const providerFromSettings = (settings: Map<string, string>): ConfigProvider.ConfigProvider =>
   ConfigProvider.fromMap(settings, { pathDelim: "_", seqDelim: "," }).pipe(
     ConfigProvider.constantCase,
