@@ -83,6 +83,11 @@ const define = <Req, Res>(spec: ProcedureSpec<Req, Res>): Procedure => ({
   toBinary: (response) => spec.response.encode(response as Res).finish()
 })
 
+/** A SessionService procedure: every one needs the Authorization header and is limited per user. */
+const sessionProcedure = <Req, Res>(
+  spec: Omit<ProcedureSpec<Req, Res>, "service" | "access" | "limitedBy">
+): Procedure => define({ ...spec, service: "SessionService", access: "bearer", limitedBy: "user" })
+
 const INT64_MAX = (1n << 63n) - 1n
 
 const nonEmpty = (field: string) =>
@@ -198,12 +203,9 @@ export const makeProcedures = (
         Effect.mapError((error) => logicError(failureCodeOfAuth(error), error.message))
       )
   }),
-  define({
-    service: "SessionService",
+  sessionProcedure({
     method: "GetSessionList",
     int64Fields: ["limit"],
-    access: "bearer",
-    limitedBy: "user",
     request: Api.GetSessionListRequest,
     response: Api.GetSessionListResponse,
     schema: SessionListSchema,
@@ -213,11 +215,8 @@ export const makeProcedures = (
         (page) => ({ sessions: [...page.sessions], nextPageToken: page.nextPageToken })
       )
   }),
-  define({
-    service: "SessionService",
+  sessionProcedure({
     method: "CreateSession",
-    access: "bearer",
-    limitedBy: "user",
     request: Api.CreateSessionRequest,
     response: Api.CreateSessionResponse,
     schema: CreateSessionSchema,
@@ -234,12 +233,9 @@ export const makeProcedures = (
       )
     }
   }),
-  define({
-    service: "SessionService",
+  sessionProcedure({
     method: "GetHistoryMessages",
     int64Fields: ["limit", "beforeSeq"],
-    access: "bearer",
-    limitedBy: "user",
     request: Api.GetHistoryMessagesRequest,
     response: Api.GetHistoryMessagesResponse,
     schema: HistorySchema,
@@ -254,32 +250,23 @@ export const makeProcedures = (
         (messages) => ({ messages: [...messages] })
       )
   }),
-  define({
-    service: "SessionService",
+  sessionProcedure({
     method: "GetContactList",
-    access: "bearer",
-    limitedBy: "user",
     request: Api.GetContactListRequest,
     response: Api.GetContactListResponse,
     invoke: (_, caller) =>
       Effect.map(logic.getContactList(caller.username), (contacts) => ({ contacts: [...contacts] }))
   }),
-  define({
-    service: "SessionService",
+  sessionProcedure({
     method: "SearchUser",
-    access: "bearer",
-    limitedBy: "user",
     request: Api.SearchUserRequest,
     response: Api.SearchUserResponse,
     schema: SearchSchema,
     invoke: (request) => Effect.map(logic.searchUser(request.query), (users) => ({ users: [...users] }))
   }),
-  define({
-    service: "SessionService",
+  sessionProcedure({
     method: "UpdateReadPosition",
     int64Fields: ["seqId"],
-    access: "bearer",
-    limitedBy: "user",
     request: Api.UpdateReadPositionRequest,
     response: Api.UpdateReadPositionResponse,
     schema: ReadPositionSchema,
@@ -289,12 +276,9 @@ export const makeProcedures = (
         (unreadCount) => ({ unreadCount })
       )
   }),
-  define({
-    service: "SessionService",
+  sessionProcedure({
     method: "PullInboxDelta",
     int64Fields: ["cursorId", "limit"],
-    access: "bearer",
-    limitedBy: "user",
     request: Api.PullInboxDeltaRequest,
     response: Api.PullInboxDeltaResponse,
     schema: InboxSchema,
