@@ -3,8 +3,8 @@ import type { Scope, Tracer } from "effect"
 import type { LiveConnection } from "./ConnectionHub.js"
 import { ConnectionHub } from "./ConnectionHub.js"
 import { makeChatBatcher } from "./Dispatcher/ChatBatch.js"
-import type { Shared } from "./Dispatcher/ConnectionState.js"
-import { ConnectionState } from "./Dispatcher/ConnectionState.js"
+import type { Shared } from "./Dispatcher/Session.js"
+import { Session } from "./Dispatcher/Session.js"
 import { makeExpiryWheel } from "./Dispatcher/ExpiryWheel.js"
 import { makeFrameLimits, rateOf } from "./Dispatcher/FrameBudget.js"
 import { FrameCodec } from "./ports/FrameCodec.js"
@@ -43,15 +43,13 @@ export interface DispatcherOptions {
   readonly traceChats?: boolean
 }
 
-export interface ConnectionHandle {
+/** A connection as the Dispatcher serves it, from `open` (or `attach`) to `close`. */
+export interface ConnectionSession {
   /** Called by the socket adapter for every binary frame; plain and non-blocking. */
   readonly receive: (frame: Uint8Array) => void
   /** Stops taking frames and answers those already taken (graceful drain). */
   readonly drain: (timeout: Duration.DurationInput) => Effect.Effect<void>
-}
-
-/** A connection opened with the plain `open`; `close` is idempotent. */
-export interface ConnectionSession extends ConnectionHandle {
+  /** Idempotent; `attach` calls it when its scope closes. */
   readonly close: () => void
 }
 
@@ -64,12 +62,12 @@ export interface DispatcherShape {
    */
   readonly open: (connection: LiveConnection, parentSpan?: Tracer.AnySpan) => ConnectionSession
   /** `open` for the life of the scope; the current span parents the chat spans. */
-  readonly attach: (connection: LiveConnection) => Effect.Effect<ConnectionHandle, never, Scope.Scope>
+  readonly attach: (connection: LiveConnection) => Effect.Effect<ConnectionSession, never, Scope.Scope>
 }
 
 /**
  * The use case behind every client connection: frames in arrival order, chats to Logic, acks back.
- * Its parts: `Dispatcher/ConnectionState` (one connection's frames), `FrameBudget` (rate
+ * Its parts: `Dispatcher/Session` (one connection's frames), `FrameBudget` (rate
  * admission), `ChatBatch` (the chats of a turn as one Logic call), `ExpiryWheel` (token expiry).
  */
 export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, DispatcherShape>() {
@@ -114,11 +112,11 @@ export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, 
 
         const open = (connection: LiveConnection, parentSpan?: Tracer.AnySpan): ConnectionSession => {
           const { info } = connection
-          const state = new ConnectionState(connection, shared, parentSpan)
+          const session = new Session(connection, shared, parentSpan)
           metrics.connectionOpened()
           if (hub.add(connection).first) presence.online(info.username, info.remoteAddress)
           if (info.expiresAt !== undefined) expiry.add(connection, info.expiresAt)
-          return state
+          return session
         }
 
         const attach = (connection: LiveConnection) =>

@@ -4,7 +4,7 @@ import type { LogicError } from "../../domain/Errors.js"
 import type { SendMessageResult } from "../../domain/Model.js"
 import type { LiveConnection } from "../ConnectionHub.js"
 import type { ChatItem, LogicShape } from "../ports/Logic.js"
-import type { ConnectionState } from "./ConnectionState.js"
+import type { Session } from "./Session.js"
 
 /** A chat's failure as the Dispatcher answers it. */
 export type ChatFailure = Pick<LogicError, "code" | "message">
@@ -32,7 +32,7 @@ export const logOutage = (connections: ReadonlyArray<LiveConnection>, error: Cha
 
 /** A chat waiting for its batch: what Logic needs (a ChatItem), and who to answer. */
 export interface PendingChat extends ChatItem {
-  readonly state: ConnectionState
+  readonly session: Session
   readonly seq: string
 }
 
@@ -56,13 +56,13 @@ export const makeChatBatcher = (
     const answer = (i: number, result: Either.Either<SendMessageResult, ChatFailure>) => {
       if (answered[i]) return
       answered[i] = true
-      const { state, seq, chat } = chats[i]!
-      const outcome = state.answer(seq, chat, result)
+      const { session, seq, chat } = chats[i]!
+      const outcome = session.answer(seq, chat, result)
       if (outcome !== undefined) {
         failure ??= outcome
-        failed.push(state.connection)
+        failed.push(session.connection)
       }
-      state.settled()
+      session.settled()
     }
     const call = logic.sendMessages(chats, answer)
     const bounded = Duration.isZero(chatTimeout) ? call : Effect.timeout(call, chatTimeout)

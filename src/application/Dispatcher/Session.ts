@@ -41,7 +41,7 @@ export interface Shared {
  * fiber: frames are handled synchronously, a chat runs as one short-lived fiber, and frames that
  * arrive while it is in flight wait in order behind it.
  */
-export class ConnectionState implements ConnectionSession {
+export class Session implements ConnectionSession {
   private pending: Array<Packet> | undefined = undefined
   private pendingSizes: Array<number> | undefined = undefined
   private pendingBytes = 0
@@ -169,7 +169,7 @@ export class ConnectionState implements ConnectionSession {
         if (this.shared.traceChats) {
           this.shared.runFork(this.forward(decision.seq, decision.chat)).addObserver(() => this.settled())
         } else {
-          this.shared.submit({ state: this, seq: decision.seq, chat: decision.chat, origin: this.originOf(decision.seq) })
+          this.shared.submit({ session: this, seq: decision.seq, chat: decision.chat, origin: this.originOf(decision.seq) })
         }
         return
       case "RecordDelivery":
