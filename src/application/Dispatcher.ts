@@ -1,5 +1,6 @@
 import { Clock, Context, Duration, Effect, Layer, Option, Random, Runtime } from "effect"
 import type { Scope, Tracer } from "effect"
+import { defaultChatRules } from "../domain/Packet.js"
 import type { LiveConnection } from "./ConnectionHub.js"
 import { ConnectionHub } from "./ConnectionHub.js"
 import { makeChatBatcher } from "./Dispatcher/ChatBatch.js"
@@ -98,7 +99,7 @@ export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, 
             ack: rateOf(options.acksPerSecond, options.ackBurst),
             maxViolations: options.maxRateViolations ?? 20
           }),
-          rules: { maxContentBytes: options.maxContentBytes ?? 64 * 1024 },
+          rules: { maxContentBytes: options.maxContentBytes ?? defaultChatRules.maxContentBytes },
           traceChats: options.traceChats ?? false,
           submit: makeChatBatcher(logic, chatTimeout, runFork),
           bootId: `${(yield* Clock.currentTimeMillis).toString(36)}-${(yield* Random.nextIntBetween(0, 2 ** 30)).toString(36)}`,

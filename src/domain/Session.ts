@@ -36,6 +36,9 @@ export interface SessionRules {
   readonly maxGroupMembers: number
 }
 
+/** The rules where nothing is configured: groups of up to 500. */
+export const defaultSessionRules: SessionRules = { maxGroupMembers: 500 }
+
 export interface SessionRequest {
   readonly creator: string
   readonly members: ReadonlyArray<string>

@@ -1,4 +1,6 @@
 import { Config, ConfigError, Duration, Either, Option } from "effect"
+import { defaultChatRules } from "../../../domain/Packet.js"
+import { defaultSessionRules } from "../../../domain/Session.js"
 import { MIN_SECRET_BYTES } from "../../../domain/Token.js"
 
 /**
@@ -330,12 +332,12 @@ export const gatewayConfig: Config.Config<GatewayConfig> = Config.all({
       pulseBurst: num("pulse_burst", 10),
       acksPerSecond: num("acks_per_second", 200),
       ackBurst: num("ack_burst", 1000),
-      maxMessageBytes: int("max_message_bytes", 64 * 1024),
+      maxMessageBytes: int("max_message_bytes", defaultChatRules.maxContentBytes),
       authPerIpPerMinute: num("auth_per_ip_per_minute", 30),
       failedLoginsPerUsername: num("failed_logins_per_username", 5),
       failedLoginWindow: duration("failed_login_window", "15m"),
       sessionPerUserPerSecond: num("session_per_user_per_second", 50),
-      maxGroupMembers: int("max_group_members", 500),
+      maxGroupMembers: int("max_group_members", defaultSessionRules.maxGroupMembers),
       maxPageBytes: int("max_page_bytes", 1024 * 1024),
       sessionPageSize: int("session_page_size", 100)
     }),
