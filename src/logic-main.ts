@@ -2,10 +2,13 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Duration, Effect, Layer } from "effect"
 import { configDirectory, loadConfig } from "./adapters/config/GatewayConfig.js"
 import { etcdSecurity } from "./adapters/etcd/Client.js"
+import { watchService } from "./adapters/etcd/Discovery.js"
 import { layerRegistry } from "./adapters/etcd/Registry.js"
 import { InternalAuth } from "./adapters/grpc/Security.js"
+import { makeEmbeddedLogic } from "./adapters/logic-embedded/LogicEmbedded.js"
 import * as ReferenceLogic from "./adapters/logic-server/ReferenceLogic.js"
 import { layerLogger, reportStartupFailure } from "./adapters/obs/Logging.js"
+import { embeddedLogicOptions } from "./embedded-logic-options.js"
 
 /**
  * `npm run logic`: the reference Logic service. Same configuration names as the gateway, read from
@@ -26,25 +29,10 @@ const program = Effect.gen(function*() {
   const advertised = `${config.service.advertiseHost}:${config.service.grpcPort}`
   const etcd = { endpoints: config.etcd.endpoints, ...(yield* etcdSecurity(config.etcd)) }
   const logic = ReferenceLogic.layer({
-    embedded: {
-      databasePath: config.embedded.databasePath,
-      synchronous: config.embedded.synchronous,
-      commitIntervalMs: Duration.toMillis(config.embedded.commitInterval),
-      secretKey: config.auth.secretKey,
-      tokenTtlSeconds: Duration.toSeconds(config.auth.tokenTtl),
-      bcryptRounds: config.auth.bcryptCost,
-      hashConcurrency: config.auth.hashConcurrency,
-      hashQueue: config.auth.hashQueue,
-      maxContentBytes: config.limits.maxMessageBytes,
-      maxGroupMembers: config.limits.maxGroupMembers,
-      maxPageBytes: config.limits.maxPageBytes,
-      sessionPageSize: config.limits.sessionPageSize
-    },
+    makeLogic: (publish) => makeEmbeddedLogic(embeddedLogicOptions(config), publish),
+    gateways: watchService({ ...etcd, namespace: config.registry.namespace, serviceName: "gateway-service" }),
     port: config.service.grpcPort,
-    host: config.service.grpcHost,
-    etcd,
-    namespace: config.registry.namespace,
-    gatewayServiceName: "gateway-service"
+    host: config.service.grpcHost
   })
   // Registered once serving, revoked first on shutdown.
   const registry = layerRegistry({

@@ -30,6 +30,7 @@ import { layerPrometheus } from "./adapters/obs/PrometheusMetrics.js"
 import { layerTracing } from "./adapters/obs/Tracing.js"
 import * as FrameCodec from "./adapters/protobuf/FrameCodec.js"
 import * as WebSocketGateway from "./adapters/ws/WebSocketGateway.js"
+import { embeddedLogicOptions } from "./embedded-logic-options.js"
 
 const isCluster = (config: GatewayConfig) => config.etcd.endpoints.length > 0
 
@@ -46,20 +47,7 @@ const logicLayer = (
       attemptTimeout: config.logic.attemptTimeout,
       retries: config.logic.retries
     }).pipe(Layer.provide(layerServiceDiscovery({ ...etcd, namespace: config.registry.namespace })))
-    : LogicEmbedded.layer({
-      databasePath: config.embedded.databasePath,
-      synchronous: config.embedded.synchronous,
-      commitIntervalMs: Duration.toMillis(config.embedded.commitInterval),
-      secretKey: config.auth.secretKey,
-      tokenTtlSeconds: Duration.toSeconds(config.auth.tokenTtl),
-      bcryptRounds: config.auth.bcryptCost,
-      hashConcurrency: config.auth.hashConcurrency,
-      hashQueue: config.auth.hashQueue,
-      maxContentBytes: config.limits.maxMessageBytes,
-      maxGroupMembers: config.limits.maxGroupMembers,
-      maxPageBytes: config.limits.maxPageBytes,
-      sessionPageSize: config.limits.sessionPageSize
-    })
+    : LogicEmbedded.layer(embeddedLogicOptions(config))
 
 /** In cluster mode the registration comes first (it names the gateway) and is revoked by the drain gate. */
 const registryLayer = (config: GatewayConfig, etcd: EtcdClientOptions) =>

@@ -11,10 +11,21 @@ const sources = (folder: string): Array<string> =>
       : entry.name.endsWith(".ts") ? [Path.join(folder, entry.name)] : []
   )
 
-const importsOf = (file: string) =>
-  [...Fs.readFileSync(Path.join(root, file), "utf8").matchAll(/^\s*(?:import|export)[^"']*from\s+["']([^"']+)["']/gm)].map(
-    (match) => match[1]!
-  )
+/** Every module a file imports: `import … from`, `export … from`, side-effect `import "x"` and `import("x")`. */
+const importsIn = (text: string) =>
+  [
+    ...text.matchAll(/^\s*(?:import|export)[^"'`;]*?from\s+["']([^"']+)["']/gm),
+    ...text.matchAll(/^\s*import\s+["']([^"']+)["']/gm),
+    ...text.matchAll(/\bimport\(\s*["']([^"']+)["']\s*\)/g)
+  ].map((match) => match[1]!)
+
+const importsOf = (file: string) => importsIn(Fs.readFileSync(Path.join(root, file), "utf8"))
+
+/** The adapter folder (`src/adapters/<name>`) a file is in, or that a relative import from it lands in. */
+const adapterOf = (file: string): string | undefined => {
+  const parts = Path.relative(Path.join(root, "src", "adapters"), Path.resolve(root, file)).split(Path.sep)
+  return parts.length > 1 && parts[0] !== ".." ? parts[0] : undefined
+}
 
 describe("the hexagon's rules", () => {
   it("src/domain imports nothing but effect and itself", () => {
@@ -37,5 +48,41 @@ describe("the hexagon's rules", () => {
     const offenders = outside.flatMap((file) => importsOf(file).filter((spec) => spec.includes("/gen/")).map((spec) => `${file}: ${spec}`))
     expect(offenders).toEqual([])
     expect(sources("src/adapters").some((file) => importsOf(file).some((spec) => spec.includes("/gen/")))).toBe(true)
+  })
+
+  it("src/application imports neither the Node platform nor YAML", () => {
+    const offenders = sources("src/application").flatMap((file) =>
+      importsOf(file).filter((spec) => /^(@effect\/platform-node|yaml)(\/|$)/.test(spec)).map((spec) => `${file}: ${spec}`)
+    )
+    expect(offenders).toEqual([])
+  })
+
+  it("no adapter imports another adapter; only src/main.ts and src/logic-main.ts compose them", () => {
+    // `grpc/` (gRPC plumbing) and `net/` (network plumbing) are shared by adapters, not adapters.
+    const shared = new Set(["grpc", "net"])
+    const offenders = sources("src/adapters").flatMap((file) => {
+      const own = adapterOf(file)!
+      return importsOf(file)
+        .filter((spec) => spec.startsWith("."))
+        .map((spec) => adapterOf(Path.join(Path.dirname(file), spec)))
+        .filter((target) => target !== undefined && target !== own && !shared.has(target))
+        .map((target) => `${file}: ${target}`)
+    })
+    expect(offenders).toEqual([])
+  })
+
+  it("the scan sees every kind of import, and which adapter a relative one lands in", () => {
+    const text = 'import "./a.js"\nconst b = () => import("./b.js")\nexport { c } from "./c.js"\nimport type {\n  D\n} from "../d.js"\n'
+    expect(importsIn(text).sort()).toEqual(["../d.js", "./a.js", "./b.js", "./c.js"])
+    expect(adapterOf(Path.join("src/adapters/ws", "../etcd/Client.js"))).toBe("etcd")
+    expect(adapterOf(Path.join("src/adapters/ws", "../../domain/Token.js"))).toBeUndefined()
+  })
+
+  it("no file in src/ outside src/gen is longer than 400 lines", () => {
+    const tooLong = sources("src")
+      .filter((file) => !file.startsWith(Path.join("src", "gen") + Path.sep))
+      .map((file) => ({ file, lines: Fs.readFileSync(Path.join(root, file), "utf8").split("\n").length - 1 }))
+      .filter(({ lines }) => lines > 400)
+    expect(tooLong).toEqual([])
   })
 })

@@ -51,5 +51,23 @@ export class AuthError extends Data.TaggedError("AuthError")<{
 
 export const logicError = (code: FailureCode, message: string) => new LogicError({ code, message })
 
+/** An authentication failure as a failure code: an outage is `unavailable`, any refusal `unauthenticated`. */
+export const failureCodeOfAuth = (error: AuthError): FailureCode =>
+  error.reason === "Unavailable" ? "unavailable" : "unauthenticated"
+
 /** The business refusal of SendMessage, which a Logic reports in `SendMessageResponse.error`. */
 export const NOT_A_MEMBER = "not a session member"
+
+/**
+ * Whether a SendMessage failure travels as `SendMessageResponse.error` text rather than as a status,
+ * as the Go Logic does: a refused chat, or a sender outside the session.
+ */
+export const isSendRefusal = (error: Pick<LogicError, "code" | "message">): boolean =>
+  error.code === "invalid_argument" || (error.code === "permission_denied" && error.message === NOT_A_MEMBER)
+
+/** The failure a non-empty `SendMessageResponse.error` stands for: the inverse of `isSendRefusal`. */
+export const sendRefusalOf = (text: string): LogicError =>
+  logicError(text === NOT_A_MEMBER ? "permission_denied" : "invalid_argument", text)
+
+/** What a client reads in the error ack of a chat that failed. */
+export const ackErrorText = (error: Pick<LogicError, "code" | "message">): string => error.message || error.code

@@ -35,15 +35,10 @@ export interface ChatRequest {
   readonly timestamp: bigint
 }
 
-export interface PushMessage {
+/** A stored chat as it is pushed and read back: the chat with its ids. */
+export interface PushMessage extends ChatRequest {
   readonly msgId: bigint
   readonly seqId: bigint
-  readonly sessionId: string
-  readonly fromUsername: string
-  readonly toUsername: string
-  readonly content: string
-  readonly type: string
-  readonly timestamp: bigint
   readonly sessionMeta: SessionMeta | undefined
 }
 

@@ -42,6 +42,9 @@ export interface ChatRules {
   readonly maxContentBytes: number
 }
 
+/** The rules where nothing is configured: 64 KiB of content. */
+export const defaultChatRules: ChatRules = { maxContentBytes: 64 * 1024 }
+
 /**
  * Decides how a client frame is answered. The sender of a chat is always the authenticated
  * user, and its timestamp the server's clock: neither is the client's to choose.

@@ -15,10 +15,29 @@ export const parseDirectSessionId = (sessionId: string): readonly [string, strin
 export const inferSessionType = (otherMembers: number, name: string): number =>
   otherMembers === 1 && name.trim() === "" ? SessionType.Direct : SessionType.Group
 
+const sessionTypes: ReadonlySet<number> = new Set(Object.values(SessionType))
+
+/** A type a client may ask for: one of `SessionType`, or 0 to have it inferred. */
+export const isRequestedSessionType = (type: number): boolean => type === 0 || sessionTypes.has(type)
+
+/**
+ * What a client creating a session must name: the other user of a direct session (and of one
+ * whose type is left to inference), someone for a group; a system session names no one.
+ */
+export const missingMembersProblem = (type: number, members: ReadonlyArray<string>): string | undefined =>
+  type === SessionType.System || members.length > 0
+    ? undefined
+    : type === SessionType.Group
+    ? "members must not be empty for a group session"
+    : "members must name the other user"
+
 export interface SessionRules {
   /** Members of a group, its creator included. */
   readonly maxGroupMembers: number
 }
+
+/** The rules where nothing is configured: groups of up to 500. */
+export const defaultSessionRules: SessionRules = { maxGroupMembers: 500 }
 
 export interface SessionRequest {
   readonly creator: string

@@ -3,9 +3,16 @@ import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
 import { Effect, Layer, Option } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
-import { currentTraceHeaders, parentSpanFromTraceparent, withTraceparent } from "../../src/adapters/grpc/TraceContext.js"
+import { currentTraceHeaders, parentSpanFromTraceparent } from "../../src/adapters/grpc/TraceContext.js"
 import { layerTracing, layerTracingTest, otlpGrpcUrl, otlpTracesUrl, traceProtocolFor } from "../../src/adapters/obs/Tracing.js"
 import * as grpc from "@grpc/grpc-js"
+
+/** What a server does with an incoming traceparent: runs its handler as a continuation of that trace. */
+const withTraceparent = (header: string | undefined) =>
+<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+  const parent = parentSpanFromTraceparent(header)
+  return Option.isSome(parent) ? Effect.withParentSpan(effect, parent.value) : effect
+}
 
 const finished = (exporter: InMemorySpanExporter, name: string) => {
   const span = exporter.getFinishedSpans().find((s) => s.name === name)

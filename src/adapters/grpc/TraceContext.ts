@@ -69,10 +69,3 @@ export const parentSpanFromTraceparent = (header: string | undefined): Option.Op
     context: Context.make(OtelTraceFlags, traceFlags)
   }))
 }
-
-/** Runs `effect` as a continuation of the trace named by `header`, if it names one. */
-export const withTraceparent = (header: string | undefined) =>
-<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
-  const parent = parentSpanFromTraceparent(header)
-  return Option.isSome(parent) ? Effect.withParentSpan(effect, parent.value) : effect
-}

@@ -2,7 +2,7 @@ import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Data, Effect } from "effect"
 import type * as Http from "node:http"
 import type { AuthError, FailureCode, LogicError } from "../../domain/Errors.js"
-import { failureCodes } from "../../domain/Errors.js"
+import { failureCodeOfAuth, failureCodes } from "../../domain/Errors.js"
 
 /** The Connect error codes this adapter answers with. */
 export type ConnectCode = FailureCode
@@ -30,7 +30,7 @@ export const errorResponse = (error: ConnectError): HttpServerResponse.HttpServe
 export const fromLogicError = (error: LogicError): ConnectError => connectError(error.code, error.message)
 
 export const fromAuthError = (error: AuthError): ConnectError =>
-  error.reason === "Unavailable"
+  failureCodeOfAuth(error) === "unavailable"
     ? connectError("unavailable", error.message || "authentication is unavailable")
     : new ConnectError({
       code: "unauthenticated",

@@ -12,6 +12,7 @@ import { Logic } from "../../application/ports/Logic.js"
 import { Metrics } from "../../application/ports/Metrics.js"
 import { Readiness } from "../../application/Readiness.js"
 import { tokenFromAuthorization } from "../../domain/Token.js"
+import { defaultSessionRules } from "../../domain/Session.js"
 import type { ClientAddressing } from "../net/ClientAddress.js"
 import { NodeServer } from "../net/NodeServer.js"
 import type { Format } from "./Connect.js"
@@ -118,7 +119,7 @@ const build = (options: HttpOptions) =>
 
     const addressing = options.addressing
     const cors = makeCors(options.corsOrigins)
-    const procedures = makeProcedures(logic, authenticator, { sessions: { maxGroupMembers: options.maxGroupMembers ?? 500 } })
+    const procedures = makeProcedures(logic, authenticator, { sessions: { maxGroupMembers: options.maxGroupMembers ?? defaultSessionRules.maxGroupMembers } })
     const byMethod = new Map(procedures.map((procedure) => [procedure.method, procedure]))
 
     const { authPerIpPerMinute, sessionPerUserPerSecond, burst } = options.rateLimits

@@ -2,9 +2,9 @@ import { Effect, Either, ParseResult, Schema } from "effect"
 import type { AuthenticatorShape } from "../../application/Authenticator.js"
 import type { LogicShape } from "../../application/ports/Logic.js"
 import type { LogicError } from "../../domain/Errors.js"
-import { logicError } from "../../domain/Errors.js"
+import { failureCodeOfAuth, logicError } from "../../domain/Errors.js"
 import type { SessionRules } from "../../domain/Session.js"
-import { planSession } from "../../domain/Session.js"
+import { isRequestedSessionType, missingMembersProblem, planSession } from "../../domain/Session.js"
 import * as Api from "../../gen/gateway/v1/api.js"
 
 /** The authenticated caller of a procedure. */
@@ -83,6 +83,11 @@ const define = <Req, Res>(spec: ProcedureSpec<Req, Res>): Procedure => ({
   toBinary: (response) => spec.response.encode(response as Res).finish()
 })
 
+/** A SessionService procedure: every one needs the Authorization header and is limited per user. */
+const sessionProcedure = <Req, Res>(
+  spec: Omit<ProcedureSpec<Req, Res>, "service" | "access" | "limitedBy">
+): Procedure => define({ ...spec, service: "SessionService", access: "bearer", limitedBy: "user" })
+
 const INT64_MAX = (1n << 63n) - 1n
 
 const nonEmpty = (field: string) =>
@@ -94,8 +99,6 @@ const nonNegativeInt64 = (field: string) =>
       message: () => `${field} must be between 0 and ${INT64_MAX}`
     })
   )
-
-const SessionTypes = [1, 2, 3]
 
 const LoginSchema = Schema.Struct({
   username: nonEmpty("username"),
@@ -113,7 +116,7 @@ const RegisterSchema = Schema.Struct({
 const CreateSessionSchema = Schema.Struct({
   type: Schema.Number.pipe(
     // 0 (left out) is inferred from the members: one other user is a direct session.
-    Schema.filter((value) => value === 0 || SessionTypes.includes(value), {
+    Schema.filter(isRequestedSessionType, {
       message: () => "type must be 1 (direct), 2 (group) or 3 (system)"
     })
   ),
@@ -124,10 +127,7 @@ const CreateSessionSchema = Schema.Struct({
   ),
   name: Schema.String
 }).pipe(
-  Schema.filter((request) =>
-    request.type === 3 || request.members.length > 0 ||
-    (request.type === 2 ? "members must not be empty for a group session" : "members must name the other user")
-  )
+  Schema.filter((request) => missingMembersProblem(request.type, request.members) ?? true)
 )
 
 const HistorySchema = Schema.Struct({
@@ -200,15 +200,12 @@ export const makeProcedures = (
     invoke: (_, caller) =>
       authenticator.revoke(caller.token).pipe(
         Effect.as({ success: true }),
-        Effect.mapError((error) => logicError(error.reason === "Unavailable" ? "unavailable" : "unauthenticated", error.message))
+        Effect.mapError((error) => logicError(failureCodeOfAuth(error), error.message))
       )
   }),
-  define({
-    service: "SessionService",
+  sessionProcedure({
     method: "GetSessionList",
     int64Fields: ["limit"],
-    access: "bearer",
-    limitedBy: "user",
     request: Api.GetSessionListRequest,
     response: Api.GetSessionListResponse,
     schema: SessionListSchema,
@@ -218,11 +215,8 @@ export const makeProcedures = (
         (page) => ({ sessions: [...page.sessions], nextPageToken: page.nextPageToken })
       )
   }),
-  define({
-    service: "SessionService",
+  sessionProcedure({
     method: "CreateSession",
-    access: "bearer",
-    limitedBy: "user",
     request: Api.CreateSessionRequest,
     response: Api.CreateSessionResponse,
     schema: CreateSessionSchema,
@@ -239,12 +233,9 @@ export const makeProcedures = (
       )
     }
   }),
-  define({
-    service: "SessionService",
+  sessionProcedure({
     method: "GetHistoryMessages",
     int64Fields: ["limit", "beforeSeq"],
-    access: "bearer",
-    limitedBy: "user",
     request: Api.GetHistoryMessagesRequest,
     response: Api.GetHistoryMessagesResponse,
     schema: HistorySchema,
@@ -259,32 +250,23 @@ export const makeProcedures = (
         (messages) => ({ messages: [...messages] })
       )
   }),
-  define({
-    service: "SessionService",
+  sessionProcedure({
     method: "GetContactList",
-    access: "bearer",
-    limitedBy: "user",
     request: Api.GetContactListRequest,
     response: Api.GetContactListResponse,
     invoke: (_, caller) =>
       Effect.map(logic.getContactList(caller.username), (contacts) => ({ contacts: [...contacts] }))
   }),
-  define({
-    service: "SessionService",
+  sessionProcedure({
     method: "SearchUser",
-    access: "bearer",
-    limitedBy: "user",
     request: Api.SearchUserRequest,
     response: Api.SearchUserResponse,
     schema: SearchSchema,
     invoke: (request) => Effect.map(logic.searchUser(request.query), (users) => ({ users: [...users] }))
   }),
-  define({
-    service: "SessionService",
+  sessionProcedure({
     method: "UpdateReadPosition",
     int64Fields: ["seqId"],
-    access: "bearer",
-    limitedBy: "user",
     request: Api.UpdateReadPositionRequest,
     response: Api.UpdateReadPositionResponse,
     schema: ReadPositionSchema,
@@ -294,12 +276,9 @@ export const makeProcedures = (
         (unreadCount) => ({ unreadCount })
       )
   }),
-  define({
-    service: "SessionService",
+  sessionProcedure({
     method: "PullInboxDelta",
     int64Fields: ["cursorId", "limit"],
-    access: "bearer",
-    limitedBy: "user",
     request: Api.PullInboxDeltaRequest,
     response: Api.PullInboxDeltaResponse,
     schema: InboxSchema,

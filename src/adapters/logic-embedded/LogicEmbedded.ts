@@ -6,6 +6,8 @@ import { Logic } from "../../application/ports/Logic.js"
 import { Metrics } from "../../application/ports/Metrics.js"
 import type { LogicError } from "../../domain/Errors.js"
 import { MIN_SECRET_BYTES } from "../../domain/Token.js"
+import { defaultChatRules } from "../../domain/Packet.js"
+import { defaultSessionRules } from "../../domain/Session.js"
 import { makeAccounts } from "./Accounts.js"
 import { makeCheckpointer } from "./Checkpointer.js"
 import { EmbeddedLogicError, openDatabase } from "./Database.js"
@@ -145,8 +147,8 @@ export const makeEmbeddedLogic = (
       commit,
       durable,
       publish,
-      chatRules: { maxContentBytes: options.maxContentBytes ?? 64 * 1024 },
-      sessionRules: { maxGroupMembers: options.maxGroupMembers ?? 500 }
+      chatRules: { maxContentBytes: options.maxContentBytes ?? defaultChatRules.maxContentBytes },
+      sessionRules: { maxGroupMembers: options.maxGroupMembers ?? defaultSessionRules.maxGroupMembers }
     }).pipe(Effect.mapError(asStartupError))
     const reads = yield* makeReads({
       db,

@@ -6,7 +6,7 @@ import type { LogicShape } from "../../application/ports/Logic.js"
 import { Metrics } from "../../application/ports/Metrics.js"
 import { ServiceDiscovery } from "../../application/ports/ServiceDiscovery.js"
 import type { MetricsShape } from "../../application/ports/Metrics.js"
-import { logicError, NOT_A_MEMBER } from "../../domain/Errors.js"
+import { logicError, sendRefusalOf } from "../../domain/Errors.js"
 import type { LogicError } from "../../domain/Errors.js"
 import { AuthServiceService } from "../../gen/logic/v1/auth.js"
 import { ChatServiceService } from "../../gen/logic/v1/chat.js"
@@ -188,8 +188,7 @@ const make = (
       }, origin?.idempotencyKey !== undefined && origin.idempotencyKey !== ""),
       (response) => {
         if (response.error === "") return Effect.succeed({ msgId: response.msgId, seqId: response.seqId })
-        const code = response.error === NOT_A_MEMBER ? "permission_denied" : "invalid_argument"
-        return Effect.fail(logicError(code, response.error))
+        return Effect.fail(sendRefusalOf(response.error))
       }
     )
 

@@ -3,7 +3,7 @@ import { Effect } from "effect"
 import type { Scope } from "effect"
 import type { LogicShape } from "../../application/ports/Logic.js"
 import type { LogicError } from "../../domain/Errors.js"
-import { NOT_A_MEMBER } from "../../domain/Errors.js"
+import { isSendRefusal } from "../../domain/Errors.js"
 import { AuthServiceService } from "../../gen/logic/v1/auth.js"
 import type { AuthServiceServer, Revocation } from "../../gen/logic/v1/auth.js"
 import { ChatServiceService } from "../../gen/logic/v1/chat.js"
@@ -21,10 +21,6 @@ import { grpcFailure, statusOf } from "../grpc/Status.js"
 export type LogicServerOptions = ListenOptions
 
 const toStatus = (error: LogicError) => grpcFailure(statusOf(error.code), error.message)
-
-/** Refusals the Go Logic reports in SendMessageResponse.error rather than as a status. */
-const isBusinessRefusal = (error: LogicError) =>
-  error.code === "invalid_argument" || (error.code === "permission_denied" && error.message === NOT_A_MEMBER)
 
 /**
  * Serves any Logic implementation as the `resonance.logic.v1` services, so the gateway's gRPC
@@ -67,7 +63,7 @@ export const serveLogic = (
       sendMessage: bridge(ChatServiceService.sendMessage, (request) =>
         logic.sendMessage(request, request.idempotencyKey === "" ? undefined : { idempotencyKey: request.idempotencyKey }).pipe(
           Effect.map((result) => ({ msgId: result.msgId, seqId: result.seqId, error: "" })),
-          Effect.catchIf(isBusinessRefusal, (error) => Effect.succeed({ msgId: 0n, seqId: 0n, error: error.message })),
+          Effect.catchIf(isSendRefusal, (error) => Effect.succeed({ msgId: 0n, seqId: 0n, error: error.message })),
           Effect.mapError(toStatus)
         ))
     }

@@ -1,30 +1,42 @@
-import { Context, Duration, Effect, ExecutionStrategy, Exit, FiberSet, Layer, Scope, Stream, SubscriptionRef } from "effect"
-import type { EtcdClientOptions } from "../etcd/Client.js"
-import type { DiscoveredInstance } from "../etcd/Discovery.js"
-import { watchService } from "../etcd/Discovery.js"
+import { Context, Duration, Effect, ExecutionStrategy, Exit, FiberSet, Layer, Scope, Stream } from "effect"
+import type { Subscribable } from "effect"
+import type { LogicShape } from "../../application/ports/Logic.js"
+import type { LogicError } from "../../domain/Errors.js"
+import type { PushMessage } from "../../domain/Model.js"
+import { InternalAuth } from "../grpc/Security.js"
 import type { PushClient } from "./GatewayPush.js"
 import { pushClient } from "./GatewayPush.js"
-import { InternalAuth } from "../grpc/Security.js"
-import type { PushMessage } from "../../domain/Model.js"
-import type { EmbeddedLogic, LogicEmbeddedOptions, Publisher } from "../logic-embedded/LogicEmbedded.js"
-import { makeEmbeddedLogic } from "../logic-embedded/LogicEmbedded.js"
 import { serveLogic } from "./LogicGrpcServer.js"
 
-export interface ReferenceLogicOptions {
-  readonly embedded: LogicEmbeddedOptions
+/** A Logic that also knows which gateways its users are online at (from SyncStatus). */
+export interface PresenceAwareLogic extends LogicShape {
+  readonly onlineGateways: (usernames: ReadonlyArray<string>) => ReadonlyMap<string, ReadonlySet<string>>
+  readonly forgetGateway: (gatewayId: string) => Effect.Effect<unknown, LogicError>
+}
+
+/** Where a Logic hands each committed message: called after the acks, never waited for. */
+export type Publisher = (recipients: ReadonlyArray<string>, message: PushMessage) => void
+
+/** A gateway as service discovery lists it: its id (as in SyncStatus) and its PushService address. */
+export interface GatewayInstance {
+  readonly id: string
+  readonly address: string
+}
+
+export interface ReferenceLogicOptions<L extends PresenceAwareLogic, E> {
+  /** Builds the Logic to serve, given where its committed messages go. */
+  readonly makeLogic: (publish: Publisher) => Effect.Effect<L, E, Scope.Scope>
+  /** The live gateways, followed as they come and go. */
+  readonly gateways: Effect.Effect<Subscribable.Subscribable<ReadonlyArray<GatewayInstance>>, never, Scope.Scope>
   readonly port: number
   readonly host: string
-  readonly etcd: EtcdClientOptions
-  readonly namespace: string
-  /** Where gateways register, e.g. `gateway-service`. */
-  readonly gatewayServiceName: string
   readonly pushDeadline?: Duration.DurationInput
 }
 
 /** The running reference Logic: its gRPC port and the Logic behind it. */
 export class ReferenceLogic extends Context.Tag("resonance/ReferenceLogic")<
   ReferenceLogic,
-  { readonly port: number; readonly logic: EmbeddedLogic }
+  { readonly port: number; readonly logic: PresenceAwareLogic }
 >() {}
 
 interface GatewayClient {
@@ -34,26 +46,22 @@ interface GatewayClient {
 }
 
 /**
- * The embedded Logic served over gRPC, doing the Task service's job as well: each committed
- * message is pushed with `PushService.Push` to the gateways (found in etcd) that reported its
- * members online through SyncStatus.
+ * A Logic served over gRPC, doing the Task service's job as well: each committed message is
+ * pushed with `PushService.Push` to the gateways (found by `gateways`) that reported its members
+ * online through SyncStatus. Which Logic and which discovery are the composition root's choice.
  */
-export const layer = (options: ReferenceLogicOptions) =>
+export const layer = <L extends PresenceAwareLogic, E>(options: ReferenceLogicOptions<L, E>) =>
   Layer.scoped(
     ReferenceLogic,
     Effect.gen(function*() {
       const layerScope = yield* Effect.scope
       const security = yield* InternalAuth
-      const gateways = yield* watchService({
-        ...options.etcd,
-        namespace: options.namespace,
-        serviceName: options.gatewayServiceName
-      })
+      const gateways = yield* options.gateways
       const clients = new Map<string, GatewayClient>()
       const pushes = yield* FiberSet.make<void>()
-      let logic: EmbeddedLogic | undefined
+      let logic: PresenceAwareLogic | undefined
 
-      const clientFor = (instance: DiscoveredInstance) =>
+      const clientFor = (instance: GatewayInstance) =>
         Effect.gen(function*() {
           const known = clients.get(instance.id)
           if (known !== undefined && known.address === instance.address) return known.client
@@ -97,7 +105,7 @@ export const layer = (options: ReferenceLogicOptions) =>
             }
           }
           if (byGateway.size === 0) return
-          const instances = yield* SubscriptionRef.get(gateways)
+          const instances = yield* gateways.get
           yield* Effect.forEach(
             byGateway,
             ([gatewayId, toUsernames]) => {
@@ -123,7 +131,7 @@ export const layer = (options: ReferenceLogicOptions) =>
       const runPush = yield* FiberSet.runtime(pushes)<never>()
       const publish: Publisher = (recipients, message) => void runPush(deliver(recipients, message))
 
-      logic = yield* makeEmbeddedLogic(options.embedded, publish)
+      logic = yield* options.makeLogic(publish)
       const { port } = yield* serveLogic(logic, { port: options.port, host: options.host })
       return { port, logic }
     })

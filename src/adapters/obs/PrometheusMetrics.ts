@@ -38,6 +38,43 @@ interface KeyChildren<C> {
 }
 
 /**
+ * Requests of one kind (HTTP by route, gRPC by method): a count by key and code, an error count
+ * for the codes `isError` picks, and a duration by key. Label children are made once and cached.
+ */
+const requestRecorder = <C extends string | number>(
+  requests: Counter<string>,
+  errors: Counter<string>,
+  duration: Histogram<string>,
+  isError: (code: C) => boolean
+) => {
+  const byKey = new Map<string, KeyChildren<C>>()
+  const childrenOf = (key: string, code: C): CodeChildren => {
+    let entry = byKey.get(key)
+    if (entry === undefined) {
+      entry = { duration: duration.labels(key), byCode: new Map() }
+      byKey.set(key, entry)
+    }
+    let children = entry.byCode.get(code)
+    if (children === undefined) {
+      const label = String(code)
+      children = {
+        requests: requests.labels(key, label),
+        errors: isError(code) ? errors.labels(key, label) : undefined,
+        duration: entry.duration
+      }
+      entry.byCode.set(code, children)
+    }
+    return children
+  }
+  return (key: string, code: C, seconds: number): void => {
+    const children = childrenOf(key, code)
+    children.requests.inc()
+    if (children.errors !== undefined) children.errors.inc()
+    if (Number.isFinite(seconds)) children.duration.observe(seconds)
+  }
+}
+
+/**
  * Builds the gateway's metrics on `registry` and returns the hot-path recorder.
  * Label children are created once per label value and cached, so a call is a Map lookup and an add;
  * `route` and `method` must therefore come from a bounded set (route templates, not raw paths).
@@ -74,89 +111,40 @@ export const makePrometheusMetrics = (
     })
   }
 
+  const counter = <L extends string = never>(name: string, help: string, labelNames: ReadonlyArray<L> = []) =>
+    new Counter<L>({ name, help, labelNames, registers })
+  const histogram = <L extends string = never>(
+    name: string,
+    help: string,
+    labelNames: ReadonlyArray<L> = [],
+    buckets?: Array<number>
+  ) => new Histogram<L>({ name, help, labelNames, registers, ...(buckets === undefined ? {} : { buckets }) })
+
   const connectionsActive = new Gauge({
     name: "gateway_websocket_connections_active",
     help: "WebSocket connections currently open",
     registers
   })
-  const connectionsTotal = new Counter({
-    name: "gateway_websocket_connections_total",
-    help: "WebSocket connections accepted since start",
-    registers
-  })
-  const connectionsRejected = new Counter({
-    name: "gateway_websocket_connections_rejected_total",
-    help: "WebSocket upgrades refused, by reason",
-    labelNames: ["reason"] as const,
-    registers
-  })
-  const presenceBatches = new Counter({
-    name: "gateway_presence_batches_total",
-    help: "SyncStatus batches Logic acknowledged",
-    registers
-  })
-  const pulses = new Counter({
-    name: "gateway_messages_pulse_total",
-    help: "Application-level pulse frames received",
-    registers
-  })
-  const received = new Counter({
-    name: "gateway_messages_received_total",
-    help: "Frames received from clients",
-    registers
-  })
-  const sent = new Counter({
-    name: "gateway_messages_sent_total",
-    help: "Frames written to clients",
-    registers
-  })
-  const pushFailed = new Counter({
-    name: "gateway_push_failed_total",
-    help: "Push recipients that could not be reached",
-    registers
-  })
-  const pushDuration = new Histogram({
-    name: "gateway_push_duration_seconds",
-    help: "Time to deliver one push to its recipients",
-    buckets: pushBuckets,
-    registers
-  })
-  const httpRequests = new Counter({
-    name: "gateway_http_requests_total",
-    help: "HTTP requests served, by route and status code",
-    labelNames: ["route", "code"] as const,
-    registers
-  })
-  const httpErrors = new Counter({
-    name: "gateway_http_errors_total",
-    help: "HTTP requests answered with a status code of 400 or more",
-    labelNames: ["route", "code"] as const,
-    registers
-  })
-  const httpDuration = new Histogram({
-    name: "gateway_http_request_duration_seconds",
-    help: "HTTP request duration, by route",
-    labelNames: ["route"] as const,
-    registers
-  })
-  const grpcRequests = new Counter({
-    name: "gateway_grpc_requests_total",
-    help: "gRPC calls served, by method and status code",
-    labelNames: ["method", "code"] as const,
-    registers
-  })
-  const grpcErrors = new Counter({
-    name: "gateway_grpc_errors_total",
-    help: "gRPC calls that ended with a status other than OK",
-    labelNames: ["method", "code"] as const,
-    registers
-  })
-  const grpcDuration = new Histogram({
-    name: "gateway_grpc_request_duration_seconds",
-    help: "gRPC call duration, by method",
-    labelNames: ["method"] as const,
-    registers
-  })
+  const connectionsTotal = counter("gateway_websocket_connections_total", "WebSocket connections accepted since start")
+  const connectionsRejected = counter("gateway_websocket_connections_rejected_total", "WebSocket upgrades refused, by reason", ["reason"])
+  const presenceBatches = counter("gateway_presence_batches_total", "SyncStatus batches Logic acknowledged")
+  const pulses = counter("gateway_messages_pulse_total", "Application-level pulse frames received")
+  const received = counter("gateway_messages_received_total", "Frames received from clients")
+  const sent = counter("gateway_messages_sent_total", "Frames written to clients")
+  const pushFailed = counter("gateway_push_failed_total", "Push recipients that could not be reached")
+  const pushDuration = histogram("gateway_push_duration_seconds", "Time to deliver one push to its recipients", [], pushBuckets)
+  const httpRequest = requestRecorder<number>(
+    counter("gateway_http_requests_total", "HTTP requests served, by route and status code", ["route", "code"]),
+    counter("gateway_http_errors_total", "HTTP requests answered with a status code of 400 or more", ["route", "code"]),
+    histogram("gateway_http_request_duration_seconds", "HTTP request duration, by route", ["route"]),
+    (code) => code >= 400
+  )
+  const grpcRequest = requestRecorder<string>(
+    counter("gateway_grpc_requests_total", "gRPC calls served, by method and status code", ["method", "code"]),
+    counter("gateway_grpc_errors_total", "gRPC calls that ended with a status other than OK", ["method", "code"]),
+    histogram("gateway_grpc_request_duration_seconds", "gRPC call duration, by method", ["method"]),
+    (code) => !isGrpcOk(code)
+  )
 
   let storageSource: (() => StorageTotals) | undefined
   const storageCounter = (name: string, help: string, read: (totals: StorageTotals) => number) =>
@@ -175,45 +163,6 @@ export const makePrometheusMetrics = (
   storageCounter("gateway_logic_transactions_total", "Write transactions of the embedded Logic (a group commit's batch is one)", (t) => t.transactions)
 
   const rejectedByReason = new Map<string, Counter.Internal>()
-  const httpByRoute = new Map<string, KeyChildren<number>>()
-  const grpcByMethod = new Map<string, KeyChildren<string>>()
-
-  const httpChildren = (route: string, code: number): CodeChildren => {
-    let entry = httpByRoute.get(route)
-    if (entry === undefined) {
-      entry = { duration: httpDuration.labels(route), byCode: new Map() }
-      httpByRoute.set(route, entry)
-    }
-    let children = entry.byCode.get(code)
-    if (children === undefined) {
-      const label = String(code)
-      children = {
-        requests: httpRequests.labels(route, label),
-        errors: code >= 400 ? httpErrors.labels(route, label) : undefined,
-        duration: entry.duration
-      }
-      entry.byCode.set(code, children)
-    }
-    return children
-  }
-
-  const grpcChildren = (method: string, code: string): CodeChildren => {
-    let entry = grpcByMethod.get(method)
-    if (entry === undefined) {
-      entry = { duration: grpcDuration.labels(method), byCode: new Map() }
-      grpcByMethod.set(method, entry)
-    }
-    let children = entry.byCode.get(code)
-    if (children === undefined) {
-      children = {
-        requests: grpcRequests.labels(method, code),
-        errors: isGrpcOk(code) ? undefined : grpcErrors.labels(method, code),
-        duration: entry.duration
-      }
-      entry.byCode.set(code, children)
-    }
-    return children
-  }
 
   // prom-client throws on negative or non-finite values; a metric call must never break the caller.
   const metrics: MetricsShape = {
@@ -242,18 +191,8 @@ export const makePrometheusMetrics = (
     pushDuration: (seconds) => {
       if (Number.isFinite(seconds)) pushDuration.observe(seconds)
     },
-    httpRequest: (route, code, seconds) => {
-      const children = httpChildren(route, code)
-      children.requests.inc()
-      if (children.errors !== undefined) children.errors.inc()
-      if (Number.isFinite(seconds)) children.duration.observe(seconds)
-    },
-    grpcRequest: (method, code, seconds) => {
-      const children = grpcChildren(method, code)
-      children.requests.inc()
-      if (children.errors !== undefined) children.errors.inc()
-      if (Number.isFinite(seconds)) children.duration.observe(seconds)
-    },
+    httpRequest,
+    grpcRequest,
     storage: (read) => {
       storageSource = read
     }

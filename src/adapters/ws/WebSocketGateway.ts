@@ -1,24 +1,26 @@
-import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Runtime, Schedule } from "effect"
-import type { Tracer } from "effect"
+import { Context, Deferred, Effect, Exit, Layer, Option, Runtime } from "effect"
+import type { Duration, Tracer } from "effect"
 import type * as Http from "node:http"
 import type { Duplex } from "node:stream"
-import { WebSocket, WebSocketServer } from "ws"
+import type { WebSocket } from "ws"
+import { WebSocketServer } from "ws"
+import { makeAdmission } from "../../application/Admission.js"
 import { Authenticator } from "../../application/Authenticator.js"
 import type { Principal } from "../../application/Authenticator.js"
-import type { LiveConnection } from "../../application/ConnectionHub.js"
 import { ConnectionHub } from "../../application/ConnectionHub.js"
-import type { ConnectionSession } from "../../application/Dispatcher.js"
 import { Dispatcher } from "../../application/Dispatcher.js"
 import { Metrics } from "../../application/ports/Metrics.js"
-import type { MetricsShape } from "../../application/ports/Metrics.js"
 import { Readiness } from "../../application/Readiness.js"
-import { CloseCodes } from "../../domain/Connection.js"
 import type { ConnectionInfo } from "../../domain/Connection.js"
-import type { AuthError } from "../../domain/Errors.js"
-import { clientKeyOf } from "../../domain/RateLimit.js"
-import { tokenFromAuthorization } from "../../domain/Token.js"
+import type { AuthError, FailureCode } from "../../domain/Errors.js"
+import { failureCodeOfAuth } from "../../domain/Errors.js"
 import { directAddressing } from "../net/ClientAddress.js"
 import { NodeServer } from "../net/NodeServer.js"
+import { drainClients } from "./Drain.js"
+import { forkHeartbeat } from "./Heartbeat.js"
+import { rejectUpgrade, upgradeToken } from "./Upgrade.js"
+import type { ClientContext } from "./WsClient.js"
+import { destroySocket, WsClient } from "./WsClient.js"
 
 export interface WebSocketOptions {
   readonly path: string
@@ -65,111 +67,6 @@ export const defaultWebSocketOptions: WebSocketOptions = {
   ipAllowed: directAddressing.ipAllowed
 }
 
-/** Shared by every connection of one gateway; a client keeps only a pointer to it. */
-interface GatewayContext {
-  readonly options: WebSocketOptions
-  readonly metrics: MetricsShape
-  readonly onClosed: (client: WsClient) => void
-}
-
-const kClient = Symbol("resonance.client")
-
-/**
- * One client socket. Methods live on the prototype and the socket's listeners are shared
- * functions, so an idle connection costs a few small objects beyond what `ws` holds.
- */
-class WsClient implements LiveConnection {
-  handle: ConnectionSession | undefined = undefined
-  lastSeen: number
-
-  constructor(
-    readonly ws: WebSocket,
-    readonly info: ConnectionInfo,
-    /** The WebSocket session's span, made on the first chat: an idle socket holds none. */
-    private readonly makeSpan: (client: WsClient) => Tracer.Span,
-    private readonly gateway: GatewayContext
-  ) {
-    this.lastSeen = info.connectedAt
-    ;(ws as unknown as Record<symbol, WsClient>)[kClient] = this
-    ws.on("message", onMessage)
-    ws.on("pong", onPong)
-    ws.on("error", onError)
-    ws.on("close", onClose)
-  }
-
-  send(frame: Uint8Array): boolean {
-    const { ws } = this
-    if (ws.readyState !== WebSocket.OPEN) return false
-    if (ws.bufferedAmount > this.gateway.options.sendBufferLimit) {
-      // A client that does not read cannot take a close frame either: cut it off.
-      this.gateway.metrics.connectionRejected("slow_consumer")
-      ws.terminate()
-      return false
-    }
-    ws.send(frame)
-    return true
-  }
-
-  close(code: number, reason: string): void {
-    const { ws } = this
-    if (ws.readyState === WebSocket.CLOSED || ws.readyState === WebSocket.CLOSING) return
-    ws.close(code, reason)
-    // A peer that never answers the close handshake is cut off.
-    setTimeout(terminate, 5_000, ws).unref()
-  }
-
-  pauseReads(): void {
-    this.ws.pause()
-  }
-
-  resumeReads(): void {
-    this.ws.resume()
-  }
-
-  span: Tracer.Span | undefined = undefined
-
-  sessionSpan(): Tracer.Span {
-    return (this.span ??= this.makeSpan(this))
-  }
-
-  closed(): void {
-    this.handle?.close()
-    this.gateway.onClosed(this)
-  }
-}
-
-const clientOf = (ws: WebSocket) => (ws as unknown as Record<symbol, WsClient>)[kClient]!
-
-function terminate(ws: WebSocket) {
-  ws.terminate()
-}
-
-function onMessage(this: WebSocket, data: unknown, isBinary: boolean) {
-  const client = clientOf(this)
-  client.lastSeen = Date.now()
-  if (!isBinary) {
-    client.close(CloseCodes.UnsupportedData, "binary protobuf frames only")
-    return
-  }
-  client.handle?.receive(data as Buffer)
-}
-
-function onPong(this: WebSocket) {
-  clientOf(this).lastSeen = Date.now()
-}
-
-function onError(this: WebSocket) {
-  // `close` follows every error; nothing to do but not crash.
-}
-
-function onClose(this: WebSocket) {
-  clientOf(this).closed()
-}
-
-function destroySocket(this: Duplex) {
-  this.destroy()
-}
-
 export interface WebSocketGatewayShape {
   readonly connectionCount: () => number
   /** Refuses new upgrades and closes every client (as `closeMode` says), spread over `drainSeconds`. */
@@ -180,45 +77,6 @@ export class WebSocketGateway extends Context.Tag("resonance/WebSocketGateway")<
   WebSocketGateway,
   WebSocketGatewayShape
 >() {}
-
-const rejectUpgrade = (socket: Duplex, status: number, message: string, extraHeaders: Record<string, string> = {}) => {
-  if (socket.destroyed) return
-  const body = JSON.stringify({ code: statusCodeName(status), message })
-  const headers = [
-    `HTTP/1.1 ${status} ${statusText[status] ?? "Error"}`,
-    "Connection: close",
-    "Content-Type: application/json",
-    `Content-Length: ${Buffer.byteLength(body)}`,
-    ...Object.entries(extraHeaders).map(([k, v]) => `${k}: ${v}`)
-  ]
-  socket.end(`${headers.join("\r\n")}\r\n\r\n${body}`)
-}
-
-const statusText: Record<number, string> = {
-  401: "Unauthorized",
-  403: "Forbidden",
-  404: "Not Found",
-  429: "Too Many Requests",
-  503: "Service Unavailable"
-}
-
-const statusCodeName = (status: number) =>
-  status === 401
-    ? "unauthenticated"
-    : status === 403
-    ? "permission_denied"
-    : status === 404
-    ? "not_found"
-    : status === 429
-    ? "resource_exhausted"
-    : "unavailable"
-
-/** `?token=` as the official client sends it, else the Authorization header. */
-const accessToken = (request: Http.IncomingMessage, url: URL): string | undefined => {
-  const fromQuery = url.searchParams.get("token")
-  if (fromQuery !== null && fromQuery !== "") return fromQuery
-  return tokenFromAuthorization(request.headers.authorization)
-}
 
 /**
  * The WebSocket entry point. It owns the `upgrade` event of the shared server and its own `ws`
@@ -239,8 +97,6 @@ export const layer = (options: WebSocketOptions) =>
       const tracer = yield* Effect.tracer
       const clock = yield* Effect.clock
 
-      const pingMs = Duration.toMillis(Duration.decode(options.pingInterval))
-      const pongMs = Duration.toMillis(Duration.decode(options.pongTimeout))
       const wss = new WebSocketServer({
         noServer: true,
         clientTracking: false,
@@ -257,31 +113,22 @@ export const layer = (options: WebSocketOptions) =>
       })
 
       const clients = new Set<WsClient>()
-      const perIp = new Map<string, number>()
-      let pending = 0
+      const admission = makeAdmission(options, hub)
       let accepting = true
       let nextId = 1
       let allClosed: Deferred.Deferred<void> | undefined
 
-      // Counted per client key: an IPv6 address by its /64.
-      const releaseIp = (ip: string) => {
-        const key = clientKeyOf(ip)
-        const count = (perIp.get(key) ?? 1) - 1
-        if (count <= 0) perIp.delete(key)
-        else perIp.set(key, count)
-      }
-
-      const refuse = (socket: Duplex, status: number, reason: string, message: string, headers?: Record<string, string>) => {
+      const refuse = (socket: Duplex, code: FailureCode, reason: string, message: string, headers?: Record<string, string>) => {
         metrics.connectionRejected(reason)
-        rejectUpgrade(socket, status, message, headers)
+        rejectUpgrade(socket, code, message, headers)
       }
 
-      const gateway: GatewayContext = {
-        options,
+      const context: ClientContext = {
+        sendBufferLimit: options.sendBufferLimit,
         metrics,
         onClosed: (client) => {
           clients.delete(client)
-          releaseIp(client.info.remoteAddress)
+          admission.disconnected(client.info.remoteAddress)
           client.span?.end(clock.unsafeCurrentTimeNanos(), Exit.void)
           if (allClosed !== undefined && clients.size === 0) Deferred.unsafeDone(allClosed, Exit.void)
         }
@@ -298,66 +145,50 @@ export const layer = (options: WebSocketOptions) =>
       }
 
       const open = (ws: WebSocket, principal: Principal, ip: string) => {
-        const id = nextId++
         const info: ConnectionInfo = {
-          id,
+          id: nextId++,
           username: principal.username,
           remoteAddress: ip,
           connectedAt: Date.now(),
           expiresAt: principal.expiresAt,
           tokenId: principal.tokenId
         }
-        const client = new WsClient(ws, info, sessionSpan, gateway)
+        const client = new WsClient(ws, info, sessionSpan, context)
         clients.add(client)
-
-        if (options.maxDevicesPerUser > 0) {
-          const devices = hub.connectionsOf(principal.username)
-          if (devices !== undefined && devices.size >= options.maxDevicesPerUser) {
-            let excess = devices.size - options.maxDevicesPerUser + 1
-            for (const oldest of devices) {
-              if (excess-- <= 0) break
-              oldest.close(CloseCodes.DeviceLimit, "device limit reached: a newer device connected")
-            }
-          }
-        }
-        client.handle = dispatcher.open(client)
+        admission.connected(principal.username)
+        client.session = dispatcher.open(client)
       }
 
       const admit = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
         const url = new URL(request.url ?? "/", "http://gateway")
-        if (url.pathname !== options.path) return refuse(socket, 404, "not_found", "no websocket endpoint here")
+        if (url.pathname !== options.path) return refuse(socket, "not_found", "not_found", "no websocket endpoint here")
         if (!accepting || readiness.isDraining()) {
-          return refuse(socket, 503, "draining", "gateway is shutting down", { "Retry-After": "1" })
+          return refuse(socket, "unavailable", "draining", "gateway is shutting down", { "Retry-After": "1" })
         }
         const ip = options.clientIp(request)
-        if (!options.ipAllowed(ip)) return refuse(socket, 403, "ip_denied", "address not allowed")
-        if (options.maxConnections > 0 && clients.size + pending >= options.maxConnections) {
-          return refuse(socket, 503, "global_limit", "gateway is at its connection limit", { "Retry-After": "5" })
+        if (!options.ipAllowed(ip)) return refuse(socket, "permission_denied", "ip_denied", "address not allowed")
+        const refusal = admission.begin(ip)
+        if (refusal === "global_limit") {
+          return refuse(socket, "unavailable", refusal, "gateway is at its connection limit", { "Retry-After": "5" })
         }
-        const ipKey = clientKeyOf(ip)
-        const fromIp = perIp.get(ipKey) ?? 0
-        if (options.maxConnectionsPerIp > 0 && fromIp >= options.maxConnectionsPerIp) {
-          return refuse(socket, 429, "ip_limit", "too many connections from this address", { "Retry-After": "5" })
+        if (refusal === "ip_limit") {
+          return refuse(socket, "resource_exhausted", refusal, "too many connections from this address", { "Retry-After": "5" })
         }
-        perIp.set(ipKey, fromIp + 1)
-        pending++
-        const token = accessToken(request, url)
         runFork(
-          authenticator.authenticate(token).pipe(
+          authenticator.authenticate(upgradeToken(request, url)).pipe(
             Effect.match({
               onFailure: (error: AuthError) => {
-                pending--
-                releaseIp(ip)
-                if (error.reason === "Unavailable") refuse(socket, 503, "auth_unavailable", error.message)
-                else refuse(socket, 401, "unauthenticated", error.message)
+                admission.abandon(ip)
+                const code = failureCodeOfAuth(error)
+                refuse(socket, code, code === "unavailable" ? "auth_unavailable" : "unauthenticated", error.message)
               },
               onSuccess: (principal) => {
-                pending--
                 if (!accepting || socket.destroyed) {
-                  releaseIp(ip)
-                  if (!socket.destroyed) refuse(socket, 503, "draining", "gateway is shutting down")
+                  admission.abandon(ip)
+                  if (!socket.destroyed) refuse(socket, "unavailable", "draining", "gateway is shutting down")
                   return
                 }
+                admission.authenticated()
                 wss.handleUpgrade(request, socket, head, (ws) => open(ws, principal, ip))
               }
             }),
@@ -377,48 +208,13 @@ export const layer = (options: WebSocketOptions) =>
       }
 
       server.on("upgrade", onUpgrade)
-
-      // Pinging every socket at once stalls the event loop for tens of milliseconds per 10,000
-      // sockets, so each ping interval is cut into slices (one a second) that visit a share each.
-      const slices = Math.min(30, Math.max(1, Math.floor(pingMs / 1000)))
-      let slice = 0
-      const sweep = Effect.sync(() => {
-        const now = Date.now()
-        slice = (slice + 1) % slices
-        for (const client of clients) {
-          if (client.info.id % slices !== slice) continue
-          if (now - client.lastSeen > pongMs) {
-            client.ws.terminate()
-          } else if (client.ws.readyState === WebSocket.OPEN) {
-            client.ws.ping()
-          }
-        }
-      })
-      yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(Duration.millis(pingMs / slices))))
+      yield* forkHeartbeat(clients, options.pingInterval, options.pongTimeout)
 
       const drain = Effect.gen(function*() {
         accepting = false
         if (clients.size === 0) return
-        const done = yield* Deferred.make<void>()
-        allClosed = done
-        const snapshot = [...clients]
-        const spreadMs = Math.max(0, options.drainSeconds * 1000)
-        yield* Effect.forEach(
-          snapshot,
-          (client, index) =>
-            Effect.sleep(Duration.millis(snapshot.length > 1 ? (spreadMs * index) / snapshot.length : 0)).pipe(
-              Effect.zipRight(client.handle?.drain("2 seconds") ?? Effect.void),
-              Effect.zipRight(Effect.sync(() =>
-                options.closeMode === "clean"
-                  ? client.close(CloseCodes.ServiceRestart, "service restart")
-                  : client.ws.terminate()
-              ))
-            ),
-          { concurrency: "unbounded", discard: true }
-        )
-        // Bounded so that spread + drain + close stay inside shutdown.timeout_seconds.
-        yield* Deferred.await(done).pipe(Effect.timeout("3 seconds"), Effect.ignore)
-        for (const client of clients) client.ws.terminate()
+        allClosed = yield* Deferred.make<void>()
+        yield* drainClients(clients, allClosed, options)
       }).pipe(Effect.withSpan("WebSocket.drain"))
 
       yield* Effect.addFinalizer(() =>
