@@ -8,6 +8,7 @@ import { InternalAuth } from "./adapters/grpc/Security.js"
 import { makeEmbeddedLogic } from "./adapters/logic-embedded/LogicEmbedded.js"
 import * as ReferenceLogic from "./adapters/logic-server/ReferenceLogic.js"
 import { layerLogger, reportStartupFailure } from "./adapters/obs/Logging.js"
+import { guardShutdownSignals } from "./adapters/process/ShutdownSignals.js"
 import { embeddedLogicOptions } from "./embedded-logic-options.js"
 
 /**
@@ -26,6 +27,7 @@ const program = Effect.gen(function*() {
       RESONANCE_ETCD_ENDPOINTS: "127.0.0.1:2379"
     }
   })
+  yield* guardShutdownSignals(config.shutdown.timeoutSeconds)
   const advertised = `${config.service.advertiseHost}:${config.service.grpcPort}`
   const etcd = { endpoints: config.etcd.endpoints, ...(yield* etcdSecurity(config.etcd)) }
   const logic = ReferenceLogic.layer({

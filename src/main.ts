@@ -26,6 +26,7 @@ import { makeClientAddressing } from "./adapters/net/ClientAddress.js"
 import type { ClientAddressing } from "./adapters/net/ClientAddress.js"
 import { NodeServer } from "./adapters/net/NodeServer.js"
 import { layerLogger, reportStartupFailure } from "./adapters/obs/Logging.js"
+import { guardShutdownSignals } from "./adapters/process/ShutdownSignals.js"
 import { layerPrometheus } from "./adapters/obs/PrometheusMetrics.js"
 import { layerTracing } from "./adapters/obs/Tracing.js"
 import * as FrameCodec from "./adapters/protobuf/FrameCodec.js"
@@ -220,27 +221,6 @@ export const observabilityLayer = (config: GatewayConfig) =>
     })
   )
 
-/** A shutdown that outlives the budget is cut short: a stuck peer must not keep the process alive. */
-const hardShutdownTimer = (config: GatewayConfig) =>
-  Effect.sync(() => {
-    let armed = false
-    // Kept for the life of the process: a signal to the process group reaches node and its
-    // supervisor (npm forwards it again), and a second SIGTERM without a listener would kill the
-    // drain half-way. Later signals change nothing; the budget below still bounds the exit.
-    const arm = () => {
-      if (armed) return
-      armed = true
-      setTimeout(() => {
-        process.stderr.write(
-          `${JSON.stringify({ level: "ERROR", message: "shutdown exceeded its budget; exiting", seconds: config.shutdown.timeoutSeconds })}\n`
-        )
-        process.exit(1)
-      }, config.shutdown.timeoutSeconds * 1000).unref()
-    }
-    process.on("SIGTERM", arm)
-    process.on("SIGINT", arm)
-  })
-
 /** For benchmarks: a process started with --expose-gc runs a full GC on SIGUSR2. */
 const gcOnSignal = Effect.sync(() => {
   const gc = (globalThis as { gc?: () => void }).gc
@@ -288,7 +268,7 @@ const program = Effect.gen(function*() {
   const { config, report } = yield* loadConfigReport()
   const addressing = yield* Either.mapLeft(makeClientAddressing(config.security), (error) => new Error(error.message))
   const etcd: EtcdClientOptions = { endpoints: config.etcd.endpoints, ...(yield* etcdSecurity(config.etcd)) }
-  yield* hardShutdownTimer(config)
+  yield* guardShutdownSignals(config.shutdown.timeoutSeconds)
   yield* gcOnSignal
   return yield* reportConfiguration(config, report).pipe(
     Effect.zipRight(Layer.launch(gatewayLayer(config, addressing, etcd))),
