@@ -1,15 +1,16 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Duration, Effect, Layer } from "effect"
-import { configDirectory, loadConfig } from "./adapters/config/GatewayConfig.js"
+import { configDirectory } from "./adapters/config/GatewayConfig.js"
 import { etcdSecurity } from "./adapters/etcd/Client.js"
 import { watchService } from "./adapters/etcd/Discovery.js"
 import { layerRegistry } from "./adapters/etcd/Registry.js"
 import { InternalAuth } from "./adapters/grpc/Security.js"
+import { logicEmbeddedOptionsConfig } from "./adapters/logic-embedded/config.js"
 import { makeEmbeddedLogic } from "./adapters/logic-embedded/LogicEmbedded.js"
 import * as ReferenceLogic from "./adapters/logic-server/ReferenceLogic.js"
 import { layerLogger, reportStartupFailure } from "./adapters/obs/Logging.js"
 import { guardShutdownSignals } from "./adapters/process/ShutdownSignals.js"
-import { embeddedLogicOptions } from "./embedded-logic-options.js"
+import { loadConfigReport } from "./gateway-config.js"
 
 /**
  * `npm run logic`: the reference Logic service. Same configuration names as the gateway, read from
@@ -17,7 +18,7 @@ import { embeddedLogicOptions } from "./embedded-logic-options.js"
  * name `logic-service`, gRPC port 15090 and a local etcd.
  */
 const program = Effect.gen(function*() {
-  const config = yield* loadConfig({
+  const { config, provider } = yield* loadConfigReport({
     directory: configDirectory(process.cwd(), process.env),
     environment: process.env,
     name: "logic",
@@ -28,10 +29,11 @@ const program = Effect.gen(function*() {
     }
   })
   yield* guardShutdownSignals(config.shutdown.timeoutSeconds)
+  const embeddedOptions = yield* Effect.withConfigProvider(logicEmbeddedOptionsConfig, provider)
   const advertised = `${config.service.advertiseHost}:${config.service.grpcPort}`
   const etcd = { endpoints: config.etcd.endpoints, ...(yield* etcdSecurity(config.etcd)) }
   const logic = ReferenceLogic.layer({
-    makeLogic: (publish) => makeEmbeddedLogic(embeddedLogicOptions(config), publish),
+    makeLogic: (publish) => makeEmbeddedLogic(embeddedOptions, publish),
     gateways: watchService({ ...etcd, namespace: config.registry.namespace, serviceName: "gateway-service" }),
     port: config.service.grpcPort,
     host: config.service.grpcHost

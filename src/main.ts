@@ -1,5 +1,6 @@
 import { NodeRuntime } from "@effect/platform-node"
-import { Duration, Effect, Either, Layer, Option } from "effect"
+import { Config, Duration, Effect, Layer, Option } from "effect"
+import type { ConfigError } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import { Authenticator } from "./application/Authenticator.js"
@@ -7,31 +8,36 @@ import { ConnectionHub } from "./application/ConnectionHub.js"
 import { Dispatcher } from "./application/Dispatcher.js"
 import { GatewayIdentity } from "./application/ports/GatewayIdentity.js"
 import type { Logic } from "./application/ports/Logic.js"
-import { Metrics } from "./application/ports/Metrics.js"
+import type { Metrics } from "./application/ports/Metrics.js"
 import { PresenceBatcher } from "./application/PresenceBatcher.js"
 import { PushDelivery } from "./application/PushDelivery.js"
 import { Readiness } from "./application/Readiness.js"
-import type { ConfigReport, GatewayConfig } from "./adapters/config/GatewayConfig.js"
-import { loadConfigReport } from "./adapters/config/GatewayConfig.js"
+import type { ConfigReport } from "./adapters/config/GatewayConfig.js"
 import type { EtcdClientOptions } from "./adapters/etcd/Client.js"
-import { etcdSecurity } from "./adapters/etcd/Client.js"
+import { etcdClientConfig } from "./adapters/etcd/config.js"
 import { layerServiceDiscovery } from "./adapters/etcd/Discovery.js"
 import { layerGatewayIdentity, layerRegistry, ServiceRegistration } from "./adapters/etcd/Registry.js"
 import * as PushServer from "./adapters/grpc-push/PushServer.js"
-import * as HttpApi from "./adapters/http/HttpApi.js"
-import * as LogicEmbedded from "./adapters/logic-embedded/LogicEmbedded.js"
-import * as LogicGrpc from "./adapters/logic-grpc/LogicGrpc.js"
+import * as HttpApi from "./adapters/http/config.js"
+import * as LogicEmbedded from "./adapters/logic-embedded/config.js"
+import type { EmbeddedLogicError } from "./adapters/logic-embedded/LogicEmbedded.js"
+import * as LogicGrpc from "./adapters/logic-grpc/config.js"
 import { InternalAuth } from "./adapters/grpc/Security.js"
-import { makeClientAddressing } from "./adapters/net/ClientAddress.js"
-import type { ClientAddressing } from "./adapters/net/ClientAddress.js"
 import { NodeServer } from "./adapters/net/NodeServer.js"
 import { layerLogger, reportStartupFailure } from "./adapters/obs/Logging.js"
 import { guardShutdownSignals } from "./adapters/process/ShutdownSignals.js"
-import { layerPrometheus } from "./adapters/obs/PrometheusMetrics.js"
-import { layerTracing } from "./adapters/obs/Tracing.js"
+import { layerLoggerConfig, layerMetricsConfig, layerTracingConfig, tracingEnabledConfig } from "./adapters/obs/config.js"
 import * as FrameCodec from "./adapters/protobuf/FrameCodec.js"
-import * as WebSocketGateway from "./adapters/ws/WebSocketGateway.js"
-import { embeddedLogicOptions } from "./embedded-logic-options.js"
+import { sharedLimitSettings } from "./adapters/settings/Settings.js"
+import * as WebSocketGateway from "./adapters/ws/config.js"
+import type { GatewayConfig } from "./gateway-config.js"
+import {
+  dispatcherLimitSettings,
+  loadConfigReport,
+  pendingSettings,
+  revocationSettings,
+  statusBatcherSettings
+} from "./gateway-config.js"
 
 const isCluster = (config: GatewayConfig) => config.etcd.endpoints.length > 0
 
@@ -41,14 +47,41 @@ const hostPort = (host: string, port: number) => `${host}:${port}`
 const logicLayer = (
   config: GatewayConfig,
   etcd: EtcdClientOptions
-): Layer.Layer<Logic, LogicEmbedded.EmbeddedLogicError, PushDelivery | Metrics | InternalAuth> =>
+): Layer.Layer<Logic, EmbeddedLogicError | ConfigError.ConfigError, PushDelivery | Metrics | InternalAuth> =>
   isCluster(config)
-    ? LogicGrpc.layerDiscovered(config.logicServiceName, {
-      deadline: config.logic.timeout,
-      attemptTimeout: config.logic.attemptTimeout,
-      retries: config.logic.retries
-    }).pipe(Layer.provide(layerServiceDiscovery({ ...etcd, namespace: config.registry.namespace })))
-    : LogicEmbedded.layer(embeddedLogicOptions(config))
+    ? LogicGrpc.layerConfig.pipe(Layer.provide(layerServiceDiscovery({ ...etcd, namespace: config.registry.namespace })))
+    : LogicEmbedded.layerConfig
+
+/** The use cases' options, read here: `src/application` knows nothing of configuration. */
+const dispatcherLayer = (cluster: boolean) =>
+  Layer.unwrapEffect(Effect.map(
+    Config.all({
+      limits: dispatcherLimitSettings,
+      shared: sharedLimitSettings,
+      ws: pendingSettings,
+      logic: LogicGrpc.logicCallSettings,
+      traceChats: tracingEnabledConfig
+    }),
+    ({ limits, logic, shared, traceChats, ws }) =>
+      Dispatcher.layer({
+        // The gRPC adapter bounds each call by logic.timeout itself; this is the outer guard.
+        chatTimeout: cluster ? Duration.sum(logic.timeout, Duration.seconds(1)) : Duration.zero,
+        ...limits,
+        maxContentBytes: shared.maxMessageBytes,
+        maxPendingBytes: ws.maxPendingBytes,
+        traceChats
+      })
+  ))
+
+// A Logic across the network is worth a short cache of valid tokens, and other gateways revoke
+// tokens there; the embedded Logic is cheap and only this gateway revokes its tokens.
+const authenticatorLayer = (cluster: boolean) =>
+  cluster
+    ? Layer.unwrapEffect(Effect.map(revocationSettings, ({ revocationPollInterval }) =>
+      Authenticator.layer({ cacheTtl: "30 seconds", revocationPoll: revocationPollInterval })))
+    : Authenticator.layer({ cacheTtl: 0 })
+
+const presenceLayer = Layer.unwrapEffect(Effect.map(statusBatcherSettings, PresenceBatcher.layer))
 
 /** In cluster mode the registration comes first (it names the gateway) and is revoked by the drain gate. */
 const registryLayer = (config: GatewayConfig, etcd: EtcdClientOptions) =>
@@ -109,69 +142,20 @@ const drainGate = (config: GatewayConfig) =>
 
 const pushEnabled = (config: GatewayConfig) => config.push.enabled ?? isCluster(config)
 
-export const gatewayLayer = (config: GatewayConfig, addressing: ClientAddressing, etcd: EtcdClientOptions) => {
+export const gatewayLayer = (config: GatewayConfig, etcd: EtcdClientOptions) => {
   const base = Layer.mergeAll(
-    InternalAuth.layer(config.internal),
+    InternalAuth.layerConfig,
     ConnectionHub.layer,
     FrameCodec.layer,
     Readiness.layer,
-    config.observability.metrics.enabled
-      ? layerPrometheus({ port: config.observability.metrics.port, path: config.observability.metrics.path, host: config.service.bindHost })
-      : Metrics.layerNoop,
+    layerMetricsConfig,
     identityLayer(config, etcd)
   )
-
-  const useCases = Layer.mergeAll(
-    Dispatcher.layer({
-      // The gRPC adapter bounds each call by logic.timeout itself; this is the outer guard.
-      chatTimeout: isCluster(config) ? Duration.sum(config.logic.timeout, Duration.seconds(1)) : Duration.zero,
-      messagesPerSecond: config.limits.messagesPerSecond,
-      messageBurst: config.limits.messageBurst,
-      pulsesPerSecond: config.limits.pulsesPerSecond,
-      pulseBurst: config.limits.pulseBurst,
-      acksPerSecond: config.limits.acksPerSecond,
-      ackBurst: config.limits.ackBurst,
-      maxContentBytes: config.limits.maxMessageBytes,
-      maxPendingBytes: config.ws.maxPendingBytes,
-      traceChats: tracingOn(config)
-    }),
-    // A Logic across the network is worth a short cache of valid tokens, and other gateways revoke
-    // tokens there; the embedded Logic is cheap and only this gateway revokes its tokens.
-    Authenticator.layer(
-      isCluster(config)
-        ? { cacheTtl: "30 seconds", revocationPoll: config.auth.revocationPollInterval }
-        : { cacheTtl: 0 }
-    )
-  )
-
+  const useCases = Layer.mergeAll(dispatcherLayer(isCluster(config)), authenticatorLayer(isCluster(config)))
   const entryPoints = Layer.mergeAll(
-    HttpApi.layer({
-      corsOrigins: config.security.corsOrigins,
-      maxBodyBytes: 1024 * 1024,
-      rateLimits: {
-        authPerIpPerMinute: config.limits.authPerIpPerMinute,
-        sessionPerUserPerSecond: config.limits.sessionPerUserPerSecond,
-        failedLoginsPerUsername: config.limits.failedLoginsPerUsername,
-        failedLoginWindowSeconds: Duration.toSeconds(config.limits.failedLoginWindow)
-      },
-      addressing,
-      maxGroupMembers: config.limits.maxGroupMembers
-    }),
-    WebSocketGateway.layer({
-      path: config.ws.path,
-      maxMessageSize: config.ws.maxMessageSize,
-      pingInterval: config.ws.pingInterval,
-      pongTimeout: config.ws.pongTimeout,
-      sendBufferLimit: config.ws.sendBufferLimit,
-      maxConnections: config.limits.maxConnections,
-      maxConnectionsPerIp: config.limits.maxConnectionsPerIp,
-      maxDevicesPerUser: config.limits.maxDevicesPerUser,
-      compression: config.ws.compression,
-      drainSeconds: config.shutdown.drainSeconds,
-      closeMode: config.shutdown.closeMode,
-      clientIp: addressing.clientIp,
-      ipAllowed: addressing.ipAllowed
-    }),
+    HttpApi.layerConfig,
+    WebSocketGateway.layerConfig,
+    // The internal bind depends on the mode (see gateway-config's resolveHosts), so it is passed here.
     pushEnabled(config)
       ? Layer.discard(PushServer.layer({ port: config.service.grpcPort, host: config.service.grpcHost }))
       : Layer.empty
@@ -180,46 +164,16 @@ export const gatewayLayer = (config: GatewayConfig, addressing: ClientAddressing
   // Each step is built after the one below it and released before it: that is the shutdown order.
   return drainGate(config).pipe(
     Layer.provideMerge(entryPoints),
-    Layer.provideMerge(
-      NodeServer.layer({
-        port: config.service.httpPort,
-        host: config.service.bindHost,
-        headersTimeoutMs: Duration.toMillis(config.http.headersTimeout),
-        requestTimeoutMs: Duration.toMillis(config.http.requestTimeout),
-        maxConnections: config.http.maxConnections
-      })
-    ),
+    Layer.provideMerge(NodeServer.layerConfig),
     Layer.provideMerge(useCases),
-    Layer.provideMerge(
-      PresenceBatcher.layer({
-        batchSize: config.statusBatcher.batchSize,
-        flushInterval: config.statusBatcher.flushInterval,
-        sendOffline: config.statusBatcher.sendOffline,
-        maxPending: config.statusBatcher.maxPending
-      })
-    ),
+    Layer.provideMerge(presenceLayer),
     Layer.provideMerge(logicLayer(config, etcd)),
     Layer.provideMerge(PushDelivery.layer),
     Layer.provideMerge(base)
   )
 }
 
-const tracingOn = (config: GatewayConfig) =>
-  config.observability.trace.enabled && config.observability.trace.endpoint !== ""
-
-export const observabilityLayer = (config: GatewayConfig) =>
-  Layer.mergeAll(
-    layerLogger({ format: config.log.format, level: config.log.level }),
-    layerTracing({
-      enabled: tracingOn(config),
-      endpoint: config.observability.trace.endpoint,
-      protocol: config.observability.trace.protocol,
-      insecure: config.observability.trace.insecure,
-      samplerRatio: config.observability.trace.sampler,
-      serviceName: config.service.name,
-      serviceVersion: config.service.version
-    })
-  )
+export const observabilityLayer = Layer.mergeAll(layerLoggerConfig, layerTracingConfig)
 
 /** For benchmarks: a process started with --expose-gc runs a full GC on SIGUSR2. */
 const gcOnSignal = Effect.sync(() => {
@@ -264,16 +218,18 @@ const reportConfiguration = (config: GatewayConfig, report: ConfigReport) =>
     }
   })
 
+/** The files and environment become one ConfigProvider; under it each Layer reads its own slice. */
 const program = Effect.gen(function*() {
-  const { config, report } = yield* loadConfigReport()
-  const addressing = yield* Either.mapLeft(makeClientAddressing(config.security), (error) => new Error(error.message))
-  const etcd: EtcdClientOptions = { endpoints: config.etcd.endpoints, ...(yield* etcdSecurity(config.etcd)) }
-  yield* guardShutdownSignals(config.shutdown.timeoutSeconds)
-  yield* gcOnSignal
-  return yield* reportConfiguration(config, report).pipe(
-    Effect.zipRight(Layer.launch(gatewayLayer(config, addressing, etcd))),
-    Effect.provide(observabilityLayer(config))
-  )
+  const { config, provider, report } = yield* loadConfigReport()
+  return yield* Effect.gen(function*() {
+    const etcd = yield* etcdClientConfig
+    yield* guardShutdownSignals(config.shutdown.timeoutSeconds)
+    yield* gcOnSignal
+    return yield* reportConfiguration(config, report).pipe(
+      Effect.zipRight(Layer.launch(gatewayLayer(config, etcd))),
+      Effect.provide(observabilityLayer)
+    )
+  }).pipe(Effect.withConfigProvider(provider))
 })
 
 // Until the configuration names a log format, one JSON line per event, as in production.

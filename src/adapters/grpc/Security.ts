@@ -1,9 +1,10 @@
 import * as grpc from "@grpc/grpc-js"
-import { Context, Data, Effect, Either, Layer } from "effect"
+import { Config, Context, Data, Effect, Either, Layer } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import * as Fs from "node:fs"
 import { compileIpFilter } from "../net/IpRules.js"
 import type { IpSet } from "../net/IpRules.js"
+import { bool, list, str } from "../settings/Settings.js"
 import { GrpcStatusError } from "./Status.js"
 
 /**
@@ -27,6 +28,21 @@ export interface InternalSecurityOptions {
   readonly ipAllow: ReadonlyArray<string>
   readonly ipDeny: ReadonlyArray<string>
 }
+
+/** `internal.*` as written; the address lists are compiled (and a bad entry named) when the Layer is built. */
+export const internalSettings: Config.Config<InternalSecurityOptions> = Config.nested(
+  Config.all({
+    token: str("token", ""),
+    insecure: bool("insecure", false),
+    tls: Config.nested(
+      Config.all({ ca: str("ca", ""), cert: str("cert", ""), key: str("key", ""), serverName: str("server_name", "") }),
+      "tls"
+    ),
+    ipAllow: list("ip_allow"),
+    ipDeny: list("ip_deny")
+  }),
+  "internal"
+)
 
 export const insecureInternal: InternalSecurityOptions = {
   token: "",
@@ -148,5 +164,6 @@ export class InternalAuth extends Context.Tag("resonance/grpc/InternalAuth")<Int
     Layer.effect(InternalAuth, makeInternalSecurity(options))
 
   /** No token, no TLS, every peer admitted: for tests of other things. */
+  static readonly layerConfig = Layer.unwrapEffect(Effect.map(internalSettings, InternalAuth.layer))
   static readonly layerInsecure: Layer.Layer<InternalAuth> = Layer.orDie(InternalAuth.layer(insecureInternal))
 }

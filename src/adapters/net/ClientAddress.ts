@@ -1,6 +1,8 @@
-import { Either } from "effect"
+import { Config, Effect, Either } from "effect"
+import type { ConfigError } from "effect"
 import type * as Http from "node:http"
 import * as Net from "node:net"
+import { list } from "../settings/Settings.js"
 import type { IpRuleError, IpSet } from "./IpRules.js"
 import { compileIpFilter, compileIpSet, normalizeIp } from "./IpRules.js"
 
@@ -124,3 +126,13 @@ export const makeClientAddressing = (options: ClientAddressOptions): Either.Eith
         }
       }
     ))
+
+/** `security.ip_allow`, `.ip_deny`, `.trusted_proxies` as written; compiled by `clientAddressingConfig`. */
+export const clientAddressSettings: Config.Config<ClientAddressOptions> = Config.nested(
+  Config.all({ ipAllow: list("ip_allow"), ipDeny: list("ip_deny"), trustedProxies: list("trusted_proxies") }),
+  "security"
+)
+
+/** The addressing of the public entry points from the configuration; a bad entry fails naming its key. */
+export const clientAddressingConfig: Effect.Effect<ClientAddressing, ConfigError.ConfigError | IpRuleError> =
+  Effect.flatMap(clientAddressSettings, makeClientAddressing)

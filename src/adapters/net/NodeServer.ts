@@ -1,6 +1,7 @@
-import { Context, Effect, Layer } from "effect"
+import { Config, Context, Duration, Effect, Layer } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
+import { duration, int, serviceSettings } from "../settings/Settings.js"
 
 export interface NodeServerOptions {
   readonly port: number
@@ -12,6 +13,28 @@ export interface NodeServerOptions {
   /** Sockets held at once, WebSockets included; beyond it new connections are closed. Default 100,000. */
   readonly maxConnections?: number
 }
+
+/** `http.*`: how long a client may take and how many sockets are held at once. */
+export const httpServerSettings = Config.nested(
+  Config.all({
+    headersTimeout: duration("headers_timeout", "10s"),
+    requestTimeout: duration("request_timeout", "30s"),
+    maxConnections: int("max_connections", 100_000)
+  }),
+  "http"
+)
+
+/** The server's options from `service.http_port`, `service.bind_host` and `http.*`. */
+export const nodeServerOptionsConfig: Config.Config<NodeServerOptions> = Config.map(
+  Config.all({ service: serviceSettings, http: httpServerSettings }),
+  ({ http, service }) => ({
+    port: service.httpPort,
+    host: service.bindHost,
+    headersTimeoutMs: Duration.toMillis(http.headersTimeout),
+    requestTimeoutMs: Duration.toMillis(http.requestTimeout),
+    maxConnections: http.maxConnections
+  })
+)
 
 /**
  * The one Node HTTP server of the gateway. The HTTP adapter attaches its `request` handler and
@@ -52,4 +75,7 @@ export class NodeServer extends Context.Tag("resonance/NodeServer")<
           })
       ).pipe(Effect.orDie)
     )
+
+  /** The server as `service.*` and `http.*` configure it. */
+  static readonly layerConfig = Layer.unwrapEffect(Effect.map(nodeServerOptionsConfig, NodeServer.layer))
 }

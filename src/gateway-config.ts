@@ -1,0 +1,133 @@
+import { Config, Effect, Option } from "effect"
+import type { ConfigError, ConfigProvider } from "effect"
+import type { ConfigReport, ConfigSources } from "./adapters/config/GatewayConfig.js"
+import { collect, defaultSources, providerFromSettings } from "./adapters/config/GatewayConfig.js"
+import { etcdSettings, registrySettings } from "./adapters/etcd/config.js"
+import { internalSettings } from "./adapters/grpc/Security.js"
+import { corsSettings, httpLimitSettings } from "./adapters/http/config.js"
+import { accountSettings, embeddedSettings, pageLimitSettings } from "./adapters/logic-embedded/config.js"
+import { logicCallSettings, logicServiceNameSetting } from "./adapters/logic-grpc/config.js"
+import { clientAddressSettings } from "./adapters/net/ClientAddress.js"
+import { httpServerSettings } from "./adapters/net/NodeServer.js"
+import { logSettings, observabilitySettings } from "./adapters/obs/config.js"
+import { bool, duration, int, merged, num, serviceSettings, sharedLimitSettings, str } from "./adapters/settings/Settings.js"
+import { wsDrainSettings, wsLimitSettings, wsSocketSettings } from "./adapters/ws/config.js"
+
+/**
+ * The whole configuration, for the mode decision and the start-up report: the adapters' own slices
+ * (each key defined once, where it is used) and the few the composition root reads itself.
+ */
+
+/** `limits.*` of the Dispatcher: chats per user, pulses and acks per connection. */
+export const dispatcherLimitSettings = Config.nested(
+  Config.all({
+    // Per user, all devices together: no person types 10 messages a second; a script does.
+    messagesPerSecond: num("messages_per_second", 10),
+    messageBurst: num("message_burst", 20),
+    // The official client pulses every 30 s and acks every push it receives.
+    pulsesPerSecond: num("pulses_per_second", 1),
+    pulseBurst: num("pulse_burst", 10),
+    acksPerSecond: num("acks_per_second", 200),
+    ackBurst: num("ack_burst", 1000)
+  }),
+  "limits"
+)
+
+/** `ws_config.max_pending_bytes`: frames waiting behind a chat in flight before the socket's reads pause. */
+export const pendingSettings = Config.nested(Config.all({ maxPendingBytes: int("max_pending_bytes", 256 * 1024) }), "ws_config")
+
+/** `status_batcher.*`: the PresenceBatcher. */
+export const statusBatcherSettings = Config.nested(
+  Config.all({
+    batchSize: int("batch_size", 50),
+    flushInterval: duration("flush_interval", "100ms"),
+    sendOffline: bool("send_offline", true),
+    maxPending: int("max_pending", 100_000)
+  }),
+  "status_batcher"
+)
+
+/** `auth.revocation_poll_interval`: how often a gateway asks Logic for tokens revoked elsewhere. */
+export const revocationSettings = Config.nested(
+  Config.all({ revocationPollInterval: duration("revocation_poll_interval", "500ms") }),
+  "auth"
+)
+
+/** `shutdown.timeout_seconds`: the hard exit after a signal. */
+export const shutdownTimeoutSettings = Config.nested(Config.all({ timeoutSeconds: num("timeout_seconds", 10) }), "shutdown")
+
+/** `push.enabled`; unset: on in cluster mode, off in embedded mode. */
+export const pushSettings = Config.nested(
+  Config.all({ enabled: Config.option(Config.boolean("enabled")).pipe(Config.map(Option.getOrUndefined)) }),
+  "push"
+)
+
+export const gatewayConfig = Config.all({
+  /** Deployment environment; selects `gateway.<env>.yaml`. */
+  env: str("env", "development"),
+  service: serviceSettings,
+  push: pushSettings,
+  internal: internalSettings,
+  http: httpServerSettings,
+  logicServiceName: logicServiceNameSetting,
+  ws: merged(wsSocketSettings, pendingSettings),
+  observability: observabilitySettings,
+  log: logSettings,
+  statusBatcher: statusBatcherSettings,
+  etcd: etcdSettings,
+  registry: registrySettings,
+  embedded: embeddedSettings,
+  auth: merged(accountSettings, revocationSettings),
+  logic: logicCallSettings,
+  limits: merged(
+    merged(merged(wsLimitSettings, dispatcherLimitSettings), merged(httpLimitSettings, pageLimitSettings)),
+    sharedLimitSettings
+  ),
+  security: merged(clientAddressSettings, corsSettings),
+  shutdown: merged(wsDrainSettings, shutdownTimeoutSettings)
+})
+
+export type GatewayConfig = Config.Config.Success<typeof gatewayConfig>
+
+const isLoopbackHost = (host: string) =>
+  host === "localhost" || host === "::1" || host === "[::1]" || host.startsWith("127.") || host.endsWith(".localhost")
+
+/** Upstream's `GetHost`: `service.host`, else `$HOSTNAME`, else `localhost`; then the internal bind that goes with it. */
+const resolveHosts = (config: GatewayConfig, environment: Record<string, string | undefined>): GatewayConfig => {
+  const advertiseHost = config.service.advertiseHost.trim() !== ""
+    ? config.service.advertiseHost.trim()
+    : (environment.HOSTNAME ?? "").trim() !== ""
+    ? environment.HOSTNAME!.trim()
+    : "localhost"
+  const cluster = config.etcd.endpoints.length > 0
+  const grpcHost = config.service.grpcHost.trim() !== ""
+    ? config.service.grpcHost.trim()
+    : cluster && !isLoopbackHost(advertiseHost)
+    ? "0.0.0.0"
+    : "127.0.0.1"
+  return { ...config, service: { ...config.service, advertiseHost, grpcHost } }
+}
+
+/** The configuration under the ConfigProvider in place, with the hosts resolved as upstream does. */
+export const resolvedGatewayConfig = (environment: Record<string, string | undefined>) =>
+  Effect.map(gatewayConfig, (config) => resolveHosts(config, environment))
+
+/** The configuration, where it came from, and the provider the adapters' slices read it from. */
+export const loadConfigReport = (
+  sources: ConfigSources = defaultSources()
+): Effect.Effect<
+  { readonly config: GatewayConfig; readonly report: ConfigReport; readonly provider: ConfigProvider.ConfigProvider },
+  ConfigError.ConfigError | Error
+> =>
+  Effect.flatMap(collect(sources), ({ report, settings }) => {
+    const provider = providerFromSettings(settings)
+    return Effect.map(
+      Effect.withConfigProvider(resolvedGatewayConfig(sources.environment), provider),
+      (config) => ({ config, report, provider })
+    )
+  })
+
+export const loadConfig = (
+  sources: ConfigSources = defaultSources()
+): Effect.Effect<GatewayConfig, ConfigError.ConfigError | Error> =>
+  Effect.map(loadConfigReport(sources), ({ config }) => config)
