@@ -12,6 +12,7 @@ import type { TestClient } from "../support/gateway.js"
 import { connectClient } from "../support/gateway.js"
 import type { GatewayProcess, RunningProcess } from "../support/process.js"
 import { freePort, startGateway, tempDir, waitFor } from "../support/process.js"
+import { directSessionId } from "../../src/domain/Session.js"
 
 let etcd: EtcdProcess
 let etcdClient: Etcd3
@@ -46,6 +47,17 @@ const push = (port: number, request: PushRequest, token: string | null = interna
 const ackOf = (client: TestClient, seq: string, timeoutMs = 5_000) =>
   client.next((p) => p.payload?.$case === "ack" && p.seq === seq, timeoutMs).then((p) => (p.payload as { value: any }).value)
 
+const running = (process: RunningProcess) => process.child.exitCode === null && process.child.signalCode === null
+
+let users = 0
+/** A user of its own for one test (each test runs alone), registered through `gateway`. */
+const freshUser = async (gateway: GatewayProcess, prefix: string) => {
+  const username = `${prefix}-${++users}`
+  const response = await auth(gateway.url, "Register", { username, password: "secret-pw" })
+  expect(response.status, JSON.stringify(response.body)).toBe(200)
+  return { username, token: response.body.accessToken as string }
+}
+
 describe("cluster mode: two gateways, the reference Logic and a real etcd", () => {
   beforeAll(async () => {
     etcd = await startEtcd()
@@ -62,8 +74,6 @@ describe("cluster mode: two gateways, the reference Logic and a real etcd", () =
     await etcd?.stop()
     Fs.rmSync(dataDir, { recursive: true, force: true })
   })
-
-  const tokens: Record<string, string> = {}
 
   it("registers each process in etcd with the contract's key and JSON", async () => {
     const gateways = await registered("gateway-service")
@@ -87,19 +97,16 @@ describe("cluster mode: two gateways, the reference Logic and a real etcd", () =
   })
 
   it("a message from a user on gateway 1 reaches a user on gateway 2 and is acked", async () => {
-    for (const [name, gateway] of [["alice", gw1], ["bob", gw2]] as const) {
-      const response = await auth(gateway.url, "Register", { username: name, password: "secret-pw" })
-      expect(response.status).toBe(200)
-      tokens[name] = response.body.accessToken
-    }
-    const alice = await connectClient(gw1.httpPort, { token: tokens.alice })
-    const bob = await connectClient(gw2.httpPort, { token: tokens.bob })
-    const created = await session(gw1.url, "CreateSession", { members: ["bob"], type: 1 }, tokens.alice!)
-    expect(created.body.sessionId).toBe("single:alice:bob")
+    const [aliceUser, bobUser] = [await freshUser(gw1, "alice"), await freshUser(gw2, "bob")]
+    const alice = await connectClient(gw1.httpPort, { token: aliceUser.token })
+    const bob = await connectClient(gw2.httpPort, { token: bobUser.token })
+    const created = await session(gw1.url, "CreateSession", { members: [bobUser.username], type: 1 }, aliceUser.token)
+    const sessionId = directSessionId(aliceUser.username, bobUser.username)
+    expect(created.body.sessionId).toBe(sessionId)
     // Presence reaches Logic in batches (100 ms): wait until bob's gateway is known.
     let delivered = false
     for (let attempt = 0; attempt < 30 && !delivered; attempt++) {
-      alice.send(chat(`a${attempt}`, "single:alice:bob", `hello ${attempt}`))
+      alice.send(chat(`a${attempt}`, sessionId, `hello ${attempt}`))
       const ack = await ackOf(alice, `a${attempt}`)
       expect(ack.error).toBe("")
       delivered = await bob
@@ -107,25 +114,29 @@ describe("cluster mode: two gateways, the reference Logic and a real etcd", () =
         .then(() => true, () => false)
     }
     expect(delivered).toBe(true)
-    bob.send(chat("b1", "single:alice:bob", "hi from gateway 2"))
+    bob.send(chat("b1", sessionId, "hi from gateway 2"))
     expect((await ackOf(bob, "b1")).error).toBe("")
     const atAlice = await alice.next((p) => p.payload?.$case === "push" && p.payload.value.content === "hi from gateway 2")
-    expect(atAlice.payload?.$case === "push" && atAlice.payload.value.fromUsername).toBe("bob")
+    expect(atAlice.payload?.$case === "push" && atAlice.payload.value.fromUsername).toBe(bobUser.username)
     alice.ws.close()
     bob.ws.close()
   }, 30_000)
 
   it("Push to a mixed online/offline list reports exactly the users not connected here", async () => {
-    const alice = await connectClient(gw1.httpPort, { token: tokens.alice })
+    const [aliceUser, bobUser] = [await freshUser(gw1, "alice"), await freshUser(gw1, "bob")]
+    const alice = await connectClient(gw1.httpPort, { token: aliceUser.token })
+    // A chat through gateway 1, so its ChatService/SendMessage calls to Logic are counted below.
+    alice.send(chat("counted", "0", "counted"))
+    expect((await ackOf(alice, "counted")).error).toBe("")
     const response = await push(gw1.grpcPort, {
-      toUsernames: ["alice", "bob", "nobody"],
+      toUsernames: [aliceUser.username, bobUser.username, "nobody"],
       message: {
-        msgId: 123n, seqId: 1n, sessionId: "single:alice:bob", fromUsername: "bob", toUsername: "alice",
+        msgId: 123n, seqId: 1n, sessionId: directSessionId(aliceUser.username, bobUser.username), fromUsername: bobUser.username, toUsername: aliceUser.username,
         content: "pushed", type: "text", timestamp: 1n, sessionMeta: undefined
       }
     })
     expect(response.msgId).toBe(123n)
-    expect([...response.failedUsernames].sort()).toEqual(["bob", "nobody"])
+    expect([...response.failedUsernames].sort()).toEqual([bobUser.username, "nobody"].sort())
     const metrics = await (await fetch(`http://127.0.0.1:${gw1.metricsPort}/metrics`)).text()
     expect(metrics).toMatch(/gateway_grpc_requests_total\{method="PushService\/Push",code="OK"\} [1-9]/)
     expect(metrics).toMatch(/gateway_grpc_requests_total\{method="ChatService\/SendMessage",code="OK"\} [1-9]/)
@@ -135,9 +146,10 @@ describe("cluster mode: two gateways, the reference Logic and a real etcd", () =
   })
 
   it("a Push without the internal token, or with a guessed one, is refused and reaches nobody", async () => {
-    const alice = await connectClient(gw1.httpPort, { token: tokens.alice })
+    const aliceUser = await freshUser(gw1, "alice")
+    const alice = await connectClient(gw1.httpPort, { token: aliceUser.token })
     const forged = {
-      toUsernames: ["alice"],
+      toUsernames: [aliceUser.username],
       message: {
         msgId: 666n, seqId: 1n, sessionId: "0", fromUsername: "admin", toUsername: "",
         content: "forged system notice", type: "system", timestamp: 4_102_444_800n, sessionMeta: undefined
@@ -155,7 +167,8 @@ describe("cluster mode: two gateways, the reference Logic and a real etcd", () =
   })
 
   it("Logout through gateway 1 closes the socket on gateway 2 with 4001 within a second; gateway 2 refuses the token, restarted too", async () => {
-    const login = await auth(gw1.url, "Login", { username: "bob", password: "secret-pw" })
+    const bob = await freshUser(gw1, "bob")
+    const login = await auth(gw1.url, "Login", { username: bob.username, password: "secret-pw" })
     const token: string = login.body.accessToken
     const onGw2 = await connectClient(gw2.httpPort, { token })
     const closed = onGw2.closed.then((event) => ({ ...event, at: Date.now() }))
@@ -172,51 +185,80 @@ describe("cluster mode: two gateways, the reference Logic and a real etcd", () =
     expect((await session(gw2.url, "GetSessionList", {}, token)).status).toBe(401)
     await expect(connectClient(gw2.httpPort, { token })).rejects.toMatchObject({ status: 401 })
 
-    await gw2.stop("SIGTERM")
-    gw2 = await startGateway(clusterEnv())
-    expect((await session(gw2.url, "GetSessionList", {}, token)).status).toBe(401)
-    await expect(connectClient(gw2.httpPort, { token })).rejects.toMatchObject({ status: 401 })
-    expect((await session(gw2.url, "GetSessionList", {}, tokens.bob!)).status).toBe(200)
+    try {
+      await gw2.stop("SIGTERM")
+      gw2 = await startGateway(clusterEnv())
+      expect((await session(gw2.url, "GetSessionList", {}, token)).status).toBe(401)
+      await expect(connectClient(gw2.httpPort, { token })).rejects.toMatchObject({ status: 401 })
+      expect((await session(gw2.url, "GetSessionList", {}, bob.token)).status).toBe(200)
+    } finally {
+      // The other tests share gateway 2: leave one running whatever happened above.
+      if (!running(gw2)) gw2 = await startGateway(clusterEnv())
+    }
   }, 60_000)
 
   it("with Logic stopped chats are acked with an error, the gateway stays healthy, and it recovers", async () => {
-    const alice = await connectClient(gw1.httpPort, { token: tokens.alice })
-    await logic.stop("SIGKILL")
-    alice.send(chat("down-1", "single:alice:bob", "while logic is down"))
-    const ack = await ackOf(alice, "down-1", 15_000).catch((error) => {
-      throw new Error(`${error.message}; gateway output:\n${gw1.output().slice(-4000)}`)
-    })
-    expect(ack.error).not.toBe("")
-    expect((await fetch(`${gw1.url}/healthz`)).status).toBe(200)
-    const login = await auth(gw1.url, "Login", { username: "alice", password: "secret-pw" })
-    expect(login.status).toBe(503)
-    expect(login.body.code).toBe("unavailable")
+    const [aliceUser, bobUser] = [await freshUser(gw1, "alice"), await freshUser(gw1, "bob")]
+    const created = await session(gw1.url, "CreateSession", { members: [bobUser.username], type: 1 }, aliceUser.token)
+    const sessionId: string = created.body.sessionId
+    const alice = await connectClient(gw1.httpPort, { token: aliceUser.token })
+    try {
+      await logic.stop("SIGKILL")
+      alice.send(chat("down-1", sessionId, "while logic is down"))
+      const ack = await ackOf(alice, "down-1", 15_000).catch((error) => {
+        throw new Error(`${error.message}; gateway output:\n${gw1.output().slice(-4000)}`)
+      })
+      expect(ack.error).not.toBe("")
+      expect((await fetch(`${gw1.url}/healthz`)).status).toBe(200)
+      const login = await auth(gw1.url, "Login", { username: aliceUser.username, password: "secret-pw" })
+      expect(login.status).toBe(503)
+      expect(login.body.code).toBe("unavailable")
 
-    logic = await startLogic()
-    let recovered = false
-    for (let attempt = 0; attempt < 100 && !recovered; attempt++) {
-      alice.send(chat(`up-${attempt}`, "single:alice:bob", "logic is back"))
-      recovered = (await ackOf(alice, `up-${attempt}`, 10_000)).error === ""
-      if (!recovered) await new Promise((resolve) => setTimeout(resolve, 200))
+      logic = await startLogic()
+      // No event says when gateway 1 reaches Logic again: a chat answered without an error is it.
+      let attempt = 0
+      await waitFor(async () => {
+        const seq = `up-${attempt++}`
+        alice.send(chat(seq, sessionId, "logic is back"))
+        return (await ackOf(alice, seq, 10_000)).error === ""
+      }, 30_000, "a successful chat after Logic came back").catch((error) => {
+        throw new Error(`${error.message}; gateway output:\n${gw1.output().slice(-3000)}`)
+      })
+    } finally {
+      // The other tests share Logic: leave it running whatever happened above.
+      if (!running(logic)) logic = await startLogic()
     }
-    expect(recovered, `no successful chat after Logic came back; gateway output:\n${gw1.output().slice(-3000)}`).toBe(true)
     alice.ws.close()
   }, 60_000)
 
   it("entries follow the processes: lease expiry after kill -9, immediate removal on SIGTERM", async () => {
-    const before = await registered("gateway-service")
-    const key2 = Object.entries(before).find(([, v]: [string, any]) => v.endpoints[0].endsWith(`:${gw2.grpcPort}`))![0]
-    const key1 = Object.entries(before).find(([, v]: [string, any]) => v.endpoints[0].endsWith(`:${gw1.grpcPort}`))![0]
-    // registry.default_ttl=2s from the environment is the lease etcd holds.
-    const kv = await etcdClient.get(key2).exec()
-    const lease = await etcdClient.leaseClient.leaseTimeToLive({ ID: kv.kvs[0]!.lease })
-    expect(Number(lease.grantedTTL)).toBe(2)
-    await gw2.stop("SIGKILL")
-    expect(Object.keys(await registered("gateway-service"))).toContain(key2)
-    await waitFor(async () => !Object.keys(await registered("gateway-service")).includes(key2), 10_000, "lease expiry")
+    // Two gateways of its own: the shared ones stay up for the other tests.
+    const killed = await startGateway(clusterEnv())
+    const stopped = await startGateway(clusterEnv())
+    try {
+      const keyOf = async (gateway: GatewayProcess) => {
+        await waitFor(
+          async () => Object.values(await registered("gateway-service")).some((v: any) => v.endpoints[0].endsWith(`:${gateway.grpcPort}`)),
+          10_000,
+          "registration"
+        )
+        return Object.entries(await registered("gateway-service")).find(([, v]: [string, any]) => v.endpoints[0].endsWith(`:${gateway.grpcPort}`))![0]
+      }
+      const key2 = await keyOf(killed)
+      const key1 = await keyOf(stopped)
+      // registry.default_ttl=2s from the environment is the lease etcd holds.
+      const kv = await etcdClient.get(key2).exec()
+      const lease = await etcdClient.leaseClient.leaseTimeToLive({ ID: kv.kvs[0]!.lease })
+      expect(Number(lease.grantedTTL)).toBe(2)
+      await killed.stop("SIGKILL")
+      expect(Object.keys(await registered("gateway-service"))).toContain(key2)
+      await waitFor(async () => !Object.keys(await registered("gateway-service")).includes(key2), 10_000, "lease expiry")
 
-    const stopping = gw1.stop("SIGTERM")
-    await waitFor(async () => !Object.keys(await registered("gateway-service")).includes(key1), 1_500, "revocation on SIGTERM")
-    expect(await stopping).toBe(0)
+      const stopping = stopped.stop("SIGTERM")
+      await waitFor(async () => !Object.keys(await registered("gateway-service")).includes(key1), 1_500, "revocation on SIGTERM")
+      expect(await stopping).toBe(0)
+    } finally {
+      await Promise.all([killed.stop("SIGKILL"), stopped.stop("SIGKILL")])
+    }
   }, 30_000)
 })
