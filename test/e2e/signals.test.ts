@@ -13,8 +13,6 @@ const chat = (seq: string, content: string): WsPacket => ({
   payload: { $case: "chat", value: { sessionId: "0", fromUsername: "", toUsername: "", content, type: "text", timestamp: 0n } }
 })
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
 let gateway: GatewayProcess | undefined
 let dataDir: string | undefined
 
@@ -50,8 +48,9 @@ describe.each(["SIGTERM", "SIGINT"] as const)("%s to the process group, sent aga
     await Promise.all(clients.map((client) => client.next((p) => p.seq === "before")))
 
     process.kill(-gateway.child.pid!, signal)
-    await sleep(300)
-    // The second signal lands mid-drain (clients are closed over 1.5 s): it must not kill the process.
+    // The drain has begun once the first client is cut; the others follow over 1.5 s.
+    await Promise.race(closed)
+    // So the second signal lands mid-drain: it must not kill the process.
     process.kill(-gateway.child.pid!, signal)
     const stillOpen = clients.filter((client) => client.ws.readyState === client.ws.OPEN)
     expect(stillOpen.length).toBeGreaterThan(0)
