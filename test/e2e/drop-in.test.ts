@@ -30,6 +30,17 @@ const clusterEnv = () => ({
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
+/** How many SyncStatus calls `gateway` made that Logic answered: each is a presence batch Logic has applied. */
+const presenceSynced = async (gateway: GatewayProcess) => {
+  const text = await (await fetch(`http://127.0.0.1:${gateway.metricsPort}/metrics`)).text()
+  const line = text.split("\n").find((l) => l.startsWith(`gateway_grpc_requests_total{method="PresenceService/SyncStatus",code="OK"} `))
+  return line === undefined ? 0 : Number(line.split(" ").at(-1))
+}
+
+/** Resolves once `gateway` has had one more presence batch answered by Logic than `from`. */
+const nextPresenceSync = (gateway: GatewayProcess, from: number, what: string) =>
+  waitFor(async () => (await presenceSynced(gateway)) > from, 10_000, what)
+
 const tokens: Record<string, string> = {}
 const register = async (gateway: GatewayProcess, username: string) => {
   const response = await auth(gateway.url, "Register", { username, password: "secret-pw" })
@@ -129,6 +140,7 @@ describe("drop-in for the Go gateway", () => {
 
       // Both keep chatting through the restarts; an ack with no error is a promise that it is stored.
       const acked: Array<string> = []
+      const pending: Array<Promise<unknown>> = []
       let n = 0
       let sending = true
       const loop = (async () => {
@@ -136,25 +148,33 @@ describe("drop-in for the Go gateway", () => {
           for (const [name, client] of [["rolf", rolf], ["rita", rita]] as const) {
             const seq = `${name}-${n++}`
             if (client.send(chat(seq, sessionId, seq))) {
-              void waitAck(client, seq).then((ok) => ok && acked.push(seq))
+              pending.push(waitAck(client, seq).then((ok) => ok && acked.push(seq)))
             }
           }
+          // The pace of two people chatting, not a wait for something.
           await sleep(300)
         }
       })()
+      /** Resolves once both users have had `count` more chats acked, so each phase carries traffic. */
+      const moreAcked = (count: number, what: string) => {
+        const of = (name: string) => acked.filter((seq) => seq.startsWith(`${name}-`)).length
+        const [rolfFrom, ritaFrom] = [of("rolf"), of("rita")]
+        return waitFor(async () => of("rolf") >= rolfFrom + count && of("rita") >= ritaFrom + count, 20_000, what)
+      }
 
-      await sleep(1_000)
+      await moreAcked(2, "chats acked before the restarts")
       expect(await gw1.stop("SIGTERM")).toBe(0)
       gw1 = await startGateway(env1)
       await waitFor(async () => rolf.open && rolf.opens === 2, 20_000, "rolf reconnected to the restarted gateway 1")
-      await sleep(1_000)
+      await moreAcked(2, "chats acked after gateway 1 restarted")
       expect(await gw2.stop("SIGTERM")).toBe(0)
       gw2 = await startGateway(env2)
       await waitFor(async () => rita.open && rita.opens === 2, 20_000, "rita reconnected to the restarted gateway 2")
-      await sleep(1_000)
+      await moreAcked(2, "chats acked after gateway 2 restarted")
       sending = false
       await loop
-      await sleep(1_500)
+      // Every chat sent is acked, refused, or its socket gone by now.
+      await Promise.all(pending)
 
       expect(rolf.closes.every((c) => !c.wasClean)).toBe(true)
       expect(rolf.gaveUp || rita.gaveUp).toBe(false)
@@ -187,12 +207,15 @@ describe("drop-in for the Go gateway", () => {
       const onA = await connectClient(gwA.httpPort, { token: tokens.mona })
       const sam = await connectClient(gwB.httpPort, { token: tokens.sam })
       // Mona opens the app on another device through gateway B, then closes the first one.
+      // Logic knows of both first sockets, then of the second device on B, then of the first one's end.
+      await Promise.all([nextPresenceSync(gwA, 0, "mona online on A"), nextPresenceSync(gwB, 0, "sam online on B")])
+      const syncedB = await presenceSynced(gwB)
       const onB = await connectClient(gwB.httpPort, { token: tokens.mona })
-      await sleep(400)
+      await nextPresenceSync(gwB, syncedB, "mona online on B")
+      const syncedA = await presenceSynced(gwA)
       onA.ws.close()
       await onA.closed
-      // Gateway A's offline batch (100 ms) has reached Logic well before this.
-      await sleep(800)
+      await nextPresenceSync(gwA, syncedA, "mona offline on A")
       sam.send(chat("s1", sessionId, "where are you?"))
       const ack = await sam.next((p) => p.payload?.$case === "ack" && p.seq === "s1")
       expect(ack.payload?.$case === "ack" && ack.payload.value.error).toBe("")
@@ -206,14 +229,29 @@ describe("drop-in for the Go gateway", () => {
   }, 60_000)
 })
 
-/** Whether `seq` was acked without an error within 5 s (any frame the client received counts). */
-const waitAck = async (client: OfficialRuleClient, seq: string) => {
-  const deadline = Date.now() + 5_000
-  while (Date.now() < deadline) {
-    const ack = client.packets.find((p) => p.payload?.$case === "ack" && p.seq === seq)
-    if (ack !== undefined) return ack.payload?.$case === "ack" && ack.payload.value.error === ""
-    await sleep(50)
-  }
-  return false
-}
+/**
+ * Whether `seq`, just sent on the client's current socket, was acked there without an error within
+ * 5 s; `false` as soon as that socket closes (an ack can only come on the socket the chat went out on).
+ */
+const waitAck = (client: OfficialRuleClient, seq: string) =>
+  new Promise<boolean>((resolve) => {
+    const ws = client.ws!
+    const find = () => client.packets.find((p) => p.payload?.$case === "ack" && p.seq === seq)
+    const done = (ok: boolean) => {
+      clearTimeout(timer)
+      ws.off("message", onMessage)
+      ws.off("close", onClose)
+      resolve(ok)
+    }
+    // The client records the frame in its own listener, added before this one.
+    const onMessage = () => {
+      const ack = find()
+      if (ack !== undefined) done(ack.payload?.$case === "ack" && ack.payload.value.error === "")
+    }
+    const onClose = () => done(false)
+    const timer = setTimeout(() => done(false), 5_000)
+    ws.on("message", onMessage)
+    ws.on("close", onClose)
+    onMessage()
+  })
 
