@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Scope } from "effect"
+import { Deferred, Effect, Exit, Layer, Scope } from "effect"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import { PushDelivery } from "../../src/application/PushDelivery.js"
 import { WebSocketGateway } from "../../src/adapters/ws/WebSocketGateway.js"
@@ -203,6 +203,7 @@ describe("WebSocket adapter", () => {
       for (let i = 0; i < 5_000 && failedAt < 0; i++) {
         const report = push.deliverNow(["alice"], big)
         if (report.failedUsernames.length > 0) failedAt = i
+        // Pacing, not a wait: a turn of the event loop now and then lets the socket write what it can.
         if (i % 50 === 0) yield* promise(() => sleep(1))
       }
       expect(failedAt).toBeGreaterThan(0)
@@ -215,9 +216,11 @@ describe("WebSocket adapter", () => {
       const clients: Array<TestClient> = []
       for (let i = 0; i < 3; i++) clients.push(yield* promise(() => connectClient(port, { token: tokenFor(`u${i}`) })))
       expect(yield* promise(() => upgradeStatus(port, { token: tokenFor("u4") }))).toBe(429)
+      const gateway = yield* WebSocketGateway
       clients[0]!.ws.close()
       yield* promise(() => clients[0]!.closed)
-      yield* promise(() => sleep(50))
+      // The server lets go of the address when it has seen the close too.
+      yield* promise(() => until(() => gateway.connectionCount() === 2))
       clients.push(yield* promise(() => connectClient(port, { token: tokenFor("u5") })))
     }).pipe(Effect.provide(wsGatewayLayer({ ws: { maxConnectionsPerIp: 3 } }))))
 
@@ -262,10 +265,19 @@ describe("WebSocket adapter", () => {
   const drainScenario = (closeMode: "clean" | "reconnect") =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
+      // Logic answers the in-flight chat only when the test says so: the drain has to wait for it.
+      const chatReached = yield* Deferred.make<void>()
+      const answerChat = yield* Deferred.make<void>()
       const context = yield* Layer.buildWithScope(
         wsGatewayLayer({
           ws: { drainSeconds: 0.2, closeMode },
-          logic: { sendMessage: () => Effect.as(Effect.sleep("150 millis"), { msgId: 1n, seqId: 1n }) }
+          logic: {
+            sendMessage: () =>
+              Deferred.succeed(chatReached, undefined).pipe(
+                Effect.zipRight(Deferred.await(answerChat)),
+                Effect.as({ msgId: 1n, seqId: 1n })
+              )
+          }
         }),
         scope
       )
@@ -274,12 +286,17 @@ describe("WebSocket adapter", () => {
       const a = yield* promise(() => connectClient(port, { token: tokenFor("alice") }))
       const b = yield* promise(() => connectClient(port, { token: tokenFor("bob") }))
       a.send(chat("in-flight"))
-      yield* promise(() => sleep(20))
+      yield* Deferred.await(chatReached)
       const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
-      yield* promise(() => sleep(30))
-      expect(gateway.connectionCount()).toBeGreaterThan(0)
+      // b, with nothing pending, is closed in its turn of the drain; a waits for its chat's answer.
+      const closedB = yield* promise(() => b.closed)
+      // The server counts b out when it has seen the end too; a stays until its chat is answered.
+      yield* promise(() => until(() => gateway.connectionCount() === 1))
+      expect(a.ws.readyState).toBe(a.ws.OPEN)
       expect(yield* promise(() => upgradeStatus(port, { token: tokenFor("carol") }))).toBe(503)
-      const [closedA, closedB] = yield* promise(() => Promise.all([a.closed, b.closed]))
+      expect(a.packets.some(isAck("in-flight"))).toBe(false)
+      yield* Deferred.succeed(answerChat, undefined)
+      const closedA = yield* promise(() => a.closed)
       expect(a.packets.some(isAck("in-flight"))).toBe(true)
       yield* closing.await
       return [closedA, closedB] as const
