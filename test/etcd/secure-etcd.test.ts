@@ -72,6 +72,7 @@ describe("etcd with TLS and users", () => {
       const namespace = freshNamespace()
 
       const withoutCredentials = yield* buildService(ServiceRegistration, registration(etcd.endpoint, namespace, {}))
+      // An absence: no event says "refused for good", so give it several retries (200 ms backoff up).
       yield* Effect.sleep("1500 millis")
       expect((yield* withoutCredentials.state).instanceId).toEqual(Option.none())
 

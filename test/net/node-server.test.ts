@@ -23,6 +23,8 @@ const slowClient = (port: number, head: string) =>
 const serverWith = (options: Omit<NodeServerOptions, "port" | "host">) =>
   Effect.map(Layer.build(NodeServer.layer({ port: 0, host: "127.0.0.1", ...options })), Context.get(NodeServer))
 
+const promise = <A>(thunk: () => Promise<A>) => Effect.promise(thunk)
+
 describe("NodeServer", () => {
   it.scopedLive("a client that never finishes its headers is answered 408 and disconnected (slowloris)", () =>
     Effect.gen(function*() {
@@ -45,8 +47,11 @@ describe("NodeServer", () => {
           const socket = Net.connect(port, "127.0.0.1", () => resume(Effect.succeed(socket)))
           socket.on("error", () => {})
         })
+      // The server has taken both held connections (and counts them) before the third arrives.
+      let seen = 0
+      const bothTaken = new Promise<void>((resolve) => server.on("connection", () => ++seen === 2 && resolve()))
       const held = [yield* open(), yield* open()]
-      yield* Effect.sleep("100 millis")
+      yield* promise(() => bothTaken)
       const third = yield* slowClient(port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
       expect(third).toEqual({ answer: "", closed: true })
       for (const socket of held) socket.destroy()

@@ -7,6 +7,7 @@ import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
 import { layerTracingTest } from "../../src/adapters/obs/Tracing.js"
 import { Logic } from "../../src/application/ports/Logic.js"
 import { connectClient, promise, serverPort, tokenFor, wsGatewayLayer } from "../support/gateway.js"
+import { waitFor } from "../support/process.js"
 
 describe("trace propagation across WebSocket, Dispatcher and gRPC", () => {
   it.live("the chat span is a child of the WebSocket session span and the Logic server sees the same trace", () => {
@@ -49,7 +50,8 @@ describe("trace propagation across WebSocket, Dispatcher and gRPC", () => {
         expect(ack.payload?.$case === "ack" && ack.payload.value.error).toBe("")
         client.ws.close()
         yield* promise(() => client.closed)
-        yield* Effect.sleep("100 millis")
+        // The server ends the session's span once it has seen the close too.
+        yield* promise(() => waitFor(async () => exporter.getFinishedSpans().some((span) => span.name === "WebSocket.session"), 5_000, "the session span"))
       }).pipe(Effect.provide(gateway), Effect.scoped)
 
       const spans = exporter.getFinishedSpans()
