@@ -147,7 +147,7 @@ describe("LogicEmbedded lifecycle", () => {
       yield* registerAll(logic, "alice")
       const mode = (file: string) => fs.statSync(file).mode & 0o777
       expect(mode(path.join(dir, "data"))).toBe(0o700)
-      for (const file of [databasePath, `${databasePath}-wal`, `${databasePath}-shm`]) expect(mode(file), file).toBe(0o600)
+      for (const file of [databasePath, `${databasePath}-wal`, `${databasePath}-shm`, `${databasePath}.lock`]) expect(mode(file), file).toBe(0o600)
 
       const older = path.join(dir, "older.db")
       const raw = new Database(older)

@@ -25,6 +25,8 @@ const lockFile = (databasePath: string): Effect.Effect<void, EmbeddedLogicError,
   Effect.acquireRelease(
     Effect.try({
       try: () => {
+        // 0600 like the database: it holds nothing, but nobody else has business opening it.
+        fs.closeSync(fs.openSync(`${databasePath}.lock`, "a", 0o600))
         const lock = new Database(`${databasePath}.lock`)
         try {
           lock.pragma("busy_timeout = 0")
