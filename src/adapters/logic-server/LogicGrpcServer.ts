@@ -15,6 +15,7 @@ import type { ContactInfo, InboxEvent, SessionInfo, SessionServiceServer } from 
 import type { PushMessage } from "../../gen/gateway/v1/packet.js"
 import { InternalAuth } from "../grpc/Security.js"
 import { listen, makeUnaryBridge } from "../grpc/Server.js"
+import type { UnaryMethod } from "../grpc/Client.js"
 import type { ListenOptions } from "../grpc/Server.js"
 import { grpcFailure, statusOf } from "../grpc/Status.js"
 
@@ -33,88 +34,79 @@ export const serveLogic = (
   Effect.gen(function*() {
     const security = yield* InternalAuth
     const bridge = yield* makeUnaryBridge(security)
+    /** One RPC of the Logic: its answer, or its LogicError as the gRPC status the gateway maps back. */
+    const serve = <Req, Res>(method: UnaryMethod<Req, Res>, call: (request: Req) => Effect.Effect<Res, LogicError>) =>
+      bridge(method, (request: Req) => Effect.mapError(call(request), toStatus))
     const server = new grpc.Server()
 
     const auth: AuthServiceServer = {
-      login: bridge(AuthServiceService.login, (request) => Effect.mapError(logic.login(request), toStatus)),
-      register: bridge(AuthServiceService.register, (request) => Effect.mapError(logic.register(request), toStatus)),
-      validateToken: bridge(AuthServiceService.validateToken, (request) =>
+      login: serve(AuthServiceService.login, (request) => logic.login(request)),
+      register: serve(AuthServiceService.register, (request) => logic.register(request)),
+      validateToken: serve(AuthServiceService.validateToken, (request) =>
         logic.validateToken(request.accessToken).pipe(
           Effect.map((user) => ({ valid: true, user, username: user.username })),
           Effect.catchIf(
             (error) => error.code === "unauthenticated",
             () => Effect.succeed({ valid: false, user: undefined, username: "" })
-          ),
-          Effect.mapError(toStatus)
+          )
         )),
-      revokeToken: bridge(AuthServiceService.revokeToken, (request) =>
+      revokeToken: serve(AuthServiceService.revokeToken, (request) =>
         logic.revokeToken(request.accessToken).pipe(
-          Effect.map((revocation) => ({ revocation })),
-          Effect.mapError(toStatus)
+          Effect.map((revocation) => ({ revocation }))
         )),
-      listRevocations: bridge(AuthServiceService.listRevocations, (request) =>
+      listRevocations: serve(AuthServiceService.listRevocations, (request) =>
         logic.listRevocations(request.afterCursor, request.limit).pipe(
-          Effect.map((page) => ({ revocations: page.revocations as Array<Revocation>, nextCursor: page.nextCursor })),
-          Effect.mapError(toStatus)
+          Effect.map((page) => ({ revocations: page.revocations as Array<Revocation>, nextCursor: page.nextCursor }))
         ))
     }
 
     const chat: ChatServiceServer = {
-      sendMessage: bridge(ChatServiceService.sendMessage, (request) =>
+      sendMessage: serve(ChatServiceService.sendMessage, (request) =>
         logic.sendMessage(request, request.idempotencyKey === "" ? undefined : { idempotencyKey: request.idempotencyKey }).pipe(
           Effect.map((result) => ({ msgId: result.msgId, seqId: result.seqId, error: "" })),
-          Effect.catchIf(isSendRefusal, (error) => Effect.succeed({ msgId: 0n, seqId: 0n, error: error.message })),
-          Effect.mapError(toStatus)
+          Effect.catchIf(isSendRefusal, (error) => Effect.succeed({ msgId: 0n, seqId: 0n, error: error.message }))
         ))
     }
 
     const presence: PresenceServiceServer = {
-      syncStatus: bridge(PresenceServiceService.syncStatus, (request) =>
+      syncStatus: serve(PresenceServiceService.syncStatus, (request) =>
         logic.syncStatus(request).pipe(
-          Effect.as({ seqId: request.seqId, error: "" }),
-          Effect.mapError(toStatus)
+          Effect.as({ seqId: request.seqId, error: "" })
         ))
     }
 
     const session: SessionServiceServer = {
-      getSessionList: bridge(SessionServiceService.getSessionList, (request) =>
+      getSessionList: serve(SessionServiceService.getSessionList, (request) =>
         logic.getSessionList(request.username, { limit: request.limit, pageToken: request.pageToken }).pipe(
-          Effect.map((page) => ({ sessions: page.sessions as Array<SessionInfo>, nextPageToken: page.nextPageToken })),
-          Effect.mapError(toStatus)
+          Effect.map((page) => ({ sessions: page.sessions as Array<SessionInfo>, nextPageToken: page.nextPageToken }))
         )),
-      createSession: bridge(SessionServiceService.createSession, (request) =>
+      createSession: serve(SessionServiceService.createSession, (request) =>
         logic.createSession(request).pipe(
-          Effect.map((sessionId) => ({ sessionId })),
-          Effect.mapError(toStatus)
+          Effect.map((sessionId) => ({ sessionId }))
         )),
-      getHistoryMessages: bridge(SessionServiceService.getHistoryMessages, (request) =>
+      getHistoryMessages: serve(SessionServiceService.getHistoryMessages, (request) =>
         logic.getHistoryMessages(request).pipe(
-          Effect.map((messages) => ({ messages: messages as Array<PushMessage> })),
-          Effect.mapError(toStatus)
+          Effect.map((messages) => ({ messages: messages as Array<PushMessage> }))
         )),
-      getContactList: bridge(SessionServiceService.getContactList, (request) =>
+      getContactList: serve(SessionServiceService.getContactList, (request) =>
         logic.getContactList(request.username).pipe(
-          Effect.map((contacts) => ({ contacts: contacts as Array<ContactInfo> })),
-          Effect.mapError(toStatus)
+          Effect.map((contacts) => ({ contacts: contacts as Array<ContactInfo> }))
         )),
-      searchUser: bridge(SessionServiceService.searchUser, (request) =>
+      searchUser: serve(SessionServiceService.searchUser, (request) =>
         logic.searchUser(request.query).pipe(
-          Effect.map((users) => ({ users: users as Array<ContactInfo> })),
-          Effect.mapError(toStatus)
+          Effect.map((users) => ({ users: users as Array<ContactInfo> }))
         )),
-      updateReadPosition: bridge(SessionServiceService.updateReadPosition, (request) =>
+      updateReadPosition: serve(SessionServiceService.updateReadPosition, (request) =>
         logic.updateReadPosition(request).pipe(
-          Effect.map((unreadCount) => ({ unreadCount })),
-          Effect.mapError(toStatus)
+          Effect.map((unreadCount) => ({ unreadCount }))
         )),
-      pullInboxDelta: bridge(SessionServiceService.pullInboxDelta, (request) =>
+      pullInboxDelta: serve(SessionServiceService.pullInboxDelta, (request) =>
         logic.pullInboxDelta(request).pipe(
           Effect.map((page) => ({
             events: page.events as Array<InboxEvent>,
             nextCursorId: page.nextCursorId,
             hasMore: page.hasMore
-          })),
-          Effect.mapError(toStatus)
+          }))
         ))
     }
 
