@@ -153,6 +153,12 @@ const InboxSchema = Schema.Struct({
   limit: nonNegativeInt64("limit")
 })
 
+/** A SessionService request as Logic takes it: its fields for the authenticated caller, without the token. */
+const asCaller = <Req extends { readonly accessToken: string }>(request: Req, caller: Caller): Omit<Req, "accessToken"> & { readonly username: string } => {
+  const { accessToken: _token, ...fields } = request
+  return { ...fields, username: caller.username }
+}
+
 /** Every procedure of the HTTP API, bound to the Logic and the Authenticator. */
 export interface ProcedureRules {
   readonly sessions: SessionRules
@@ -240,15 +246,7 @@ export const makeProcedures = (
     response: Api.GetHistoryMessagesResponse,
     schema: HistorySchema,
     invoke: (request, caller) =>
-      Effect.map(
-        logic.getHistoryMessages({
-          username: caller.username,
-          sessionId: request.sessionId,
-          limit: request.limit,
-          beforeSeq: request.beforeSeq
-        }),
-        (messages) => ({ messages: [...messages] })
-      )
+      Effect.map(logic.getHistoryMessages(asCaller(request, caller)), (messages) => ({ messages: [...messages] }))
   }),
   sessionProcedure({
     method: "GetContactList",
@@ -271,10 +269,7 @@ export const makeProcedures = (
     response: Api.UpdateReadPositionResponse,
     schema: ReadPositionSchema,
     invoke: (request, caller) =>
-      Effect.map(
-        logic.updateReadPosition({ username: caller.username, sessionId: request.sessionId, seqId: request.seqId }),
-        (unreadCount) => ({ unreadCount })
-      )
+      Effect.map(logic.updateReadPosition(asCaller(request, caller)), (unreadCount) => ({ unreadCount }))
   }),
   sessionProcedure({
     method: "PullInboxDelta",
@@ -283,9 +278,6 @@ export const makeProcedures = (
     response: Api.PullInboxDeltaResponse,
     schema: InboxSchema,
     invoke: (request, caller) =>
-      Effect.map(
-        logic.pullInboxDelta({ username: caller.username, cursorId: request.cursorId, limit: request.limit }),
-        (page) => ({ events: [...page.events], nextCursorId: page.nextCursorId, hasMore: page.hasMore })
-      )
+      Effect.map(logic.pullInboxDelta(asCaller(request, caller)), (page) => ({ ...page, events: [...page.events] }))
   })
 ]
