@@ -89,7 +89,8 @@ export const gatewayConfig = Config.all({
 
 export type GatewayConfig = Config.Config.Success<typeof gatewayConfig>
 
-const isLoopbackHost = (host: string) =>
+/** A host only this machine reaches: advertised in etcd, it would send every peer back to itself. */
+export const isLoopbackHost = (host: string) =>
   host === "localhost" || host === "::1" || host === "[::1]" || host.startsWith("127.") || host.endsWith(".localhost")
 
 /** Upstream's `GetHost`: `service.host`, else `$HOSTNAME`, else `localhost`; then the internal bind that goes with it. */

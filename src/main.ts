@@ -33,6 +33,7 @@ import * as WebSocketGateway from "./adapters/ws/config.js"
 import type { GatewayConfig } from "./gateway-config.js"
 import {
   dispatcherLimitSettings,
+  isLoopbackHost,
   loadConfigReport,
   pendingSettings,
   revocationSettings,
@@ -201,7 +202,7 @@ const reportConfiguration = (config: GatewayConfig, report: ConfigReport) =>
           registry_ttl_seconds: Duration.toSeconds(config.registry.defaultTtl)
         })
       )
-      if (config.service.advertiseHost === "localhost" || config.service.advertiseHost.startsWith("127.")) {
+      if (isLoopbackHost(config.service.advertiseHost)) {
         yield* Effect.logWarning(
           "the advertised host is a loopback name: a Task service on another machine cannot push here (set service.host)"
         ).pipe(Effect.annotateLogs({ advertised_host: config.service.advertiseHost }))

@@ -161,7 +161,7 @@ const build = (options: HttpOptions) =>
     const warnShared = (request: HttpServerRequest.HttpServerRequest, ip: string) =>
       Effect.suspend(() => {
         if (warnedShared.has(ip) || warnedShared.size >= 256) return Effect.void
-        const hint = addressing.sharedAddressHint(NodeHttpServerRequest.toIncomingMessage(request))
+        const hint = addressing.sharedAddressHint(NodeHttpServerRequest.toIncomingMessage(request), ip)
         if (hint === undefined) return Effect.void
         warnedShared.add(ip)
         return Effect.logWarning(`login rate limit reached for ${ip}; ${hint}`).pipe(

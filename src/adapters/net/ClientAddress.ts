@@ -1,7 +1,6 @@
 import { Config, Effect, Either } from "effect"
 import type { ConfigError } from "effect"
 import type * as Http from "node:http"
-import * as Net from "node:net"
 import { list } from "../settings/Settings.js"
 import type { IpRuleError, IpSet } from "./IpRules.js"
 import { compileIpFilter, compileIpSet, normalizeIp } from "./IpRules.js"
@@ -56,27 +55,18 @@ export interface ClientAddressing {
   /**
    * Why the address of a request may stand for many clients (a proxy the gateway does not trust, a
    * NAT or load balancer on a private network); `undefined` when it looks like one client.
+   * `clientIp` is what `clientIp(request)` gave.
    */
-  readonly sharedAddressHint: (request: Http.IncomingMessage) => string | undefined
+  readonly sharedAddressHint: (request: Http.IncomingMessage, clientIp: string) => string | undefined
 }
 
 /** Loopback, RFC 1918, CGNAT, link-local and unique-local ranges: where proxies and NATs live. */
-const privateRanges = (() => {
-  const list = new Net.BlockList()
-  list.addSubnet("127.0.0.0", 8, "ipv4")
-  list.addSubnet("10.0.0.0", 8, "ipv4")
-  list.addSubnet("172.16.0.0", 12, "ipv4")
-  list.addSubnet("192.168.0.0", 16, "ipv4")
-  list.addSubnet("100.64.0.0", 10, "ipv4")
-  list.addSubnet("169.254.0.0", 16, "ipv4")
-  list.addAddress("::1", "ipv6")
-  list.addSubnet("fc00::", 7, "ipv6")
-  list.addSubnet("fe80::", 10, "ipv6")
-  return list
-})()
-
-const isPrivateAddress = (ip: string): boolean =>
-  ip !== "" && privateRanges.check(ip, Net.isIPv4(ip) ? "ipv4" : "ipv6")
+const isPrivateAddress: IpSet = Either.getOrThrow(
+  compileIpSet("private ranges", [
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
+    "::1", "fc00::/7", "fe80::/10"
+  ])
+)
 
 const sharedAddressHint = (
   request: Http.IncomingMessage,
@@ -122,7 +112,7 @@ export const makeClientAddressing = (options: ClientAddressOptions): Either.Eith
         return {
           clientIp: ipOf,
           ipAllowed,
-          sharedAddressHint: (request) => sharedAddressHint(request, ipOf(request), isTrustedProxy)
+          sharedAddressHint: (request, ip) => sharedAddressHint(request, ip, isTrustedProxy)
         }
       }
     ))
