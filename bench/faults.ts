@@ -11,7 +11,9 @@ import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { WebSocket } from "ws"
-import { WsPacket } from "../src/gen/gateway/v1/packet.js"
+import { directSessionId } from "../src/domain/Session.js"
+import { portOpen } from "../test/support/cluster.js"
+import { OfficialRuleClient } from "../test/support/official-client.js"
 import type { Child } from "./procs.js"
 import { freePort, killAll, repoRoot, sleep, spawnChild, startNode, waitFor } from "./procs.js"
 import { table } from "./report.js"
@@ -66,16 +68,6 @@ const startLogic = async (port: number, env: Record<string, string>): Promise<Ch
   await waitFor("logic listening", () => portOpen(port), 30_000, child)
   return child
 }
-
-const portOpen = (port: number) =>
-  new Promise<boolean>((resolve) => {
-    const socket = Net.connect(port, "127.0.0.1")
-    socket.once("connect", () => {
-      socket.destroy()
-      resolve(true)
-    })
-    socket.once("error", () => resolve(false))
-  })
 
 interface Etcd {
   readonly endpoint: string
@@ -142,15 +134,11 @@ const register = async (baseUrl: string, username: string): Promise<string> =>
     .accessToken
 
 /**
- * A chat client with the official web client's reconnect rule (reconnect after an unclean close,
- * 5 tries 3 s apart); it remembers every chat it sent and how each was answered.
+ * A chat client that reconnects as the official web client does (the test suite's
+ * `OfficialRuleClient`); it remembers every chat it sent and how each was answered.
  */
 class Chatter {
-  ws: WebSocket | undefined
-  opens = 0
-  attempts = 0
-  gaveUp = false
-  readonly closes: Array<number> = []
+  private readonly socket: OfficialRuleClient
   /** seq → content */
   readonly sent = new Map<string, string>()
   /** seq → msg_id of a successful ack */
@@ -158,70 +146,51 @@ class Chatter {
   /** seq → error of an ack that refused */
   readonly refused = new Map<string, string>()
   private counter = 0
-  private stopped = false
-  private timer: NodeJS.Timeout | undefined
+  /** The closes of this phase: from `reset` until `stop` (whose own close is ours, not the fault's). */
+  private closesFrom = 0
+  private closesUntil: number | undefined = undefined
 
   constructor(
     readonly username: string,
     readonly token: string,
-    private url: string,
+    url: string,
     readonly sessionId: string,
     private tag: string
   ) {
-    this.connect()
-  }
-
-  get open() {
-    return this.ws?.readyState === WebSocket.OPEN
-  }
-
-  /** Where the next reconnect goes (a supervisor restarting on other ports, a load balancer). */
-  retarget(url: string) {
-    this.url = url
-  }
-
-  private connect() {
-    const ws = new WebSocket(`${this.url}?token=${encodeURIComponent(this.token)}`)
-    this.ws = ws
-    ws.binaryType = "nodebuffer"
-    ws.on("open", () => {
-      this.opens++
-      this.attempts = 0
-    })
-    ws.on("message", (data: Buffer) => {
-      const packet = WsPacket.decode(new Uint8Array(data))
+    this.socket = new OfficialRuleClient(url, token, (packet) => {
       if (packet.payload?.$case !== "ack") return
       const ack = packet.payload.value
       if (!this.sent.has(ack.refSeq)) return
       if (ack.error === "") this.acked.set(ack.refSeq, ack.msgId.toString())
       else this.refused.set(ack.refSeq, ack.error)
     })
-    ws.on("error", () => {})
-    ws.on("close", (code) => {
-      if (this.stopped) return
-      this.closes.push(code)
-      // `ws` reports 1006 exactly when the close was not clean (no close frame came).
-      const wasClean = code !== 1006
-      if (!wasClean && this.attempts < 5) {
-        this.attempts++
-        this.timer = setTimeout(() => this.connect(), 3_000)
-      } else {
-        this.gaveUp = true
-      }
-    })
+  }
+
+  get open() {
+    return this.socket.open
+  }
+
+  get opens() {
+    return this.socket.opens
+  }
+
+  get closes(): ReadonlyArray<number> {
+    return this.socket.closes.slice(this.closesFrom, this.closesUntil).map((close) => close.code)
   }
 
   /** Sends the next chat when the socket is open, as the web client does. */
   sendNext(content = ""): boolean {
-    if (!this.open) return false
-    const seq = `${this.tag}-${this.username}-${++this.counter}`
+    const seq = `${this.tag}-${this.username}-${this.counter + 1}`
     const text = content === "" ? `${seq} hello` : `${seq} ${content}`
-    this.sent.set(seq, text)
-    this.ws!.send(WsPacket.encode({
+    const sent = this.socket.send({
       seq,
       payload: { $case: "chat", value: { sessionId: this.sessionId, fromUsername: "", toUsername: "", content: text, type: "text", timestamp: 0n } }
-    }).finish())
-    return true
+    })
+    if (sent) {
+      this.counter++
+      this.sent.set(seq, text)
+    }
+    return sent
   }
 
   /** Starts a new phase: what was sent and answered so far is forgotten (the socket is kept). */
@@ -231,13 +200,12 @@ class Chatter {
     this.sent.clear()
     this.acked.clear()
     this.refused.clear()
-    this.closes.length = 0
+    this.closesFrom = this.socket.closes.length
   }
 
   stop() {
-    this.stopped = true
-    clearTimeout(this.timer)
-    this.ws?.close()
+    this.closesUntil = this.socket.closes.length
+    this.socket.stop()
   }
 }
 
@@ -247,7 +215,7 @@ const chatters = async (baseUrl: string, wsUrl: string, prefix: string, pairs: n
   for (let i = 0; i < pairs; i++) {
     const a = `${prefix}a${i}`
     const b = `${prefix}b${i}`
-    const session = a < b ? `single:${a}:${b}` : `single:${b}:${a}`
+    const session = directSessionId(a, b)
     result.push(new Chatter(a, await register(baseUrl, a), wsUrl, session, prefix))
     result.push(new Chatter(b, await register(baseUrl, b), wsUrl, session, prefix))
   }
@@ -397,11 +365,11 @@ const slowReader = async (): Promise<Outcome> => {
   const slowToken = await register(base, "slow")
   const slowSocket = new WebSocket(`${wsUrl}?token=${slowToken}`)
   await new Promise((resolve) => slowSocket.once("open", resolve))
-  const slowClosed = new Promise<{ code: number; at: number }>((resolve) => slowSocket.once("close", (code) => resolve({ code, at: Date.now() })))
+  const slowClosed = new Promise<{ code: number }>((resolve) => slowSocket.once("close", (code) => resolve({ code })))
   const senders: Array<Chatter> = []
   for (let i = 0; i < 8; i++) {
     const name = `flood${i}`
-    senders.push(new Chatter(name, await register(base, name), wsUrl, `single:flood${i}:slow`, "f"))
+    senders.push(new Chatter(name, await register(base, name), wsUrl, directSessionId(name, "slow"), "f"))
   }
   const bystanders = await chatters(base, wsUrl, "s", 2)
   await waitFor("senders connected", async () => senders.every((c) => c.open), 10_000)
@@ -501,13 +469,8 @@ const cluster = async (): Promise<Array<Outcome>> => {
     await sleep(3_000)
     const restartedAt = Date.now()
     await etcd.start({ wipe })
-    const back = await waitFor(
-      "the gateway registered again under the same id",
-      async () => (await gatewayKey()) === registeredAs,
-      30_000
-    )
+    await waitFor("the gateway registered again under the same id", async () => (await gatewayKey()) === registeredAs, 30_000)
     const recovered = Date.now() - restartedAt
-    void back
     await waitFor("logic registered again", async () => (await etcdKeys(etcd.endpoint, "/resonance/services/logic-service/")).length > 0, 30_000)
     await sleep(2_000)
     stop()

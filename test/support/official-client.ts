@@ -20,7 +20,12 @@ export class OfficialRuleClient {
   private stopped = false
   private timer: NodeJS.Timeout | undefined
 
-  constructor(private readonly url: string, private readonly token: string) {
+  /** `onPacket`: each packet goes there instead of into `packets` (a long-running client keeps nothing). */
+  constructor(
+    private readonly url: string,
+    private readonly token: string,
+    private readonly onPacket?: (packet: WsPacket) => void
+  ) {
     this.connect()
   }
 
@@ -37,7 +42,9 @@ export class OfficialRuleClient {
       this.attempts = 0
     })
     ws.addEventListener("message", (event) => {
-      this.packets.push(WsPacketFns.decode(new Uint8Array(event.data as Buffer)))
+      const packet = WsPacketFns.decode(new Uint8Array(event.data as Buffer))
+      if (this.onPacket === undefined) this.packets.push(packet)
+      else this.onPacket(packet)
     })
     ws.addEventListener("error", () => {})
     ws.addEventListener("close", (event) => {
