@@ -80,10 +80,10 @@ export const makeLogger = (format: LogFormat, write: (line: string) => void = wr
     )
   )
 
-/** Replaces Effect's default logger and sets the minimum level for everything under this Layer. */
 /**
- * The process's one logger: it replaces whatever loggers are installed (a provisional one during
- * start-up included), so no event is written twice.
+ * The process's one logger, at the minimum level for everything under this Layer: it replaces
+ * whatever loggers are installed (a provisional one during start-up included), so no event is
+ * written twice.
  */
 export const layerLogger = (options: LoggingOptions): Layer.Layer<never> =>
   Layer.merge(
