@@ -19,6 +19,7 @@ import { NodeServer } from "../net/NodeServer.js"
 import { drainClients } from "./Drain.js"
 import { forkHeartbeat } from "./Heartbeat.js"
 import { rejectUpgrade, upgradeToken } from "./Upgrade.js"
+import { WireFrameCache } from "./WireFrame.js"
 import type { ClientContext } from "./WsClient.js"
 import { destroySocket, WsClient } from "./WsClient.js"
 
@@ -126,6 +127,7 @@ export const layer = (options: WebSocketOptions) =>
       const context: ClientContext = {
         sendBufferLimit: options.sendBufferLimit,
         metrics,
+        frames: new WireFrameCache(),
         onClosed: (client) => {
           clients.delete(client)
           admission.disconnected(client.info.remoteAddress)
@@ -144,7 +146,7 @@ export const layer = (options: WebSocketOptions) =>
         return span
       }
 
-      const open = (ws: WebSocket, principal: Principal, ip: string) => {
+      const open = (ws: WebSocket, socket: Duplex, principal: Principal, ip: string) => {
         const info: ConnectionInfo = {
           id: nextId++,
           username: principal.username,
@@ -153,7 +155,7 @@ export const layer = (options: WebSocketOptions) =>
           expiresAt: principal.expiresAt,
           tokenId: principal.tokenId
         }
-        const client = new WsClient(ws, info, sessionSpan, context)
+        const client = new WsClient(ws, socket, info, sessionSpan, context)
         clients.add(client)
         admission.connected(principal.username)
         client.session = dispatcher.open(client)
@@ -189,7 +191,7 @@ export const layer = (options: WebSocketOptions) =>
                   return
                 }
                 admission.authenticated()
-                wss.handleUpgrade(request, socket, head, (ws) => open(ws, principal, ip))
+                wss.handleUpgrade(request, socket, head, (ws) => open(ws, socket, principal, ip))
               }
             }),
             Effect.withSpan("WebSocket.upgrade", { captureStackTrace: false })

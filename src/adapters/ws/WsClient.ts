@@ -6,6 +6,7 @@ import type { ConnectionSession } from "../../application/Dispatcher.js"
 import type { MetricsShape } from "../../application/ports/Metrics.js"
 import type { ConnectionInfo } from "../../domain/Connection.js"
 import { CloseCodes } from "../../domain/Connection.js"
+import type { WireFrameCache } from "./WireFrame.js"
 
 /** What every client of one gateway shares; a client keeps only a pointer to it. */
 export interface ClientContext {
@@ -13,6 +14,8 @@ export interface ClientContext {
   readonly sendBufferLimit: number
   readonly metrics: MetricsShape
   readonly onClosed: (client: WsClient) => void
+  /** The wire form of the payload being fanned out, shared by every client of the gateway. */
+  readonly frames: WireFrameCache
 }
 
 const kClient = Symbol("resonance.client")
@@ -27,14 +30,23 @@ export class WsClient implements LiveConnection {
   lastSeen: number
   span: Tracer.Span | undefined = undefined
 
+  /**
+   * The upgraded socket, written directly when no extension was negotiated: `ws` then writes
+   * every frame of its own synchronously, so frames cannot interleave. Compressed connections go
+   * through `ws.send`, which may queue behind a deflate.
+   */
+  private readonly raw: Duplex | undefined
+
   constructor(
     readonly ws: WebSocket,
+    socket: Duplex,
     readonly info: ConnectionInfo,
     /** The WebSocket session's span, made on the first chat: an idle socket holds none. */
     private readonly makeSpan: (client: WsClient) => Tracer.Span,
     private readonly context: ClientContext
   ) {
     this.lastSeen = info.connectedAt
+    this.raw = ws.extensions === "" ? socket : undefined
     ;(ws as unknown as Record<symbol, WsClient>)[kClient] = this
     ws.on("message", onMessage)
     ws.on("pong", onPong)
@@ -51,7 +63,8 @@ export class WsClient implements LiveConnection {
       ws.terminate()
       return false
     }
-    ws.send(frame)
+    if (this.raw !== undefined) this.raw.write(this.context.frames.of(frame))
+    else ws.send(frame)
     return true
   }
 
