@@ -97,7 +97,8 @@ describe("internal RPC authentication", () => {
   it.scopedLive("with a token, a call without it or with another one is refused; the right one delivers", () =>
     Effect.gen(function*() {
       const { port, victim } = yield* startPushServer(options({ token: "s3cret-internal-token" }))
-      for (const metadata of [new grpc.Metadata(), bearer("guess"), bearer("s3cret-internal-token ")]) {
+      // Absent, shorter, longer, and as long as the token but one character off.
+      for (const metadata of [new grpc.Metadata(), bearer("guess"), bearer("s3cret-internal-token "), bearer("s3cret-internal-tokem")]) {
         const error = yield* Effect.flip(rawPush(port, { toUsernames: ["victim"], message: forged }, metadata))
         expect(error.code).toBe(grpc.status.UNAUTHENTICATED)
       }
@@ -120,8 +121,11 @@ describe("internal RPC authentication", () => {
   it.scopedLive("internal.ip_deny applies to the internal port: a denied peer is refused before its token is read", () =>
     Effect.gen(function*() {
       const { port, victim } = yield* startPushServer(options({ token: "t0ken-t0ken", ipDeny: ["127.0.0.0/8"] }))
-      const error = yield* Effect.flip(rawPush(port, { toUsernames: ["victim"], message: forged }, bearer("t0ken-t0ken")))
-      expect(error.code).toBe(grpc.status.PERMISSION_DENIED)
+      // Verdicts are kept per peer: a denied address stays denied call after call.
+      for (let call = 0; call < 2; call++) {
+        const error = yield* Effect.flip(rawPush(port, { toUsernames: ["victim"], message: forged }, bearer("t0ken-t0ken")))
+        expect(error.code).toBe(grpc.status.PERMISSION_DENIED)
+      }
       expect(victim.frames).toEqual([])
       const allowed = yield* startPushServer(options({ token: "t0ken-t0ken", ipAllow: ["127.0.0.1"] }))
       yield* rawPush(allowed.port, { toUsernames: ["victim"], message: forged }, bearer("t0ken-t0ken"))

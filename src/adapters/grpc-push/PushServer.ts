@@ -6,7 +6,7 @@ import { PushDelivery } from "../../application/PushDelivery.js"
 import { PushServiceService } from "../../gen/gateway/v1/push.js"
 import type { PushRequest, PushResponse, PushServiceServer } from "../../gen/gateway/v1/push.js"
 import { InternalAuth } from "../grpc/Security.js"
-import { listen } from "../grpc/Server.js"
+import { listen, serverOptions } from "../grpc/Server.js"
 import type { ListenOptions } from "../grpc/Server.js"
 import { methodLabel, statusName } from "../grpc/Status.js"
 import { parentSpanFromTraceparent } from "../grpc/TraceContext.js"
@@ -93,7 +93,7 @@ export const layer = (options: PushServerOptions): Layer.Layer<PushServer, Error
         metrics.grpcRequest(LABEL, statusName(status), (performance.now() - started) / 1000)
       }
 
-      const server = new grpc.Server()
+      const server = new grpc.Server(serverOptions)
       const implementation: PushServiceServer = { push }
       server.addService(PushServiceService, implementation)
       const port = yield* listen(server, security, options)

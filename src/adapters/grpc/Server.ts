@@ -14,6 +14,12 @@ export interface ListenOptions {
   readonly shutdownTimeout?: Duration.DurationInput
 }
 
+/**
+ * Options of every gRPC server here. No channelz: nothing serves it, and with it on grpc-js
+ * counts every call and message per server and per connection.
+ */
+export const serverOptions: grpc.ServerOptions = { "grpc.enable_channelz": 0 }
+
 const bindAddress = (host: string, port: number) => `${host.includes(":") ? `[${host}]` : host}:${port}`
 
 /** Binds the server with the internal credentials and shuts it down when the scope closes; succeeds with the bound port. */

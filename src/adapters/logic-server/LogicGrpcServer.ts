@@ -14,7 +14,7 @@ import { SessionServiceService } from "../../gen/logic/v1/session.js"
 import type { ContactInfo, InboxEvent, SessionInfo, SessionServiceServer } from "../../gen/logic/v1/session.js"
 import type { PushMessage } from "../../gen/gateway/v1/packet.js"
 import { InternalAuth } from "../grpc/Security.js"
-import { listen, makeUnaryBridge } from "../grpc/Server.js"
+import { listen, makeUnaryBridge, serverOptions } from "../grpc/Server.js"
 import type { UnaryMethod } from "../grpc/Client.js"
 import type { ListenOptions } from "../grpc/Server.js"
 import { grpcFailure, statusOf } from "../grpc/Status.js"
@@ -37,7 +37,7 @@ export const serveLogic = (
     /** One RPC of the Logic: its answer, or its LogicError as the gRPC status the gateway maps back. */
     const serve = <Req, Res>(method: UnaryMethod<Req, Res>, call: (request: Req) => Effect.Effect<Res, LogicError>) =>
       bridge(method, (request: Req) => Effect.mapError(call(request), toStatus))
-    const server = new grpc.Server()
+    const server = new grpc.Server(serverOptions)
 
     const auth: AuthServiceServer = {
       login: serve(AuthServiceService.login, (request) => logic.login(request)),
