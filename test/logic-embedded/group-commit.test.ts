@@ -1,13 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
 import Database from "better-sqlite3"
-import { Effect, Exit } from "effect"
+import { Effect, Exit, TestClock } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { makeGroupCommit } from "../../src/adapters/logic-embedded/GroupCommit.js"
 import { makeCounters } from "../../src/adapters/logic-embedded/Statements.js"
 import { makeWalSync } from "../../src/adapters/logic-embedded/WalSync.js"
-import { makeCheckpointer } from "../../src/adapters/logic-embedded/Checkpointer.js"
+import { makeCheckpointer, scheduleCheckpoints } from "../../src/adapters/logic-embedded/Checkpointer.js"
 
 const openDb = () => {
   const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-group-commit-"))
@@ -123,5 +123,27 @@ describe("checkpointer", () => {
       }
       expect(after).toBeGreaterThan(before + 200_000)
       expect((db.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n).toBe(2000)
+    }))
+
+  it.scoped("asks for a checkpoint each interval while commits come in, and once a second when none do", () =>
+    Effect.gen(function*() {
+      let requests = 0
+      const counters = makeCounters()
+      yield* scheduleCheckpoints({ request: () => void requests++ }, counters, 20)
+      yield* Effect.yieldNow()
+      requests = 0
+      // Idle: one request a second, not fifty.
+      yield* TestClock.adjust("1 second")
+      expect(requests).toBe(1)
+      // Writing: every 20 ms tick that follows a commit asks for one.
+      requests = 0
+      for (let tick = 0; tick < 10; tick++) {
+        counters.transactions++
+        yield* TestClock.adjust("20 millis")
+      }
+      expect(requests).toBe(10)
+      requests = 0
+      yield* TestClock.adjust("500 millis")
+      expect(requests).toBe(0)
     }))
 })

@@ -1,4 +1,4 @@
-import { Effect, Runtime } from "effect"
+import { Duration, Effect, Runtime, Schedule } from "effect"
 import type { Scope } from "effect"
 import { createRequire } from "node:module"
 import { Worker } from "node:worker_threads"
@@ -64,3 +64,27 @@ export const makeCheckpointer = (databasePath: string): Effect.Effect<Checkpoint
     }
     return { request }
   })
+
+/**
+ * Asks for a checkpoint every `intervalMs` while write transactions commit, and once a second
+ * otherwise. Small, frequent checkpoints keep each flush of the database file short: one a second
+ * wrote every page a second of chats had touched (a page per active session in each index) and
+ * flushed them at once, and every WAL flush queued behind it, holding up acks for 10-40 ms.
+ */
+export const scheduleCheckpoints = (
+  checkpointer: Checkpointer,
+  counters: { readonly transactions: number },
+  intervalMs: number
+): Effect.Effect<void, never, Scope.Scope> => {
+  const ticksPerSecond = Math.max(1, Math.round(1_000 / intervalMs))
+  let committed = -1
+  let ticks = 0
+  const tick = Effect.sync(() => {
+    ticks++
+    if (counters.transactions === committed && ticks < ticksPerSecond) return
+    committed = counters.transactions
+    ticks = 0
+    checkpointer.request()
+  })
+  return Effect.asVoid(Effect.forkScoped(Effect.repeat(tick, Schedule.spaced(Duration.millis(intervalMs)))))
+}

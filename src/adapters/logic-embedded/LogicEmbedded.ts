@@ -1,4 +1,4 @@
-import { Effect, Layer, Schedule } from "effect"
+import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
 import { PushDelivery } from "../../application/PushDelivery.js"
 import type { LogicShape } from "../../application/ports/Logic.js"
@@ -9,7 +9,7 @@ import { MIN_SECRET_BYTES } from "../../domain/Token.js"
 import { defaultChatRules } from "../../domain/Packet.js"
 import { defaultSessionRules } from "../../domain/Session.js"
 import { makeAccounts } from "./Accounts.js"
-import { makeCheckpointer } from "./Checkpointer.js"
+import { makeCheckpointer, scheduleCheckpoints } from "./Checkpointer.js"
 import { EmbeddedLogicError, openDatabase } from "./Database.js"
 import { makeGroupCommit } from "./GroupCommit.js"
 import type { Publisher } from "./Messages.js"
@@ -59,6 +59,8 @@ export interface LogicEmbeddedOptions {
   readonly synchronous?: "full" | "normal"
   /** Least time between two group commits under load (default 2 ms); 0 commits every turn. */
   readonly commitIntervalMs?: number
+  /** Least time between two WAL checkpoints while writes come in (default 20 ms). */
+  readonly checkpointIntervalMs?: number
 }
 
 export interface EmbeddedLogic extends LogicShape, Pick<PresenceStore, "onlineGateways" | "forgetGateway"> {
@@ -104,9 +106,9 @@ export const makeEmbeddedLogic = (
     const inMemory = options.databasePath === ":memory:"
     const db = yield* openDatabase(options.databasePath)
     const wal = inMemory || options.synchronous === "normal" ? noWalSync : yield* makeWalSync(options.databasePath)
+    const counters = makeCounters()
     if (!inMemory) {
-      const checkpointer = yield* makeCheckpointer(options.databasePath)
-      yield* Effect.sync(() => checkpointer.request()).pipe(Effect.repeat(Schedule.spaced("1 second")), Effect.forkScoped)
+      yield* scheduleCheckpoints(yield* makeCheckpointer(options.databasePath), counters, options.checkpointIntervalMs ?? 20)
     }
     const durable = wal.sync.pipe(Effect.catchAll((error) => storageFailure("flushing the WAL", error)))
     const secret = options.secretKey || (yield* Effect.try({
@@ -115,7 +117,6 @@ export const makeEmbeddedLogic = (
         new EmbeddedLogicError({ reason: "Secret", message: `cannot load the token secret: ${String(cause)}`, cause })
     }))
 
-    const counters = makeCounters()
     const prepare = preparer(db, counters)
     const cache = makeSessionCache(prepare)
     const maxMsgId = prepare<[], bigint | null>("SELECT MAX(msg_id) FROM messages", { pluck: true })

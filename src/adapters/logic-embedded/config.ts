@@ -9,7 +9,8 @@ export const embeddedSettings = Config.nested(
   Config.all({
     databasePath: str("database_path", "./data/resonance.db"),
     synchronous: Config.literal("full", "normal")("synchronous").pipe(Config.withDefault("full" as const)),
-    commitInterval: duration("commit_interval", "2ms")
+    commitInterval: duration("commit_interval", "2ms"),
+    checkpointInterval: duration("checkpoint_interval", "20ms")
   }),
   "embedded"
 )
@@ -52,6 +53,7 @@ export const logicEmbeddedOptionsConfig: Config.Config<LogicEmbeddedOptions> = C
     databasePath: embedded.databasePath,
     synchronous: embedded.synchronous,
     commitIntervalMs: Duration.toMillis(embedded.commitInterval),
+    checkpointIntervalMs: Math.max(1, Duration.toMillis(embedded.checkpointInterval)),
     secretKey: auth.secretKey,
     tokenTtlSeconds: Duration.toSeconds(auth.tokenTtl),
     bcryptRounds: auth.bcryptCost,
