@@ -127,7 +127,7 @@ describe("WebSocket adapter", () => {
     )
   })
 
-  it.scopedLive("delivers a push to every device of the user", () =>
+  it.scopedLive("delivers a push to every device of the user, in order, in every frame length form", () =>
     Effect.gen(function*() {
       const port = yield* serverPort
       const phone = yield* promise(() => connectClient(port, { token: tokenFor("alice") }))
@@ -135,9 +135,14 @@ describe("WebSocket adapter", () => {
       const push = yield* PushDelivery
       const report = yield* push.deliver(["alice", "carol"], message("hi there"))
       expect(report.failedUsernames).toEqual(["carol"])
+      // Packets of < 126, < 65,536 and ≥ 65,536 bytes: each header form of a prepared frame.
+      const contents = ["hi there", "m".repeat(300), "l".repeat(70_000), "again"]
+      for (const content of contents.slice(1)) yield* push.deliver(["alice"], message(content))
       for (const device of [phone, laptop]) {
-        const packet = yield* promise(() => device.next((p) => p.payload?.$case === "push"))
-        expect(packet.payload?.$case === "push" && packet.payload.value.content).toBe("hi there")
+        for (const content of contents) {
+          const packet = yield* promise(() => device.next((p) => p.payload?.$case === "push"))
+          expect(packet.payload?.$case === "push" && packet.payload.value.content).toBe(content)
+        }
       }
     }).pipe(Effect.provide(wsGatewayLayer())))
 

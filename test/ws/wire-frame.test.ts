@@ -1,23 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
-import { PushDelivery } from "../../src/application/PushDelivery.js"
 import { wireFrame, WireFrameCache } from "../../src/adapters/ws/WireFrame.js"
-import type { PushMessage } from "../../src/domain/Model.js"
-import { connectClient, promise, serverPort, tokenFor, wsGatewayLayer } from "../support/gateway.js"
 
 const bytes = (length: number) => Uint8Array.from({ length }, (_, i) => i % 251)
-
-const message = (content: string): PushMessage => ({
-  msgId: 7n,
-  seqId: 3n,
-  sessionId: "single:alice:bob",
-  fromUsername: "bob",
-  toUsername: "alice",
-  content,
-  type: "text",
-  timestamp: 1700000000n,
-  sessionMeta: { name: "bob", type: 1 }
-})
 
 describe("prepared WebSocket frames", () => {
   it("frames a payload as RFC 6455 says: FIN + binary, unmasked, the shortest length form", () => {
@@ -47,21 +31,4 @@ describe("prepared WebSocket frames", () => {
     expect(cache.of(second)).not.toBe(framed)
     expect(Buffer.compare(cache.of(second), framed)).toBe(0)
   })
-
-  it.scopedLive("a real client reads pushes of every length form, on every device, in order", () =>
-    Effect.gen(function*() {
-      const port = yield* serverPort
-      const phone = yield* promise(() => connectClient(port, { token: tokenFor("alice") }))
-      const laptop = yield* promise(() => connectClient(port, { token: tokenFor("alice") }))
-      const push = yield* PushDelivery
-      // Encoded packets of < 126, < 65,536 and ≥ 65,536 bytes: each header form.
-      const contents = ["hi", "m".repeat(300), "l".repeat(70_000), "again"]
-      for (const content of contents) yield* push.deliver(["alice"], message(content))
-      for (const device of [phone, laptop]) {
-        for (const content of contents) {
-          const packet = yield* promise(() => device.next((p) => p.payload?.$case === "push"))
-          expect(packet.payload?.$case === "push" && packet.payload.value.content).toBe(content)
-        }
-      }
-    }).pipe(Effect.provide(wsGatewayLayer())))
 })
