@@ -155,6 +155,7 @@ const requested: Plan = {
   stormConnects: flag("storm") ?? preset.stormConnects,
   fanoutConcurrency: flag("fanout-concurrency") ?? preset.fanoutConcurrency,
   fanoutPushes: flag("fanout-pushes") ?? preset.fanoutPushes,
+  e2eDurationMs: flag("e2e-ms") ?? preset.e2eDurationMs,
   e2eLevels: levelsFlag() ?? preset.e2eLevels
 }
 
