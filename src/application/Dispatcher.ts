@@ -1,4 +1,4 @@
-import { Clock, Context, Duration, Effect, Layer, Option, Random, Runtime } from "effect"
+import { Clock, Context, Duration, Effect, FiberRef, Layer, Option, Random, Runtime } from "effect"
 import type { Scope, Tracer } from "effect"
 import { defaultChatRules } from "../domain/Packet.js"
 import type { LiveConnection } from "./ConnectionHub.js"
@@ -7,6 +7,7 @@ import { makeChatBatcher } from "./Dispatcher/ChatBatch.js"
 import type { Shared } from "./Dispatcher/Session.js"
 import { Session } from "./Dispatcher/Session.js"
 import { makeExpiryWheel } from "./Dispatcher/ExpiryWheel.js"
+import { sharedRunnerScheduler } from "./Dispatcher/SharedScheduler.js"
 import { makeFrameLimits, rateOf } from "./Dispatcher/FrameBudget.js"
 import { FrameCodec } from "./ports/FrameCodec.js"
 import { Logic } from "./ports/Logic.js"
@@ -83,7 +84,8 @@ export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, 
         const metrics = yield* Metrics
         const logic = yield* Logic
         const chatTimeout = Duration.decode(options.chatTimeout ?? "5 seconds")
-        const runFork = Runtime.runFork(runtime)
+        // Chat batches fork a fiber each: on one run queue, so finished fibers die young.
+        const runFork = Runtime.runFork(Runtime.setFiberRef(runtime, FiberRef.currentScheduler, sharedRunnerScheduler))
 
         const shared: Shared = {
           codec: yield* FrameCodec,

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Either, Exit, Fiber, Layer, Scope, TestClock } from "effect"
+import { Deferred, Effect, Either, Exit, Fiber, FiberRef, Layer, Scope, TestClock } from "effect"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import { Dispatcher } from "../../src/application/Dispatcher.js"
+import { sharedRunnerScheduler } from "../../src/application/Dispatcher/SharedScheduler.js"
 import { PresenceBatcher } from "../../src/application/PresenceBatcher.js"
 import type { ChatOrigin } from "../../src/application/ports/Logic.js"
 import { CloseCodes } from "../../src/domain/Connection.js"
@@ -167,6 +168,29 @@ describe("Dispatcher", () => {
               batches.push(items.map((item) => item.chat.content))
               // Answered out of order, as independent calls would be.
               for (const i of [2, 0, 1]) answer(i, Either.right({ msgId: BigInt(100 + i), seqId: 1n }))
+            })
+        }
+      })
+    )
+  })
+
+  it.scoped("a batch runs on the shared-runner scheduler, not one runner per fiber", () => {
+    const schedulers: Array<unknown> = []
+    return Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const user = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(user)
+      handle.receive(chatFrame("s1"))
+      yield* settle
+      expect(acks(user.packets())).toMatchObject([{ seq: "s1", msgId: 7n, error: "" }])
+      expect(schedulers).toEqual([sharedRunnerScheduler])
+    }).pipe(
+      withCore({
+        logic: {
+          sendMessages: (_, answer) =>
+            Effect.gen(function*() {
+              schedulers.push(yield* FiberRef.get(FiberRef.currentScheduler))
+              answer(0, Either.right({ msgId: 7n, seqId: 1n }))
             })
         }
       })
