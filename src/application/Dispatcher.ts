@@ -84,7 +84,7 @@ export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, 
         const metrics = yield* Metrics
         const logic = yield* Logic
         const chatTimeout = Duration.decode(options.chatTimeout ?? "5 seconds")
-        // Chat batches fork a fiber each: on one run queue, so finished fibers die young.
+        // Chat batches fork a fiber each; they run on one shared run queue (see SharedScheduler).
         const runFork = Runtime.runFork(Runtime.setFiberRef(runtime, FiberRef.currentScheduler, sharedRunnerScheduler))
 
         const shared: Shared = {
