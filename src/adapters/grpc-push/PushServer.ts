@@ -3,15 +3,14 @@ import { Context, Effect, Exit, Layer, Option, Runtime } from "effect"
 import type { Tracer } from "effect"
 import { Metrics } from "../../application/ports/Metrics.js"
 import { PushDelivery } from "../../application/PushDelivery.js"
-import { PushServiceService } from "../../gen/gateway/v1/push.js"
-import type { PushRequest, PushResponse, PushServiceServer } from "../../gen/gateway/v1/push.js"
+import { PushRequest, PushResponse, PushServiceService } from "../../gen/gateway/v1/push.js"
 import { InternalAuth } from "../grpc/Security.js"
-import { listen, serverOptions } from "../grpc/Server.js"
-import type { ListenOptions } from "../grpc/Server.js"
+import type { UnaryCall, UnaryOutcome, UnaryServerOptions } from "../grpc/UnaryServer.js"
+import { serveUnary } from "../grpc/UnaryServer.js"
 import { methodLabel, statusName } from "../grpc/Status.js"
 import { parentSpanFromTraceparent } from "../grpc/TraceContext.js"
 
-export type PushServerOptions = ListenOptions
+export type PushServerOptions = Omit<UnaryServerOptions, "onCompleted" | "onDefect">
 
 /** The running `resonance.gateway.v1.PushService`; `port` is the bound one (useful with port 0). */
 export class PushServer extends Context.Tag("resonance/PushServer")<PushServer, { readonly port: number }>() {}
@@ -25,13 +24,18 @@ export const pushTargets = (usernames: ReadonlyArray<string>): Array<string> => 
   return Array.from(targets)
 }
 
-const SPAN_NAME = PushServiceService.push.path.slice(1)
-const LABEL = methodLabel(PushServiceService.push.path)
+const PATH = PushServiceService.push.path
+const SPAN_NAME = PATH.slice(1)
+const LABEL = methodLabel(PATH)
+
+type Answer = { readonly response: PushResponse } | { readonly code: grpc.status; readonly details: string }
 
 /**
- * Serves PushService.Push for the Task service. The hot path of the fan-out, so the handler is
- * a plain callback: admission, the targets, one encode and the writes (PushDelivery), the
- * counters. No fiber per call; a span only when the caller's trace is sampled.
+ * Serves PushService.Push for the Task service. The hot path of the fan-out: served by the
+ * unary server on `node:http2` (../grpc/UnaryServer.ts) rather than grpc-js, and the handler is a
+ * plain callback: admission, decode, the targets, one encode of the frame and the writes
+ * (PushDelivery), one encode of the response, the counters. No fiber per call; a span only when
+ * the caller's trace is sampled.
  */
 export const layer = (options: PushServerOptions): Layer.Layer<PushServer, Error, PushDelivery | Metrics | InternalAuth> =>
   Layer.scoped(
@@ -44,8 +48,8 @@ export const layer = (options: PushServerOptions): Layer.Layer<PushServer, Error
       const clock = yield* Effect.clock
       const runFork = Runtime.runFork(yield* Effect.runtime<never>())
 
-      const traced = (call: grpc.ServerUnaryCall<PushRequest, PushResponse>): Tracer.Span | undefined => {
-        const header = call.metadata.get("traceparent")[0]
+      const traced = (call: UnaryCall): Tracer.Span | undefined => {
+        const header = call.headers.traceparent
         if (typeof header !== "string") return undefined
         const parent = parentSpanFromTraceparent(header)
         if (Option.isNone(parent) || !parent.value.sampled) return undefined
@@ -55,48 +59,40 @@ export const layer = (options: PushServerOptions): Layer.Layer<PushServer, Error
         return span
       }
 
-      const answer = (request: PushRequest): PushResponse | { readonly code: grpc.status; readonly details: string } => {
+      const answer = (request: PushRequest): Answer => {
         const message = request.message
         if (message === undefined) return { code: grpc.status.INVALID_ARGUMENT, details: "message is required" }
         const targets = pushTargets(request.toUsernames)
         // Nobody to reach is nothing failed, as the Go gateway answers.
-        if (targets.length === 0) return { msgId: message.msgId, error: "", failedUsernames: [] }
+        if (targets.length === 0) return { response: { msgId: message.msgId, error: "", failedUsernames: [] } }
         const report = delivery.deliverNow(targets, message)
-        return { msgId: message.msgId, error: "", failedUsernames: report.failedUsernames as Array<string> }
+        return { response: { msgId: message.msgId, error: "", failedUsernames: report.failedUsernames as Array<string> } }
       }
 
-      const push: grpc.handleUnaryCall<PushRequest, PushResponse> = (call, callback) => {
-        const started = performance.now()
-        const refusal = security.admit(call)
-        if (refusal !== undefined) {
-          callback({ code: refusal.status, details: refusal.message }, null)
-          metrics.grpcRequest(LABEL, statusName(refusal.status), (performance.now() - started) / 1000)
-          return
+      const push = (body: Uint8Array, call: UnaryCall): UnaryOutcome => {
+        let request: PushRequest
+        try {
+          request = PushRequest.decode(body)
+        } catch {
+          return { code: grpc.status.INTERNAL, details: "cannot decode the PushRequest" }
         }
         const span = traced(call)
-        let status: grpc.status = grpc.status.OK
-        try {
-          const outcome = answer(call.request)
-          if ("code" in outcome) {
-            status = outcome.code
-            callback(outcome, null)
-          } else {
-            span?.attribute("push.failed", outcome.failedUsernames.length)
-            callback(null, outcome)
-          }
-        } catch (error) {
-          status = grpc.status.INTERNAL
-          callback({ code: status, details: "internal error" }, null)
-          runFork(Effect.logError("PushService/Push failed unexpectedly").pipe(Effect.annotateLogs({ error: String(error) })))
+        const outcome = answer(request)
+        if ("code" in outcome) {
+          span?.end(clock.unsafeCurrentTimeNanos(), Exit.void)
+          return outcome
         }
+        span?.attribute("push.failed", outcome.response.failedUsernames.length)
         span?.end(clock.unsafeCurrentTimeNanos(), Exit.void)
-        metrics.grpcRequest(LABEL, statusName(status), (performance.now() - started) / 1000)
+        return { response: PushResponse.encode(outcome.response).finish() }
       }
 
-      const server = new grpc.Server(serverOptions)
-      const implementation: PushServiceServer = { push }
-      server.addService(PushServiceService, implementation)
-      const port = yield* listen(server, security, options)
+      const port = yield* serveUnary([{ path: PATH, handle: push }], security, {
+        ...options,
+        onCompleted: (_path, status, seconds) => metrics.grpcRequest(LABEL, statusName(status), seconds),
+        onDefect: (_path, error) =>
+          runFork(Effect.logError("PushService/Push failed unexpectedly").pipe(Effect.annotateLogs({ error: String(error) })))
+      })
       yield* (security.mode === "refuse-all"
         ? Effect.logWarning(
           "PushService refuses every call: set internal.token (or internal.tls, or internal.insecure for peers that send neither)"

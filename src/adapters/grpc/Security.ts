@@ -66,11 +66,22 @@ export interface IncomingCall {
 /** How internal calls are authenticated, for logs at start. */
 export type InternalAuthMode = "token" | "mtls" | "token+mtls" | "insecure" | "refuse-all"
 
+/** The PEM bytes of mutual TLS, for servers built on `node:http2` rather than grpc-js. */
+export interface MutualTlsPem {
+  readonly ca: Buffer
+  readonly cert: Buffer
+  readonly key: Buffer
+}
+
 export interface InternalSecurity {
   readonly mode: InternalAuthMode
   readonly serverCredentials: grpc.ServerCredentials
+  /** The same server side as PEM bytes; undefined without mutual TLS. */
+  readonly serverTls: MutualTlsPem | undefined
   /** The refusal of an incoming call, or undefined when it may proceed. Plain: runs per call. */
   readonly admit: (call: IncomingCall) => GrpcStatusError | undefined
+  /** `admit` for a call seen as its peer's address and its `authorization` header. */
+  readonly admitPeer: (host: string, authorization: string | undefined) => GrpcStatusError | undefined
   readonly channelCredentials: grpc.ChannelCredentials
   readonly channelOptions: grpc.ChannelOptions
   /** Adds the token to an outgoing call's metadata. */
@@ -124,25 +135,24 @@ export const makeInternalSecurity = (options: InternalSecurityOptions): Effect.E
       return bytes.length === expected!.length && timingSafeEqual(bytes, expected!)
     }
 
-    // Admission runs per call and a peer makes many calls over one connection: its verdict is kept.
+    // Admission runs per call and a peer makes many calls: its verdict is kept.
     const anyPeer = options.ipAllow.length === 0 && options.ipDeny.length === 0
     const verdicts = new Map<string, boolean>()
-    const peerAllowed = (peer: string): boolean => {
-      let verdict = verdicts.get(peer)
+    const hostAllowed = (host: string): boolean => {
+      let verdict = verdicts.get(host)
       if (verdict === undefined) {
         if (verdicts.size >= 4_096) verdicts.clear()
-        verdict = ipAllowed(peerHost(peer))
-        verdicts.set(peer, verdict)
+        verdict = ipAllowed(host)
+        verdicts.set(host, verdict)
       }
       return verdict
     }
 
-    const admit = (call: IncomingCall): GrpcStatusError | undefined => {
-      if (!anyPeer && !peerAllowed(call.getPeer())) {
+    const admitPeer = (host: string, given: string | undefined): GrpcStatusError | undefined => {
+      if (!anyPeer && !hostAllowed(host)) {
         return new GrpcStatusError({ status: grpc.status.PERMISSION_DENIED, message: "peer address is not allowed" })
       }
       if (expected !== undefined) {
-        const given = call.metadata.get("authorization")[0]
         if (typeof given !== "string" || !isExpected(given)) {
           return new GrpcStatusError({ status: grpc.status.UNAUTHENTICATED, message: "missing or wrong internal token" })
         }
@@ -157,13 +167,20 @@ export const makeInternalSecurity = (options: InternalSecurityOptions): Effect.E
       return undefined
     }
 
+    const admit = (call: IncomingCall): GrpcStatusError | undefined => {
+      const given = call.metadata.get("authorization")[0]
+      return admitPeer(anyPeer ? "" : peerHost(call.getPeer()), typeof given === "string" ? given : undefined)
+    }
+
     return {
       mode,
+      serverTls: mutual ? { ca: ca!, cert: cert!, key: key! } : undefined,
       // `true`: the server demands a client certificate signed by the CA.
       serverCredentials: mutual
         ? grpc.ServerCredentials.createSsl(ca, [{ cert_chain: cert!, private_key: key! }], true)
         : grpc.ServerCredentials.createInsecure(),
       admit,
+      admitPeer,
       channelCredentials: mutual ? grpc.credentials.createSsl(ca, key, cert) : grpc.credentials.createInsecure(),
       channelOptions: tls.serverName === "" ? {} : { "grpc.ssl_target_name_override": tls.serverName },
       authorize: (metadata) => {

@@ -36,22 +36,32 @@ export const listen = (
         (error, port) => resume(error === null ? Effect.succeed(port) : Effect.fail(error))
       )
     }),
-    () =>
-      Effect.async<void>((resume) => {
-        let done = false
-        const finish = () => {
-          if (done) return
-          done = true
-          clearTimeout(timer)
-          resume(Effect.void)
-        }
-        const timer = setTimeout(() => {
-          server.forceShutdown()
-          finish()
-        }, Duration.toMillis(options.shutdownTimeout ?? "5 seconds"))
-        server.tryShutdown(finish)
-      })
+    () => shutDown(options.shutdownTimeout, (done) => server.tryShutdown(done), () => server.forceShutdown())
   )
+
+/**
+ * A server's shutdown: `graceful` calls back once the calls in flight have finished; past
+ * `timeout` (default 5 s) `force` cuts what is left and the shutdown is over.
+ */
+export const shutDown = (
+  timeout: Duration.DurationInput | undefined,
+  graceful: (done: () => void) => void,
+  force: () => void
+): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    let over = false
+    const finish = () => {
+      if (over) return
+      over = true
+      clearTimeout(timer)
+      resume(Effect.void)
+    }
+    const timer = setTimeout(() => {
+      force()
+      finish()
+    }, Duration.toMillis(timeout ?? "5 seconds"))
+    graceful(finish)
+  })
 
 export type UnaryBridge<R> = <Req, Res>(
   method: UnaryMethod<Req, Res>,

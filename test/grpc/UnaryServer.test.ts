@@ -1,0 +1,224 @@
+import * as grpc from "@grpc/grpc-js"
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Effect, Layer } from "effect"
+import * as Http2 from "node:http2"
+import * as Zlib from "node:zlib"
+import * as PushServerModule from "../../src/adapters/grpc-push/PushServer.js"
+import { PushServer } from "../../src/adapters/grpc-push/PushServer.js"
+import { InternalAuth } from "../../src/adapters/grpc/Security.js"
+import { grpcFrame } from "../../src/adapters/grpc/UnaryServer.js"
+import * as ProtobufFrameCodec from "../../src/adapters/protobuf/FrameCodec.js"
+import { ConnectionHub } from "../../src/application/ConnectionHub.js"
+import { PushDelivery } from "../../src/application/PushDelivery.js"
+import type { PushMessage } from "../../src/domain/Model.js"
+import { PushRequest, PushResponse, PushServiceClient } from "../../src/gen/gateway/v1/push.js"
+import { fakeConnection } from "../support/core.js"
+import { recordingMetrics } from "./support.js"
+
+/**
+ * PushService is served by a gRPC unary server on node:http2 (not grpc-js): these are the edges
+ * of the protocol, driven by grpc-js clients (what a Node Task would use) and by a raw HTTP/2
+ * client for what no well-behaved client sends.
+ */
+
+const PATH = "/resonance.gateway.v1.PushService/Push"
+
+const message: PushMessage = {
+  msgId: 42n,
+  seqId: 1n,
+  sessionId: "0",
+  fromUsername: "task",
+  toUsername: "",
+  content: "hello",
+  type: "text",
+  timestamp: 1_700_000_000n,
+  sessionMeta: { name: "Resonance Room", type: 2 }
+}
+const request = { toUsernames: ["alice"], message }
+
+const startPushServer = (maxMessageBytes?: number) =>
+  Effect.gen(function*() {
+    const metrics = recordingMetrics()
+    const context = yield* Layer.build(
+      PushServerModule.layer({ port: 0, host: "127.0.0.1", shutdownTimeout: "1 second", maxMessageBytes }).pipe(
+        Layer.provide(InternalAuth.layerInsecure),
+        Layer.provide(PushDelivery.layer),
+        Layer.provideMerge(ConnectionHub.layer),
+        Layer.provide(ProtobufFrameCodec.layer),
+        Layer.provide(metrics.layer)
+      )
+    )
+    const alice = fakeConnection("alice")
+    Context.get(context, ConnectionHub).add(alice)
+    return { port: Context.get(context, PushServer).port, alice, metrics }
+  })
+
+/** A unary call through grpc-js with the bytes `serialize` makes, on a client closed afterwards. */
+const callWith = (port: number, path: string, bytes: Buffer, options: grpc.ClientOptions = {}) =>
+  Effect.async<PushResponse, grpc.ServiceError>((resume) => {
+    const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), options)
+    client.makeUnaryRequest(
+      path,
+      () => bytes,
+      (buffer: Buffer) => PushResponse.decode(buffer),
+      {},
+      new grpc.Metadata(),
+      { deadline: Date.now() + 3_000 },
+      (error, response) => {
+        client.close()
+        resume(error ? Effect.fail(error) : Effect.succeed(response!))
+      }
+    )
+  })
+
+const encoded = (value: PushRequest) => Buffer.from(PushRequest.encode(value).finish())
+
+interface RawAnswer {
+  readonly headers: Http2.IncomingHttpHeaders
+  readonly trailers: Http2.IncomingHttpHeaders
+  readonly body: Buffer
+}
+
+/** One request on a raw HTTP/2 connection: what a broken or hostile client can send. */
+const rawCall = (port: number, headers: Http2.OutgoingHttpHeaders, body: Buffer) =>
+  Effect.async<RawAnswer, Error>((resume) => {
+    const session = Http2.connect(`http://127.0.0.1:${port}`)
+    session.on("error", (error) => resume(Effect.fail(error)))
+    const stream = session.request({ ":method": "POST", ":path": PATH, "content-type": "application/grpc", te: "trailers", ...headers })
+    let answer: Http2.IncomingHttpHeaders = {}
+    let trailers: Http2.IncomingHttpHeaders = {}
+    const chunks: Array<Buffer> = []
+    stream.on("response", (received) => (answer = received))
+    stream.on("trailers", (received) => (trailers = received))
+    stream.on("data", (chunk: Buffer) => chunks.push(chunk))
+    stream.on("error", () => {})
+    stream.on("close", () => {
+      session.close()
+      resume(Effect.succeed({ headers: answer, trailers, body: Buffer.concat(chunks) }))
+    })
+    stream.end(body)
+  })
+
+/** The gRPC status of a raw answer: in the trailers, or in the headers of a Trailers-Only answer. */
+const statusOf = (answer: RawAnswer) => Number(answer.trailers["grpc-status"] ?? answer.headers["grpc-status"])
+
+describe("PushService over the node:http2 unary server", () => {
+  it.scopedLive("an unknown method is UNIMPLEMENTED and not counted under a made-up label", () =>
+    Effect.gen(function*() {
+      const { port, alice, metrics } = yield* startPushServer()
+      const error = yield* Effect.flip(callWith(port, "/resonance.gateway.v1.PushService/Nope", encoded(request)))
+      expect(error.code).toBe(grpc.status.UNIMPLEMENTED)
+      expect(error.details).toContain("/resonance.gateway.v1.PushService/Nope")
+      expect(alice.frames).toEqual([])
+      expect(metrics.grpc).toEqual([])
+    }))
+
+  it.scopedLive("bytes that are no PushRequest are INTERNAL, deliver nothing, and the next call is served", () =>
+    Effect.gen(function*() {
+      const { port, alice, metrics } = yield* startPushServer()
+      // Field 1, length 16, one byte of it present.
+      const error = yield* Effect.flip(callWith(port, PATH, Buffer.from([0x0a, 0x10, 0x41])))
+      expect(error.code).toBe(grpc.status.INTERNAL)
+      expect(error.details).toBe("cannot decode the PushRequest")
+      expect(alice.frames).toEqual([])
+      const response = yield* callWith(port, PATH, encoded(request))
+      expect(response.failedUsernames).toEqual([])
+      expect(alice.frames).toHaveLength(1)
+      expect(metrics.grpc.map((entry) => entry.code)).toEqual(["INTERNAL", "OK"])
+    }))
+
+  it.scopedLive("a request over the size limit is RESOURCE_EXHAUSTED, also when it only grows past it inflated", () =>
+    Effect.gen(function*() {
+      const { port, alice } = yield* startPushServer(1_024)
+      const big = encoded({ toUsernames: Array.from({ length: 200 }, (_, i) => `user-${i}`), message })
+      expect(big.byteLength).toBeGreaterThan(1_024)
+      const error = yield* Effect.flip(callWith(port, PATH, big))
+      expect(error.code).toBe(grpc.status.RESOURCE_EXHAUSTED)
+      // Compresses to far under the limit; inflated it is over it.
+      const bomb = encoded({ toUsernames: Array.from({ length: 2_000 }, () => "alice"), message })
+      const zipped = yield* rawCall(port, { "grpc-encoding": "gzip" }, grpcFrameCompressed(Zlib.gzipSync(bomb)))
+      expect(zipped.body.byteLength).toBe(0)
+      expect(statusOf(zipped)).toBe(grpc.status.RESOURCE_EXHAUSTED)
+      expect(alice.frames).toEqual([])
+      // The server goes on serving requests within the limit.
+      yield* callWith(port, PATH, encoded(request))
+      expect(alice.frames).toHaveLength(1)
+    }))
+
+  it.scopedLive("a grpc-js client compressing with gzip is served; an unknown encoding is UNIMPLEMENTED naming those accepted", () =>
+    Effect.gen(function*() {
+      const { port, alice } = yield* startPushServer()
+      const client = new PushServiceClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+        "grpc.default_compression_algorithm": 2
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => client.close()))
+      const response = yield* Effect.async<PushResponse, grpc.ServiceError>((resume) => {
+        client.push({ toUsernames: ["alice", "bob"], message }, (error, value) =>
+          resume(error ? Effect.fail(error) : Effect.succeed(value)))
+      })
+      expect(response).toEqual({ msgId: 42n, error: "", failedUsernames: ["bob"] })
+      expect(alice.frames).toHaveLength(1)
+
+      const brotli = yield* rawCall(port, { "grpc-encoding": "br" }, grpcFrameCompressed(Zlib.brotliCompressSync(encoded(request))))
+      expect(statusOf(brotli)).toBe(grpc.status.UNIMPLEMENTED)
+      expect(brotli.headers["grpc-accept-encoding"]).toBe("identity,gzip,deflate")
+      expect(alice.frames).toHaveLength(1)
+    }))
+
+  it.scopedLive("malformed framing from a raw HTTP/2 client is refused without delivering; the reply to a good one decodes", () =>
+    Effect.gen(function*() {
+      const { port, alice } = yield* startPushServer()
+      const one = grpcFrame(encoded(request))
+
+      const notPost = yield* rawCall(port, { ":method": "PUT" }, one)
+      expect(notPost.headers[":status"]).toBe(405)
+      const notGrpc = yield* rawCall(port, { "content-type": "application/json" }, Buffer.from("{}"))
+      expect(notGrpc.headers[":status"]).toBe(415)
+      const empty = yield* rawCall(port, {}, Buffer.alloc(0))
+      expect(statusOf(empty)).toBe(grpc.status.INTERNAL)
+      const two = yield* rawCall(port, {}, Buffer.concat([one, one]))
+      expect(statusOf(two)).toBe(grpc.status.INTERNAL)
+      const truncated = yield* rawCall(port, {}, one.subarray(0, one.byteLength - 3))
+      expect(statusOf(truncated)).toBe(grpc.status.INTERNAL)
+      const flaggedButPlain = yield* rawCall(port, {}, Buffer.concat([Buffer.from([1]), one.subarray(1)]))
+      expect(statusOf(flaggedButPlain)).toBe(grpc.status.INTERNAL)
+      expect(alice.frames).toEqual([])
+
+      const good = yield* rawCall(port, {}, one)
+      expect(good.headers[":status"]).toBe(200)
+      expect(good.headers["content-type"]).toBe("application/grpc+proto")
+      expect(statusOf(good)).toBe(grpc.status.OK)
+      expect(good.body.readUInt32BE(1)).toBe(good.body.byteLength - 5)
+      expect(PushResponse.decode(good.body.subarray(5))).toEqual({ msgId: 42n, error: "", failedUsernames: [] })
+      expect(alice.frames).toHaveLength(1)
+    }))
+
+  it.scopedLive("a caller that resets its stream half-way through the body costs nothing and delivers nothing", () =>
+    Effect.gen(function*() {
+      const { port, alice } = yield* startPushServer()
+      const one = grpcFrame(encoded(request))
+      yield* Effect.async<void>((resume) => {
+        const session = Http2.connect(`http://127.0.0.1:${port}`)
+        session.on("error", () => {})
+        const stream = session.request({ ":method": "POST", ":path": PATH, "content-type": "application/grpc" })
+        stream.on("error", () => {})
+        stream.write(one.subarray(0, 4), () => {
+          stream.close(Http2.constants.NGHTTP2_CANCEL)
+          stream.on("close", () => {
+            session.close()
+            resume(Effect.void)
+          })
+        })
+      })
+      const response = yield* callWith(port, PATH, encoded(request))
+      expect(response.failedUsernames).toEqual([])
+      expect(alice.frames).toHaveLength(1)
+    }))
+})
+
+/** A length-prefixed frame whose compressed flag is set. */
+const grpcFrameCompressed = (payload: Buffer): Buffer => {
+  const frame = grpcFrame(payload)
+  frame[0] = 1
+  return frame
+}
