@@ -47,7 +47,7 @@ export interface UnaryMethod {
 export interface UnaryServerOptions extends ListenOptions {
   /** Largest request message accepted; RESOURCE_EXHAUSTED beyond. grpc-js's default: 4 MiB. */
   readonly maxMessageBytes?: number
-  /** Every answered call: its path, status and seconds from its headers to its answer. */
+  /** Every answered call: its path, status and seconds from its request being complete to its answer. */
   readonly onCompleted?: (path: string, status: grpc.status, seconds: number) => void
   /** A handler threw: logged by the caller, who knows its logger. */
   readonly onDefect?: (path: string, error: unknown) => void
@@ -122,7 +122,9 @@ export const serveUnary = (
   const peers = new WeakMap<Http2.Http2Session, string>()
 
   const onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
-    const started = performance.now()
+    // A call's duration runs from its request being complete (its headers, for a call refused on
+    // them) to its answer, as grpc-js and go-grpc-prometheus time a unary handler.
+    let started = performance.now()
     // An unhandled 'error' on a stream would throw; a reset stream is nothing to report.
     stream.on("error", ignore)
     const path = headers[":path"] ?? ""
@@ -176,6 +178,7 @@ export const serveUnary = (
     })
     stream.on("end", () => {
       if (stream.headersSent || stream.destroyed) return
+      started = performance.now()
       const body = more !== undefined ? Buffer.concat(more) : first
       // Exactly one uncompressed message: a unary request.
       if (body === undefined || body.byteLength < PREFIX || body.readUInt32BE(1) !== body.byteLength - PREFIX) {
