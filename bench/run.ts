@@ -87,6 +87,8 @@ interface Plan {
   readonly warmupUsers: number
   readonly pairs: number
   readonly fanoutPushes: number
+  /** Pushes before the measured ones, not counted. */
+  readonly fanoutWarmupPushes: number
   readonly fanoutConcurrency: number
   readonly e2eRate: number
   readonly e2eLevels: ReadonlyArray<number>
@@ -121,6 +123,7 @@ const preset: Plan = quick
     warmupUsers: 100,
     pairs: 500,
     fanoutPushes: 3_000,
+    fanoutWarmupPushes: 600,
     fanoutConcurrency: 32,
     e2eRate: 2_000,
     e2eLevels: [500, 1_000, 2_000, 3_000, 4_000],
@@ -137,6 +140,7 @@ const preset: Plan = quick
     warmupUsers: 100,
     pairs: 500,
     fanoutPushes: 10_000,
+    fanoutWarmupPushes: 2_000,
     fanoutConcurrency: 32,
     e2eRate: 2_000,
     e2eLevels: [500, 1_000, 2_000, 3_000, 4_000, 6_000, 8_000],
@@ -155,6 +159,7 @@ const requested: Plan = {
   stormConnects: flag("storm") ?? preset.stormConnects,
   fanoutConcurrency: flag("fanout-concurrency") ?? preset.fanoutConcurrency,
   fanoutPushes: flag("fanout-pushes") ?? preset.fanoutPushes,
+  fanoutWarmupPushes: flag("fanout-warmup") ?? preset.fanoutWarmupPushes,
   e2eDurationMs: flag("e2e-ms") ?? preset.e2eDurationMs,
   e2eLevels: levelsFlag() ?? preset.e2eLevels
 }
@@ -572,7 +577,7 @@ const runPushes = async (target: Target, usernames: ReadonlyArray<string>, conne
 }
 
 const fanoutPhase = async (load: Load, target: Target, usernames: ReadonlyArray<string>, connected: number): Promise<FanoutResult> => {
-  await runPushes(target, usernames, connected, Math.ceil(plan.fanoutPushes / 5))
+  await runPushes(target, usernames, connected, plan.fanoutWarmupPushes)
   await sleep(300)
   await load.call({ cmd: "countBegin" })
   const cpu = cpuMeter(target.child, load.child)

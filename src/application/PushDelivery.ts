@@ -56,7 +56,7 @@ export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDeli
           let attempted = 0
           if (devices !== undefined) {
             for (const connection of devices) {
-              if (connection.info.id === exclude) continue
+              if (exclude !== undefined && connection.info.id === exclude) continue
               attempted++
               if (connection.send(frame)) reached++
             }

@@ -55,15 +55,17 @@ export class WsClient implements LiveConnection {
   }
 
   send(frame: Uint8Array): boolean {
-    const { ws } = this
+    const { raw, ws } = this
     if (ws.readyState !== WebSocket.OPEN) return false
-    if (ws.bufferedAmount > this.context.sendBufferLimit) {
+    // Without an extension everything this client is sent is queued on the socket itself, so its
+    // queue is the socket's: fewer objects read per frame than `ws.bufferedAmount`.
+    if ((raw !== undefined ? raw.writableLength : ws.bufferedAmount) > this.context.sendBufferLimit) {
       // A client that does not read cannot take a close frame either: cut it off.
       this.context.metrics.connectionRejected("slow_consumer")
       ws.terminate()
       return false
     }
-    if (this.raw !== undefined) this.raw.write(this.context.frames.of(frame))
+    if (raw !== undefined) raw.write(this.context.frames.of(frame))
     else ws.send(frame)
     return true
   }
