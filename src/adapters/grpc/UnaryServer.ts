@@ -37,7 +37,8 @@ export type UnaryOutcome =
   | { readonly response: Uint8Array }
   | { readonly code: grpc.status; readonly details: string }
 
-export interface UnaryMethod {
+/** One method served: its path and its handler (not `./Client.ts`'s `UnaryMethod`, a generated descriptor). */
+export interface UnaryRoute {
   /** `/package.Service/Method`. */
   readonly path: string
   /** Plain and synchronous: runs inside the HTTP/2 stream's `end` event. A throw answers INTERNAL. */
@@ -56,10 +57,7 @@ export interface UnaryServerOptions extends ListenOptions {
 const PREFIX = 5
 const DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
 
-const RESPONSE_HEADERS: Http2.OutgoingHttpHeaders = {
-  ":status": 200,
-  "content-type": "application/grpc+proto"
-}
+const RESPONSE_HEADERS: Http2.OutgoingHttpHeaders = { ":status": 200, "content-type": "application/grpc+proto" }
 const OK_TRAILERS: Http2.OutgoingHttpHeaders = { "grpc-status": "0" }
 
 const ACCEPT_ENCODING = "identity,gzip,deflate"
@@ -90,8 +88,7 @@ const refuse = (stream: ServerHttp2Stream, code: grpc.status, details: string, e
   if (stream.destroyed || stream.headersSent) return
   stream.respond(
     {
-      ":status": 200,
-      "content-type": "application/grpc+proto",
+      ...RESPONSE_HEADERS,
       "grpc-status": String(code),
       // grpc-js decodes with decodeURI; grpc-go percent-decodes: both read this back.
       "grpc-message": encodeURI(details),
@@ -104,16 +101,16 @@ const refuse = (stream: ServerHttp2Stream, code: grpc.status, details: string, e
 }
 
 /**
- * Serves `methods` on `options.host:options.port` with `security`'s admission and (when it has
+ * Serves `routes` on `options.host:options.port` with `security`'s admission and (when it has
  * them) mutual TLS certificates; succeeds with the bound port. Closing the scope stops accepting,
  * lets open calls finish for up to `shutdownTimeout`, then cuts what is left.
  */
 export const serveUnary = (
-  methods: ReadonlyArray<UnaryMethod>,
+  routes: ReadonlyArray<UnaryRoute>,
   security: InternalSecurity,
   options: UnaryServerOptions
 ): Effect.Effect<number, Error, Scope.Scope> => {
-  const byPath = new Map(methods.map((method) => [method.path, method]))
+  const byPath = new Map(routes.map((route) => [route.path, route]))
   const maxMessage = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE
   const onCompleted = options.onCompleted ?? ignore
   const onDefect = options.onDefect ?? ignore
@@ -139,8 +136,8 @@ export const serveUnary = (
       stream.respond({ ":status": 415 }, { endStream: true })
       return
     }
-    const method = byPath.get(path)
-    if (method === undefined) {
+    const route = byPath.get(path)
+    if (route === undefined) {
       // Not counted: a label per path a caller makes up would grow the metrics without bound.
       refuse(stream, grpc.status.UNIMPLEMENTED, `unknown method ${path}`)
       return
@@ -202,7 +199,7 @@ export const serveUnary = (
       }
       let outcome: UnaryOutcome
       try {
-        outcome = method.handle(message, { headers })
+        outcome = route.handle(message, { headers })
       } catch (error) {
         onDefect(path, error)
         outcome = { code: grpc.status.INTERNAL, details: "internal error" }
