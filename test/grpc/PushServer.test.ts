@@ -1,16 +1,12 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer, Option } from "effect"
-import * as ProtobufFrameCodec from "../../src/adapters/protobuf/FrameCodec.js"
-import * as PushServerModule from "../../src/adapters/grpc-push/PushServer.js"
-import { PushServer, pushTargets } from "../../src/adapters/grpc-push/PushServer.js"
+import { Effect, Option } from "effect"
+import { pushTargets } from "../../src/adapters/grpc-push/PushServer.js"
 import { pushClient } from "../../src/adapters/logic-server/GatewayPush.js"
-import { ConnectionHub } from "../../src/application/ConnectionHub.js"
-import type { ConnectionRegistry, LiveConnection } from "../../src/application/ConnectionHub.js"
+import type { LiveConnection } from "../../src/application/ConnectionHub.js"
 import { InternalAuth } from "../../src/adapters/grpc/Security.js"
-import { PushDelivery } from "../../src/application/PushDelivery.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
-import { recordingMetrics, recordingTracer } from "./support.js"
+import { recordingMetrics, recordingTracer, servePush } from "./support.js"
 
 const message: PushMessage = {
   msgId: 9_223_372_036_854_775_000n,
@@ -56,16 +52,7 @@ const testPushClient = (address: string, options?: Parameters<typeof pushClient>
 
 const startPushServer = Effect.gen(function*() {
   const metrics = recordingMetrics()
-  const layer = PushServerModule.layer({ port: 0, host: "127.0.0.1", shutdownTimeout: "1 second" }).pipe(
-    Layer.provide(InternalAuth.layerInsecure),
-    Layer.provide(PushDelivery.layer),
-    Layer.provideMerge(ConnectionHub.layer),
-    Layer.provide(ProtobufFrameCodec.layer),
-    Layer.provide(metrics.layer)
-  )
-  const context = yield* Layer.build(layer)
-  const hub: ConnectionRegistry = Context.get(context, ConnectionHub)
-  const { port } = Context.get(context, PushServer)
+  const { hub, port } = yield* servePush({ metrics: metrics.layer })
   const client = yield* testPushClient(`grpc://127.0.0.1:${port}`)
   return { hub, port, client, metrics }
 })

@@ -1,19 +1,13 @@
 import * as grpc from "@grpc/grpc-js"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer } from "effect"
+import { Effect } from "effect"
 import * as Http2 from "node:http2"
 import * as Zlib from "node:zlib"
-import * as PushServerModule from "../../src/adapters/grpc-push/PushServer.js"
-import { PushServer } from "../../src/adapters/grpc-push/PushServer.js"
-import { InternalAuth } from "../../src/adapters/grpc/Security.js"
 import { grpcFrame } from "../../src/adapters/grpc/UnaryServer.js"
-import * as ProtobufFrameCodec from "../../src/adapters/protobuf/FrameCodec.js"
-import { ConnectionHub } from "../../src/application/ConnectionHub.js"
-import { PushDelivery } from "../../src/application/PushDelivery.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import { PushRequest, PushResponse, PushServiceClient } from "../../src/gen/gateway/v1/push.js"
 import { fakeConnection } from "../support/core.js"
-import { recordingMetrics } from "./support.js"
+import { recordingMetrics, servePush } from "./support.js"
 
 /**
  * PushService is served by a gRPC unary server on node:http2 (not grpc-js): these are the edges
@@ -39,18 +33,10 @@ const request = { toUsernames: ["alice"], message }
 const startPushServer = (maxMessageBytes?: number) =>
   Effect.gen(function*() {
     const metrics = recordingMetrics()
-    const context = yield* Layer.build(
-      PushServerModule.layer({ port: 0, host: "127.0.0.1", shutdownTimeout: "1 second", maxMessageBytes }).pipe(
-        Layer.provide(InternalAuth.layerInsecure),
-        Layer.provide(PushDelivery.layer),
-        Layer.provideMerge(ConnectionHub.layer),
-        Layer.provide(ProtobufFrameCodec.layer),
-        Layer.provide(metrics.layer)
-      )
-    )
+    const { hub, port } = yield* servePush({ metrics: metrics.layer, maxMessageBytes })
     const alice = fakeConnection("alice")
-    Context.get(context, ConnectionHub).add(alice)
-    return { port: Context.get(context, PushServer).port, alice, metrics }
+    hub.add(alice)
+    return { port, alice, metrics }
   })
 
 /** A unary call through grpc-js with the bytes `serialize` makes, on a client closed afterwards. */

@@ -1,24 +1,18 @@
 import * as grpc from "@grpc/grpc-js"
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Either, Exit, Layer } from "effect"
+import { Effect, Either, Exit, Layer } from "effect"
 import * as Fs from "node:fs"
-import * as PushServerModule from "../../src/adapters/grpc-push/PushServer.js"
-import { PushServer } from "../../src/adapters/grpc-push/PushServer.js"
 import { pushClient } from "../../src/adapters/logic-server/GatewayPush.js"
 import type { InternalSecurityOptions } from "../../src/adapters/grpc/Security.js"
 import { InternalAuth, insecureInternal, makeInternalSecurity } from "../../src/adapters/grpc/Security.js"
 import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
-import * as ProtobufFrameCodec from "../../src/adapters/protobuf/FrameCodec.js"
-import { ConnectionHub } from "../../src/application/ConnectionHub.js"
-import type { ConnectionRegistry } from "../../src/application/ConnectionHub.js"
 import { Metrics } from "../../src/application/ports/Metrics.js"
-import { PushDelivery } from "../../src/application/PushDelivery.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import { PushServiceClient } from "../../src/gen/gateway/v1/push.js"
 import type { PushRequest, PushResponse } from "../../src/gen/gateway/v1/push.js"
 import { fakeConnection } from "../support/core.js"
 import { makePki } from "../support/tls.js"
-import { buildLogic, fakeLogic } from "./support.js"
+import { buildLogic, fakeLogic, servePush } from "./support.js"
 import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
 
 const forged: PushMessage = {
@@ -42,18 +36,10 @@ const options = (overrides: Partial<InternalSecurityOptions>): InternalSecurityO
 /** A real PushService over a hub holding one connection of "victim". */
 const startPushServer = (security: InternalSecurityOptions) =>
   Effect.gen(function*() {
-    const layer = PushServerModule.layer({ port: 0, host: "127.0.0.1", shutdownTimeout: "1 second" }).pipe(
-      Layer.provide(PushDelivery.layer),
-      Layer.provideMerge(ConnectionHub.layer),
-      Layer.provide(ProtobufFrameCodec.layer),
-      Layer.provide(Metrics.layerNoop),
-      Layer.provide(InternalAuth.layer(security))
-    )
-    const context = yield* Layer.build(layer)
-    const hub: ConnectionRegistry = Context.get(context, ConnectionHub)
+    const { hub, port } = yield* servePush({ auth: InternalAuth.layer(security) })
     const victim = fakeConnection("victim")
     hub.add(victim)
-    return { port: Context.get(context, PushServer).port, victim }
+    return { port, victim }
   })
 
 /** A raw grpc-js client, as an attacker (or the Go Task service) would call. */

@@ -4,7 +4,13 @@ import { Logic, unavailableLogic } from "../../src/application/ports/Logic.js"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
 import { Metrics } from "../../src/application/ports/Metrics.js"
 import type { MetricsShape } from "../../src/application/ports/Metrics.js"
+import * as PushServerModule from "../../src/adapters/grpc-push/PushServer.js"
+import { PushServer } from "../../src/adapters/grpc-push/PushServer.js"
 import { InternalAuth } from "../../src/adapters/grpc/Security.js"
+import * as ProtobufFrameCodec from "../../src/adapters/protobuf/FrameCodec.js"
+import { ConnectionHub } from "../../src/application/ConnectionHub.js"
+import type { ConnectionRegistry } from "../../src/application/ConnectionHub.js"
+import { PushDelivery } from "../../src/application/PushDelivery.js"
 import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
 import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
 
@@ -19,6 +25,35 @@ export const recordingMetrics = () => {
   const shape: MetricsShape = { ...Metrics.noop, grpcRequest: (method, code) => void grpc.push({ method, code }) }
   return { grpc, layer: Layer.succeed(Metrics, shape) }
 }
+
+/**
+ * A real PushService on an ephemeral 127.0.0.1 port over a real hub, delivery and codec; its
+ * admission from `auth` (insecure unless given), its metrics to `metrics` (none unless given).
+ */
+export const servePush = <E = never>(
+  options: {
+    readonly auth?: Layer.Layer<InternalAuth, E>
+    readonly metrics?: Layer.Layer<Metrics>
+    readonly maxMessageBytes?: number
+  } = {}
+): Effect.Effect<{ readonly port: number; readonly hub: ConnectionRegistry }, E | Error, Scope.Scope> =>
+  Effect.map(
+    Layer.build(
+      PushServerModule.layer({
+        port: 0,
+        host: "127.0.0.1",
+        shutdownTimeout: "1 second",
+        maxMessageBytes: options.maxMessageBytes
+      }).pipe(
+        Layer.provide(options.auth ?? InternalAuth.layerInsecure),
+        Layer.provide(PushDelivery.layer),
+        Layer.provideMerge(ConnectionHub.layer),
+        Layer.provide(ProtobufFrameCodec.layer),
+        Layer.provide(options.metrics ?? Metrics.layerNoop)
+      )
+    ),
+    (context) => ({ port: Context.get(context, PushServer).port, hub: Context.get(context, ConnectionHub) })
+  )
 
 /** A fake Logic (Logic.layerTest: unavailable unless overridden) served over real gRPC on 127.0.0.1. */
 export const serveFake = (overrides: Partial<LogicShape>): Effect.Effect<string, Error, Scope.Scope> =>
