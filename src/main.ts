@@ -23,6 +23,7 @@ import * as LogicEmbedded from "./adapters/logic-embedded/config.js"
 import type { EmbeddedLogicError } from "./adapters/logic-embedded/LogicEmbedded.js"
 import * as LogicGrpc from "./adapters/logic-grpc/config.js"
 import { InternalAuth } from "./adapters/grpc/Security.js"
+import * as FrontDoor from "./adapters/net/FrontDoor.js"
 import { NodeServer } from "./adapters/net/NodeServer.js"
 import { layerLogger, reportStartupFailure } from "./adapters/obs/Logging.js"
 import { guardShutdownSignals } from "./adapters/process/ShutdownSignals.js"
@@ -145,6 +146,7 @@ const pushEnabled = (config: GatewayConfig) => config.push.enabled ?? isCluster(
 
 export const gatewayLayer = (config: GatewayConfig, etcd: EtcdClientOptions) => {
   const base = Layer.mergeAll(
+    FrontDoor.layerConfig,
     InternalAuth.layerConfig,
     ConnectionHub.layer,
     FrameCodec.layer,

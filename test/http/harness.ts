@@ -13,6 +13,7 @@ import type { HttpOptions } from "../../src/adapters/http/HttpApi.js"
 import * as HttpApi from "../../src/adapters/http/HttpApi.js"
 import type { ClientAddressOptions } from "../../src/adapters/net/ClientAddress.js"
 import { makeClientAddressing } from "../../src/adapters/net/ClientAddress.js"
+import { FrontDoor } from "../../src/adapters/net/FrontDoor.js"
 import { NodeServer } from "../../src/adapters/net/NodeServer.js"
 import { Either } from "effect"
 
@@ -152,7 +153,7 @@ export const serve = (options: Partial<TestHttpOptions> = {}, logic: Partial<Log
       Layer.provideMerge(
         Layer.mergeAll(
           ConnectionHub.layer,
-          NodeServer.layer({ port: 0, host: "127.0.0.1" }),
+          NodeServer.layer({ port: 0, host: "127.0.0.1" }).pipe(Layer.provide(FrontDoor.layerTest())),
           Readiness.layer,
           Layer.succeed(Metrics, recordingMetrics),
           Logic.layerTest(recordingLogic(calls, logic))

@@ -1,6 +1,7 @@
 import { Effect, Layer, Logger, LogLevel } from "effect"
 import { WebSocket } from "ws"
 import type { IncomingMessage } from "node:http"
+import { FrontDoor } from "../../src/adapters/net/FrontDoor.js"
 import { NodeServer } from "../../src/adapters/net/NodeServer.js"
 import type { WebSocketOptions } from "../../src/adapters/ws/WebSocketGateway.js"
 import * as WsAdapter from "../../src/adapters/ws/WebSocketGateway.js"
@@ -25,6 +26,7 @@ const fakeAuth: CoreOptions["logic"] = {
 export const wsGatewayLayer = (options: CoreOptions & { ws?: Partial<WebSocketOptions> } = {}) =>
   WsAdapter.layer({ ...WsAdapter.defaultWebSocketOptions, ...options.ws }).pipe(
     Layer.provideMerge(NodeServer.layer({ port: 0, host: "127.0.0.1" })),
+    Layer.provide(FrontDoor.layerTest()),
     Layer.provideMerge(coreLayer({ ...options, logic: { ...fakeAuth, ...options.logic } })),
     Layer.provide(Logger.minimumLogLevel(LogLevel.Warning))
   )

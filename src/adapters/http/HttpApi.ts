@@ -7,6 +7,7 @@ import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Cause, Clock, Context, Effect, Layer } from "effect"
+import type * as Http from "node:http"
 import { Authenticator } from "../../application/Authenticator.js"
 import { Logic } from "../../application/ports/Logic.js"
 import { Metrics } from "../../application/ports/Metrics.js"
@@ -384,15 +385,34 @@ const build = (options: HttpOptions) =>
 export const layer = (options: HttpOptions): Layer.Layer<never, never, NodeServer | Logic | Authenticator | Readiness | Metrics> =>
   Layer.scopedDiscard(
     Effect.gen(function*() {
-      const { server } = yield* NodeServer
+      const node = yield* NodeServer
+      const { server } = node
+      const metrics = yield* Metrics
+      const cors = makeCors(options.corsOrigins)
       const { app, routeOf } = yield* build(options)
       // The platform's tracer names the per-request span; it sits outside the app, in the runtime.
       const handler = yield* NodeHttpServer.makeHandler(app).pipe(
         Effect.provideService(HttpMiddleware.SpanNameGenerator, (request) => `HTTP ${routeOf(request.url)}`)
       )
+      // The address's request budget is spent before any Effect runs: a flood costs a plain refusal each.
+      const gated = (request: Http.IncomingMessage, response: Http.ServerResponse) => {
+        // Cut by the server (pipelined too deep, banned): nothing to answer.
+        if (request.socket.destroyed) return
+        const retryAfter = node.admitRequest(request)
+        if (retryAfter === 0) return handler(request, response)
+        const body = JSON.stringify({ code: "resource_exhausted", message: `too many requests from this address, retry in ${retryAfter}s` })
+        response.writeHead(429, {
+          ...apiHeaders,
+          ...cors.headers(typeof request.headers.origin === "string" ? request.headers.origin : undefined),
+          "content-type": "application/json",
+          "retry-after": String(retryAfter)
+        })
+        response.end(body)
+        metrics.httpRequest(routeOf(request.url ?? "/"), 429, 0)
+      }
       yield* Effect.acquireRelease(
-        Effect.sync(() => server.on("request", handler)),
-        () => Effect.sync(() => server.off("request", handler))
+        Effect.sync(() => server.on("request", gated)),
+        () => Effect.sync(() => server.off("request", gated))
       )
     })
   )

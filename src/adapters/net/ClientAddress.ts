@@ -58,6 +58,8 @@ export interface ClientAddressing {
    * `clientIp` is what `clientIp(request)` gave.
    */
   readonly sharedAddressHint: (request: Http.IncomingMessage, clientIp: string) => string | undefined
+  /** Whether a peer is a proxy listed in `security.trusted_proxies` (its clients share its address). */
+  readonly isTrustedProxy: IpSet
 }
 
 /** Loopback, RFC 1918, CGNAT, link-local and unique-local ranges: where proxies and NATs live. */
@@ -87,7 +89,8 @@ const sharedAddressHint = (
 export const directAddressing: ClientAddressing = {
   clientIp: (request) => clientIp(request.socket.remoteAddress, undefined, () => false),
   ipAllowed: () => true,
-  sharedAddressHint: () => undefined
+  sharedAddressHint: () => undefined,
+  isTrustedProxy: () => false
 }
 
 /**
@@ -112,7 +115,8 @@ export const makeClientAddressing = (options: ClientAddressOptions): Either.Eith
         return {
           clientIp: ipOf,
           ipAllowed,
-          sharedAddressHint: (request, ip) => sharedAddressHint(request, ip, isTrustedProxy)
+          sharedAddressHint: (request, ip) => sharedAddressHint(request, ip, isTrustedProxy),
+          isTrustedProxy
         }
       }
     ))

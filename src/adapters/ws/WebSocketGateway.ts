@@ -87,7 +87,8 @@ export const layer = (options: WebSocketOptions) =>
   Layer.scoped(
     WebSocketGateway,
     Effect.gen(function*() {
-      const { server } = yield* NodeServer
+      const node = yield* NodeServer
+      const { server } = node
       const authenticator = yield* Authenticator
       const dispatcher = yield* Dispatcher
       const hub = yield* ConnectionHub
@@ -169,6 +170,12 @@ export const layer = (options: WebSocketOptions) =>
         }
         const ip = options.clientIp(request)
         if (!options.ipAllowed(ip)) return refuse(socket, "permission_denied", "ip_denied", "address not allowed")
+        const retryAfter = node.admitRequest(request)
+        if (retryAfter > 0) {
+          return refuse(socket, "resource_exhausted", "rate_limited", "too many requests from this address", {
+            "Retry-After": String(retryAfter)
+          })
+        }
         const refusal = admission.begin(ip)
         if (refusal === "global_limit") {
           return refuse(socket, "unavailable", refusal, "gateway is at its connection limit", { "Retry-After": "5" })
@@ -191,6 +198,7 @@ export const layer = (options: WebSocketOptions) =>
                   return
                 }
                 admission.authenticated()
+                node.trust(socket)
                 wss.handleUpgrade(request, socket, head, (ws) => open(ws, socket, principal, ip))
               }
             }),

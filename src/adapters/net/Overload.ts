@@ -1,0 +1,373 @@
+import type * as Net from "node:net"
+import * as V8 from "node:v8"
+import { clientKeyOf } from "../../domain/RateLimit.js"
+import { normalizeIp } from "./IpRules.js"
+
+/**
+ * The process's front door, in the spirit of Envoy's overload manager: every listener's
+ * connections are counted against one budget below the descriptor limit, and near a budget
+ * (descriptors, heap, RSS) what has shown nothing yet is shed first, oldest first, and the
+ * timeouts of strangers shrink, so authenticated sockets, probes and new clients keep service.
+ *
+ * A connection is, for its listener: `fresh` (no complete request and no credentials yet),
+ * `idle` or `busy` (it completed a request and has none / one in flight, no credentials), or
+ * `trusted` (it presented credentials: an authenticated WebSocket, an admitted internal call).
+ * Trusted connections are never shed; a listener that `requiresCredentials` (the internal gRPC
+ * ports) closes an untrusted connection at its handshake deadline whatever it is doing.
+ */
+
+/** `normal`; `elevated` from the pressure threshold: timeouts of strangers shrink; `critical` near the budget: strangers are shed. */
+export type PressureLevel = "normal" | "elevated" | "critical"
+
+const CRITICAL = 0.95
+/** Handshake and idle timeouts of strangers under pressure: a real client sends its request within milliseconds. */
+const ELEVATED_TIMEOUT_MS = 2_000
+const CRITICAL_TIMEOUT_MS = 500
+/** A busy stranger is shed to make room only once its request has had this long. */
+const BUSY_GRACE_MS = 1_000
+
+export interface FrontDoorOptions {
+  /** The process's descriptor limit (its soft `RLIMIT_NOFILE`). */
+  readonly maxOpenFiles: number
+  /** Connections of every listener together; below `maxOpenFiles`, leaving room for files, clients and etcd. */
+  readonly connectionBudget: number
+  /** The share of a budget (connections, heap, RSS) from which the pressure is `elevated`. */
+  readonly pressureThreshold: number
+  readonly maxHeapBytes: number
+  readonly maxRssBytes: number
+  /** How often deadlines and memory are checked; default 250 ms. */
+  readonly sweepIntervalMs?: number
+  /** Where `maxOpenFiles` came from, for the start-up line. */
+  readonly limitSource?: string
+}
+
+export interface ListenerPolicy {
+  /** `http`, `push`, `logic`, `metrics`: the label of its counts. */
+  readonly name: string
+  /** Connections of this listener at once, within the process budget. */
+  readonly maxConnections: number
+  /** Per client key (an IPv4 address, an IPv6 /64); 0: no cap. */
+  readonly maxPerAddress: number
+  /** A connection that has shown nothing (no complete request, no credentials) is closed after this. */
+  readonly handshakeTimeoutMs: number
+  /** A stranger with nothing in flight is closed after this; 0: left to the protocol server. */
+  readonly idleTimeoutMs: number
+  /** A trusted connection with nothing in flight is closed after this; 0: never. */
+  readonly trustedIdleTimeoutMs: number
+  /** Untrusted connections are closed at the handshake deadline even while busy (credentials, not requests, open the door). */
+  readonly requiresCredentials: boolean
+  /** Peers never capped per address (trusted proxies, whose clients all share their address). */
+  readonly exempt?: (ip: string) => boolean
+}
+
+export type ShedReason = "budget" | "listener_full" | "per_address" | "banned" | "handshake_timeout" | "idle_timeout" | "memory"
+
+export interface ListenerStats {
+  readonly name: string
+  readonly open: number
+  readonly fresh: number
+  readonly trusted: number
+  /** Connections refused or closed by the front door since start, by reason. */
+  readonly closed: Readonly<Record<string, number>>
+}
+
+export interface FrontDoorStats {
+  readonly maxOpenFiles: number
+  readonly connectionBudget: number
+  readonly open: number
+  readonly level: PressureLevel
+  /** The highest of connections, heap and RSS against their budgets. */
+  readonly pressure: number
+  readonly listeners: ReadonlyArray<ListenerStats>
+}
+
+export interface Listener {
+  readonly policy: ListenerPolicy
+  /** Guards a server's connections from now on: its `connection` event, before the protocol sees them. */
+  readonly guard: (server: Net.Server) => void
+  /** Admits a socket accepted elsewhere; false when it was refused (and destroyed). */
+  readonly admit: (socket: Net.Socket) => boolean
+  /** A request (or stream) began / ended on the connection. */
+  readonly requestStarted: (socket: Net.Socket) => void
+  readonly requestEnded: (socket: Net.Socket) => void
+  /** The connection presented valid credentials: never shed, no handshake deadline. */
+  readonly trust: (socket: Net.Socket) => void
+  /** Refuses new connections from the socket's client key for `ms` and closes this one. */
+  readonly ban: (socket: Net.Socket, ms: number) => void
+  /** Requests in flight on the connection (for pipelining caps); 0 for a socket not guarded. */
+  readonly inFlight: (socket: Net.Socket) => number
+  readonly stats: () => ListenerStats
+}
+
+export interface FrontDoorShape {
+  readonly options: FrontDoorOptions
+  /** A listener's guard, for the life of the FrontDoor; its policy's caps are clamped to the budget. */
+  readonly listener: (policy: ListenerPolicy) => Listener
+  readonly level: () => PressureLevel
+  /** Called on every change of level (and once at once), e.g. to shrink a server's own timeouts. */
+  readonly onLevel: (f: (level: PressureLevel) => void) => () => void
+  readonly stats: () => FrontDoorStats
+}
+
+const kEntry = Symbol("resonance.frontDoor")
+
+interface Entry {
+  readonly socket: Net.Socket
+  readonly listener: ListenerImpl
+  readonly key: string
+  readonly acceptedAt: number
+  /** Since when it is in its current set. */
+  since: number
+  inFlight: number
+  served: boolean
+  trusted: boolean
+  set: Set<Entry> | undefined
+}
+
+interface ListenerImpl {
+  readonly policy: ListenerPolicy
+  readonly perKey: Map<string, number>
+  readonly bans: Map<string, number>
+  /** Strangers that have shown nothing (or, requiring credentials, shown none), oldest first. */
+  readonly fresh: Set<Entry>
+  readonly idle: Set<Entry>
+  readonly busy: Set<Entry>
+  readonly trustedIdle: Set<Entry>
+  open: number
+  trusted: number
+  readonly closed: Record<string, number>
+}
+
+const entryOf = (socket: Net.Socket): Entry | undefined =>
+  (socket as unknown as Record<symbol, Entry | undefined>)[kEntry] ??
+    // A TLS socket wraps the TCP socket the listener admitted.
+    ((socket as unknown as { _parent?: Net.Socket })._parent as unknown as Record<symbol, Entry | undefined> | undefined)?.[kEntry]
+
+function onSocketError() {}
+
+export const makeFrontDoor = (
+  options: FrontDoorOptions,
+  say: (level: PressureLevel, stats: FrontDoorStats) => void = () => {}
+): FrontDoorShape & { readonly sweep: (now: number) => void; readonly close: () => void } => {
+  const listeners: Array<ListenerImpl> = []
+  const levelWatchers = new Set<(level: PressureLevel) => void>()
+  let open = 0
+  let level: PressureLevel = "normal"
+  let memoryPressure = 0
+
+  const pressure = () => Math.max(open / options.connectionBudget, memoryPressure)
+
+  const timeoutOf = (configured: number) =>
+    level === "normal" ? configured : Math.min(configured, level === "critical" ? CRITICAL_TIMEOUT_MS : ELEVATED_TIMEOUT_MS)
+
+  const place = (entry: Entry, set: Set<Entry> | undefined, now: number) => {
+    if (entry.set === set) return
+    entry.set?.delete(entry)
+    entry.set = set
+    entry.since = now
+    set?.add(entry)
+  }
+
+  /** Where an entry waits: decides its deadline and its rank for shedding. */
+  const settle = (entry: Entry, now: number) => {
+    const l = entry.listener
+    if (entry.trusted) place(entry, entry.inFlight > 0 ? undefined : l.trustedIdle, now)
+    else if (!entry.served || l.policy.requiresCredentials) {
+      if (entry.set !== l.fresh) place(entry, l.fresh, entry.acceptedAt)
+    } else place(entry, entry.inFlight > 0 ? l.busy : l.idle, now)
+  }
+
+  const close = (entry: Entry, reason: ShedReason) => {
+    entry.listener.closed[reason] = (entry.listener.closed[reason] ?? 0) + 1
+    entry.socket.destroy()
+  }
+
+  const forget = (entry: Entry) => {
+    const l = entry.listener
+    entry.set?.delete(entry)
+    entry.set = undefined
+    open--
+    l.open--
+    if (entry.trusted) l.trusted--
+    const count = (l.perKey.get(entry.key) ?? 1) - 1
+    if (count <= 0) l.perKey.delete(entry.key)
+    else l.perKey.set(entry.key, count)
+  }
+
+  /** The oldest stranger to shed to make room, in `scope`'s listeners: fresh first, then idle, then busy past a grace. */
+  const victim = (scope: ReadonlyArray<ListenerImpl>, now: number): Entry | undefined => {
+    for (const rank of ["fresh", "idle", "busy"] as const) {
+      let oldest: Entry | undefined
+      for (const l of scope) {
+        const head = l[rank].values().next().value as Entry | undefined
+        if (head !== undefined && (oldest === undefined || head.since < oldest.since)) oldest = head
+      }
+      if (oldest !== undefined && (rank !== "busy" || now - oldest.since >= BUSY_GRACE_MS)) return oldest
+    }
+    return undefined
+  }
+
+  const makeListener = (policy: ListenerPolicy): Listener => {
+    const l: ListenerImpl = {
+      policy: {
+        ...policy,
+        maxConnections: Math.min(policy.maxConnections > 0 ? policy.maxConnections : options.connectionBudget, options.connectionBudget)
+      },
+      perKey: new Map(),
+      bans: new Map(),
+      fresh: new Set(),
+      idle: new Set(),
+      busy: new Set(),
+      trustedIdle: new Set(),
+      open: 0,
+      trusted: 0,
+      closed: {}
+    }
+    listeners.push(l)
+    const refuse = (socket: Net.Socket, reason: ShedReason) => {
+      l.closed[reason] = (l.closed[reason] ?? 0) + 1
+      socket.on("error", onSocketError)
+      socket.destroy()
+      return false
+    }
+
+    const admit = (socket: Net.Socket): boolean => {
+      const now = Date.now()
+      const ip = normalizeIp(socket.remoteAddress ?? "") ?? ""
+      const key = clientKeyOf(ip)
+      const exempt = policy.exempt?.(ip) === true
+      if (!exempt && l.bans.size > 0) {
+        const until = l.bans.get(key)
+        if (until !== undefined) {
+          if (until > now) return refuse(socket, "banned")
+          l.bans.delete(key)
+        }
+      }
+      const fromKey = l.perKey.get(key) ?? 0
+      if (!exempt && policy.maxPerAddress > 0 && fromKey >= policy.maxPerAddress) return refuse(socket, "per_address")
+      if (open >= options.connectionBudget) {
+        const shed = victim(listeners, now)
+        if (shed === undefined) return refuse(socket, "budget")
+        close(shed, "budget")
+      } else if (l.open >= l.policy.maxConnections) {
+        const shed = victim([l], now)
+        if (shed === undefined) return refuse(socket, "listener_full")
+        close(shed, "listener_full")
+      }
+      const entry: Entry = { socket, listener: l, key, acceptedAt: now, since: now, inFlight: 0, served: false, trusted: false, set: undefined }
+      ;(socket as unknown as Record<symbol, Entry>)[kEntry] = entry
+      open++
+      l.open++
+      l.perKey.set(key, fromKey + 1)
+      place(entry, l.fresh, now)
+      socket.once("close", () => forget(entry))
+      return true
+    }
+
+    const onConnection = (socket: Net.Socket) => void admit(socket)
+
+    return {
+      policy: l.policy,
+      guard: (server) => void server.prependListener("connection", onConnection),
+      admit,
+      requestStarted: (socket) => {
+        const entry = entryOf(socket)
+        if (entry === undefined) return
+        entry.inFlight++
+        entry.served = true
+        if (entry.inFlight === 1) settle(entry, Date.now())
+      },
+      requestEnded: (socket) => {
+        const entry = entryOf(socket)
+        if (entry === undefined || entry.inFlight === 0) return
+        if (--entry.inFlight === 0) settle(entry, Date.now())
+      },
+      trust: (socket) => {
+        const entry = entryOf(socket)
+        if (entry === undefined || entry.trusted) return
+        entry.trusted = true
+        l.trusted++
+        settle(entry, Date.now())
+      },
+      ban: (socket, ms) => {
+        const entry = entryOf(socket)
+        if (entry !== undefined && policy.exempt?.(normalizeIp(socket.remoteAddress ?? "") ?? "") !== true) {
+          if (l.bans.size >= 10_000) l.bans.delete(l.bans.keys().next().value!)
+          l.bans.set(entry.key, Date.now() + ms)
+        }
+        if (entry !== undefined) close(entry, "banned")
+        else socket.destroy()
+      },
+      inFlight: (socket) => entryOf(socket)?.inFlight ?? 0,
+      stats: () => statsOf(l)
+    }
+  }
+
+  const statsOf = (l: ListenerImpl): ListenerStats => ({
+    name: l.policy.name,
+    open: l.open,
+    fresh: l.fresh.size,
+    trusted: l.trusted,
+    closed: { ...l.closed }
+  })
+
+  const stats = (): FrontDoorStats => ({
+    maxOpenFiles: options.maxOpenFiles,
+    connectionBudget: options.connectionBudget,
+    open,
+    level,
+    pressure: pressure(),
+    listeners: listeners.map(statsOf)
+  })
+
+  /** Closes, oldest first, the entries of `set` whose `timeout` has passed. */
+  const expire = (set: Set<Entry>, timeoutMs: number, now: number, reason: ShedReason) => {
+    if (timeoutMs <= 0) return
+    for (const entry of set) {
+      if (now - entry.since < timeoutMs) return
+      close(entry, reason)
+      // `close` event comes later: leave the set now so the walk goes on.
+      set.delete(entry)
+      entry.set = undefined
+    }
+  }
+
+  const sweep = (now: number) => {
+    const heap = V8.getHeapStatistics().used_heap_size / options.maxHeapBytes
+    const rss = process.memoryUsage.rss() / options.maxRssBytes
+    memoryPressure = Math.max(heap, rss)
+    const current = pressure()
+    const next: PressureLevel = current >= CRITICAL ? "critical" : current >= options.pressureThreshold ? "elevated" : "normal"
+    if (next !== level) {
+      level = next
+      for (const watcher of levelWatchers) watcher(level)
+      say(level, stats())
+    }
+    for (const l of listeners) {
+      expire(l.fresh, timeoutOf(l.policy.handshakeTimeoutMs), now, "handshake_timeout")
+      expire(l.idle, timeoutOf(l.policy.idleTimeoutMs), now, "idle_timeout")
+      expire(l.trustedIdle, l.policy.trustedIdleTimeoutMs, now, "idle_timeout")
+      // Short of memory, strangers go first, whatever their age.
+      if (memoryPressure >= CRITICAL) {
+        for (const set of [l.fresh, l.idle]) expire(set, 1, Infinity, "memory")
+      }
+    }
+  }
+
+  const timer = setInterval(() => sweep(Date.now()), options.sweepIntervalMs ?? 250)
+  timer.unref()
+
+  return {
+    options,
+    listener: makeListener,
+    level: () => level,
+    onLevel: (f) => {
+      levelWatchers.add(f)
+      f(level)
+      return () => void levelWatchers.delete(f)
+    },
+    stats,
+    sweep,
+    close: () => clearInterval(timer)
+  }
+}

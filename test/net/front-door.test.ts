@@ -1,0 +1,240 @@
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Effect } from "effect"
+import * as Net from "node:net"
+import { connectionBudgetOf, frontDoorOptionsConfig, parseOpenFileLimit } from "../../src/adapters/net/FrontDoor.js"
+import type { FrontDoorOptions, ListenerPolicy } from "../../src/adapters/net/Overload.js"
+import { makeFrontDoor } from "../../src/adapters/net/Overload.js"
+
+const roomy: FrontDoorOptions = {
+  maxOpenFiles: 1_000,
+  connectionBudget: 100,
+  pressureThreshold: 0.8,
+  maxHeapBytes: Number.MAX_SAFE_INTEGER,
+  maxRssBytes: Number.MAX_SAFE_INTEGER,
+  // The tests drive the sweep themselves, with a clock of their own.
+  sweepIntervalMs: 3_600_000
+}
+
+const policy = (overrides: Partial<ListenerPolicy> = {}): ListenerPolicy => ({
+  name: "test",
+  maxConnections: 0,
+  maxPerAddress: 0,
+  handshakeTimeoutMs: 10_000,
+  idleTimeoutMs: 10_000,
+  trustedIdleTimeoutMs: 0,
+  requiresCredentials: false,
+  ...overrides
+})
+
+/** A plain TCP server whose accepted sockets the test sees, in order, once the door admitted them. */
+const serve = (guard: (server: Net.Server) => void) =>
+  Effect.acquireRelease(
+    Effect.async<{ readonly port: number; readonly accepted: Array<Net.Socket>; readonly server: Net.Server }>((resume) => {
+      const accepted: Array<Net.Socket> = []
+      const server = Net.createServer((socket) => {
+        socket.on("error", () => {})
+        if (!socket.destroyed) accepted.push(socket)
+      })
+      guard(server)
+      server.listen(0, "127.0.0.1", () => resume(Effect.succeed({ port: (server.address() as Net.AddressInfo).port, accepted, server })))
+    }),
+    ({ accepted, server }) =>
+      Effect.sync(() => {
+        for (const socket of accepted) socket.destroy()
+        server.close()
+      })
+  )
+
+interface Client {
+  readonly socket: Net.Socket
+  /** Resolves once the server has closed the connection. */
+  readonly closed: Promise<void>
+}
+
+const connect = (port: number, localAddress = "127.0.0.1") =>
+  Effect.acquireRelease(
+    Effect.async<Client>((resume) => {
+      const socket = Net.connect({ port, host: "127.0.0.1", localAddress })
+      socket.on("error", () => {})
+      const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()))
+      socket.once("connect", () => resume(Effect.succeed({ socket, closed })))
+    }),
+    ({ socket }) => Effect.sync(() => socket.destroy())
+  )
+
+/** Waits until the server side has admitted `count` sockets (or refused the rest). */
+const admitted = (accepted: ReadonlyArray<Net.Socket>, count: number) =>
+  Effect.promise(() =>
+    new Promise<void>((resolve) => {
+      const check = () => (accepted.length >= count ? resolve() : setTimeout(check, 5))
+      check()
+    })
+  )
+
+const isOpen = (client: Client) =>
+  Effect.promise(() => Promise.race([client.closed.then(() => false), new Promise<boolean>((resolve) => setTimeout(() => resolve(true), 150))]))
+
+const door = (options: Partial<FrontDoorOptions> = {}) =>
+  Effect.acquireRelease(Effect.sync(() => makeFrontDoor({ ...roomy, ...options })), (made) => Effect.sync(made.close))
+
+describe("the front door", () => {
+  it.scopedLive("at the budget a newcomer sheds the oldest stranger, never a trusted connection; with only trusted ones it is refused", () =>
+    Effect.gen(function*() {
+      const frontDoor = yield* door({ connectionBudget: 3 })
+      const listener = frontDoor.listener(policy())
+      const { accepted, port } = yield* serve(listener.guard)
+      const trusted = yield* connect(port)
+      const oldest = yield* connect(port)
+      const younger = yield* connect(port)
+      yield* admitted(accepted, 3)
+      listener.trust(accepted[0]!)
+      const newcomer = yield* connect(port)
+      yield* Effect.promise(() => oldest.closed)
+      expect(yield* isOpen(trusted)).toBe(true)
+      expect(yield* isOpen(younger)).toBe(true)
+      expect(yield* isOpen(newcomer)).toBe(true)
+      // Every stranger but the ones that completed a request goes before a trusted one does.
+      yield* admitted(accepted, 4)
+      listener.trust(accepted[2]!)
+      listener.trust(accepted[3]!)
+      const refused = yield* connect(port)
+      yield* Effect.promise(() => refused.closed)
+      expect(yield* isOpen(trusted)).toBe(true)
+      expect(frontDoor.stats().listeners[0]!.closed).toEqual({ budget: 2 })
+    }))
+
+  it.scopedLive("one budget for every listener: a newcomer on one listener sheds a stranger of another", () =>
+    Effect.gen(function*() {
+      const frontDoor = yield* door({ connectionBudget: 2 })
+      const publicSide = frontDoor.listener(policy({ name: "http" }))
+      const internal = frontDoor.listener(policy({ name: "push" }))
+      const a = yield* serve(publicSide.guard)
+      const b = yield* serve(internal.guard)
+      const stranger = yield* connect(a.port)
+      const taskService = yield* connect(b.port)
+      yield* admitted(b.accepted, 1)
+      internal.trust(b.accepted[0]!)
+      const second = yield* connect(b.port)
+      yield* Effect.promise(() => stranger.closed)
+      expect(yield* isOpen(taskService)).toBe(true)
+      expect(yield* isOpen(second)).toBe(true)
+      expect(frontDoor.stats().open).toBe(2)
+    }))
+
+  it.scopedLive("a per-address cap refuses the address past it while other addresses connect; trusted proxies are exempt", () =>
+    Effect.gen(function*() {
+      const frontDoor = yield* door()
+      const listener = frontDoor.listener(policy({ maxPerAddress: 2, exempt: (ip) => ip === "127.0.0.3" }))
+      const { port } = yield* serve(listener.guard)
+      const held = [yield* connect(port), yield* connect(port)]
+      const third = yield* connect(port)
+      yield* Effect.promise(() => third.closed)
+      const other = yield* connect(port, "127.0.0.2")
+      expect(yield* isOpen(other)).toBe(true)
+      const proxied = [yield* connect(port, "127.0.0.3"), yield* connect(port, "127.0.0.3"), yield* connect(port, "127.0.0.3")]
+      for (const client of [...held, ...proxied]) expect(yield* isOpen(client)).toBe(true)
+      expect(listener.stats().closed).toEqual({ per_address: 1 })
+    }))
+
+  it.scopedLive("handshake and idle deadlines close strangers, shorter under pressure; trusted connections stay", () =>
+    Effect.gen(function*() {
+      const frontDoor = yield* door({ connectionBudget: 10, pressureThreshold: 0.3 })
+      const listener = frontDoor.listener(policy({ handshakeTimeoutMs: 10_000, idleTimeoutMs: 10_000 }))
+      const { accepted, port } = yield* serve(listener.guard)
+      const silent = yield* connect(port)
+      const served = yield* connect(port)
+      const trusted = yield* connect(port)
+      yield* admitted(accepted, 3)
+      listener.requestStarted(accepted[1]!)
+      listener.requestEnded(accepted[1]!)
+      listener.trust(accepted[2]!)
+      const levels: Array<string> = []
+      frontDoor.onLevel((level) => levels.push(level))
+      // Three of ten is past the threshold of 0.3: strangers get 2 s instead of 10.
+      frontDoor.sweep(Date.now() + 2_500)
+      expect(levels).toEqual(["normal", "elevated"])
+      yield* Effect.promise(() => Promise.all([silent.closed, served.closed]))
+      expect(yield* isOpen(trusted)).toBe(true)
+      expect(listener.stats().closed).toEqual({ handshake_timeout: 1, idle_timeout: 1 })
+    }))
+
+  it.scopedLive("a listener that requires credentials closes an untrusted connection at the deadline even while it is busy", () =>
+    Effect.gen(function*() {
+      const frontDoor = yield* door()
+      const listener = frontDoor.listener(policy({ handshakeTimeoutMs: 5_000, requiresCredentials: true, trustedIdleTimeoutMs: 60_000 }))
+      const { accepted, port } = yield* serve(listener.guard)
+      const tokenless = yield* connect(port)
+      const task = yield* connect(port)
+      yield* admitted(accepted, 2)
+      listener.requestStarted(accepted[0]!)
+      listener.trust(accepted[1]!)
+      frontDoor.sweep(Date.now() + 5_100)
+      yield* Effect.promise(() => tokenless.closed)
+      expect(yield* isOpen(task)).toBe(true)
+      // A trusted connection with no call in flight for its idle timeout is closed too.
+      frontDoor.sweep(Date.now() + 61_000)
+      yield* Effect.promise(() => task.closed)
+    }))
+
+  it.scopedLive("short of memory, strangers are shed whatever their age, trusted connections stay", () =>
+    Effect.gen(function*() {
+      const frontDoor = yield* door({ maxHeapBytes: 1 })
+      const listener = frontDoor.listener(policy())
+      const { accepted, port } = yield* serve(listener.guard)
+      const stranger = yield* connect(port)
+      const trusted = yield* connect(port)
+      yield* admitted(accepted, 2)
+      listener.trust(accepted[1]!)
+      frontDoor.sweep(Date.now())
+      yield* Effect.promise(() => stranger.closed)
+      expect(yield* isOpen(trusted)).toBe(true)
+      expect(frontDoor.level()).toBe("critical")
+    }))
+
+  it.scopedLive("a ban turns the address away for its time, and only that address", () =>
+    Effect.gen(function*() {
+      const frontDoor = yield* door()
+      const listener = frontDoor.listener(policy())
+      const { accepted, port } = yield* serve(listener.guard)
+      const flooder = yield* connect(port)
+      yield* admitted(accepted, 1)
+      listener.ban(accepted[0]!, 60_000)
+      yield* Effect.promise(() => flooder.closed)
+      const again = yield* connect(port)
+      yield* Effect.promise(() => again.closed)
+      const other = yield* connect(port, "127.0.0.2")
+      expect(yield* isOpen(other)).toBe(true)
+      expect(listener.stats().closed).toEqual({ banned: 2 })
+    }))
+})
+
+describe("the budget from the descriptor limit", () => {
+  it("reads the soft limit of /proc/self/limits", () => {
+    const limits = [
+      "Limit                     Soft Limit           Hard Limit           Units     ",
+      "Max processes             96367                96367                processes ",
+      "Max open files            20000                40000                files     "
+    ].join("\n")
+    expect(parseOpenFileLimit(limits)).toBe(20_000)
+    expect(parseOpenFileLimit("Max open files            unlimited            unlimited            files")).toBe(1_048_576)
+    expect(parseOpenFileLimit("nothing here")).toBeUndefined()
+  })
+
+  it("derives the budget below the limit, with headroom", () => {
+    expect(connectionBudgetOf(20_000)).toBe(19_000)
+    expect(connectionBudgetOf(1_024)).toBe(960)
+    for (const limit of [64, 256, 1_024, 65_536]) expect(connectionBudgetOf(limit)).toBeLessThan(limit)
+  })
+
+  it.effect("the configuration: defaults derived from the limit, a budget at or above it refused naming the key", () =>
+    Effect.gen(function*() {
+      const options = yield* Effect.withConfigProvider(frontDoorOptionsConfig, ConfigProvider.fromJson({ overload: { max_open_files: 4096 } }))
+      expect(options.maxOpenFiles).toBe(4096)
+      expect(options.connectionBudget).toBe(connectionBudgetOf(4096))
+      expect(options.connectionBudget).toBeLessThan(4096)
+      const refused = yield* Effect.flip(
+        Effect.withConfigProvider(frontDoorOptionsConfig, ConfigProvider.fromJson({ overload: { max_open_files: 4096, connection_budget: 5000 } }))
+      )
+      expect(String(refused)).toContain("overload.connection_budget")
+    }))
+})
