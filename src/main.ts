@@ -146,14 +146,13 @@ const pushEnabled = (config: GatewayConfig) => config.push.enabled ?? isCluster(
 
 export const gatewayLayer = (config: GatewayConfig, etcd: EtcdClientOptions) => {
   const base = Layer.mergeAll(
-    FrontDoor.layerConfig,
     InternalAuth.layerConfig,
     ConnectionHub.layer,
     FrameCodec.layer,
     Readiness.layer,
     layerMetricsConfig,
     identityLayer(config, etcd)
-  )
+  ).pipe(Layer.provideMerge(FrontDoor.layerConfig))
   const useCases = Layer.mergeAll(dispatcherLayer(isCluster(config)), authenticatorLayer(isCluster(config)))
   const entryPoints = Layer.mergeAll(
     HttpApi.layerConfig,

@@ -1,9 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Layer } from "effect"
+import { ConfigProvider, Effect, Exit, Layer } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import { Registry } from "prom-client"
 import { Metrics } from "../../src/application/ports/Metrics.js"
+import { FrontDoor } from "../../src/adapters/net/FrontDoor.js"
+import { observabilitySettings } from "../../src/adapters/obs/config.js"
 import {
   layerPrometheus,
   makePrometheusMetrics,
@@ -38,7 +40,7 @@ const scrape = (url: string) =>
     return { status: response.status, contentType: response.headers.get("content-type"), body: await response.text() }
   })
 
-const testLayer = layerPrometheus({ port: 0, host: "127.0.0.1", path: "/metrics" })
+const testLayer = layerPrometheus({ port: 0, host: "127.0.0.1", path: "/metrics" }).pipe(Layer.provide(FrontDoor.layerTest()))
 
 const metricsUrl = Effect.map(MetricsEndpoint, (e) => `http://127.0.0.1:${e.port}${e.path}`)
 
@@ -72,6 +74,20 @@ describe("PrometheusMetrics", () => {
       expect(types.get("process_cpu_user_seconds_total")).toBe("counter")
       expect(types.get("nodejs_heap_size_used_bytes")).toBe("gauge")
     }).pipe(Effect.provide(testLayer)))
+
+  it.scopedLive("by default the scrape endpoint listens on loopback only, and shows the front door's connections", () =>
+    Effect.gen(function*() {
+      const settings = yield* Effect.withConfigProvider(observabilitySettings, ConfigProvider.fromJson({}))
+      expect(settings.metrics.host).toBe("127.0.0.1")
+      const endpoint = yield* MetricsEndpoint
+      expect(endpoint.host).toBe("127.0.0.1")
+      const { body } = yield* scrape(`http://127.0.0.1:${endpoint.port}${endpoint.path}`)
+      const { samples, types } = parseExposition(body)
+      expect(types.get("gateway_frontdoor_closed_total")).toBe("counter")
+      // The scrape itself holds a connection of the metrics listener.
+      expect(samples.get('gateway_frontdoor_connections{listener="metrics"}')).toBeGreaterThanOrEqual(1)
+      expect(samples.get("gateway_frontdoor_budget")).toBe(19_000)
+    }).pipe(Effect.provide(layerPrometheus({ port: 0, path: "/metrics" }).pipe(Layer.provide(FrontDoor.layerTest())))))
 
   it.scopedLive("values move with each metric call", () =>
     Effect.gen(function*() {
@@ -211,7 +227,7 @@ describe("PrometheusMetrics", () => {
           })
       )
       const port = (blocker.address() as AddressInfo).port
-      const error = yield* Layer.build(layerPrometheus({ port, host: "127.0.0.1", path: "/metrics" })).pipe(Effect.flip)
+      const error = yield* Layer.build(layerPrometheus({ port, host: "127.0.0.1", path: "/metrics" }).pipe(Layer.provide(FrontDoor.layerTest()))).pipe(Effect.flip)
       expect(error).toBeInstanceOf(MetricsServerError)
       expect(error.reason).toBe("Listen")
     }))

@@ -4,6 +4,8 @@ import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client"
 import { Metrics, type MetricsShape, type StorageTotals } from "../../application/ports/Metrics.js"
+import { FrontDoor } from "../net/FrontDoor.js"
+import type { FrontDoorShape, Listener } from "../net/FrontDoor.js"
 
 export interface PrometheusOptions {
   readonly port: number
@@ -80,7 +82,8 @@ const requestRecorder = <C extends string | number>(
  * `route` and `method` must therefore come from a bounded set (route templates, not raw paths).
  */
 export const makePrometheusMetrics = (
-  registry: Registry
+  registry: Registry,
+  door?: FrontDoorShape
 ): { readonly metrics: MetricsShape; readonly registry: Registry; readonly close: () => void } => {
   const registers = [registry]
   collectDefaultMetrics({ register: registry })
@@ -162,6 +165,46 @@ export const makePrometheusMetrics = (
   storageCounter("gateway_logic_rows_written_total", "Rows the embedded Logic inserted, updated or deleted", (t) => t.rowsWritten)
   storageCounter("gateway_logic_transactions_total", "Write transactions of the embedded Logic (a group commit's batch is one)", (t) => t.transactions)
 
+  if (door !== undefined) {
+    new Gauge({
+      name: "gateway_frontdoor_connections",
+      help: "Connections held by each listener (public HTTP and WebSocket, push, logic, metrics)",
+      labelNames: ["listener"],
+      registers,
+      collect() {
+        for (const listener of door.stats().listeners) this.labels(listener.name).set(listener.open)
+      }
+    })
+    new Gauge({
+      name: "gateway_frontdoor_budget",
+      help: "Connections all listeners may hold together, below the descriptor limit",
+      registers,
+      collect() {
+        this.set(door.options.connectionBudget)
+      }
+    })
+    new Gauge({
+      name: "gateway_frontdoor_pressure",
+      help: "Highest of connections, heap and RSS against their budgets (0.8: timeouts of strangers shrink; 0.95: strangers shed)",
+      registers,
+      collect() {
+        this.set(door.stats().pressure)
+      }
+    })
+    new Counter({
+      name: "gateway_frontdoor_closed_total",
+      help: "Connections the front door refused or closed, by listener and reason",
+      labelNames: ["listener", "reason"],
+      registers,
+      collect() {
+        this.reset()
+        for (const listener of door.stats().listeners) {
+          for (const [reason, count] of Object.entries(listener.closed)) this.labels(listener.name, reason).inc(count)
+        }
+      }
+    })
+  }
+
   const rejectedByReason = new Map<string, Counter.Internal>()
 
   // prom-client throws on negative or non-finite values; a metric call must never break the caller.
@@ -207,11 +250,14 @@ const stripQuery = (url: string): string => {
   return q === -1 ? url : url.slice(0, q)
 }
 
-/** Serves `registry` at `path` on its own small HTTP server for the lifetime of the scope; 404 elsewhere. */
-export const serveMetrics = (registry: Registry, options: PrometheusOptions) =>
+/** Serves `registry` at `path` on its own small HTTP server behind `listener` for the lifetime of the scope; 404 elsewhere. */
+export const serveMetrics = (registry: Registry, options: PrometheusOptions, listener: Listener) =>
   Effect.acquireRelease(
     Effect.async<Http.Server, MetricsServerError>((resume) => {
-      const server = Http.createServer((req, res) => {
+      const server = Http.createServer({ headersTimeout: 5_000, requestTimeout: 10_000 }, (req, res) => {
+        const socket = req.socket
+        listener.requestStarted(socket)
+        res.once("close", () => listener.requestEnded(socket))
         if (stripQuery(req.url ?? "/") !== options.path) {
           res.writeHead(404, { "content-type": "text/plain; charset=utf-8" }).end("not found\n")
           return
@@ -231,10 +277,11 @@ export const serveMetrics = (registry: Registry, options: PrometheusOptions) =>
         )
       })
       server.keepAliveTimeout = 5_000
+      listener.guard(server)
       const onError = (error: Error) =>
         resume(Effect.fail(new MetricsServerError({ reason: "Listen", message: error.message, cause: error })))
       server.once("error", onError)
-      server.listen(options.port, options.host ?? "0.0.0.0", () => {
+      server.listen(options.port, options.host ?? "127.0.0.1", () => {
         server.off("error", onError)
         resume(Effect.succeed(server))
       })
@@ -247,7 +294,7 @@ export const serveMetrics = (registry: Registry, options: PrometheusOptions) =>
       })
   ).pipe(
     Effect.map((server) => ({
-      host: options.host ?? "0.0.0.0",
+      host: options.host ?? "127.0.0.1",
       port: (server.address() as AddressInfo).port,
       path: options.path,
       registry
@@ -260,14 +307,25 @@ export const serveMetrics = (registry: Registry, options: PrometheusOptions) =>
  */
 export const layerPrometheus = (
   options: PrometheusOptions
-): Layer.Layer<Metrics | MetricsEndpoint, MetricsServerError> =>
+): Layer.Layer<Metrics | MetricsEndpoint, MetricsServerError, FrontDoor> =>
   Layer.scopedContext(
     Effect.gen(function*() {
+      const door = yield* FrontDoor
       const { metrics, registry } = yield* Effect.acquireRelease(
-        Effect.sync(() => makePrometheusMetrics(new Registry())),
+        Effect.sync(() => makePrometheusMetrics(new Registry(), door)),
         (made) => Effect.sync(made.close)
       )
-      const endpoint = yield* serveMetrics(registry, options)
+      // Scrapers are few and near: a small share of the budget, a few connections per address.
+      const listener = door.listener({
+        name: "metrics",
+        maxConnections: 64,
+        maxPerAddress: 16,
+        handshakeTimeoutMs: 5_000,
+        idleTimeoutMs: 10_000,
+        trustedIdleTimeoutMs: 0,
+        requiresCredentials: false
+      })
+      const endpoint = yield* serveMetrics(registry, options, listener)
       yield* Effect.logInfo(`metrics served at http://${endpoint.host}:${endpoint.port}${endpoint.path}`)
       return Context.make(Metrics, metrics).pipe(Context.add(MetricsEndpoint, endpoint))
     })

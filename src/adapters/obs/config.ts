@@ -21,7 +21,13 @@ export const observabilitySettings = Config.nested(
       "trace"
     ),
     metrics: Config.nested(
-      Config.all({ enabled: bool("enabled", true), port: int("port", 9092), path: str("path", "/metrics") }),
+      Config.all({
+        enabled: bool("enabled", true),
+        port: int("port", 9092),
+        path: str("path", "/metrics"),
+        // Loopback unless said otherwise: a scrape endpoint is for the machine's agent, not the Internet.
+        host: str("host", "127.0.0.1")
+      }),
       "metrics"
     )
   }),
@@ -47,13 +53,13 @@ export const tracingEnabledConfig = Config.map(
   ({ trace }) => trace.enabled && trace.endpoint !== ""
 )
 
-/** The Prometheus adapter on `service.bind_host`, or no metrics when `observability.metrics.enabled` is false. */
+/** The Prometheus adapter on `observability.metrics.host`, or no metrics when `observability.metrics.enabled` is false. */
 export const layerMetricsConfig = Layer.unwrapEffect(
   Effect.map(
-    Config.all({ observability: observabilitySettings, service: serviceSettings }),
-    ({ observability: { metrics }, service }) =>
+    observabilitySettings,
+    ({ metrics }) =>
       metrics.enabled
-        ? layerPrometheus({ port: metrics.port, path: metrics.path, host: service.bindHost })
+        ? layerPrometheus({ port: metrics.port, path: metrics.path, host: metrics.host })
         : Metrics.layerNoop
   )
 )
