@@ -5,6 +5,7 @@ import { etcdSecurity } from "./adapters/etcd/Client.js"
 import { watchService } from "./adapters/etcd/Discovery.js"
 import { layerRegistry } from "./adapters/etcd/Registry.js"
 import { InternalAuth } from "./adapters/grpc/Security.js"
+import * as FrontDoor from "./adapters/net/FrontDoor.js"
 import { logicEmbeddedOptionsConfig } from "./adapters/logic-embedded/config.js"
 import { makeEmbeddedLogic } from "./adapters/logic-embedded/LogicEmbedded.js"
 import * as ReferenceLogic from "./adapters/logic-server/ReferenceLogic.js"
@@ -52,7 +53,12 @@ const program = Effect.gen(function*() {
     Effect.logInfo("logic service ready").pipe(Effect.annotateLogs({ grpc: advertised, etcd: config.etcd.endpoints.join(",") }))
   )
   return yield* Layer.launch(
-    ready.pipe(Layer.provideMerge(registry), Layer.provideMerge(logic), Layer.provide(InternalAuth.layer(config.internal)))
+    ready.pipe(
+      Layer.provideMerge(registry),
+      Layer.provideMerge(logic),
+      Layer.provide(InternalAuth.layer(config.internal)),
+      Layer.provide(FrontDoor.layerConfig)
+    )
   ).pipe(
     Effect.provide(layerLogger({ format: config.log.format, level: config.log.level }))
   )

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Layer, Logger, LogLevel, TestClock } from "effect"
 import * as path from "node:path"
+import { withFrontDoor } from "../support/door.js"
 import { InternalAuth } from "../../src/adapters/grpc/Security.js"
 import * as LogicEmbedded from "../../src/adapters/logic-embedded/LogicEmbedded.js"
 import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
@@ -54,7 +55,8 @@ const lossyLogic = (loseReply: (reply: Effect.Effect<unknown, unknown>) => Effec
         })
     }
     const { port } = yield* serveLogic(lossy, { port: 0, host: "127.0.0.1", shutdownTimeout: "1 second" }).pipe(
-      Effect.provide(InternalAuth.layerInsecure)
+      Effect.provide(InternalAuth.layerInsecure),
+      withFrontDoor
     )
     yield* real.register({ username: "alice", password: "secret1", nickname: "" })
     const token = (yield* real.login({ username: "alice", password: "secret1" })).accessToken

@@ -4,6 +4,7 @@ import { Effect, Either, Exit, Layer } from "effect"
 import * as Fs from "node:fs"
 import { pushClient } from "../../src/adapters/logic-server/GatewayPush.js"
 import type { InternalSecurityOptions } from "../../src/adapters/grpc/Security.js"
+import { withFrontDoor } from "../support/door.js"
 import { InternalAuth, insecureInternal, makeInternalSecurity } from "../../src/adapters/grpc/Security.js"
 import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
 import { Metrics } from "../../src/application/ports/Metrics.js"
@@ -149,7 +150,7 @@ describe("internal RPC authentication", () => {
       const { port } = yield* serveLogic(fakeLogic({ searchUser: () => Effect.succeed([]) }), {
         port: 0,
         host: "127.0.0.1"
-      }).pipe(Effect.provide(InternalAuth.layer(security)))
+      }).pipe(Effect.provide(InternalAuth.layer(security)), withFrontDoor)
       const anonymous = yield* buildLogic(
         LogicGrpc.layerStatic([`127.0.0.1:${port}`], { deadline: "2 seconds", retries: 0 }),
         Metrics.layerNoop,

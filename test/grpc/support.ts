@@ -1,11 +1,12 @@
 import { Context, Effect, Layer, Schedule, Tracer } from "effect"
-import type { Scope } from "effect"
+import type { ConfigError, Scope } from "effect"
 import { Logic, unavailableLogic } from "../../src/application/ports/Logic.js"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
 import { Metrics } from "../../src/application/ports/Metrics.js"
 import type { MetricsShape } from "../../src/application/ports/Metrics.js"
 import * as PushServerModule from "../../src/adapters/grpc-push/PushServer.js"
 import { PushServer } from "../../src/adapters/grpc-push/PushServer.js"
+import { withFrontDoor } from "../support/door.js"
 import { InternalAuth } from "../../src/adapters/grpc/Security.js"
 import * as ProtobufFrameCodec from "../../src/adapters/protobuf/FrameCodec.js"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
@@ -56,11 +57,12 @@ export const servePush = <E = never>(
   )
 
 /** A fake Logic (Logic.layerTest: unavailable unless overridden) served over real gRPC on 127.0.0.1. */
-export const serveFake = (overrides: Partial<LogicShape>): Effect.Effect<string, Error, Scope.Scope> =>
+export const serveFake = (overrides: Partial<LogicShape>): Effect.Effect<string, Error | ConfigError.ConfigError, Scope.Scope> =>
   Effect.gen(function*() {
     const logic = yield* Effect.provide(Logic, Logic.layerTest(overrides))
     const { port } = yield* serveLogic(logic, { port: 0, host: "127.0.0.1", shutdownTimeout: "1 second" }).pipe(
-      Effect.provide(InternalAuth.layerInsecure)
+      Effect.provide(InternalAuth.layerInsecure),
+      withFrontDoor
     )
     return `127.0.0.1:${port}`
   })

@@ -1,6 +1,11 @@
 import * as grpc from "@grpc/grpc-js"
-import { Cause, Duration, Effect, Exit, FiberId, FiberSet, Option } from "effect"
+import { Cause, Config, Duration, Effect, Exit, FiberId, FiberSet, Option } from "effect"
 import type { Scope } from "effect"
+import * as Net from "node:net"
+import { FrontDoor } from "../net/FrontDoor.js"
+import type { Listener } from "../net/FrontDoor.js"
+import { somaxconn } from "../net/NodeServer.js"
+import { duration, int } from "../settings/Settings.js"
 import type { UnaryMethod } from "./Client.js"
 import type { InternalSecurity } from "./Security.js"
 import type { GrpcStatusError } from "./Status.js"
@@ -14,30 +19,91 @@ export interface ListenOptions {
   readonly shutdownTimeout?: Duration.DurationInput
 }
 
+/** How an internal gRPC port treats its connections: `internal.*`, shared by PushService and the Logic services. */
+export interface InternalListenerOptions {
+  /** Connections of the port at once (within the process's budget). */
+  readonly maxConnections: number
+  /** Connections from one address at once (a Task or gateway fleet needs few each). */
+  readonly maxConnectionsPerIp: number
+  /** A connection that has not made an admitted call (token, certificate) within this is closed. */
+  readonly handshakeTimeout: Duration.Duration
+  /** A connection with no call for this long is closed (the caller reconnects when it needs to). */
+  readonly idleTimeout: Duration.Duration
+  /** Streams open at once on one connection. */
+  readonly maxConcurrentStreams: number
+}
+
+/** `internal.*` of the ports themselves (their admission is `internal.token`/`tls`/`ip_*`). */
+export const internalListenerSettings: Config.Config<InternalListenerOptions> = Config.nested(
+  Config.all({
+    maxConnections: int("max_connections", 1024),
+    maxConnectionsPerIp: int("max_connections_per_ip", 32),
+    handshakeTimeout: duration("handshake_timeout", "5s"),
+    idleTimeout: duration("idle_timeout", "5m"),
+    maxConcurrentStreams: int("max_concurrent_streams", 100)
+  }),
+  "internal"
+)
+
+/** An internal port's guard at the front door: closed to whoever shows no credentials within the handshake timeout. */
+export const internalListener = (name: string, options: InternalListenerOptions) =>
+  Effect.map(FrontDoor, (door) =>
+    door.listener({
+      name,
+      maxConnections: options.maxConnections,
+      maxPerAddress: options.maxConnectionsPerIp,
+      handshakeTimeoutMs: Duration.toMillis(options.handshakeTimeout),
+      idleTimeoutMs: 0,
+      trustedIdleTimeoutMs: Duration.toMillis(options.idleTimeout),
+      requiresCredentials: true,
+      byPeer: true
+    }))
+
 /**
- * Options of every gRPC server here. No channelz: nothing serves it, and with it on grpc-js
- * counts every call and message per server and per connection.
+ * Options of every grpc-js server here. No channelz: nothing serves it, and with it on grpc-js
+ * counts every call and message per server and per connection. nghttp2's session memory cap stays
+ * on (grpc-js switches it off): with at most `max_concurrent_streams` calls of at most 4 MiB per
+ * connection and the front door's caps, a connection that reaches it is one to refuse.
  */
-export const serverOptions: grpc.ServerOptions = { "grpc.enable_channelz": 0 }
+export const serverOptions = (options?: InternalListenerOptions): grpc.ServerOptions => ({
+  "grpc.enable_channelz": 0,
+  "grpc.max_concurrent_streams": options?.maxConcurrentStreams ?? 100,
+  "grpc-node.max_session_memory": 32,
+  "grpc.max_connection_idle_ms": Duration.toMillis(options?.idleTimeout ?? Duration.minutes(5))
+})
 
-const bindAddress = (host: string, port: number) => `${host.includes(":") ? `[${host}]` : host}:${port}`
-
-/** Binds the server with the internal credentials and shuts it down when the scope closes; succeeds with the bound port. */
+/**
+ * Serves the grpc-js server on a TCP listener of our own, so that the front door sees every
+ * connection before HTTP/2 does (grpc-js's connection injector, with the internal credentials);
+ * shuts it down when the scope closes; succeeds with the bound port.
+ */
 export const listen = (
   server: grpc.Server,
   security: InternalSecurity,
-  options: ListenOptions
+  options: ListenOptions,
+  listener: Listener
 ): Effect.Effect<number, Error, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.async<number, Error>((resume) => {
-      server.bindAsync(
-        bindAddress(options.host, options.port),
-        security.serverCredentials,
-        (error, port) => resume(error === null ? Effect.succeed(port) : Effect.fail(error))
-      )
+    Effect.async<{ readonly tcp: Net.Server; readonly port: number }, Error>((resume) => {
+      const injector = server.createConnectionInjector(security.serverCredentials)
+      const tcp = Net.createServer((socket) => {
+        if (!socket.destroyed) injector.injectConnection(socket)
+      })
+      listener.guard(tcp)
+      const failed = (error: Error) => resume(Effect.fail(error))
+      tcp.once("error", failed)
+      tcp.listen({ port: options.port, host: options.host, backlog: somaxconn() }, () => {
+        tcp.off("error", failed)
+        tcp.on("error", () => {})
+        resume(Effect.succeed({ tcp, port: (tcp.address() as Net.AddressInfo).port }))
+      })
     }),
-    () => shutDown(options.shutdownTimeout, (done) => server.tryShutdown(done), () => server.forceShutdown())
-  )
+    ({ tcp }) =>
+      shutDown(options.shutdownTimeout, (done) => {
+        tcp.close()
+        server.tryShutdown(done)
+      }, () => server.forceShutdown())
+  ).pipe(Effect.map(({ port }) => port))
 
 /**
  * A server's shutdown: `graceful` calls back once the calls in flight have finished; past
@@ -75,7 +141,9 @@ export type UnaryBridge<R> = <Req, Res>(
  */
 export const makeUnaryBridge = <R = never>(
   security: InternalSecurity,
-  onCompleted: (method: string, status: grpc.status, seconds: number) => void = () => {}
+  onCompleted: (method: string, status: grpc.status, seconds: number) => void = () => {},
+  /** An admitted call's connection (by its peer, `host:port`) has shown its credentials. */
+  onAdmitted: (peer: string) => void = () => {}
 ): Effect.Effect<UnaryBridge<R>, never, Scope.Scope | R> =>
   Effect.map(FiberSet.makeRuntime<R>(), (run) =>
   <Req, Res>(
@@ -93,6 +161,7 @@ export const makeUnaryBridge = <R = never>(
         onCompleted(label, refusal.status, (performance.now() - started) / 1000)
         return
       }
+      onAdmitted(call.getPeer())
       const header = call.metadata.get("traceparent")[0]
       const parent = parentSpanFromTraceparent(typeof header === "string" ? header : undefined)
       let effect = handler(call.request, call).pipe(

@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js"
 import { Effect } from "effect"
-import type { Scope } from "effect"
+import type { ConfigError, Scope } from "effect"
 import type { LogicShape } from "../../application/ports/Logic.js"
 import type { LogicError } from "../../domain/Errors.js"
 import { isSendRefusal } from "../../domain/Errors.js"
@@ -14,7 +14,8 @@ import { SessionServiceService } from "../../gen/logic/v1/session.js"
 import type { ContactInfo, InboxEvent, SessionInfo, SessionServiceServer } from "../../gen/logic/v1/session.js"
 import type { PushMessage } from "../../gen/gateway/v1/packet.js"
 import { InternalAuth } from "../grpc/Security.js"
-import { listen, makeUnaryBridge, serverOptions } from "../grpc/Server.js"
+import type { FrontDoor } from "../net/FrontDoor.js"
+import { internalListener, internalListenerSettings, listen, makeUnaryBridge, serverOptions } from "../grpc/Server.js"
 import type { UnaryMethod } from "../grpc/Client.js"
 import type { ListenOptions } from "../grpc/Server.js"
 import { grpcFailure, statusOf } from "../grpc/Status.js"
@@ -30,14 +31,16 @@ const toStatus = (error: LogicError) => grpcFailure(statusOf(error.code), error.
 export const serveLogic = (
   logic: LogicShape,
   options: LogicServerOptions
-): Effect.Effect<{ readonly port: number }, Error, Scope.Scope | InternalAuth> =>
+): Effect.Effect<{ readonly port: number }, Error | ConfigError.ConfigError, Scope.Scope | InternalAuth | FrontDoor> =>
   Effect.gen(function*() {
     const security = yield* InternalAuth
-    const bridge = yield* makeUnaryBridge(security)
+    const listenerOptions = yield* internalListenerSettings
+    const listener = yield* internalListener("logic", listenerOptions)
+    const bridge = yield* makeUnaryBridge(security, undefined, listener.trustPeer)
     /** One RPC of the Logic: its answer, or its LogicError as the gRPC status the gateway maps back. */
     const serve = <Req, Res>(method: UnaryMethod<Req, Res>, call: (request: Req) => Effect.Effect<Res, LogicError>) =>
       bridge(method, (request: Req) => Effect.mapError(call(request), toStatus))
-    const server = new grpc.Server(serverOptions)
+    const server = new grpc.Server(serverOptions(listenerOptions))
 
     const auth: AuthServiceServer = {
       login: serve(AuthServiceService.login, (request) => logic.login(request)),
@@ -114,7 +117,7 @@ export const serveLogic = (
     server.addService(ChatServiceService, chat)
     server.addService(PresenceServiceService, presence)
     server.addService(SessionServiceService, session)
-    const port = yield* listen(server, security, options)
+    const port = yield* listen(server, security, options, listener)
     yield* Effect.logDebug("logic gRPC server listening").pipe(Effect.annotateLogs({ port }))
     return { port }
   })

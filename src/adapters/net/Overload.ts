@@ -58,6 +58,8 @@ export interface ListenerPolicy {
   readonly requiresCredentials: boolean
   /** Peers never capped per address (trusted proxies, whose clients all share their address). */
   readonly exempt?: (ip: string) => boolean
+  /** Keep connections findable by their peer (`address:port`), for `trustPeer`. */
+  readonly byPeer?: boolean
 }
 
 export type ShedReason = "budget" | "listener_full" | "per_address" | "banned" | "handshake_timeout" | "idle_timeout" | "memory"
@@ -92,6 +94,8 @@ export interface Listener {
   readonly requestEnded: (socket: Net.Socket) => void
   /** The connection presented valid credentials: never shed, no handshake deadline. */
   readonly trust: (socket: Net.Socket) => void
+  /** `trust` for a connection known by its peer, `address:port` (a listener with `byPeer`). */
+  readonly trustPeer: (peer: string) => void
   /** Refuses new connections from the socket's client key for `ms` and closes this one. */
   readonly ban: (socket: Net.Socket, ms: number) => void
   /** Requests in flight on the connection (for pipelining caps); 0 for a socket not guarded. */
@@ -133,6 +137,7 @@ interface ListenerImpl {
   readonly idle: Set<Entry>
   readonly busy: Set<Entry>
   readonly trustedIdle: Set<Entry>
+  readonly peers: Map<string, Entry> | undefined
   open: number
   trusted: number
   readonly closed: Record<string, number>
@@ -219,6 +224,7 @@ export const makeFrontDoor = (
       idle: new Set(),
       busy: new Set(),
       trustedIdle: new Set(),
+      peers: policy.byPeer === true ? new Map() : undefined,
       open: 0,
       trusted: 0,
       closed: {}
@@ -260,8 +266,20 @@ export const makeFrontDoor = (
       l.open++
       l.perKey.set(key, fromKey + 1)
       place(entry, l.fresh, now)
-      socket.once("close", () => forget(entry))
+      const peer = l.peers === undefined ? undefined : `${socket.remoteAddress}:${socket.remotePort}`
+      if (peer !== undefined) l.peers!.set(peer, entry)
+      socket.once("close", () => {
+        forget(entry)
+        if (peer !== undefined) l.peers!.delete(peer)
+      })
       return true
+    }
+
+    const trust = (entry: Entry | undefined) => {
+      if (entry === undefined || entry.trusted) return
+      entry.trusted = true
+      l.trusted++
+      settle(entry, Date.now())
     }
 
     const onConnection = (socket: Net.Socket) => void admit(socket)
@@ -282,13 +300,8 @@ export const makeFrontDoor = (
         if (entry === undefined || entry.inFlight === 0) return
         if (--entry.inFlight === 0) settle(entry, Date.now())
       },
-      trust: (socket) => {
-        const entry = entryOf(socket)
-        if (entry === undefined || entry.trusted) return
-        entry.trusted = true
-        l.trusted++
-        settle(entry, Date.now())
-      },
+      trust: (socket) => trust(entryOf(socket)),
+      trustPeer: (peer) => trust(l.peers?.get(peer)),
       ban: (socket, ms) => {
         const entry = entryOf(socket)
         if (entry !== undefined && policy.exempt?.(normalizeIp(socket.remoteAddress ?? "") ?? "") !== true) {

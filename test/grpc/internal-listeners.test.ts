@@ -1,0 +1,98 @@
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Effect } from "effect"
+import * as Http2 from "node:http2"
+import { InternalAuth, insecureInternal } from "../../src/adapters/grpc/Security.js"
+import { grpcFrame } from "../../src/adapters/grpc/UnaryServer.js"
+import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
+import { withFrontDoor } from "../support/door.js"
+import { Logic } from "../../src/application/ports/Logic.js"
+import { SearchUserRequest } from "../../src/gen/logic/v1/session.js"
+
+/**
+ * The internal gRPC ports open for credentials, not for connections: a connection that has made
+ * no admitted call within `internal.handshake_timeout` is closed, one that has stays; an address
+ * holds at most `internal.max_connections_per_ip` connections.
+ */
+
+const TOKEN = "internal-listener-test-token"
+
+const settings = ConfigProvider.fromJson({
+  internal: { handshake_timeout: "300ms", max_connections_per_ip: 3 }
+})
+
+const serveLogicPort = Effect.gen(function*() {
+  const logic = yield* Effect.provide(Logic, Logic.layerTest({ searchUser: () => Effect.succeed([]) }))
+  const { port } = yield* serveLogic(logic, { port: 0, host: "127.0.0.1", shutdownTimeout: "1 second" }).pipe(
+    Effect.provide(InternalAuth.layer({ ...insecureInternal, insecure: false, token: TOKEN })),
+    withFrontDoor
+  )
+  return port
+}).pipe(Effect.withConfigProvider(settings))
+
+interface Session {
+  readonly session: Http2.ClientHttp2Session
+  readonly closed: Promise<void>
+}
+
+const openSession = (port: number) =>
+  Effect.acquireRelease(
+    Effect.async<Session>((resume) => {
+      const session = Http2.connect(`http://127.0.0.1:${port}`)
+      session.on("error", () => {})
+      const closed = new Promise<void>((resolve) => session.once("close", () => resolve()))
+      session.once("connect", () => resume(Effect.succeed({ session, closed })))
+    }),
+    ({ session }) => Effect.sync(() => session.destroy())
+  )
+
+/** One SearchUser call on the session; resolves with its grpc-status. */
+const search = (session: Http2.ClientHttp2Session, token: string | undefined) =>
+  Effect.async<string>((resume) => {
+    const stream = session.request({
+      ":method": "POST",
+      ":path": "/resonance.logic.v1.SessionService/SearchUser",
+      "content-type": "application/grpc",
+      te: "trailers",
+      ...(token === undefined ? {} : { authorization: `Bearer ${token}` })
+    })
+    let status = ""
+    stream.on("response", (headers) => (status = String(headers["grpc-status"] ?? status)))
+    stream.on("trailers", (trailers) => (status = String(trailers["grpc-status"] ?? status)))
+    stream.on("data", () => {})
+    stream.on("error", () => {})
+    stream.on("close", () => resume(Effect.succeed(status)))
+    stream.end(grpcFrame(SearchUserRequest.encode({ query: "x" }).finish()))
+  })
+
+const stillOpenAfter = (session: Session, ms: number) =>
+  Effect.promise(() =>
+    Promise.race([session.closed.then(() => false), new Promise<boolean>((resolve) => setTimeout(() => resolve(true), ms))])
+  )
+
+describe("the Logic gRPC port at the front door", () => {
+  it.scopedLive("closes a connection that shows no credentials in time, keeps one that made an admitted call", () =>
+    Effect.gen(function*() {
+      const port = yield* serveLogicPort
+      const idle = yield* openSession(port)
+      const tokenless = yield* openSession(port)
+      const member = yield* openSession(port)
+      expect(yield* search(tokenless.session, undefined)).toBe("16")
+      expect(yield* search(member.session, TOKEN)).toBe("0")
+      // A refused call is no credential: both strangers go at the handshake deadline.
+      yield* Effect.promise(() => Promise.all([idle.closed, tokenless.closed]))
+      expect(yield* stillOpenAfter(member, 800)).toBe(true)
+      expect(yield* search(member.session, TOKEN)).toBe("0")
+    }))
+
+  it.scopedLive("holds at most max_connections_per_ip connections from one address", () =>
+    Effect.gen(function*() {
+      const port = yield* serveLogicPort
+      const held = [yield* openSession(port), yield* openSession(port), yield* openSession(port)]
+      for (const session of held) expect(yield* search(session.session, TOKEN)).toBe("0")
+      const fourth = Http2.connect(`http://127.0.0.1:${port}`)
+      fourth.on("error", () => {})
+      yield* Effect.promise(() => new Promise<void>((resolve) => fourth.once("close", () => resolve())))
+      expect(fourth.destroyed).toBe(true)
+      for (const session of held) expect(yield* stillOpenAfter(session, 100)).toBe(true)
+    }))
+})
