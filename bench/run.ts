@@ -345,6 +345,8 @@ const startGateway = async (databasePath: string, secretKey: string, profileDir:
       RESONANCE_INTERNAL_TOKEN: benchInternalToken,
       // The load comes from one or a few loopback addresses, far above the per-address defaults.
       RESONANCE_LIMITS_MAX_CONNECTIONS_PER_IP: "0",
+      RESONANCE_HTTP_MAX_CONNECTIONS_PER_IP: "0",
+      RESONANCE_HTTP_REQUESTS_PER_IP_PER_SECOND: "0",
       // Saturation is a script by design: past 10 chats/s per user it would measure the limiter.
       RESONANCE_LIMITS_MESSAGES_PER_SECOND: "0",
       ...gatewayEnv

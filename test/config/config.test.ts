@@ -125,10 +125,14 @@ describe("configuration", () => {
         maxMessageBytes: 65_536,
         messagesPerSecond: 10,
         maxGroupMembers: 500,
-        failedLoginsPerUsername: 5
+        failedLoginsPerUserPerIp: 5,
+        loginsInFlightPerIp: 2
       })
       expect(Duration.toSeconds(config.http.headersTimeout)).toBe(10)
       expect(Duration.toSeconds(config.http.requestTimeout)).toBe(30)
+      // Connections and requests a stranger can make us hold are bounded by default.
+      expect(config.http).toMatchObject({ maxConnectionsPerIp: 256, requestsPerIpPerSecond: 100, maxPipelinedRequests: 16 })
+      expect(config.observability.metrics.host).toBe("127.0.0.1")
       const short = yield* Effect.flip(
         loadConfig({ directory: withDir({}), environment: { RESONANCE_AUTH_SECRET_KEY: "too-short" } })
       )

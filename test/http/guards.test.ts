@@ -1,5 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
+import type { LogicShape } from "../../src/application/ports/Logic.js"
+import { logicError } from "../../src/domain/Errors.js"
 import { bearer, call, connect, json, serve } from "./harness.js"
 
 const login = (url: string, headers: Record<string, string> = {}) =>
@@ -44,29 +46,69 @@ describe("rate limits", () => {
     }))
 
   // The limiter reads time through Effect's Clock: the test clock moves it, nothing sleeps.
-  it.scoped("failed logins are counted per username whatever the address; the right password cannot skip the wait", () =>
+  it.scoped("failed logins are counted per username and address: the guessing address is refused, the owner elsewhere gets in", () =>
     Effect.gen(function*() {
       const { url, calls } = yield* serve({
         trustedProxies: ["127.0.0.1"],
-        rateLimits: { authPerIpPerMinute: 0, sessionPerUserPerSecond: 0, failedLoginsPerUsername: 3, failedLoginWindowSeconds: 1.5 }
+        rateLimits: { authPerIpPerMinute: 0, sessionPerUserPerSecond: 0, failedLoginsPerUserPerIp: 3, failedLoginWindowSeconds: 1.5 }
       })
       const attempt = (username: string, password: string, from: string) =>
         call(url + connect("AuthService", "Login"), json({ username, password }, { "x-forwarded-for": from }))
-      for (let i = 0; i < 3; i++) expect((yield* attempt("alice", "wrong", `198.51.100.${i}`)).status).toBe(401)
-      const blocked = yield* attempt(" Alice ", "secret1", "203.0.113.9")
+      for (let i = 0; i < 3; i++) expect((yield* attempt("alice", "wrong", "198.51.100.1")).status).toBe(401)
+      const blocked = yield* attempt(" Alice ", "secret1", "198.51.100.1")
       expect(blocked.status).toBe(429)
-      expect(blocked.body.message).toContain("too many failed logins for this user")
+      expect(blocked.body.message).toContain("too many failed logins for this user from this address")
       expect(Number(blocked.headers.get("retry-after"))).toBeGreaterThanOrEqual(1)
       expect(calls.filter((c) => c.method === "login")).toHaveLength(3)
-      // Another user is not affected, and a success forgets earlier failures.
-      expect((yield* attempt("bob", "wrong", "198.51.100.7")).status).toBe(401)
-      expect((yield* attempt("bob", "secret1", "198.51.100.7")).status).toBe(200)
-      for (let i = 0; i < 2; i++) expect((yield* attempt("bob", "wrong", "198.51.100.7")).status).toBe(401)
-      expect((yield* attempt("bob", "secret1", "198.51.100.7")).status).toBe(200)
-      // The budget refills over the window.
-      expect((yield* attempt("alice", "secret1", "203.0.113.9")).status).toBe(429)
-      yield* TestClock.adjust("600 millis")
+      // The owner, from an address that has not failed, is not locked out.
       expect((yield* attempt("alice", "secret1", "203.0.113.9")).status).toBe(200)
+      // The guessing address may still log in as someone else; a success forgets earlier failures.
+      expect((yield* attempt("bob", "wrong", "198.51.100.1")).status).toBe(401)
+      expect((yield* attempt("bob", "secret1", "198.51.100.1")).status).toBe(200)
+      for (let i = 0; i < 2; i++) expect((yield* attempt("bob", "wrong", "198.51.100.1")).status).toBe(401)
+      expect((yield* attempt("bob", "secret1", "198.51.100.1")).status).toBe(200)
+      // The pair's budget refills over the window.
+      expect((yield* attempt("alice", "secret1", "198.51.100.1")).status).toBe(429)
+      yield* TestClock.adjust("600 millis")
+      expect((yield* attempt("alice", "secret1", "198.51.100.1")).status).toBe(200)
+    }))
+
+  it.scopedLive("a brute force from several addresses: each address gets a few hashes at once, attempts on one user run one at a time, the owner gets in", () =>
+    Effect.gen(function*() {
+      let running = 0
+      let most = 0
+      const slowLogin: Partial<LogicShape>["login"] = (input) =>
+        Effect.gen(function*() {
+          running++
+          most = Math.max(most, running)
+          yield* Effect.sleep("40 millis")
+          running--
+          if (input.password !== "secret1") return yield* Effect.fail(logicError("unauthenticated", "invalid username or password"))
+          return { accessToken: "token-alice", user: { username: input.username, nickname: "", avatarUrl: "" } }
+        })
+      const { url } = yield* serve({
+        trustedProxies: ["127.0.0.1"],
+        rateLimits: {
+          authPerIpPerMinute: 0,
+          sessionPerUserPerSecond: 0,
+          failedLoginsPerUserPerIp: 1_000,
+          failedLoginWindowSeconds: 900,
+          loginsInFlightPerIp: 2
+        }
+      }, { login: slowLogin })
+      const attempt = (password: string, from: string) =>
+        call(url + connect("AuthService", "Login"), json({ username: "alice", password }, { "x-forwarded-for": from }))
+      const attackers = ["198.51.100.1", "198.51.100.2", "198.51.100.3"].flatMap((from) => Array.from({ length: 4 }, () => attempt("wrong", from)))
+      const [attacks, owner] = yield* Effect.all([
+        Effect.all(attackers, { concurrency: "unbounded" }),
+        Effect.zipRight(Effect.sleep("10 millis"), attempt("secret1", "203.0.113.9"))
+      ], { concurrency: "unbounded" })
+      expect(owner.status).toBe(200)
+      const statuses = attacks.map((answer) => answer.status)
+      // Two of each address's four were refused at once: the hash queue stays fair.
+      expect(statuses.filter((status) => status === 429)).toHaveLength(6)
+      expect(statuses.filter((status) => status === 401)).toHaveLength(6)
+      expect(most).toBe(1)
     }))
 
   it.scopedLive("an IPv6 client is limited per /64: a new interface id buys no new budget", () =>

@@ -9,6 +9,7 @@ import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequ
 import { Cause, Clock, Context, Effect, Layer } from "effect"
 import type * as Http from "node:http"
 import { Authenticator } from "../../application/Authenticator.js"
+import { makeLoginGuard } from "../../application/LoginGuard.js"
 import { Logic } from "../../application/ports/Logic.js"
 import { Metrics } from "../../application/ports/Metrics.js"
 import { Readiness } from "../../application/Readiness.js"
@@ -44,9 +45,11 @@ export interface HttpOptions {
     readonly authPerIpPerMinute: number
     /** SessionService calls per user, all methods together; 0 = unlimited. */
     readonly sessionPerUserPerSecond: number
-    /** Failed logins per username within `failedLoginWindow` before its logins are refused; 0 = unlimited. */
-    readonly failedLoginsPerUsername?: number
+    /** Failed logins of one username from one address within `failedLoginWindow` before that pair is refused; 0 = unlimited. */
+    readonly failedLoginsPerUserPerIp?: number
     readonly failedLoginWindowSeconds?: number
+    /** Logins and registrations in flight at once from one address; 0 = unlimited. */
+    readonly loginsInFlightPerIp?: number
     /** Calls allowed at once above the rate; defaults to one period's worth (a minute, a second). */
     readonly burst?: number
   }
@@ -124,13 +127,11 @@ const build = (options: HttpOptions) =>
     const byMethod = new Map(procedures.map((procedure) => [procedure.method, procedure]))
 
     const { authPerIpPerMinute, sessionPerUserPerSecond, burst } = options.rateLimits
-    const failedLogins = options.rateLimits.failedLoginsPerUsername ?? 0
-    const failureLimiter = failedLogins > 0
-      ? makeKeyedRateLimiter({
-        ratePerSecond: failedLogins / (options.rateLimits.failedLoginWindowSeconds ?? 900),
-        burst: failedLogins
-      })
-      : undefined
+    const logins = makeLoginGuard({
+      failuresPerUserAndAddress: options.rateLimits.failedLoginsPerUserPerIp ?? 0,
+      failureWindowSeconds: options.rateLimits.failedLoginWindowSeconds ?? 900,
+      inFlightPerAddress: options.rateLimits.loginsInFlightPerIp ?? 0
+    })
     const ipLimiter = authPerIpPerMinute > 0
       ? makeKeyedRateLimiter({ ratePerSecond: authPerIpPerMinute / 60, burst: burst ?? authPerIpPerMinute })
       : undefined
@@ -170,23 +171,14 @@ const build = (options: HttpOptions) =>
         )
       })
 
-    /** Refuses while `key` has spent its failures; counts this call's failure, forgets them on success. */
-    const countingFailures = <A>(key: string | undefined, call: Effect.Effect<A, ConnectError>) =>
-      failureLimiter === undefined || key === undefined || key === ""
-        ? call
-        : Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          const retryAfter = failureLimiter.retryAfter(key, now)
-          if (retryAfter > 0) return Effect.fail(tooMany(retryAfter, "too many failed logins for this user"))
-          return call.pipe(
-            Effect.tapBoth({
-              onFailure: (error) =>
-                error.code === "unauthenticated"
-                  ? Effect.flatMap(Clock.currentTimeMillis, (at) => Effect.sync(() => failureLimiter.take(key, at)))
-                  : Effect.void,
-              onSuccess: () => Effect.sync(() => failureLimiter.reset(key))
-            })
-          )
-        })
+    /** Login and Register under the login policy: failures per (username, address), a few at once per address. */
+    const guarded = <A>(procedure: Procedure, message: unknown, ip: string, call: Effect.Effect<A, ConnectError>) =>
+      procedure.limitedBy !== "ip" ? call : logins.guard(
+        procedure.failuresKey?.(message),
+        ip,
+        call,
+        (error) => error.code === "unauthenticated"
+      ).pipe(Effect.catchTag("LoginRefused", (refused) => Effect.fail(tooMany(refused.retryAfter, refused.message))))
 
     const authenticate = (token: string | undefined) =>
       Effect.map(
@@ -264,10 +256,7 @@ const build = (options: HttpOptions) =>
         }
 
         const deadline = timeoutOf(headerOf(request, "connect-timeout-ms"))
-        const call = countingFailures(
-          procedure.failuresKey?.(message),
-          Effect.mapError(procedure.invoke(message, caller), fromLogicError)
-        )
+        const call = guarded(procedure, message, state.ip, Effect.mapError(procedure.invoke(message, caller), fromLogicError))
         const response = yield* (deadline === undefined ? call : call.pipe(
           Effect.timeoutFail({
             duration: deadline,

@@ -1,6 +1,6 @@
 import { Config, Duration, Effect, Layer } from "effect"
 import { clientAddressingConfig } from "../net/ClientAddress.js"
-import { duration, list, num, sharedLimitSettings } from "../settings/Settings.js"
+import { duration, int, list, num, sharedLimitSettings } from "../settings/Settings.js"
 import type { HttpOptions } from "./HttpApi.js"
 import { layer } from "./HttpApi.js"
 
@@ -11,8 +11,9 @@ export const corsSettings = Config.nested(Config.all({ corsOrigins: list("cors_o
 export const httpLimitSettings = Config.nested(
   Config.all({
     authPerIpPerMinute: num("auth_per_ip_per_minute", 30),
-    failedLoginsPerUsername: num("failed_logins_per_username", 5),
+    failedLoginsPerUserPerIp: num("failed_logins_per_user_per_ip", 5),
     failedLoginWindow: duration("failed_login_window", "15m"),
+    loginsInFlightPerIp: int("logins_in_flight_per_ip", 2),
     sessionPerUserPerSecond: num("session_per_user_per_second", 50)
   }),
   "limits"
@@ -28,8 +29,9 @@ export const httpOptionsConfig = Effect.flatMap(
       rateLimits: {
         authPerIpPerMinute: limits.authPerIpPerMinute,
         sessionPerUserPerSecond: limits.sessionPerUserPerSecond,
-        failedLoginsPerUsername: limits.failedLoginsPerUsername,
-        failedLoginWindowSeconds: Duration.toSeconds(limits.failedLoginWindow)
+        failedLoginsPerUserPerIp: limits.failedLoginsPerUserPerIp,
+        failedLoginWindowSeconds: Duration.toSeconds(limits.failedLoginWindow),
+        loginsInFlightPerIp: limits.loginsInFlightPerIp
       },
       addressing,
       maxGroupMembers: shared.maxGroupMembers
