@@ -64,8 +64,14 @@ class EndpointPool {
   private readonly byAddress = new Map<string, Endpoint>()
   private ring: ReadonlyArray<Endpoint> = []
   private cursor = 0
+  private readonly retiring = new Set<grpc.Client>()
 
-  constructor(private readonly security: InternalSecurity, private readonly channelOptions: grpc.ChannelOptions) {}
+  constructor(
+    private readonly security: InternalSecurity,
+    private readonly channelOptions: grpc.ChannelOptions,
+    /** How long a replaced channel stays open: calls already on it may finish (a call's whole budget). */
+    private readonly retireAfterMs: number
+  ) {}
 
   update(addresses: ReadonlyArray<string>): {
     readonly added: Array<string>
@@ -95,7 +101,7 @@ class EndpointPool {
       if (known === undefined) {
         added.push(address)
       } else {
-        known.client.close()
+        this.retire(known.client)
         renewed.push(address)
       }
       const client = internalClient(address, this.security, this.channelOptions)
@@ -115,7 +121,16 @@ class EndpointPool {
     return endpoint
   }
 
+  private retire(client: grpc.Client): void {
+    this.retiring.add(client)
+    setTimeout(() => {
+      if (this.retiring.delete(client)) client.close()
+    }, this.retireAfterMs).unref()
+  }
+
   closeAll(): void {
+    for (const client of this.retiring) client.close()
+    this.retiring.clear()
     for (const endpoint of this.byAddress.values()) endpoint.client.close()
     this.byAddress.clear()
     this.ring = []
@@ -310,7 +325,9 @@ export const layer = (options: LogicGrpcOptions): Layer.Layer<Logic, never, Metr
       const security = yield* InternalAuth
       const endpoints = yield* options.endpoints
       const pool = yield* Effect.acquireRelease(
-        Effect.sync(() => new EndpointPool(security, { ...defaultChannelOptions, ...options.channelOptions })),
+        Effect.sync(() =>
+          new EndpointPool(security, { ...defaultChannelOptions, ...options.channelOptions }, Duration.toMillis(options.deadline))
+        ),
         (pool) => Effect.sync(() => pool.closeAll())
       )
       const apply = (addresses: ReadonlyArray<string>) =>
