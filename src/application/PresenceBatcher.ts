@@ -31,7 +31,7 @@ export interface PresenceBatcherShape {
   readonly backlog: Effect.Effect<number>
 }
 
-export const isOnline = (event: PresenceEvent) => event._tag === "Online"
+const isOnline = (event: PresenceEvent) => event._tag === "Online"
 
 export const defaultPresenceRetry: Schedule.Schedule<unknown, unknown> = Schedule.exponential("100 millis").pipe(
   Schedule.union(Schedule.spaced("5 seconds"))
