@@ -1,6 +1,7 @@
 import { Context, Effect, Layer } from "effect"
 import type { Tracer } from "effect"
 import type { ConnectionInfo } from "../domain/Connection.js"
+import type { PushMessage } from "../domain/Model.js"
 
 /** A client connection as the use cases drive it; the socket behind it lives in an adapter. */
 export interface LiveConnection {
@@ -15,12 +16,35 @@ export interface LiveConnection {
   readonly sessionSpan?: () => Tracer.AnySpan
 }
 
+/** What became of a push offered to a gated connection. */
+export const GateOutcome = {
+  /** Written to the socket. */
+  Sent: 0,
+  /** Kept, to be written after the connection's chat in flight is answered. */
+  Held: 1,
+  /** The connection's own message coming back to it: not written. */
+  Echo: 2,
+  /** The connection is closed or too far behind. */
+  Failed: 3
+} as const
+export type GateOutcome = (typeof GateOutcome)[keyof typeof GateOutcome]
+
+/**
+ * Stands between the fan-out and a connection for a while (see `Dispatcher/PushGate`): while it
+ * has a chat in flight, or remembers msg_ids it was answered for, its pushes go through `offer`.
+ */
+export interface PushGate {
+  /** Takes a push in place of `connection.send`; `frame` is the encoded push, shared by every recipient. */
+  readonly offer: (frame: Uint8Array, message: PushMessage) => GateOutcome
+}
+
 /**
  * username → live connections of that user (every device). Plain methods: the push path
  * looks users up once per recipient, so it stays out of Effect.
  */
 export class ConnectionRegistry {
   private readonly byUser = new Map<string, Set<LiveConnection>>()
+  private readonly gates = new Map<LiveConnection, PushGate>()
   private total = 0
 
   /** Adds the connection; `first` tells whether the user just came online. Idempotent. */
@@ -43,6 +67,7 @@ export class ConnectionRegistry {
     const devices = this.byUser.get(username)
     if (devices === undefined || !devices.delete(connection)) return { last: false }
     this.total--
+    this.gates.delete(connection)
     if (devices.size === 0) {
       this.byUser.delete(username)
       return { last: true }
@@ -53,6 +78,20 @@ export class ConnectionRegistry {
   /** The user's connections, oldest first. */
   connectionsOf(username: string): ReadonlySet<LiveConnection> | undefined {
     return this.byUser.get(username)
+  }
+
+  /** Routes the connection's pushes through `gate` until `ungate`. */
+  gate(connection: LiveConnection, gate: PushGate): void {
+    this.gates.set(connection, gate)
+  }
+
+  ungate(connection: LiveConnection): void {
+    this.gates.delete(connection)
+  }
+
+  /** The gates by connection, or undefined while there is none: in the common case one check per push. */
+  activeGates(): ReadonlyMap<LiveConnection, PushGate> | undefined {
+    return this.gates.size === 0 ? undefined : this.gates
   }
 
   get connectionCount(): number {

@@ -9,6 +9,7 @@ import { Session } from "./Dispatcher/Session.js"
 import { makeExpiryWheel } from "./Dispatcher/ExpiryWheel.js"
 import { sharedRunnerScheduler } from "./Dispatcher/SharedScheduler.js"
 import { makeFrameLimits, rateOf } from "./Dispatcher/FrameBudget.js"
+import { defaultPushGateLimits } from "./Dispatcher/PushGate.js"
 import { FrameCodec } from "./ports/FrameCodec.js"
 import { Logic } from "./ports/Logic.js"
 import { Metrics } from "./ports/Metrics.js"
@@ -43,6 +44,12 @@ export interface DispatcherOptions {
    * allocates a span, its ids and attributes for every chat.
    */
   readonly traceChats?: boolean
+  /** Pushes, and their bytes, held for a connection while its chat is in flight (its echo may come first). */
+  readonly maxHeldPushes?: number
+  readonly maxHeldPushBytes?: number
+  /** msg_ids a connection remembers having been acked, and for how long: a push of one is its own echo. */
+  readonly echoMemory?: number
+  readonly echoMemoryTime?: Duration.DurationInput
 }
 
 /** A connection as the Dispatcher serves it, from `open` (or `attach`) to `close`. */
@@ -104,6 +111,15 @@ export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, 
           rules: { maxContentBytes: options.maxContentBytes ?? defaultChatRules.maxContentBytes },
           traceChats: options.traceChats ?? false,
           submit: makeChatBatcher(logic, chatTimeout, runFork),
+          hub,
+          pushGate: {
+            maxHeldPushes: options.maxHeldPushes ?? defaultPushGateLimits.maxHeldPushes,
+            maxHeldBytes: options.maxHeldPushBytes ?? defaultPushGateLimits.maxHeldBytes,
+            echoMemory: Math.max(1, options.echoMemory ?? defaultPushGateLimits.echoMemory),
+            echoMemoryMillis: options.echoMemoryTime === undefined
+              ? defaultPushGateLimits.echoMemoryMillis
+              : Duration.toMillis(options.echoMemoryTime)
+          },
           bootId: `${(yield* Clock.currentTimeMillis).toString(36)}-${(yield* Random.nextIntBetween(0, 2 ** 30)).toString(36)}`,
           closed: (connection) => {
             const { info } = connection

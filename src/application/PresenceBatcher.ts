@@ -31,14 +31,18 @@ export interface PresenceBatcherShape {
   readonly backlog: Effect.Effect<number>
 }
 
+const isOnline = (event: PresenceEvent) => event._tag === "Online"
+
 export const defaultPresenceRetry: Schedule.Schedule<unknown, unknown> = Schedule.exponential("100 millis").pipe(
   Schedule.union(Schedule.spaced("5 seconds"))
 )
 
 /**
  * Presence to Logic in batches: a batch leaves when `batchSize` events wait or `flushInterval`
- * has passed since the first of them, whichever comes first. Nothing is dropped: a failed
- * SyncStatus is retried with backoff and shutdown flushes what was taken.
+ * has passed since the first of them, whichever comes first — except that an online event finding
+ * the batcher idle (no batch left within `flushInterval`) leaves at once, since Logic pushes
+ * nothing to a user before it knows their route. Nothing is dropped: a failed SyncStatus is
+ * retried with backoff and shutdown flushes what was taken.
  */
 export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<PresenceBatcher, PresenceBatcherShape>() {
   static readonly layer = (options: PresenceBatcherOptions) =>
@@ -54,6 +58,9 @@ export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<Pr
         const sendOffline = options.sendOffline ?? true
         const maxPending = Math.max(1, options.maxPending ?? 100_000)
         const batchSize = Math.max(1, options.batchSize)
+        const flushMillis = Duration.toMillis(Duration.decode(options.flushInterval))
+        /** When the last batch left; a batch within `flushInterval` of it means events are coming in numbers. */
+        let lastSentAt = Number.NEGATIVE_INFINITY
         const retry = options.retry ?? defaultPresenceRetry
         const queue = yield* Queue.unbounded<PresenceEvent>()
         let seqId = 0n
@@ -117,6 +124,7 @@ export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<Pr
         const sendTaken = Effect.suspend(() => {
           if (taken.length === 0) return Effect.void
           const batch = toBatch(taken)
+          lastSentAt = clock.unsafeCurrentTimeMillis()
           let failures = 0
           return logic.syncStatus(batch).pipe(
             Effect.tapError((error) =>
@@ -149,6 +157,8 @@ export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<Pr
             )
           )
           if (taken.length >= batchSize) return
+          // Idle: a user who just connected is announced now; under load the next ones wait and batch.
+          if (clock.unsafeCurrentTimeMillis() - lastSentAt >= flushMillis && taken.some(isOnline)) return
           batchFull = yield* Deferred.make<void>()
           waitingForFull = true
           yield* Effect.race(Deferred.await(batchFull), Effect.sleep(options.flushInterval))

@@ -1,7 +1,7 @@
 import { Context, Effect, Layer } from "effect"
 import type { PushMessage } from "../domain/Model.js"
 import { pushPacket } from "../domain/Packet.js"
-import { ConnectionHub } from "./ConnectionHub.js"
+import { ConnectionHub, GateOutcome } from "./ConnectionHub.js"
 import { FrameCodec } from "./ports/FrameCodec.js"
 import { Metrics } from "./ports/Metrics.js"
 
@@ -31,7 +31,11 @@ export interface PushDeliveryShape {
   ) => Effect.Effect<DeliveryReport>
 }
 
-/** Fans a message out: the frame is encoded once and the same bytes go to every device. */
+/**
+ * Fans a message out: the frame is encoded once and the same bytes go to every device. A
+ * connection with a gate (a chat of its own in flight, or msg_ids it was just answered for) gets
+ * the push through it: held until the ack is written, and dropped when it is its own echo.
+ */
 export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDelivery, PushDeliveryShape>() {
   static readonly layer = Layer.effect(
     PushDelivery,
@@ -48,6 +52,7 @@ export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDeli
         const started = performance.now()
         const frame = codec.encode(pushPacket(message))
         const exclude = options?.excludeConnectionId
+        const gates = hub.activeGates()
         const failedUsernames: Array<string> = []
         let delivered = 0
         for (const username of usernames) {
@@ -57,11 +62,19 @@ export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDeli
           if (devices !== undefined) {
             for (const connection of devices) {
               if (exclude !== undefined && connection.info.id === exclude) continue
+              const gate = gates === undefined ? undefined : gates.get(connection)
+              if (gate === undefined) {
+                attempted++
+                if (connection.send(frame)) reached++
+                continue
+              }
+              const outcome = gate.offer(frame, message)
+              if (outcome === GateOutcome.Echo) continue
               attempted++
-              if (connection.send(frame)) reached++
+              if (outcome !== GateOutcome.Failed) reached++
             }
           }
-          // A user whose only device is the excluded sender counts as reached.
+          // A user whose only device is the excluded sender (or got its own echo) counts as reached.
           if (reached === 0 && !(attempted === 0 && devices !== undefined && devices.size > 0)) {
             failedUsernames.push(username)
           }

@@ -47,10 +47,43 @@ const harness = (
 const usernames = (batches: ReadonlyArray<PresenceBatch>) => batches.flatMap((b) => b.onlineBatch.map((u) => u.username))
 
 describe("PresenceBatcher", () => {
-  it.effect("sends nothing before the flush interval, then one folded batch", () => {
+  it.effect("an online event finding the batcher idle leaves at once, alone", () => {
     const h = harness()
     return Effect.gen(function*() {
       const presence = yield* PresenceBatcher
+      presence.online("alice", "10.0.0.1")
+      yield* settle
+      expect(h.batches.map((b) => [b.seqId, usernames([b])])).toEqual([[1n, ["alice"]]])
+      // Idle again once flush_interval has passed since that batch.
+      yield* TestClock.adjust("100 millis")
+      presence.online("bob", "10.0.0.2")
+      yield* settle
+      expect(h.batches.map((b) => [b.seqId, usernames([b])])).toEqual([[1n, ["alice"]], [2n, ["bob"]]])
+    }).pipe(Effect.provide(h.layer))
+  })
+
+  it.effect("offline events alone wait for the flush interval, idle or not", () => {
+    const h = harness()
+    return Effect.gen(function*() {
+      const presence = yield* PresenceBatcher
+      presence.offline("alice")
+      yield* settle
+      yield* TestClock.adjust("90 millis")
+      yield* settle
+      expect(h.batches).toHaveLength(0)
+      yield* TestClock.adjust("10 millis")
+      yield* settle
+      expect(h.batches.map((b) => b.offlineBatch.map((u) => u.username))).toEqual([["alice"]])
+    }).pipe(Effect.provide(h.layer))
+  })
+
+  it.effect("after a batch, events send nothing before the flush interval, then one folded batch", () => {
+    const h = harness()
+    return Effect.gen(function*() {
+      const presence = yield* PresenceBatcher
+      presence.online("first", "10.0.0.9")
+      yield* settle
+      h.batches.length = 0
       presence.online("alice", "10.0.0.1")
       presence.online("bob", "10.0.0.2")
       presence.offline("carol")
@@ -62,7 +95,7 @@ describe("PresenceBatcher", () => {
       expect(h.batches).toHaveLength(1)
       const [batch] = h.batches
       expect(batch!.gatewayId).toBe("gateway-service-007")
-      expect(batch!.seqId).toBe(1n)
+      expect(batch!.seqId).toBe(2n)
       expect(batch!.onlineBatch.map((u) => [u.username, u.remoteIp])).toEqual([["alice", "10.0.0.1"], ["bob", "10.0.0.2"]])
       expect(batch!.offlineBatch.map((u) => u.username)).toEqual(["carol"])
     }).pipe(Effect.provide(h.layer))
@@ -72,13 +105,15 @@ describe("PresenceBatcher", () => {
     const h = harness({ batchSize: 3 })
     return Effect.gen(function*() {
       const presence = yield* PresenceBatcher
+      presence.online("first", "ip")
+      yield* settle
       presence.online("a", "ip")
       yield* settle
       presence.online("b", "ip")
       presence.online("c", "ip")
       yield* settle
-      expect(h.batches).toHaveLength(1)
-      expect(usernames(h.batches)).toEqual(["a", "b", "c"])
+      expect(h.batches).toHaveLength(2)
+      expect(usernames(h.batches)).toEqual(["first", "a", "b", "c"])
     }).pipe(Effect.provide(h.layer))
   })
 
@@ -100,8 +135,6 @@ describe("PresenceBatcher", () => {
     return Effect.gen(function*() {
       const presence = yield* PresenceBatcher
       presence.online("alice", "ip")
-      yield* settle
-      yield* TestClock.adjust("100 millis")
       yield* settle
       expect(h.calls()).toBe(1)
       expect(h.batches).toHaveLength(0)
@@ -167,6 +200,22 @@ describe("PresenceBatcher", () => {
       expect(new Set(seen).size).toBe(5000)
       expect(h.batches.length).toBe(100)
       expect(h.batches.every((b) => b.onlineBatch.length <= 50)).toBe(true)
+    }).pipe(Effect.provide(h.layer))
+  })
+
+  it.effect("a reconnect storm, 1,000 connects over a second, is still batched: at most 25 SyncStatus calls", () => {
+    const h = harness({ batchSize: 50 })
+    return Effect.gen(function*() {
+      const presence = yield* PresenceBatcher
+      for (let i = 0; i < 1000; i += 5) {
+        for (let j = i; j < i + 5; j++) presence.online(`user-${j}`, "ip")
+        yield* settle
+        yield* TestClock.adjust("5 millis")
+      }
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      expect(new Set(usernames(h.batches)).size).toBe(1000)
+      expect(h.calls()).toBeLessThanOrEqual(25)
     }).pipe(Effect.provide(h.layer))
   })
 

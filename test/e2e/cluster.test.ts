@@ -3,6 +3,7 @@ import * as grpc from "@grpc/grpc-js"
 import { Etcd3 } from "etcd3"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
+import type { WsPacket } from "../../src/gen/gateway/v1/packet.js"
 import type { PushRequest } from "../../src/gen/gateway/v1/push.js"
 import { auth, session } from "../support/client.js"
 import { chat, push as pushTo, registered as registeredIn, startReferenceLogic } from "../support/cluster.js"
@@ -13,6 +14,7 @@ import { connectClient } from "../support/gateway.js"
 import type { GatewayProcess, RunningProcess } from "../support/process.js"
 import { freePort, startGateway, tempDir, waitFor } from "../support/process.js"
 import { directSessionId } from "../../src/domain/Session.js"
+import { OfficialMessageList } from "../support/official-client.js"
 
 let etcd: EtcdProcess
 let etcdClient: Etcd3
@@ -32,11 +34,42 @@ const clusterEnv = () => ({
   RESONANCE_SERVICE_HOST: "127.0.0.1"
 })
 
-const startLogic = () =>
+const startLogic = (env: Record<string, string> = {}) =>
   startReferenceLogic(etcdClient, logicPort, {
     ...clusterEnv(),
-    RESONANCE_EMBEDDED_DATABASE_PATH: Path.join(dataDir, "logic.db")
+    RESONANCE_EMBEDDED_DATABASE_PATH: Path.join(dataDir, "logic.db"),
+    ...env
   })
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)))
+
+/** Resolves with the time of the next registration of a Logic instance in etcd. */
+const nextLogicRegistration = async (): Promise<number> => {
+  const watcher = await etcdClient.watch().prefix("/resonance/services/logic-service/").create()
+  return new Promise((resolve) =>
+    watcher.on("put", () => {
+      resolve(Date.now())
+      void watcher.cancel()
+    })
+  )
+}
+
+/**
+ * Starts the shared Logic again and, 100 ms after it is registered in etcd (not once the harness
+ * has seen it serve), sends one chat from `client`: its ack.
+ */
+const restartLogicThenChat = async (client: TestClient, sessionId: string, seq: string, env: Record<string, string> = {}) => {
+  const registration = nextLogicRegistration()
+  const starting = startLogic(env)
+  try {
+    await sleep((await registration) + 100 - Date.now())
+    client.send(chat(seq, sessionId, "logic is back"))
+    return await ackOf(client, seq, 10_000)
+  } finally {
+    // The other tests share Logic: whatever happened, this is the running one.
+    logic = await starting
+  }
+}
 
 const registered = (service: string) => registeredIn(etcdClient, service)
 
@@ -214,22 +247,116 @@ describe("cluster mode: two gateways, the reference Logic and a real etcd", () =
       expect(login.status).toBe(503)
       expect(login.body.code).toBe("unavailable")
 
-      logic = await startLogic()
-      // No event says when gateway 1 reaches Logic again: a chat answered without an error is it.
-      let attempt = 0
-      await waitFor(async () => {
-        const seq = `up-${attempt++}`
-        alice.send(chat(seq, sessionId, "logic is back"))
-        return (await ackOf(alice, seq, 10_000)).error === ""
-      }, 30_000, "a successful chat after Logic came back").catch((error) => {
-        throw new Error(`${error.message}; gateway output:\n${gw1.output().slice(-3000)}`)
-      })
+      // Chats work at once: 100 ms after the new instance registers, one is stored.
+      const backAck = await restartLogicThenChat(alice, sessionId, "up-1")
+      expect(backAck.error, gw1.output().slice(-3000)).toBe("")
     } finally {
       // The other tests share Logic: leave it running whatever happened above.
       if (!running(logic)) logic = await startLogic()
     }
     alice.ws.close()
   }, 60_000)
+
+  it("a Logic killed and restarted before its old entry expires serves chats 100 ms after it registers", async () => {
+    const [aliceUser, bobUser] = [await freshUser(gw1, "alice"), await freshUser(gw1, "bob")]
+    const created = await session(gw1.url, "CreateSession", { members: [bobUser.username], type: 1 }, aliceUser.token)
+    const sessionId: string = created.body.sessionId
+    const alice = await connectClient(gw1.httpPort, { token: aliceUser.token })
+    try {
+      // A lease that outlives the kill: the new instance registers beside the old entry, at the same address.
+      await logic.stop("SIGTERM")
+      logic = await startLogic({ RESONANCE_REGISTRY_DEFAULT_TTL: "30s" })
+      let attempt = 0
+      await waitFor(async () => {
+        const seq = `before-${attempt++}`
+        alice.send(chat(seq, sessionId, "logic is up"))
+        return (await ackOf(alice, seq, 10_000)).error === ""
+      }, 30_000, "a chat stored by the long-lease Logic")
+      await logic.stop("SIGKILL")
+      // Meanwhile the gateway keeps calling (chats, revocation polls) and its channel backs off.
+      alice.send(chat("down", sessionId, "while logic is down"))
+      expect((await ackOf(alice, "down", 15_000)).error).not.toBe("")
+      const ack = await restartLogicThenChat(alice, sessionId, "back")
+      expect(Object.keys(await registered("logic-service"))).toHaveLength(2)
+      expect(ack.error, gw1.output().slice(-3000)).toBe("")
+    } finally {
+      if (!running(logic)) logic = await startLogic()
+    }
+    alice.ws.close()
+  }, 90_000)
+
+  it("the sender sees its own message once (official client's matching rule); its other device, on the other gateway, once too", async () => {
+    const [aliceUser, bobUser] = [await freshUser(gw1, "alice"), await freshUser(gw2, "bob")]
+    const created = await session(gw1.url, "CreateSession", { members: [bobUser.username], type: 1 }, aliceUser.token)
+    const sessionId: string = created.body.sessionId
+    const phone = await connectClient(gw1.httpPort, { token: aliceUser.token })
+    const laptop = await connectClient(gw2.httpPort, { token: aliceUser.token })
+    const bob = await connectClient(gw2.httpPort, { token: bobUser.token })
+    // Every socket has its route in Logic once a message from bob reaches both of alice's.
+    let routed = false
+    for (let attempt = 0; attempt < 30 && !routed; attempt++) {
+      bob.send(chat(`probe-${attempt}`, sessionId, `probe ${attempt}`))
+      const isProbe = (p: WsPacket) => p.payload?.$case === "push" && p.payload.value.content === `probe ${attempt}`
+      routed = await Promise.all([phone.next(isProbe, 500), laptop.next(isProbe, 500)]).then(() => true, () => false)
+    }
+    expect(routed).toBe(true)
+
+    const phoneList = new OfficialMessageList()
+    const count = 20
+    for (let i = 0; i < count; i++) {
+      // As fast as a user types: some chats queue behind the one in flight.
+      phoneList.send(phone, `tmp-${i}`, sessionId, `own ${i}`)
+      await sleep(i % 3 === 0 ? 0 : 15)
+    }
+    const own = (p: WsPacket) => p.payload?.$case === "push" && p.payload.value.content.startsWith("own ")
+    await waitFor(
+      async () =>
+        phone.packets.filter((p) => p.payload?.$case === "ack" && p.seq.startsWith("tmp-")).length === count &&
+        laptop.packets.filter(own).length >= count && bob.packets.filter(own).length >= count,
+      15_000,
+      "every ack at the phone and every message at the laptop and at bob"
+    )
+    // An echo after its ack would come within this.
+    await sleep(500)
+
+    for (const packet of phone.packets) phoneList.receive(packet)
+    const bubbles = phoneList.bubblesOf(sessionId).filter((b) => b.content.startsWith("own "))
+    expect(bubbles.map((b) => b.content)).toEqual(Array.from({ length: count }, (_, i) => `own ${i}`))
+    expect(bubbles.every((b) => b.status === "sent")).toBe(true)
+    expect(new Set(bubbles.map((b) => b.msgId)).size).toBe(count)
+    // Not merged into the right bubble by luck: the sending socket got no push of its own messages at all.
+    expect(phone.packets.filter(own)).toEqual([])
+
+    const laptopList = new OfficialMessageList()
+    for (const packet of laptop.packets) laptopList.receive(packet)
+    const onLaptop = laptopList.bubblesOf(sessionId).filter((b) => b.content.startsWith("own "))
+    expect(onLaptop.map((b) => b.content)).toEqual(Array.from({ length: count }, (_, i) => `own ${i}`))
+    expect(laptop.packets.filter(own)).toHaveLength(count)
+    for (const client of [phone, laptop, bob]) client.ws.close()
+  }, 60_000)
+
+  it("a message sent 0–100 ms after the recipient's socket opened reaches it, every time", async () => {
+    const aliceUser = await freshUser(gw1, "alice")
+    const alice = await connectClient(gw1.httpPort, { token: aliceUser.token })
+    const missed: Array<number> = []
+    for (let i = 0; i < 20; i++) {
+      const bobUser = await freshUser(gw2, "late")
+      // As the official client: the inbox is pulled right after login, then the socket opened.
+      expect((await session(gw2.url, "PullInboxDelta", { limit: "200" }, bobUser.token)).status).toBe(200)
+      const bob = await connectClient(gw2.httpPort, { token: bobUser.token })
+      await sleep(i * 5)
+      alice.send(chat(`race-${i}`, directSessionId(aliceUser.username, bobUser.username), `race ${i}`))
+      expect((await ackOf(alice, `race-${i}`)).error).toBe("")
+      const pushed = await bob
+        .next((p) => p.payload?.$case === "push" && p.payload.value.content === `race ${i}`, 5_000)
+        .then(() => true, () => false)
+      if (!pushed) missed.push(i * 5)
+      bob.ws.close()
+    }
+    // The delays (ms) after which the message never came.
+    expect(missed).toEqual([])
+    alice.ws.close()
+  }, 120_000)
 
   it("entries follow the processes: lease expiry after kill -9, immediate removal on SIGTERM", async () => {
     // Two gateways of its own: the shared ones stay up for the other tests.

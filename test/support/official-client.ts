@@ -72,3 +72,70 @@ export class OfficialRuleClient {
     this.ws?.close()
   }
 }
+
+/** One message bubble as the official client keeps it (web/src/stores/message.ts, `ChatMessage`). */
+export interface Bubble {
+  msgId: string
+  seqId: bigint
+  readonly content: string
+  status: "sending" | "sent" | "failed"
+}
+
+/**
+ * The official client's message list and its rules for matching (web/src/stores/message.ts with
+ * web/src/hooks/useWsMessageHandler.ts): a message sent is a bubble with a temporary id (the
+ * chat's seq) and seq_id 0; its ack gives that bubble the msg_id and seq_id; a push is merged into
+ * a bubble of its session with the same msg_id or seq_id, else it is a new bubble. So a push of
+ * one's own message that comes before its ack is a second bubble.
+ */
+export class OfficialMessageList {
+  readonly sessions = new Map<string, Array<Bubble>>()
+
+  /** Sends as the client does: a pending bubble, and the chat frame with the temporary id as its seq. */
+  send(client: { send: (packet: WsPacket) => void }, tempId: string, sessionId: string, content: string): void {
+    this.bubblesOf(sessionId).push({ msgId: tempId, seqId: 0n, content, status: "sending" })
+    client.send({
+      seq: tempId,
+      payload: { $case: "chat", value: { sessionId, fromUsername: "", toUsername: "", content, type: "text", timestamp: 0n } }
+    })
+  }
+
+  /** Every packet a socket receives goes through here, in order. */
+  receive(packet: WsPacket): void {
+    const payload = packet.payload
+    if (payload?.$case === "push") {
+      const message = payload.value
+      const msgId = message.msgId.toString()
+      const bubbles = this.bubblesOf(message.sessionId)
+      const same = bubbles.find((b) => b.msgId === msgId || b.seqId === message.seqId)
+      if (same !== undefined) {
+        same.msgId = msgId
+        same.seqId = message.seqId
+        same.status = "sent"
+      } else {
+        bubbles.push({ msgId, seqId: message.seqId, content: message.content, status: "sent" })
+      }
+    } else if (payload?.$case === "ack") {
+      const ack = payload.value
+      if (ack.refSeq === "") return
+      for (const bubbles of this.sessions.values()) {
+        for (const bubble of bubbles) {
+          if (bubble.msgId !== ack.refSeq) continue
+          if (ack.error !== "") {
+            bubble.status = "failed"
+          } else {
+            bubble.msgId = ack.msgId.toString()
+            bubble.seqId = ack.seqId
+            bubble.status = "sent"
+          }
+        }
+      }
+    }
+  }
+
+  bubblesOf(sessionId: string): Array<Bubble> {
+    let bubbles = this.sessions.get(sessionId)
+    if (bubbles === undefined) this.sessions.set(sessionId, (bubbles = []))
+    return bubbles
+  }
+}

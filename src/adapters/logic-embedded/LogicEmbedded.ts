@@ -17,6 +17,7 @@ import { makeMessages } from "./Messages.js"
 import { makePasswords } from "./Passwords.js"
 import type { PresenceStore } from "./Presence.js"
 import { makePresence } from "./Presence.js"
+import type { Reads } from "./Reads.js"
 import { makeReads } from "./Reads.js"
 import { ROOM_SESSION_ID } from "./Schema.js"
 import { makeSessionCache } from "./SessionCache.js"
@@ -63,7 +64,9 @@ export interface LogicEmbeddedOptions {
   readonly checkpointIntervalMs?: number
 }
 
-export interface EmbeddedLogic extends LogicShape, Pick<PresenceStore, "onlineGateways" | "forgetGateway"> {
+export interface EmbeddedLogic
+  extends LogicShape, Pick<PresenceStore, "onlineGateways" | "forgetGateway">, Pick<Reads, "inboxSince">
+{
   /** SQL executed and rows written so far, for the metrics. */
   readonly counters: Readonly<StatementCounters>
 }

@@ -8,6 +8,7 @@ import { SessionType } from "../../domain/Model.js"
 import type { MessageRow } from "./Messages.js"
 import { sessionNameFor, toPush } from "./Messages.js"
 import type { SessionCache } from "./SessionCache.js"
+import { SNOWFLAKE_EPOCH_MS } from "./Snowflake.js"
 import type { Prepare } from "./Statements.js"
 import { attempt } from "./Storage.js"
 import { containsPattern, prefixPattern } from "./Validation.js"
@@ -21,10 +22,15 @@ export interface ReadsOptions {
   readonly sessionPageSize: number
 }
 
-export type Reads = Pick<
-  LogicShape,
-  "getSessionList" | "getHistoryMessages" | "getContactList" | "searchUser" | "pullInboxDelta"
->
+export type Reads =
+  & Pick<LogicShape, "getSessionList" | "getHistoryMessages" | "getContactList" | "searchUser" | "pullInboxDelta">
+  & {
+    /**
+     * The user's inbox from `sinceMs` (unix milliseconds) on, oldest first, at most `limit`
+     * messages: what a socket opened then may not have been pushed.
+     */
+    readonly inboxSince: (username: string, sinceMs: number, limit: number) => Effect.Effect<ReadonlyArray<PushMessage>, LogicError>
+  }
 
 interface MemberSessionRow {
   readonly session_id: string
@@ -51,6 +57,16 @@ const SEARCH_LIMIT = 20
 /** Inbox ids below this were handed out by the table of schema version 2; msg_ids are far above. */
 const LEGACY_INBOX_IDS = 1n << 40n
 const MESSAGE_COLUMNS = "m.session_id, m.seq_id, m.msg_id, m.from_username, m.to_username, m.content, m.type, m.timestamp"
+
+/**
+ * An inbox cursor before every message committed at `ms` or later: a msg_id is its commit
+ * millisecond since the Snowflake epoch above 22 bits of worker and sequence, and never behind
+ * the clock (Snowflake.ts).
+ */
+const cursorBefore = (ms: number): bigint => {
+  const elapsed = Math.floor(ms) - SNOWFLAKE_EPOCH_MS
+  return elapsed <= 0 ? 0n : (BigInt(elapsed) << 22n) - 1n
+}
 
 export const clampLimit = (requested: bigint, fallback: number, max: number): number =>
   requested <= 0n ? fallback : requested > BigInt(max) ? max : Number(requested)
@@ -240,5 +256,17 @@ export const makeReads = (options: ReadsOptions): Effect.Effect<Reads, LogicErro
       return yield* attempt("pullInboxDelta", () => inboxTx(input.username, cursor, limit))
     })
 
-    return { getSessionList, getHistoryMessages, getContactList, searchUser, pullInboxDelta }
+    const inboxSince: Reads["inboxSince"] = Effect.fn("LogicEmbedded.inboxSince")(function*(username, sinceMs, limit) {
+      const messages: Array<PushMessage> = []
+      let cursor = cursorBefore(sinceMs)
+      while (messages.length < limit) {
+        const page = yield* attempt("inboxSince", () => inboxTx(username, cursor, Math.min(INBOX_MAX, limit - messages.length)))
+        for (const event of page.events) if (event.message !== undefined) messages.push(event.message)
+        if (!page.hasMore || page.events.length === 0) break
+        cursor = page.nextCursorId
+      }
+      return messages
+    })
+
+    return { getSessionList, getHistoryMessages, getContactList, searchUser, pullInboxDelta, inboxSince }
   })

@@ -38,6 +38,8 @@ export interface LogicGrpcOptions {
  * not after grpc-js's default reconnect backoff of up to two minutes.
  */
 export const defaultChannelOptions: grpc.ChannelOptions = {
+  // A channel's own subchannels: a fresh channel never shares one (and its backoff) with the channel it replaces.
+  "grpc.use_local_subchannel_pool": 1,
   "grpc.initial_reconnect_backoff_ms": 250,
   "grpc.max_reconnect_backoff_ms": 2_000,
   "grpc.keepalive_time_ms": 30_000,
@@ -49,38 +51,64 @@ export type LogicGrpcStaticOptions = Omit<LogicGrpcOptions, "endpoints">
 interface Endpoint {
   readonly address: string
   readonly client: grpc.Client
+  /** Instances discovery lists at this address (a restarted one may be listed beside its expiring entry). */
+  readonly listed: number
 }
 
-/** One channel per Logic instance, opened when it appears and closed when it goes. */
+/**
+ * One channel per Logic instance, opened when it appears and closed when it goes. An address
+ * announced again (a restarted instance registered beside its old, still unexpired entry) gets a
+ * new channel: the old one may be waiting out grpc-js's reconnect backoff, up to 2 s.
+ */
 class EndpointPool {
   private readonly byAddress = new Map<string, Endpoint>()
   private ring: ReadonlyArray<Endpoint> = []
   private cursor = 0
+  private readonly retiring = new Set<grpc.Client>()
 
-  constructor(private readonly security: InternalSecurity, private readonly channelOptions: grpc.ChannelOptions) {}
+  constructor(
+    private readonly security: InternalSecurity,
+    private readonly channelOptions: grpc.ChannelOptions,
+    /** How long a replaced channel stays open: calls already on it may finish (a call's whole budget). */
+    private readonly retireAfterMs: number
+  ) {}
 
-  update(addresses: ReadonlyArray<string>): { readonly added: Array<string>; readonly removed: Array<string> } {
-    const wanted = new Set<string>()
+  update(addresses: ReadonlyArray<string>): {
+    readonly added: Array<string>
+    readonly removed: Array<string>
+    readonly renewed: Array<string>
+  } {
+    const wanted = new Map<string, number>()
     for (const raw of addresses) {
       const address = normalizeEndpoint(raw)
-      if (address !== undefined) wanted.add(address)
+      if (address !== undefined) wanted.set(address, (wanted.get(address) ?? 0) + 1)
     }
     const added: Array<string> = []
     const removed: Array<string> = []
+    const renewed: Array<string> = []
     for (const [address, endpoint] of this.byAddress) {
       if (wanted.has(address)) continue
       this.byAddress.delete(address)
       endpoint.client.close()
       removed.push(address)
     }
-    for (const address of wanted) {
-      if (this.byAddress.has(address)) continue
+    for (const [address, listed] of wanted) {
+      const known = this.byAddress.get(address)
+      if (known !== undefined && listed <= known.listed) {
+        if (listed < known.listed) this.byAddress.set(address, { ...known, listed })
+        continue
+      }
+      if (known === undefined) {
+        added.push(address)
+      } else {
+        this.retire(known.client)
+        renewed.push(address)
+      }
       const client = internalClient(address, this.security, this.channelOptions)
-      this.byAddress.set(address, { address, client })
-      added.push(address)
+      this.byAddress.set(address, { address, client, listed })
     }
     this.ring = Array.from(this.byAddress.values())
-    return { added, removed }
+    return { added, removed, renewed }
   }
 
   /** Round-robin; skips `avoid` (the endpoint that just failed) when there is another. */
@@ -93,7 +121,16 @@ class EndpointPool {
     return endpoint
   }
 
+  private retire(client: grpc.Client): void {
+    this.retiring.add(client)
+    setTimeout(() => {
+      if (this.retiring.delete(client)) client.close()
+    }, this.retireAfterMs).unref()
+  }
+
   closeAll(): void {
+    for (const client of this.retiring) client.close()
+    this.retiring.clear()
     for (const endpoint of this.byAddress.values()) endpoint.client.close()
     this.byAddress.clear()
     this.ring = []
@@ -288,15 +325,17 @@ export const layer = (options: LogicGrpcOptions): Layer.Layer<Logic, never, Metr
       const security = yield* InternalAuth
       const endpoints = yield* options.endpoints
       const pool = yield* Effect.acquireRelease(
-        Effect.sync(() => new EndpointPool(security, { ...defaultChannelOptions, ...options.channelOptions })),
+        Effect.sync(() =>
+          new EndpointPool(security, { ...defaultChannelOptions, ...options.channelOptions }, Duration.toMillis(options.deadline))
+        ),
         (pool) => Effect.sync(() => pool.closeAll())
       )
       const apply = (addresses: ReadonlyArray<string>) =>
         Effect.suspend(() => {
-          const { added, removed } = pool.update(addresses)
-          if (added.length === 0 && removed.length === 0) return Effect.void
+          const { added, removed, renewed } = pool.update(addresses)
+          if (added.length === 0 && removed.length === 0 && renewed.length === 0) return Effect.void
           return Effect.logInfo("logic-service endpoints changed").pipe(
-            Effect.annotateLogs({ added: added.join(","), removed: removed.join(",") })
+            Effect.annotateLogs({ added: added.join(","), removed: removed.join(","), renewed: renewed.join(",") })
           )
         })
       yield* apply(yield* SubscriptionRef.get(endpoints))

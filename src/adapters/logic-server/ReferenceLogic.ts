@@ -1,8 +1,8 @@
-import { Context, Duration, Effect, ExecutionStrategy, Exit, FiberSet, Layer, Scope, Stream } from "effect"
+import { Clock, Context, Duration, Effect, ExecutionStrategy, Exit, FiberSet, Layer, Scope, Stream } from "effect"
 import type { Subscribable } from "effect"
 import type { LogicShape } from "../../application/ports/Logic.js"
 import type { LogicError } from "../../domain/Errors.js"
-import type { PushMessage } from "../../domain/Model.js"
+import type { PresenceBatch, PushMessage } from "../../domain/Model.js"
 import { InternalAuth } from "../grpc/Security.js"
 import type { PushClient } from "./GatewayPush.js"
 import { pushClient } from "./GatewayPush.js"
@@ -12,6 +12,8 @@ import { serveLogic } from "./LogicGrpcServer.js"
 export interface PresenceAwareLogic extends LogicShape {
   readonly onlineGateways: (usernames: ReadonlyArray<string>) => ReadonlyMap<string, ReadonlySet<string>>
   readonly forgetGateway: (gatewayId: string) => Effect.Effect<unknown, LogicError>
+  /** The user's inbox from `sinceMs` (unix milliseconds) on, oldest first, at most `limit` messages. */
+  readonly inboxSince: (username: string, sinceMs: number, limit: number) => Effect.Effect<ReadonlyArray<PushMessage>, LogicError>
 }
 
 /** Where a Logic hands each committed message: called after the acks, never waited for. */
@@ -31,7 +33,17 @@ export interface ReferenceLogicOptions<L extends PresenceAwareLogic, E> {
   readonly port: number
   readonly host: string
   readonly pushDeadline?: Duration.DurationInput
+  /**
+   * How long before a UserOnline's timestamp its catch-up starts. Default 2 s: the timestamp is in
+   * whole seconds of the gateway's clock, and the official client pulls its inbox just before it
+   * opens its socket.
+   */
+  readonly catchUpMargin?: Duration.DurationInput
 }
+
+/** Messages one catch-up pushes at most, and how far back it reaches whatever the event says. */
+const catchUpLimit = 500
+const catchUpLookbackMillis = 60_000
 
 /** The running reference Logic: its gRPC port and the Logic behind it. */
 export class ReferenceLogic extends Context.Tag("resonance/ReferenceLogic")<
@@ -48,7 +60,10 @@ interface GatewayClient {
 /**
  * A Logic served over gRPC, doing the Task service's job as well: each committed message is
  * pushed with `PushService.Push` to the gateways (found by `gateways`) that reported its members
- * online through SyncStatus. Which Logic and which discovery are the composition root's choice.
+ * online through SyncStatus. A message committed while a user's socket was open but before their
+ * online event arrived found no route: so once a SyncStatus gives a user a route, the gateway is
+ * pushed what their inbox gained since the socket opened (clients drop repeats by msg_id). Which
+ * Logic and which discovery are the composition root's choice.
  */
 export const layer = <L extends PresenceAwareLogic, E>(options: ReferenceLogicOptions<L, E>) =>
   Layer.scoped(
@@ -92,6 +107,29 @@ export const layer = <L extends PresenceAwareLogic, E>(options: ReferenceLogicOp
         Effect.forkScoped
       )
 
+      /** One Push to one gateway; false (and a warning) when it did not take it. */
+      const pushTo = (
+        instances: ReadonlyArray<GatewayInstance>,
+        gatewayId: string,
+        toUsernames: Array<string>,
+        message: PushMessage
+      ): Effect.Effect<boolean> => {
+        const instance = instances.find((candidate) => candidate.id === gatewayId)
+        if (instance === undefined) return Effect.succeed(false)
+        return clientFor(instance).pipe(
+          Effect.flatMap((client) => client.push({ toUsernames, message })),
+          Effect.as(true),
+          Effect.catchAll((error) =>
+            Effect.as(
+              Effect.logWarning("push to a gateway failed; the message waits in the inbox").pipe(
+                Effect.annotateLogs({ gateway: gatewayId, code: error.code, error: error.message })
+              ),
+              false
+            )
+          )
+        )
+      }
+
       const deliver = (recipients: ReadonlyArray<string>, message: PushMessage) =>
         Effect.gen(function*() {
           if (logic === undefined) return
@@ -108,18 +146,7 @@ export const layer = <L extends PresenceAwareLogic, E>(options: ReferenceLogicOp
           const instances = yield* gateways.get
           yield* Effect.forEach(
             byGateway,
-            ([gatewayId, toUsernames]) => {
-              const instance = instances.find((candidate) => candidate.id === gatewayId)
-              if (instance === undefined) return Effect.void
-              return clientFor(instance).pipe(
-                Effect.flatMap((client) => client.push({ toUsernames, message })),
-                Effect.catchAll((error) =>
-                  Effect.logWarning("push to a gateway failed; the message waits in the inbox").pipe(
-                    Effect.annotateLogs({ gateway: gatewayId, code: error.code, error: error.message })
-                  )
-                )
-              )
-            },
+            ([gatewayId, toUsernames]) => pushTo(instances, gatewayId, toUsernames, message),
             { concurrency: "unbounded", discard: true }
           )
         }).pipe(
@@ -127,12 +154,39 @@ export const layer = <L extends PresenceAwareLogic, E>(options: ReferenceLogicOp
           Effect.withSpan("ReferenceLogic.publish")
         )
 
+      const marginMillis = Duration.toMillis(options.catchUpMargin ?? "2 seconds")
+      /** Each user the batch announced gets, in order, what their inbox gained since their socket opened. */
+      const catchUp = (batch: PresenceBatch) =>
+        Effect.gen(function*() {
+          if (logic === undefined) return
+          const instances = yield* gateways.get
+          const now = yield* Clock.currentTimeMillis
+          for (const online of batch.onlineBatch) {
+            const sinceMs = Math.max(Number(online.timestamp) * 1000 - marginMillis, now - catchUpLookbackMillis)
+            const messages = yield* logic.inboxSince(online.username, sinceMs, catchUpLimit)
+            for (const message of messages) {
+              if (!(yield* pushTo(instances, batch.gatewayId, [online.username], message))) break
+            }
+          }
+        }).pipe(
+          Effect.catchAll((error) => Effect.logWarning("catch-up of users that came online failed", error)),
+          Effect.withSpan("ReferenceLogic.catchUp", { attributes: { "presence.online": batch.onlineBatch.length } })
+        )
+
       // Acks do not wait for the fan-out, as with the Task service behind a queue.
       const runPush = yield* FiberSet.runtime(pushes)<never>()
       const publish: Publisher = (recipients, message) => void runPush(deliver(recipients, message))
 
       logic = yield* options.makeLogic(publish)
-      const { port } = yield* serveLogic(logic, { port: options.port, host: options.host })
+      const inner = logic
+      // The catch-up starts once the routes are stored, so a message committed after it is pushed anyway.
+      const served: PresenceAwareLogic = {
+        ...inner,
+        syncStatus: (batch) =>
+          Effect.tap(inner.syncStatus(batch), () =>
+            batch.onlineBatch.length === 0 ? Effect.void : Effect.sync(() => void runPush(catchUp(batch))))
+      }
+      const { port } = yield* serveLogic(served, { port: options.port, host: options.host })
       return { port, logic }
     })
   )

@@ -5,7 +5,7 @@ import { ackErrorText } from "../../domain/Errors.js"
 import type { ChatRequest, SendMessageResult } from "../../domain/Model.js"
 import type { ChatRules, Packet } from "../../domain/Packet.js"
 import { ackPacket, classifyInbound, errorAck } from "../../domain/Packet.js"
-import type { LiveConnection } from "../ConnectionHub.js"
+import type { ConnectionRegistry, LiveConnection } from "../ConnectionHub.js"
 import type { ConnectionSession } from "../Dispatcher.js"
 import type { FrameCodecShape } from "../ports/FrameCodec.js"
 import { isFault } from "../ports/FrameCodec.js"
@@ -15,6 +15,8 @@ import type { ChatFailure, PendingChat } from "./ChatBatch.js"
 import { isOutage, logicTimedOut, logOutage } from "./ChatBatch.js"
 import type { FrameLimits } from "./FrameBudget.js"
 import { FrameBudget } from "./FrameBudget.js"
+import type { PushGateLimits } from "./PushGate.js"
+import { ConnectionPushGate } from "./PushGate.js"
 
 /** What every connection of one Dispatcher shares: built once. */
 export interface Shared {
@@ -34,6 +36,9 @@ export interface Shared {
   readonly submit: (chat: PendingChat) => void
   /** Unregisters a connection that closed. */
   readonly closed: (connection: LiveConnection) => void
+  /** Where a connection's push gate is set while its chats are answered. */
+  readonly hub: ConnectionRegistry
+  readonly pushGate: PushGateLimits
 }
 
 /**
@@ -50,6 +55,8 @@ export class Session implements ConnectionSession {
   private active = true
   private accepting = true
   private readonly budget: FrameBudget
+  /** Made on the first chat: a connection that never sends one is never gated. */
+  private gate: ConnectionPushGate | undefined = undefined
 
   constructor(
     readonly connection: LiveConnection,
@@ -105,6 +112,7 @@ export class Session implements ConnectionSession {
     this.accepting = false
     this.pending = undefined
     this.pendingSizes = undefined
+    this.gate?.close()
     this.shared.closed(this.connection)
   }
 
@@ -166,6 +174,7 @@ export class Session implements ConnectionSession {
       case "ForwardChat":
         metrics.messageReceived()
         this.inFlight = true
+        this.holdPushes()
         if (this.shared.traceChats) {
           this.shared.runFork(this.forward(decision.seq, decision.chat)).addObserver(() => this.settled())
         } else {
@@ -181,6 +190,13 @@ export class Session implements ConnectionSession {
     }
   }
 
+  /** The chat's echo may come before its ack: the connection's pushes wait for the answer. */
+  private holdPushes(): void {
+    const { hub, limits, pushGate } = this.shared
+    this.gate ??= new ConnectionPushGate(this.connection, hub, limits.clock, pushGate)
+    this.gate.hold()
+  }
+
   /** A retry of this send (by the Logic client, or the client resending its seq here) is stored once. */
   originOf(seq: string): ChatOrigin {
     const { id } = this.connection.info
@@ -191,15 +207,19 @@ export class Session implements ConnectionSession {
   answer(seq: string, chat: ChatRequest, result: Either.Either<SendMessageResult, ChatFailure>): ChatFailure | undefined {
     if (Either.isRight(result)) {
       this.reply(ackPacket(seq, { msgId: result.right.msgId, seqId: result.right.seqId, sessionId: chat.sessionId, error: "" }))
+      this.gate?.answered(result.right.msgId)
       return undefined
     }
     const error = result.left
     this.reply(errorAck(seq, ackErrorText(error), chat.sessionId))
+    this.gate?.answered(undefined)
     return isOutage(error.code) ? error : undefined
   }
 
   settled(): void {
     this.inFlight = false
+    // A chat that ended unanswered (its fiber died) must not keep the pushes held.
+    if (this.gate?.isHolding) this.gate.answered(undefined)
     const pending = this.pending
     const sizes = this.pendingSizes
     if (pending === undefined || sizes === undefined) return
