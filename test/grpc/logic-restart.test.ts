@@ -4,6 +4,7 @@ import type { LogicShape } from "../../src/application/ports/Logic.js"
 import { InternalAuth } from "../../src/adapters/grpc/Security.js"
 import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
 import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
+import { withFrontDoor } from "../support/door.js"
 import type { ChatRequest } from "../../src/domain/Model.js"
 import { buildLogic, fakeLogic } from "./support.js"
 
@@ -21,8 +22,9 @@ const logic = fakeLogic({ sendMessage: () => Effect.succeed({ msgId: 1n, seqId: 
 /** A Logic instance on `port` (0: any), stopped when `scope` closes. */
 const startLogic = (port: number, scope: Scope.Scope) =>
   serveLogic(logic, { port, host: "127.0.0.1", shutdownTimeout: "100 millis" }).pipe(
-    Scope.extend(scope),
     Effect.provide(InternalAuth.layerInsecure),
+    withFrontDoor,
+    Scope.extend(scope),
     Effect.map((served) => served.port)
   )
 

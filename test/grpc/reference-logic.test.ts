@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Context, Effect, Layer, SubscriptionRef } from "effect"
+import { FrontDoor } from "../../src/adapters/net/FrontDoor.js"
 import { InternalAuth } from "../../src/adapters/grpc/Security.js"
 import { makeEmbeddedLogic } from "../../src/adapters/logic-embedded/LogicEmbedded.js"
 import * as ReferenceLogic from "../../src/adapters/logic-server/ReferenceLogic.js"
@@ -33,7 +34,7 @@ const cluster = Effect.gen(function*() {
       gateways: Effect.succeed(gateways),
       port: 0,
       host: "127.0.0.1"
-    }).pipe(Layer.provide(InternalAuth.layerInsecure))
+    }).pipe(Layer.provide(InternalAuth.layerInsecure), Layer.provide(FrontDoor.layerTest()))
   )
   const { port, logic } = Context.get(context, ReferenceLogic.ReferenceLogic)
   const client = yield* staticClient([`127.0.0.1:${port}`])
