@@ -22,7 +22,7 @@ import { WebSocket } from "ws"
 import { WsPacket } from "../src/gen/gateway/v1/packet.js"
 import type { AttackerMessage, AttackSpec, Stats } from "./abuse-attacker.js"
 import type { Child } from "./procs.js"
-import { cpuSeconds, freePort, hardFileLimit, killAll, repoRoot, sleep, spawnChild, startNode, waitFor } from "./procs.js"
+import { cpuSeconds, freePort, hardFileLimit, killAll, listenQueueCounters, repoRoot, sleep, spawnChild, startNode, waitFor } from "./procs.js"
 import { percentile } from "./protocol.js"
 import { table } from "./report.js"
 
@@ -68,6 +68,8 @@ interface Gateway {
   readonly logFile: string
   /** When it exited on its own (a crash) while measured, and how. */
   died: string | undefined
+  /** performance.now() at its exit. */
+  diedAt: number | undefined
 }
 
 /** What the bench sets besides ports and the data file; the rest is the gateway's defaults. */
@@ -105,8 +107,9 @@ const startGateway = async (name: string): Promise<Gateway> => {
     }
   })
   await waitFor("gateway ready", async () => (await fetch(`http://127.0.0.1:${http}/readyz`)).status === 200, 30_000, child)
-  const gateway: Gateway = { child, http, grpc, logFile, died: undefined }
+  const gateway: Gateway = { child, http, grpc, logFile, died: undefined, diedAt: undefined }
   void child.exited.then((how) => {
+    gateway.diedAt ??= performance.now()
     gateway.died ??= `exited (${how})`
   })
   return gateway
@@ -777,7 +780,10 @@ interface RowResult {
   readonly gatewayDied: string | undefined
   /** What the gateway wrote (warnings and worse): count of EMFILE mentions, lines, the last 3,000 characters. */
   readonly gatewayLog: { readonly emfile: number; readonly lines: number; readonly tail: string }
+  /** The bystander's own event-loop delay, max: a stall of the measuring process inflates what it measures. */
   readonly bystanderLoopLagMaxMs: number
+  /** Kernel counters over the window (all listeners of the machine): SYNs or connections dropped by full queues. */
+  readonly listenQueue: { readonly overflows: number; readonly syncookies: number }
   readonly windowMs: number
   readonly saw: string
   readonly realUsers: unknown
@@ -800,6 +806,7 @@ const runRow = async (row: RowSpec): Promise<RowResult> => {
     await sleep(2_000)
     const sampler = new Sampler(gateway.child.pid)
     const cpuBefore = cpuSeconds(gateway.child.pid)
+    const queueBefore = listenQueueCounters()
     const started = performance.now()
     bystander.begin()
     sampler.begin()
@@ -814,13 +821,15 @@ const runRow = async (row: RowSpec): Promise<RowResult> => {
     const windowMs = performance.now() - started
     const seen = await bystander.end()
     const peaks = await sampler.end()
+    const queueAfter = listenQueueCounters()
     const died = gateway.died
     const cpu = died === undefined ? cpuSeconds(gateway.child.pid) - cpuBefore : Number.NaN
     const log = Fs.existsSync(gateway.logFile) ? Fs.readFileSync(gateway.logFile, "utf8") : ""
     const failed: Array<string> = []
     // A crash names its error: the first "…Error…" line the gateway wrote.
     const crash = died === undefined ? undefined : /^\S*Error\S*.*$/m.exec(log)?.[0]?.slice(0, 120)
-    if (died !== undefined) failed.push(`gateway ${died}${crash === undefined ? "" : `: ${crash}`}`)
+    const diedAfter = gateway.diedAt === undefined ? "" : ` ${((gateway.diedAt - started) / 1000).toFixed(1)} s into the row`
+    if (died !== undefined) failed.push(`gateway ${died}${diedAfter}${crash === undefined ? "" : `: ${crash}`}`)
     for (const [label, latency] of [["/healthz keep-alive", seen.keepAlive], ["/healthz new conn", seen.fresh]] as const) {
       if (!(latency.p99 <= P99_BOUND_MS)) failed.push(`${label} p99`)
       if (latency.failures > 0) failed.push(`${label} failures`)
@@ -843,6 +852,7 @@ const runRow = async (row: RowSpec): Promise<RowResult> => {
       gatewayDied: died,
       gatewayLog: { emfile: (log.match(/EMFILE/g) ?? []).length, lines: log.split("\n").length - 1, tail: log.slice(-3_000) },
       bystanderLoopLagMaxMs: seen.ownLoopLagMaxMs,
+      listenQueue: { overflows: queueAfter.overflows - queueBefore.overflows, syncookies: queueAfter.syncookies - queueBefore.syncookies },
       windowMs: Math.round(windowMs),
       saw: outcome.saw,
       realUsers: outcome.realUsers,
@@ -894,6 +904,7 @@ const main = async () => {
     "pulses missing",
     "peak fds / limit",
     "peak RSS",
+    "bystander's own stall",
     "attacker saw",
     "verdict"
   ]
@@ -905,6 +916,7 @@ const main = async () => {
     `${r.pulse.missing}/${r.pulse.sent + r.pulse.dueWhileDown}`,
     `${fmt(r.peakFds)} / ${fmt(r.fdLimit)}`,
     mb(r.peakRssBytes),
+    `${Math.round(r.bystanderLoopLagMaxMs)} ms`,
     r.saw,
     r.pass ? "pass" : `FAIL (${r.failed.join(", ")})`
   ])
