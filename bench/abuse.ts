@@ -756,7 +756,7 @@ const rows: ReadonlyArray<RowSpec> = [
             `real users in ${inCount}/5${inCount < 5 ? ` (refused ${codes(refused)})` : ""}, slowest ${Math.round(Math.max(...real.map((reply) => reply.ms)))} ms`,
           attacker: done,
           realUsersOk: inCount === 5,
-          realUsers: real.map((reply) => ({ status: reply.status, ms: round1(reply.ms) }))
+          realUsers: real.map((reply) => ({ status: reply.status, ms: round1(reply.ms), ...(reply.status === 200 ? {} : { body: reply.body.slice(0, 200) }) }))
         }
       } finally {
         await attacker.stop()
