@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The integration tests start real etcd processes and make throwaway certificates with openssl;
-# install Debian's packages when they are missing.
+# The integration tests start real etcd processes, make throwaway certificates with openssl and call
+# the Push port from Python's grpcio (gRPC C-core, an independent stack) run by Debian's
+# /usr/bin/python3; install Debian's packages when they are missing.
 set -euo pipefail
 missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server etcd-client)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+/usr/bin/python3 -c 'import grpc, grpc_tools.protoc' >/dev/null 2>&1 || missing+=(python3-grpcio python3-grpc-tools)
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing ${missing[*]}: run 'sudo apt-get install -y ${missing[*]}' first" >&2
