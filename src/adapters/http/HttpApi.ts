@@ -33,7 +33,8 @@ import {
 } from "./Connect.js"
 import { makeCors } from "./Cors.js"
 import type { Caller, Procedure } from "./Procedures.js"
-import { makeProcedures } from "./Procedures.js"
+import { makeProcedures, restRoutes } from "./Procedures.js"
+import type { Transport } from "./Procedures.js"
 import { clientKeyOf, makeKeyedRateLimiter } from "../../domain/RateLimit.js"
 
 export interface HttpOptions {
@@ -68,7 +69,6 @@ interface RequestState {
 
 class CurrentRequest extends Context.Tag("resonance/http/CurrentRequest")<CurrentRequest, RequestState>() {}
 
-type Transport = "connect" | "rest-body" | "rest-query"
 
 interface RouteSpec {
   readonly method: "GET" | "POST"
@@ -79,19 +79,6 @@ interface RouteSpec {
     CurrentRequest | HttpServerRequest.HttpServerRequest
   >
 }
-
-const restRoutes: ReadonlyArray<readonly [RouteSpec["method"], `/${string}`, string, Transport]> = [
-  ["POST", "/api/v1/auth/login", "Login", "rest-body"],
-  ["POST", "/api/v1/auth/register", "Register", "rest-body"],
-  ["POST", "/api/v1/auth/logout", "Logout", "rest-body"],
-  ["GET", "/api/v1/session/list", "GetSessionList", "rest-query"],
-  ["POST", "/api/v1/session/create", "CreateSession", "rest-body"],
-  ["GET", "/api/v1/session/messages", "GetHistoryMessages", "rest-query"],
-  ["GET", "/api/v1/session/search", "SearchUser", "rest-query"],
-  ["GET", "/api/v1/session/contacts", "GetContactList", "rest-query"],
-  ["POST", "/api/v1/session/read", "UpdateReadPosition", "rest-body"],
-  ["GET", "/api/v1/session/inbox", "PullInboxDelta", "rest-query"]
-]
 
 /** API answers are data for one caller: never sniffed as something else, never cached. */
 const apiHeaders = { "x-content-type-options": "nosniff", "cache-control": "no-store" }

@@ -281,3 +281,20 @@ export const makeProcedures = (
       Effect.map(logic.pullInboxDelta(asCaller(request, caller)), (page) => ({ ...page, events: [...page.events] }))
   })
 ]
+
+/** How a request carries its message: a Connect call, or a REST twin with a JSON body or a query. */
+export type Transport = "connect" | "rest-body" | "rest-query"
+
+/** The REST paths of the gateway's README, mapped onto the procedures (by method name). */
+export const restRoutes: ReadonlyArray<readonly ["GET" | "POST", `/${string}`, string, Transport]> = [
+  ["POST", "/api/v1/auth/login", "Login", "rest-body"],
+  ["POST", "/api/v1/auth/register", "Register", "rest-body"],
+  ["POST", "/api/v1/auth/logout", "Logout", "rest-body"],
+  ["GET", "/api/v1/session/list", "GetSessionList", "rest-query"],
+  ["POST", "/api/v1/session/create", "CreateSession", "rest-body"],
+  ["GET", "/api/v1/session/messages", "GetHistoryMessages", "rest-query"],
+  ["GET", "/api/v1/session/search", "SearchUser", "rest-query"],
+  ["GET", "/api/v1/session/contacts", "GetContactList", "rest-query"],
+  ["POST", "/api/v1/session/read", "UpdateReadPosition", "rest-body"],
+  ["GET", "/api/v1/session/inbox", "PullInboxDelta", "rest-query"]
+]
