@@ -3,11 +3,11 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as Http2 from "node:http2"
 import * as Zlib from "node:zlib"
-import { grpcFrame } from "../../src/adapters/grpc/UnaryServer.js"
+import { grpcFrame, percentEncode } from "../../src/adapters/grpc/UnaryServer.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import { PushRequest, PushResponse, PushServiceClient } from "../../src/gen/gateway/v1/push.js"
 import { fakeConnection } from "../support/core.js"
-import { recordingMetrics, servePush } from "./support.js"
+import { recordingMetrics, servePush, serveRoutes } from "./support.js"
 
 /**
  * PushService is served by a gRPC unary server on node:http2 (not grpc-js): these are the edges
@@ -199,6 +199,38 @@ describe("PushService over the node:http2 unary server", () => {
       const response = yield* callWith(port, PATH, encoded(request))
       expect(response.failedUsernames).toEqual([])
       expect(alice.frames).toHaveLength(1)
+    }))
+})
+
+describe("grpc-message", () => {
+  it("is the UTF-8 bytes of the text, those outside 0x20-0x7E and '%' percent-encoded", () => {
+    const ascii = "request larger than 1024 bytes: see /a?b=c&d (x)"
+    expect(percentEncode(ascii)).toBe(ascii)
+    expect(percentEncode("100% done")).toBe("100%25 done")
+    expect(percentEncode("naïve café")).toBe("na%C3%AFve caf%C3%A9")
+    expect(percentEncode("go 🚀")).toBe("go %F0%9F%9A%80")
+    expect(percentEncode("line\nnext\u007f")).toBe("line%0Anext%7F")
+    // A lone surrogate is no UTF-8: it goes as U+FFFD instead of throwing, as encodeURI did.
+    expect(() => encodeURI("a\uD800b")).toThrow()
+    expect(percentEncode("a\uD800b")).toBe("a%EF%BF%BDb")
+    expect(decodeURI(percentEncode("naïve 🚀 100%"))).toBe("naïve 🚀 100%")
+  })
+
+  it.scopedLive("non-ASCII details and a non-ASCII method name reach a grpc-js caller intact", () =>
+    Effect.gen(function*() {
+      const details = "refusé: 100% 🚀 \uD800"
+      const port = yield* serveRoutes([
+        { path: "/test.Echo/Refuse", handle: () => ({ code: grpc.status.FAILED_PRECONDITION, details }) }
+      ])
+      const refused = yield* Effect.flip(callWith(port, "/test.Echo/Refuse", Buffer.alloc(0)))
+      expect(refused.code).toBe(grpc.status.FAILED_PRECONDITION)
+      expect(refused.details).toBe("refusé: 100% 🚀 \uFFFD")
+      // A Go or C-core caller puts the method's UTF-8 bytes in :path; Node writes a string's
+      // characters as bytes, so the latin1 text of those bytes sends exactly them.
+      const method = "/test.Echo/Méthode🚀"
+      const unknown = yield* Effect.flip(callWith(port, Buffer.from(method, "utf8").toString("latin1"), Buffer.alloc(0)))
+      expect(unknown.code).toBe(grpc.status.UNIMPLEMENTED)
+      expect(unknown.details).toBe(`unknown method ${method}`)
     }))
 })
 

@@ -7,6 +7,8 @@ import type { MetricsShape } from "../../src/application/ports/Metrics.js"
 import * as PushServerModule from "../../src/adapters/grpc-push/PushServer.js"
 import { PushServer } from "../../src/adapters/grpc-push/PushServer.js"
 import { InternalAuth } from "../../src/adapters/grpc/Security.js"
+import { serveUnary } from "../../src/adapters/grpc/UnaryServer.js"
+import type { UnaryRoute, UnaryServerOptions } from "../../src/adapters/grpc/UnaryServer.js"
 import * as ProtobufFrameCodec from "../../src/adapters/protobuf/FrameCodec.js"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import type { ConnectionRegistry } from "../../src/application/ConnectionHub.js"
@@ -54,6 +56,14 @@ export const servePush = <E = never>(
     ),
     (context) => ({ port: Context.get(context, PushServer).port, hub: Context.get(context, ConnectionHub) })
   )
+
+/** The node:http2 unary server alone on an ephemeral 127.0.0.1 port, admitting every peer, serving `routes`. */
+export const serveRoutes = (
+  routes: ReadonlyArray<UnaryRoute>,
+  options: Partial<UnaryServerOptions> = {}
+): Effect.Effect<number, Error, Scope.Scope> =>
+  Effect.flatMap(Effect.provide(InternalAuth, InternalAuth.layerInsecure), (security) =>
+    serveUnary(routes, security, { port: 0, host: "127.0.0.1", shutdownTimeout: "1 second", ...options }))
 
 /** A fake Logic (Logic.layerTest: unavailable unless overridden) served over real gRPC on 127.0.0.1. */
 export const serveFake = (overrides: Partial<LogicShape>): Effect.Effect<string, Error, Scope.Scope> =>

@@ -83,6 +83,31 @@ export const grpcFrame = (message: Uint8Array): Buffer => {
   return frame
 }
 
+const HEX = "0123456789ABCDEF"
+
+/**
+ * `grpc-message`'s encoding (PROTOCOL-HTTP2.md, Status-Message): the text's UTF-8 bytes, each
+ * outside 0x20–0x7E or a '%' as %XX. grpc-js (decodeURI), grpc-go and C-core decode it back to
+ * the text; a lone surrogate becomes U+FFFD rather than a throw.
+ */
+export const percentEncode = (text: string): string => {
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i)
+    if (unit < 0x20 || unit > 0x7e || unit === 0x25) return text.slice(0, i) + percentEncodeBytes(Buffer.from(text.slice(i), "utf8"))
+  }
+  return text
+}
+
+const percentEncodeBytes = (bytes: Buffer): string => {
+  let encoded = ""
+  for (const byte of bytes) {
+    encoded += byte < 0x20 || byte > 0x7e || byte === 0x25
+      ? `%${HEX[byte >> 4]}${HEX[byte & 15]}`
+      : String.fromCharCode(byte)
+  }
+  return encoded
+}
+
 /** A "Trailers-Only" answer: the status in the only HEADERS frame, which ends the stream. */
 const refuse = (stream: ServerHttp2Stream, code: grpc.status, details: string, extra?: Http2.OutgoingHttpHeaders) => {
   if (stream.destroyed || stream.headersSent) return
@@ -90,8 +115,7 @@ const refuse = (stream: ServerHttp2Stream, code: grpc.status, details: string, e
     {
       ...RESPONSE_HEADERS,
       "grpc-status": String(code),
-      // grpc-js decodes with decodeURI; grpc-go percent-decodes: both read this back.
-      "grpc-message": encodeURI(details),
+      "grpc-message": percentEncode(details),
       ...extra
     },
     { endStream: true }
@@ -139,7 +163,8 @@ export const serveUnary = (
     const route = byPath.get(path)
     if (route === undefined) {
       // Not counted: a label per path a caller makes up would grow the metrics without bound.
-      refuse(stream, grpc.status.UNIMPLEMENTED, `unknown method ${path}`)
+      // `:path` arrives as latin1 text of its bytes; a Go or C-core caller sends UTF-8.
+      refuse(stream, grpc.status.UNIMPLEMENTED, `unknown method ${Buffer.from(path, "latin1").toString("utf8")}`)
       return
     }
     const authorization = headers.authorization
