@@ -7,7 +7,7 @@ import { grpcFrame, percentEncode } from "../../src/adapters/grpc/UnaryServer.js
 import type { PushMessage } from "../../src/domain/Model.js"
 import { PushRequest, PushResponse, PushServiceClient } from "../../src/gen/gateway/v1/push.js"
 import { fakeConnection } from "../support/core.js"
-import { recordingMetrics, servePush, serveRoutes } from "./support.js"
+import { echoRoute, grpcPrefix, rawRequest, rawSession, recordingMetrics, servePush, serveRoutes, statusOf as rawStatusOf } from "./support.js"
 
 /**
  * PushService is served by a gRPC unary server on node:http2 (not grpc-js): these are the edges
@@ -48,6 +48,24 @@ const callWith = (port: number, path: string, bytes: Buffer, options: grpc.Clien
       () => bytes,
       (buffer: Buffer) => PushResponse.decode(buffer),
       {},
+      new grpc.Metadata(),
+      { deadline: Date.now() + 3_000 },
+      (error, response) => {
+        client.close()
+        resume(error ? Effect.fail(error) : Effect.succeed(response!))
+      }
+    )
+  })
+
+/** A grpc-js call of the echo route (test/grpc/support.ts) on a client of its own. */
+const echoCall = (port: number, text: string, path = "/test.Echo/Echo") =>
+  Effect.async<Buffer, grpc.ServiceError>((resume) => {
+    const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure())
+    client.makeUnaryRequest(
+      path,
+      (value: Buffer) => value,
+      (buffer: Buffer) => buffer,
+      Buffer.from(text),
       new grpc.Metadata(),
       { deadline: Date.now() + 3_000 },
       (error, response) => {
@@ -219,7 +237,7 @@ describe("grpc-message", () => {
   it.scopedLive("non-ASCII details and a non-ASCII method name reach a grpc-js caller intact", () =>
     Effect.gen(function*() {
       const details = "refusé: 100% 🚀 \uD800"
-      const port = yield* serveRoutes([
+      const { port } = yield* serveRoutes([
         { path: "/test.Echo/Refuse", handle: () => ({ code: grpc.status.FAILED_PRECONDITION, details }) }
       ])
       const refused = yield* Effect.flip(callWith(port, "/test.Echo/Refuse", Buffer.alloc(0)))
@@ -231,6 +249,66 @@ describe("grpc-message", () => {
       const unknown = yield* Effect.flip(callWith(port, Buffer.from(method, "utf8").toString("latin1"), Buffer.alloc(0)))
       expect(unknown.code).toBe(grpc.status.UNIMPLEMENTED)
       expect(unknown.details).toBe(`unknown method ${method}`)
+    }))
+})
+
+describe("the unary server against callers that break the rules", () => {
+  const ECHO = "/test.Echo/Echo"
+  const hello = grpcFrame(Buffer.from("hello"))
+
+  it.scopedLive("a connection has at most maxConcurrentStreams calls open; the extra ones are REFUSED_STREAM and other connections are served", () =>
+    Effect.gen(function*() {
+      const { port } = yield* serveRoutes([echoRoute(ECHO)], { maxConcurrentStreams: 4 })
+      // Opened before the connection is up, all ten go out with the preface, before the
+      // server's SETTINGS can have reached the client.
+      const session = yield* rawSession(port)
+      const calls = Array.from({ length: 10 }, () => rawRequest(session, ECHO))
+      for (const call of calls) call.stream.write(hello.subarray(0, 3))
+      const refused = yield* Effect.forEach(calls.slice(4), (call) => call.answer)
+      expect(refused.map((answer) => answer.rstCode)).toEqual(Array(6).fill(Http2.constants.NGHTTP2_REFUSED_STREAM))
+      expect(calls.slice(0, 4).map((call) => call.stream.closed)).toEqual([false, false, false, false])
+
+      // Another connection is served meanwhile; then the four held calls complete normally.
+      expect((yield* echoCall(port, "ping")).toString()).toBe("ping")
+      for (const call of calls.slice(0, 4)) call.stream.end(hello.subarray(3))
+      const served = yield* Effect.forEach(calls.slice(0, 4), (call) => call.answer)
+      expect(served.map(rawStatusOf)).toEqual([0, 0, 0, 0])
+      expect(served.map((answer) => answer.body.subarray(5).toString())).toEqual(Array(4).fill("hello"))
+    }))
+
+  it.scopedLive("a declared length over the limit is RESOURCE_EXHAUSTED on the prefix alone, even split, without waiting for the body", () =>
+    Effect.gen(function*() {
+      const { port } = yield* serveRoutes([echoRoute(ECHO)], { maxMessageBytes: 1024 * 1024 })
+      const session = yield* rawSession(port)
+      const whole = rawRequest(session, ECHO)
+      whole.stream.write(grpcPrefix(5 * 1024 * 1024))
+      const split = rawRequest(session, ECHO)
+      const prefix = grpcPrefix(5 * 1024 * 1024)
+      split.stream.write(prefix.subarray(0, 2), () => split.stream.write(prefix.subarray(2)))
+      for (const call of [whole, split]) {
+        const answer = yield* call.answer
+        expect(rawStatusOf(answer)).toBe(grpc.status.RESOURCE_EXHAUSTED)
+        expect(decodeURIComponent(String(answer.headers["grpc-message"]))).toBe("request larger than 1048576 bytes")
+        expect(answer.body.byteLength).toBe(0)
+      }
+    }))
+
+  it.scopedLive("an unknown grpc-encoding is refused only for a compressed message", () =>
+    Effect.gen(function*() {
+      const { port } = yield* serveRoutes([echoRoute(ECHO)])
+      const session = yield* rawSession(port)
+      const plain = rawRequest(session, ECHO, { "grpc-encoding": "snappy" })
+      plain.stream.end(hello)
+      const served = yield* plain.answer
+      expect(rawStatusOf(served)).toBe(grpc.status.OK)
+      expect(served.body.subarray(5).toString()).toBe("hello")
+
+      const compressed = rawRequest(session, ECHO, { "grpc-encoding": "snappy" })
+      // Refused on the prefix: the (made-up) compressed bytes never matter.
+      compressed.stream.write(grpcPrefix(100, 1))
+      const refused = yield* compressed.answer
+      expect(rawStatusOf(refused)).toBe(grpc.status.UNIMPLEMENTED)
+      expect(refused.headers["grpc-accept-encoding"]).toBe("identity,gzip,deflate")
     }))
 })
 

@@ -1,5 +1,6 @@
 import { Context, Effect, Layer, Schedule, Tracer } from "effect"
 import type { Scope } from "effect"
+import * as Http2 from "node:http2"
 import { Logic, unavailableLogic } from "../../src/application/ports/Logic.js"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
 import { Metrics } from "../../src/application/ports/Metrics.js"
@@ -7,8 +8,8 @@ import type { MetricsShape } from "../../src/application/ports/Metrics.js"
 import * as PushServerModule from "../../src/adapters/grpc-push/PushServer.js"
 import { PushServer } from "../../src/adapters/grpc-push/PushServer.js"
 import { InternalAuth } from "../../src/adapters/grpc/Security.js"
-import { serveUnary } from "../../src/adapters/grpc/UnaryServer.js"
-import type { UnaryRoute, UnaryServerOptions } from "../../src/adapters/grpc/UnaryServer.js"
+import { makeUnaryServer } from "../../src/adapters/grpc/UnaryServer.js"
+import type { UnaryRoute, UnaryServer, UnaryServerOptions } from "../../src/adapters/grpc/UnaryServer.js"
 import * as ProtobufFrameCodec from "../../src/adapters/protobuf/FrameCodec.js"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import type { ConnectionRegistry } from "../../src/application/ConnectionHub.js"
@@ -37,6 +38,8 @@ export const servePush = <E = never>(
     readonly auth?: Layer.Layer<InternalAuth, E>
     readonly metrics?: Layer.Layer<Metrics>
     readonly maxMessageBytes?: number
+    /** The unary server's other limits. */
+    readonly limits?: Partial<PushServerModule.PushServerOptions>
   } = {}
 ): Effect.Effect<{ readonly port: number; readonly hub: ConnectionRegistry }, E | Error, Scope.Scope> =>
   Effect.map(
@@ -45,7 +48,8 @@ export const servePush = <E = never>(
         port: 0,
         host: "127.0.0.1",
         shutdownTimeout: "1 second",
-        maxMessageBytes: options.maxMessageBytes
+        maxMessageBytes: options.maxMessageBytes,
+        ...options.limits
       }).pipe(
         Layer.provide(options.auth ?? InternalAuth.layerInsecure),
         Layer.provide(PushDelivery.layer),
@@ -61,9 +65,70 @@ export const servePush = <E = never>(
 export const serveRoutes = (
   routes: ReadonlyArray<UnaryRoute>,
   options: Partial<UnaryServerOptions> = {}
-): Effect.Effect<number, Error, Scope.Scope> =>
+): Effect.Effect<UnaryServer, Error, Scope.Scope> =>
   Effect.flatMap(Effect.provide(InternalAuth, InternalAuth.layerInsecure), (security) =>
-    serveUnary(routes, security, { port: 0, host: "127.0.0.1", shutdownTimeout: "1 second", ...options }))
+    makeUnaryServer(routes, security, { port: 0, host: "127.0.0.1", shutdownTimeout: "1 second", ...options }))
+
+/** A route answering each message with itself. */
+export const echoRoute = (path = "/test.Echo/Echo"): UnaryRoute => ({ path, handle: (message) => ({ response: message }) })
+
+/** The 5-byte gRPC prefix alone, declaring `length` bytes (compressed when `flag` is 1). */
+export const grpcPrefix = (length: number, flag = 0): Buffer => {
+  const prefix = Buffer.alloc(5)
+  prefix[0] = flag
+  prefix.writeUInt32BE(length, 1)
+  return prefix
+}
+
+/** What came back on one raw stream once it closed. */
+export interface RawAnswer {
+  readonly headers: Http2.IncomingHttpHeaders
+  readonly trailers: Http2.IncomingHttpHeaders
+  readonly body: Buffer
+  /** The RST_STREAM code the stream closed with (0 when it ended cleanly). */
+  readonly rstCode: number
+}
+
+/** The gRPC status of a raw answer: in the trailers, or in the headers of a Trailers-Only answer. */
+export const statusOf = (answer: Pick<RawAnswer, "headers" | "trailers">): number =>
+  Number(answer.trailers["grpc-status"] ?? answer.headers["grpc-status"])
+
+/** A raw HTTP/2 connection (node:http2's client): for what no gRPC library would send. Closed with the scope. */
+export const rawSession = (port: number, options: Http2.ClientSessionOptions = {}) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const session = Http2.connect(`http://127.0.0.1:${port}`, options)
+      session.on("error", () => {})
+      return session
+    }),
+    (session) => Effect.sync(() => session.destroy())
+  )
+
+/** One raw request on `session`: the stream, its answer once it closes, its response headers once they come. */
+export const rawRequest = (
+  session: Http2.ClientHttp2Session,
+  path: string,
+  headers: Http2.OutgoingHttpHeaders = {}
+) => {
+  const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", ...headers })
+  stream.on("error", () => {})
+  const chunks: Array<Buffer> = []
+  let answerHeaders: Http2.IncomingHttpHeaders = {}
+  let trailers: Http2.IncomingHttpHeaders = {}
+  const response = new Promise<Http2.IncomingHttpHeaders>((resolve) => stream.once("response", resolve))
+  stream.on("response", (received) => (answerHeaders = received))
+  stream.on("trailers", (received) => (trailers = received))
+  stream.on("data", (chunk: Buffer) => chunks.push(chunk))
+  const closed = new Promise<RawAnswer>((resolve) =>
+    stream.once("close", () => resolve({ headers: answerHeaders, trailers, body: Buffer.concat(chunks), rstCode: stream.rstCode ?? 0 }))
+  )
+  return {
+    stream,
+    /** The response headers (for a Trailers-Only answer, the status too). */
+    response: Effect.promise(() => response),
+    answer: Effect.promise(() => closed)
+  }
+}
 
 /** A fake Logic (Logic.layerTest: unavailable unless overridden) served over real gRPC on 127.0.0.1. */
 export const serveFake = (overrides: Partial<LogicShape>): Effect.Effect<string, Error, Scope.Scope> =>

@@ -3,6 +3,7 @@ import { Effect } from "effect"
 import type { Scope } from "effect"
 import * as Http2 from "node:http2"
 import type { IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from "node:http2"
+import type { Socket } from "node:net"
 import * as Zlib from "node:zlib"
 import type { InternalSecurity } from "./Security.js"
 import type { ListenOptions } from "./Server.js"
@@ -48,14 +49,32 @@ export interface UnaryRoute {
 export interface UnaryServerOptions extends ListenOptions {
   /** Largest request message accepted; RESOURCE_EXHAUSTED beyond. grpc-js's default: 4 MiB. */
   readonly maxMessageBytes?: number
+  /** Calls one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS). Default 100. */
+  readonly maxConcurrentStreams?: number
+  /** Node's memory cap per connection, in MB: new streams are refused past it. Default 32. */
+  readonly maxSessionMemory?: number
   /** Every answered call: its path, status and seconds from its request being complete to its answer. */
   readonly onCompleted?: (path: string, status: grpc.status, seconds: number) => void
   /** A handler threw: logged by the caller, who knows its logger. */
   readonly onDefect?: (path: string, error: unknown) => void
 }
 
+/** A view of what the server holds, for tests and metrics. */
+export interface UnaryServerStats {
+  /** Open connections. */
+  readonly connections: number
+}
+
+/** A running unary server: its bound port (useful with port 0) and its counters. */
+export interface UnaryServer {
+  readonly port: number
+  readonly stats: () => UnaryServerStats
+}
+
 const PREFIX = 5
 const DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
+const DEFAULT_MAX_CONCURRENT_STREAMS = 100
+const DEFAULT_MAX_SESSION_MEMORY_MB = 32
 
 const RESPONSE_HEADERS: Http2.OutgoingHttpHeaders = { ":status": 200, "content-type": "application/grpc+proto" }
 const OK_TRAILERS: Http2.OutgoingHttpHeaders = { "grpc-status": "0" }
@@ -124,6 +143,153 @@ const refuse = (stream: ServerHttp2Stream, code: grpc.status, details: string, e
   if (!stream.closed) stream.close(Http2.constants.NGHTTP2_NO_ERROR)
 }
 
+/** An HTTP answer for what is no gRPC request; the body, if any, is not read. */
+const refuseHttp = (stream: ServerHttp2Stream, headers: Http2.OutgoingHttpHeaders) => {
+  if (stream.destroyed || stream.headersSent) return
+  stream.respond(headers, { endStream: true })
+  if (!stream.closed) stream.close(Http2.constants.NGHTTP2_NO_ERROR)
+}
+
+/** One connection: what the server keeps of it, read once (`session.socket` is a proxy, costly per call). */
+interface Peer {
+  readonly session: ServerHttp2Session
+  /** The connection's own socket (the session's is a proxy that refuses `destroy`). */
+  readonly socket: Socket | undefined
+  readonly address: string
+}
+
+/** What every call of one server shares: its limits and handlers. */
+interface Shared {
+  readonly maxMessage: number
+  readonly onCompleted: (path: string, status: grpc.status, seconds: number) => void
+  readonly onDefect: (path: string, error: unknown) => void
+}
+
+/**
+ * One admitted call, from its headers to its answer. The request is buffered as it arrives; its
+ * length prefix is judged as soon as its 5 bytes are in, the rest once the stream ends.
+ */
+class Call {
+  /** The body so far: one chunk (the usual case, the whole message in one DATA frame), or all of them. */
+  private first: Buffer | undefined
+  private more: Array<Buffer> | undefined
+  private received = 0
+  /** The message length its prefix declares; -1 until the prefix is in. */
+  private declared = -1
+  /** Neither answered nor closed: its bytes still arriving. */
+  private open = true
+  /** From the headers, then from the body's end: a call's duration is from its request being complete to its answer. */
+  private started: number
+
+  constructor(
+    private readonly shared: Shared,
+    private readonly stream: ServerHttp2Stream,
+    private readonly route: UnaryRoute,
+    private readonly headers: IncomingHttpHeaders,
+    private readonly encoding: string,
+    arrived: number
+  ) {
+    this.started = arrived
+    stream.on("data", this.onData)
+    stream.on("end", this.onEnd)
+    stream.on("close", this.onClose)
+  }
+
+  private readonly onData = (chunk: Buffer) => {
+    if (!this.open) return
+    if (this.first === undefined) this.first = chunk
+    else (this.more ??= [this.first]).push(chunk)
+    this.received += chunk.byteLength
+    if (this.declared < 0) {
+      if (this.received < PREFIX) return
+      this.readPrefix()
+      if (!this.open) return
+    }
+    if (this.received > PREFIX + this.declared) {
+      this.fail(grpc.status.INTERNAL, "a unary request carries exactly one length-prefixed message")
+    }
+  }
+
+  /** Refuses on the prefix alone what the message cannot change: its size, its compression. */
+  private readPrefix() {
+    const head = this.first!.byteLength >= PREFIX ? this.first! : Buffer.concat(this.more!)
+    const flag = head[0]
+    this.declared = head.readUInt32BE(1)
+    const maxMessage = this.shared.maxMessage
+    if (this.declared > maxMessage) return this.fail(grpc.status.RESOURCE_EXHAUSTED, `request larger than ${maxMessage} bytes`)
+    if (flag === 0) return
+    if (flag !== 1) return this.fail(grpc.status.INTERNAL, `unknown compressed flag ${flag}`)
+    if (this.encoding === "identity") return this.fail(grpc.status.INTERNAL, "compressed message without grpc-encoding")
+    // Only now: an encoding no message uses is no reason to refuse (PROTOCOL-HTTP2.md, Compressed-Flag).
+    if (this.encoding !== "gzip" && this.encoding !== "deflate") {
+      this.fail(grpc.status.UNIMPLEMENTED, `grpc-encoding ${this.encoding} is not supported`, {
+        "grpc-accept-encoding": ACCEPT_ENCODING
+      })
+    }
+  }
+
+  private readonly onEnd = () => {
+    if (!this.open) return
+    const body = this.more !== undefined ? Buffer.concat(this.more) : this.first
+    this.settle()
+    const stream = this.stream
+    if (stream.destroyed) return
+    this.started = performance.now()
+    // Exactly one message, whole.
+    if (body === undefined || body.byteLength < PREFIX || this.received !== PREFIX + this.declared) {
+      return this.answer(grpc.status.INTERNAL, "a unary request carries exactly one length-prefixed message")
+    }
+    let message: Uint8Array = body.subarray(PREFIX)
+    if (body[0] === 1) {
+      const maxMessage = this.shared.maxMessage
+      try {
+        message = inflate(this.encoding, message, maxMessage)
+      } catch (error) {
+        const tooLarge = error instanceof RangeError || (error as { code?: unknown }).code === "ERR_BUFFER_TOO_LARGE"
+        return tooLarge
+          ? this.answer(grpc.status.RESOURCE_EXHAUSTED, `request larger than ${maxMessage} bytes`)
+          : this.answer(grpc.status.INTERNAL, `cannot decompress the ${this.encoding} message`)
+      }
+    }
+    const path = this.route.path
+    let outcome: UnaryOutcome
+    try {
+      outcome = this.route.handle(message, { headers: this.headers })
+    } catch (error) {
+      this.shared.onDefect(path, error)
+      outcome = { code: grpc.status.INTERNAL, details: "internal error" }
+    }
+    if ("code" in outcome) return this.answer(outcome.code, outcome.details)
+    stream.respond(RESPONSE_HEADERS, { waitForTrailers: true })
+    stream.once("wantTrailers", sendOkTrailers)
+    stream.end(grpcFrame(outcome.response))
+    this.shared.onCompleted(path, grpc.status.OK, (performance.now() - this.started) / 1000)
+  }
+
+  /** The stream is gone: reset by the caller, cut with its connection, or answered. */
+  private readonly onClose = () => {
+    if (this.open) this.settle()
+  }
+
+  /** No more of the request is wanted. */
+  private settle() {
+    this.open = false
+    this.first = undefined
+    this.more = undefined
+  }
+
+  /** Refuses the call before its request is complete. */
+  private fail(code: grpc.status, details: string, extra?: Http2.OutgoingHttpHeaders) {
+    this.settle()
+    this.answer(code, details, extra)
+  }
+
+  private answer(code: grpc.status, details: string, extra?: Http2.OutgoingHttpHeaders) {
+    refuse(this.stream, code, details, extra)
+    this.shared.onCompleted(this.route.path, code, (performance.now() - this.started) / 1000)
+  }
+}
+
 /**
  * Serves `routes` on `options.host:options.port` with `security`'s admission and (when it has
  * them) mutual TLS certificates; succeeds with the bound port. Closing the scope stops accepting,
@@ -133,127 +299,75 @@ export const serveUnary = (
   routes: ReadonlyArray<UnaryRoute>,
   security: InternalSecurity,
   options: UnaryServerOptions
-): Effect.Effect<number, Error, Scope.Scope> => {
-  const byPath = new Map(routes.map((route) => [route.path, route]))
-  const maxMessage = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE
-  const onCompleted = options.onCompleted ?? ignore
-  const onDefect = options.onDefect ?? ignore
-  const sessions = new Set<ServerHttp2Session>()
-  // The peer's address, read once per connection: `session.socket` is a proxy, costly per call.
-  const peers = new WeakMap<Http2.Http2Session, string>()
+): Effect.Effect<number, Error, Scope.Scope> => Effect.map(makeUnaryServer(routes, security, options), (server) => server.port)
 
-  const onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
-    // A call's duration runs from its request being complete (its headers, for a call refused on
-    // them) to its answer, as grpc-js and go-grpc-prometheus time a unary handler.
-    let started = performance.now()
+/** `serveUnary`, with the server's counters. */
+export const makeUnaryServer = (
+  routes: ReadonlyArray<UnaryRoute>,
+  security: InternalSecurity,
+  options: UnaryServerOptions
+): Effect.Effect<UnaryServer, Error, Scope.Scope> => {
+  const byPath = new Map(routes.map((route) => [route.path, route]))
+  const shared: Shared = {
+    maxMessage: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE,
+    onCompleted: options.onCompleted ?? ignore,
+    onDefect: options.onDefect ?? ignore
+  }
+  const onCompleted = shared.onCompleted
+  const peers = new Set<Peer>()
+  // The socket of the connection whose session is being made: 'session' follows it synchronously.
+  let accepted: Socket | undefined
+
+  const onStream = (peer: Peer, stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+    const arrived = performance.now()
     // An unhandled 'error' on a stream would throw; a reset stream is nothing to report.
     stream.on("error", ignore)
-    const path = headers[":path"] ?? ""
-    const answered = (code: grpc.status) => onCompleted(path, code, (performance.now() - started) / 1000)
-
-    if (headers[":method"] !== "POST") {
-      stream.respond({ ":status": 405, allow: "POST" }, { endStream: true })
-      return
-    }
+    if (headers[":method"] !== "POST") return refuseHttp(stream, { ":status": 405, allow: "POST" })
     const contentType = headers["content-type"]
     if (typeof contentType !== "string" || !contentType.startsWith("application/grpc")) {
-      stream.respond({ ":status": 415 }, { endStream: true })
-      return
+      return refuseHttp(stream, { ":status": 415 })
     }
+    const path = headers[":path"] ?? ""
     const route = byPath.get(path)
     if (route === undefined) {
       // Not counted: a label per path a caller makes up would grow the metrics without bound.
       // `:path` arrives as latin1 text of its bytes; a Go or C-core caller sends UTF-8.
-      refuse(stream, grpc.status.UNIMPLEMENTED, `unknown method ${Buffer.from(path, "latin1").toString("utf8")}`)
-      return
+      return refuse(stream, grpc.status.UNIMPLEMENTED, `unknown method ${Buffer.from(path, "latin1").toString("utf8")}`)
     }
-    const authorization = headers.authorization
-    const refusal = security.admitPeer(peers.get(stream.session as Http2.Http2Session) ?? "", authorization)
+    const refusal = security.admitPeer(peer.address, headers.authorization)
     if (refusal !== undefined) {
       refuse(stream, refusal.status, refusal.message)
-      return answered(refusal.status)
+      return onCompleted(path, refusal.status, (performance.now() - arrived) / 1000)
     }
     const encoding = headers["grpc-encoding"] ?? "identity"
-    if (encoding !== "identity" && encoding !== "gzip" && encoding !== "deflate") {
-      refuse(stream, grpc.status.UNIMPLEMENTED, `grpc-encoding ${String(encoding)} is not supported`, {
-        "grpc-accept-encoding": ACCEPT_ENCODING
-      })
-      return answered(grpc.status.UNIMPLEMENTED)
-    }
-
-    let first: Buffer | undefined
-    let more: Array<Buffer> | undefined
-    let received = 0
-    stream.on("data", (chunk: Buffer) => {
-      received += chunk.byteLength
-      if (received > maxMessage + PREFIX) {
-        if (!stream.headersSent) {
-          refuse(stream, grpc.status.RESOURCE_EXHAUSTED, `request larger than ${maxMessage} bytes`)
-          answered(grpc.status.RESOURCE_EXHAUSTED)
-        }
-        first = undefined
-        more = undefined
-        return
-      }
-      if (first === undefined) first = chunk
-      else (more ??= [first]).push(chunk)
-    })
-    stream.on("end", () => {
-      if (stream.headersSent || stream.destroyed) return
-      started = performance.now()
-      const body = more !== undefined ? Buffer.concat(more) : first
-      // Exactly one uncompressed message: a unary request.
-      if (body === undefined || body.byteLength < PREFIX || body.readUInt32BE(1) !== body.byteLength - PREFIX) {
-        refuse(stream, grpc.status.INTERNAL, "a unary request carries exactly one length-prefixed message")
-        return answered(grpc.status.INTERNAL)
-      }
-      let message: Uint8Array = body.subarray(PREFIX)
-      if (body[0] !== 0) {
-        if (body[0] !== 1 || encoding === "identity") {
-          refuse(stream, grpc.status.INTERNAL, "compressed message without grpc-encoding")
-          return answered(grpc.status.INTERNAL)
-        }
-        try {
-          message = inflate(encoding, message, maxMessage)
-        } catch (error) {
-          const tooLarge = error instanceof RangeError || (error as { code?: unknown }).code === "ERR_BUFFER_TOO_LARGE"
-          const code = tooLarge ? grpc.status.RESOURCE_EXHAUSTED : grpc.status.INTERNAL
-          refuse(stream, code, tooLarge ? `request larger than ${maxMessage} bytes` : `cannot decompress the ${encoding} message`)
-          return answered(code)
-        }
-      }
-      let outcome: UnaryOutcome
-      try {
-        outcome = route.handle(message, { headers })
-      } catch (error) {
-        onDefect(path, error)
-        outcome = { code: grpc.status.INTERNAL, details: "internal error" }
-      }
-      if ("code" in outcome) {
-        refuse(stream, outcome.code, outcome.details)
-        return answered(outcome.code)
-      }
-      stream.respond(RESPONSE_HEADERS, { waitForTrailers: true })
-      stream.once("wantTrailers", sendOkTrailers)
-      stream.end(grpcFrame(outcome.response))
-      answered(grpc.status.OK)
-    })
+    new Call(shared, stream, route, headers, typeof encoding === "string" ? encoding : String(encoding), arrived)
   }
 
   const onSession = (session: ServerHttp2Session) => {
-    sessions.add(session)
-    peers.set(session, session.socket?.remoteAddress ?? "")
+    const socket = accepted
+    accepted = undefined
+    const peer: Peer = { session, socket, address: socket?.remoteAddress ?? "" }
+    peers.add(peer)
     session.on("error", ignore)
-    session.once("close", () => sessions.delete(session))
+    session.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => onStream(peer, stream, headers))
+    session.once("close", () => peers.delete(peer))
   }
 
   const make = (): Http2.Http2Server | Http2.Http2SecureServer => {
     const common = {
-      // As grpc-js: Node's per-session memory cap degrades badly when reached, so it is not enforced.
-      maxSessionMemory: Number.MAX_SAFE_INTEGER
+      settings: { maxConcurrentStreams: options.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS },
+      // grpc-js turns this cap off: callers whose large messages queued up got new streams refused.
+      // Here Node counts no request body (they are buffered, and bounded, here), responses are
+      // small, and a caller that leaves them unread is cut off (maxSessionOutputBytes): only a
+      // caller flooding frames or header tables reaches it, and refusing its new streams is the point.
+      maxSessionMemory: options.maxSessionMemory ?? DEFAULT_MAX_SESSION_MEMORY_MB
     }
     const tls = security.serverTls
-    if (tls === undefined) return Http2.createServer(common)
+    if (tls === undefined) {
+      const server = Http2.createServer(common)
+      server.prependListener("connection", (socket: Socket) => (accepted = socket))
+      return server
+    }
     const server = Http2.createSecureServer({
       ...common,
       ca: tls.ca,
@@ -264,6 +378,7 @@ export const serveUnary = (
       rejectUnauthorized: true,
       ALPNProtocols: ["h2"]
     })
+    server.prependListener("secureConnection", (socket: Socket) => (accepted = socket))
     server.on("secureConnection", (socket) => socket.on("error", ignore))
     // A TLS peer that did not negotiate h2 is not a gRPC client.
     server.on("unknownProtocol", (socket) => socket.destroy())
@@ -273,7 +388,6 @@ export const serveUnary = (
   return Effect.acquireRelease(
     Effect.async<{ server: Http2.Http2Server | Http2.Http2SecureServer; port: number }, Error>((resume) => {
       const server = make()
-      server.on("stream", onStream)
       server.on("session", onSession)
       const failed = (error: Error) => resume(Effect.fail(error))
       server.once("error", failed)
@@ -290,11 +404,15 @@ export const serveUnary = (
         (done) => {
           server.close(() => done())
           // GOAWAY: no new calls on open connections; the calls in flight finish, then each closes.
-          for (const session of sessions) session.close()
+          for (const peer of peers) peer.session.close()
         },
         () => {
-          for (const session of sessions) session.destroy()
+          // The socket too: a session whose peer stopped reading would wait on its writes forever.
+          for (const peer of peers) {
+            peer.session.destroy()
+            peer.socket?.destroy()
+          }
         }
       )
-  ).pipe(Effect.map(({ port }) => port))
+  ).pipe(Effect.map(({ port }): UnaryServer => ({ port, stats: () => ({ connections: peers.size }) })))
 }
