@@ -3,7 +3,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as Http2 from "node:http2"
 import * as Zlib from "node:zlib"
-import { grpcFrame, percentEncode } from "../../src/adapters/grpc/UnaryServer.js"
+import { grpcFrame, parseGrpcTimeout, percentEncode } from "../../src/adapters/grpc/UnaryServer.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import { PushRequest, PushResponse, PushServiceClient } from "../../src/gen/gateway/v1/push.js"
 import { fakeConnection } from "../support/core.js"
@@ -309,6 +309,79 @@ describe("the unary server against callers that break the rules", () => {
       const refused = yield* compressed.answer
       expect(rawStatusOf(refused)).toBe(grpc.status.UNIMPLEMENTED)
       expect(refused.headers["grpc-accept-encoding"]).toBe("identity,gzip,deflate")
+    }))
+})
+
+describe("grpc-timeout", () => {
+  const ECHO = "/test.Echo/Echo"
+  const hello = grpcFrame(Buffer.from("hello"))
+
+  it("reads 1 to 8 digits and a unit as milliseconds; anything else is malformed", () => {
+    expect([parseGrpcTimeout("1H"), parseGrpcTimeout("2M"), parseGrpcTimeout("3S"), parseGrpcTimeout("4m")]).toEqual([
+      3_600_000,
+      120_000,
+      3_000,
+      4
+    ])
+    expect([parseGrpcTimeout("5000u"), parseGrpcTimeout("7000000n"), parseGrpcTimeout("99999999m"), parseGrpcTimeout("0m")]).toEqual([
+      5,
+      7,
+      99_999_999,
+      0
+    ])
+    for (const malformed of ["", "m", "1", "123456789m", "1s", "-1m", " 1m", "1.5S", "1m "]) {
+      expect(parseGrpcTimeout(malformed)).toBe(-1)
+    }
+  })
+
+  it.scopedLive("a request not complete by the caller's deadline is DEADLINE_EXCEEDED, then the stream is cancelled", () =>
+    Effect.gen(function*() {
+      const { port } = yield* serveRoutes([echoRoute(ECHO)])
+      const session = yield* rawSession(port)
+      const sent = performance.now()
+      const late = rawRequest(session, ECHO, { "grpc-timeout": "200m" })
+      late.stream.write(hello.subarray(0, 3))
+      const answer = yield* late.answer
+      expect(performance.now() - sent).toBeGreaterThanOrEqual(200)
+      expect(rawStatusOf(answer)).toBe(grpc.status.DEADLINE_EXCEEDED)
+      expect(decodeURIComponent(String(answer.headers["grpc-message"]))).toBe("deadline exceeded (grpc-timeout)")
+      expect(answer.rstCode).toBe(Http2.constants.NGHTTP2_CANCEL)
+
+      // Within its deadline, a request that arrives in pieces is served.
+      const slow = rawRequest(session, ECHO, { "grpc-timeout": "5S" })
+      slow.stream.write(hello.subarray(0, 3))
+      yield* Effect.sleep("100 millis")
+      slow.stream.end(hello.subarray(3))
+      const served = yield* slow.answer
+      expect(rawStatusOf(served)).toBe(grpc.status.OK)
+      expect(served.body.subarray(5).toString()).toBe("hello")
+    }))
+
+  it.scopedLive("without a sooner grpc-timeout, a request must arrive within bodyTimeoutMs", () =>
+    Effect.gen(function*() {
+      const { port } = yield* serveRoutes([echoRoute(ECHO)], { bodyTimeoutMs: 300 })
+      const session = yield* rawSession(port)
+      const none = rawRequest(session, ECHO)
+      const distant = rawRequest(session, ECHO, { "grpc-timeout": "1H" })
+      for (const call of [none, distant]) call.stream.write(hello.subarray(0, 3))
+      for (const call of [none, distant]) {
+        const answer = yield* call.answer
+        expect(rawStatusOf(answer)).toBe(grpc.status.DEADLINE_EXCEEDED)
+        expect(decodeURIComponent(String(answer.headers["grpc-message"]))).toBe("request not complete within 300 ms")
+      }
+      // A grpc-js caller, whose message comes with its headers, is served as before.
+      expect((yield* echoCall(port, "on time")).toString()).toBe("on time")
+    }))
+
+  it.scopedLive("a malformed grpc-timeout is INTERNAL on the headers, as grpc-go and grpc-js answer", () =>
+    Effect.gen(function*() {
+      const { port } = yield* serveRoutes([echoRoute(ECHO)])
+      const session = yield* rawSession(port)
+      const call = rawRequest(session, ECHO, { "grpc-timeout": "123456789m" })
+      call.stream.write(hello.subarray(0, 3))
+      const answer = yield* call.answer
+      expect(rawStatusOf(answer)).toBe(grpc.status.INTERNAL)
+      expect(decodeURIComponent(String(answer.headers["grpc-message"]))).toBe("malformed grpc-timeout 123456789m")
     }))
 })
 

@@ -53,6 +53,11 @@ export interface UnaryServerOptions extends ListenOptions {
   readonly maxConcurrentStreams?: number
   /** Node's memory cap per connection, in MB: new streams are refused past it. Default 32. */
   readonly maxSessionMemory?: number
+  /**
+   * How long a request may take to arrive whole when its `grpc-timeout` is not sooner (or absent):
+   * DEADLINE_EXCEEDED past it. Default 10,000 ms.
+   */
+  readonly bodyTimeoutMs?: number
   /** Every answered call: its path, status and seconds from its request being complete to its answer. */
   readonly onCompleted?: (path: string, status: grpc.status, seconds: number) => void
   /** A handler threw: logged by the caller, who knows its logger. */
@@ -75,6 +80,9 @@ const PREFIX = 5
 const DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
 const DEFAULT_MAX_CONCURRENT_STREAMS = 100
 const DEFAULT_MAX_SESSION_MEMORY_MB = 32
+const DEFAULT_BODY_TIMEOUT_MS = 10_000
+/** How often calls still waiting for their request are checked against their deadline. */
+const SWEEP_MS = 50
 
 const RESPONSE_HEADERS: Http2.OutgoingHttpHeaders = { ":status": 200, "content-type": "application/grpc+proto" }
 const OK_TRAILERS: Http2.OutgoingHttpHeaders = { "grpc-status": "0" }
@@ -127,8 +135,45 @@ const percentEncodeBytes = (bytes: Buffer): string => {
   return encoded
 }
 
+/**
+ * A `grpc-timeout` value in milliseconds (1 to 8 digits, then H, M, S, m, u or n), or -1 when it
+ * is none: PROTOCOL-HTTP2.md gives the grammar; grpc-go and grpc-js refuse the call otherwise.
+ */
+export const parseGrpcTimeout = (value: string): number => {
+  const unit = value.length - 1
+  if (unit < 1 || unit > 8) return -1
+  let amount = 0
+  for (let i = 0; i < unit; i++) {
+    const digit = value.charCodeAt(i) - 48
+    if (digit < 0 || digit > 9) return -1
+    amount = amount * 10 + digit
+  }
+  switch (value.charCodeAt(unit)) {
+    case 72: // H
+      return amount * 3_600_000
+    case 77: // M
+      return amount * 60_000
+    case 83: // S
+      return amount * 1_000
+    case 109: // m
+      return amount
+    case 117: // u
+      return amount / 1_000
+    case 110: // n
+      return amount / 1_000_000
+    default:
+      return -1
+  }
+}
+
 /** A "Trailers-Only" answer: the status in the only HEADERS frame, which ends the stream. */
-const refuse = (stream: ServerHttp2Stream, code: grpc.status, details: string, extra?: Http2.OutgoingHttpHeaders) => {
+const refuse = (
+  stream: ServerHttp2Stream,
+  code: grpc.status,
+  details: string,
+  extra?: Http2.OutgoingHttpHeaders,
+  reset: number = Http2.constants.NGHTTP2_NO_ERROR
+) => {
   if (stream.destroyed || stream.headersSent) return
   stream.respond(
     {
@@ -140,7 +185,7 @@ const refuse = (stream: ServerHttp2Stream, code: grpc.status, details: string, e
     { endStream: true }
   )
   // Whatever the caller still sends is not read: tell it to stop (RFC 9113 §8.1).
-  if (!stream.closed) stream.close(Http2.constants.NGHTTP2_NO_ERROR)
+  if (!stream.closed) stream.close(reset)
 }
 
 /** An HTTP answer for what is no gRPC request; the body, if any, is not read. */
@@ -161,6 +206,11 @@ interface Peer {
 /** What every call of one server shares: its limits and handlers. */
 interface Shared {
   readonly maxMessage: number
+  readonly bodyTimeoutMs: number
+  /** Calls whose request is not complete yet: swept for their deadline. Usually empty, the body coming with the headers. */
+  readonly waiting: Set<Call>
+  /** Makes sure `waiting` is being swept. */
+  readonly sweep: () => void
   readonly onCompleted: (path: string, status: grpc.status, seconds: number) => void
   readonly onDefect: (path: string, error: unknown) => void
 }
@@ -187,9 +237,14 @@ class Call {
     private readonly route: UnaryRoute,
     private readonly headers: IncomingHttpHeaders,
     private readonly encoding: string,
-    arrived: number
+    arrived: number,
+    /** When the call is over if its request has not arrived: the caller's deadline or the server's. */
+    readonly deadline: number,
+    private readonly callersDeadline: boolean
   ) {
     this.started = arrived
+    shared.waiting.add(this)
+    shared.sweep()
     stream.on("data", this.onData)
     stream.on("end", this.onEnd)
     stream.on("close", this.onClose)
@@ -235,6 +290,7 @@ class Call {
     const stream = this.stream
     if (stream.destroyed) return
     this.started = performance.now()
+    if (this.started > this.deadline) return this.answer(grpc.status.DEADLINE_EXCEEDED, this.lateness())
     // Exactly one message, whole.
     if (body === undefined || body.byteLength < PREFIX || this.received !== PREFIX + this.declared) {
       return this.answer(grpc.status.INTERNAL, "a unary request carries exactly one length-prefixed message")
@@ -271,9 +327,21 @@ class Call {
     if (this.open) this.settle()
   }
 
+  /** The deadline has passed with the request still incomplete: the caller gets the status, the stream is cancelled (PROTOCOL-HTTP2.md). */
+  expire() {
+    this.settle()
+    refuse(this.stream, grpc.status.DEADLINE_EXCEEDED, this.lateness(), undefined, Http2.constants.NGHTTP2_CANCEL)
+    this.shared.onCompleted(this.route.path, grpc.status.DEADLINE_EXCEEDED, (performance.now() - this.started) / 1000)
+  }
+
+  private lateness() {
+    return this.callersDeadline ? "deadline exceeded (grpc-timeout)" : `request not complete within ${this.shared.bodyTimeoutMs} ms`
+  }
+
   /** No more of the request is wanted. */
   private settle() {
     this.open = false
+    this.shared.waiting.delete(this)
     this.first = undefined
     this.more = undefined
   }
@@ -308,8 +376,26 @@ export const makeUnaryServer = (
   options: UnaryServerOptions
 ): Effect.Effect<UnaryServer, Error, Scope.Scope> => {
   const byPath = new Map(routes.map((route) => [route.path, route]))
+  const waiting = new Set<Call>()
+  // One timer for every waiting call, running only while there is one: no timer per call.
+  let sweeper: ReturnType<typeof setInterval> | undefined
+  const sweepWaiting = () => {
+    const now = performance.now()
+    for (const call of waiting) {
+      if (now >= call.deadline) call.expire()
+    }
+    if (waiting.size === 0) {
+      clearInterval(sweeper)
+      sweeper = undefined
+    }
+  }
   const shared: Shared = {
     maxMessage: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE,
+    bodyTimeoutMs: options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
+    waiting,
+    sweep: () => {
+      sweeper ??= setInterval(sweepWaiting, SWEEP_MS).unref()
+    },
     onCompleted: options.onCompleted ?? ignore,
     onDefect: options.onDefect ?? ignore
   }
@@ -339,8 +425,22 @@ export const makeUnaryServer = (
       refuse(stream, refusal.status, refusal.message)
       return onCompleted(path, refusal.status, (performance.now() - arrived) / 1000)
     }
+    let deadline = arrived + shared.bodyTimeoutMs
+    let callersDeadline = false
+    const timeout = headers["grpc-timeout"]
+    if (timeout !== undefined) {
+      const millis = typeof timeout === "string" ? parseGrpcTimeout(timeout) : -1
+      if (millis < 0) {
+        refuse(stream, grpc.status.INTERNAL, `malformed grpc-timeout ${String(timeout)}`)
+        return onCompleted(path, grpc.status.INTERNAL, (performance.now() - arrived) / 1000)
+      }
+      if (arrived + millis < deadline) {
+        deadline = arrived + millis
+        callersDeadline = true
+      }
+    }
     const encoding = headers["grpc-encoding"] ?? "identity"
-    new Call(shared, stream, route, headers, typeof encoding === "string" ? encoding : String(encoding), arrived)
+    new Call(shared, stream, route, headers, typeof encoding === "string" ? encoding : String(encoding), arrived, deadline, callersDeadline)
   }
 
   const onSession = (session: ServerHttp2Session) => {
@@ -385,7 +485,9 @@ export const makeUnaryServer = (
     return server
   }
 
-  return Effect.acquireRelease(
+  // Released after the server: the calls still waiting at shutdown are swept until then.
+  const stopSweeping = Effect.addFinalizer(() => Effect.sync(() => clearInterval(sweeper)))
+  return Effect.zipRight(stopSweeping, Effect.acquireRelease(
     Effect.async<{ server: Http2.Http2Server | Http2.Http2SecureServer; port: number }, Error>((resume) => {
       const server = make()
       server.on("session", onSession)
@@ -414,5 +516,5 @@ export const makeUnaryServer = (
           }
         }
       )
-  ).pipe(Effect.map(({ port }): UnaryServer => ({ port, stats: () => ({ connections: peers.size }) })))
+  )).pipe(Effect.map(({ port }): UnaryServer => ({ port, stats: () => ({ connections: peers.size }) })))
 }
