@@ -7,7 +7,7 @@ import { grpcFrame, parseGrpcTimeout, percentEncode } from "../../src/adapters/g
 import type { PushMessage } from "../../src/domain/Model.js"
 import { PushRequest, PushResponse, PushServiceClient } from "../../src/gen/gateway/v1/push.js"
 import { fakeConnection } from "../support/core.js"
-import { echoRoute, grpcPrefix, rawRequest, rawSession, recordingMetrics, servePush, serveRoutes, statusOf as rawStatusOf } from "./support.js"
+import { echoRoute, eventually, grpcPrefix, rawRequest, rawSession, recordingMetrics, servePush, serveRoutes, statusOf as rawStatusOf } from "./support.js"
 
 /**
  * PushService is served by a gRPC unary server on node:http2 (not grpc-js): these are the edges
@@ -382,6 +382,62 @@ describe("grpc-timeout", () => {
       const answer = yield* call.answer
       expect(rawStatusOf(answer)).toBe(grpc.status.INTERNAL)
       expect(decodeURIComponent(String(answer.headers["grpc-message"]))).toBe("malformed grpc-timeout 123456789m")
+    }))
+})
+
+describe("request bodies held in memory", () => {
+  const ECHO = "/test.Echo/Echo"
+  const KiB = 1024
+  // Each call declares 40 KiB and sends 30 KiB of it, then nothing: it holds 30 KiB + the prefix.
+  const partial = Buffer.concat([grpcPrefix(40 * KiB), Buffer.alloc(30 * KiB, 7)])
+  const held = partial.byteLength
+
+  /** Opens `count` never-finishing calls on `session`; each is answered only if refused. */
+  const openPartial = (session: Http2.ClientHttp2Session, count: number) =>
+    Array.from({ length: count }, () => {
+      const call = rawRequest(session, ECHO)
+      call.stream.write(partial)
+      let refused: number | undefined
+      call.stream.once("response", (headers) => (refused = Number(headers["grpc-status"])))
+      return { call, refused: () => refused }
+    })
+
+  it.scopedLive("stay within the connection's and the server's budgets, and are released by a connection that goes without ending its calls", () =>
+    Effect.gen(function*() {
+      const server = yield* serveRoutes([echoRoute(ECHO)], {
+        maxMessageBytes: 64 * KiB,
+        maxSessionBufferedBytes: 100 * KiB,
+        maxBufferedBytes: 160 * KiB
+      })
+      const settled = (calls: ReadonlyArray<{ refused: () => number | undefined }>, bufferedElsewhere: number) =>
+        eventually(Effect.suspend(() => {
+          const refused = calls.filter((call) => call.refused() !== undefined).length
+          // Every byte sent is either held by a call still open or was let go with its refusal.
+          const open = (server.stats().bufferedBytes - bufferedElsewhere) / held
+          return refused + open === calls.length ? Effect.succeed(refused) : Effect.fail("not yet")
+        }))
+
+      const first = yield* rawSession(server.port)
+      const many = openPartial(first, 20)
+      const refusedOnFirst = yield* settled(many, 0)
+      // 100 KiB holds three calls of 30 KiB: the other seventeen were refused, none is held half.
+      expect(refusedOnFirst).toBe(17)
+      expect(server.stats().bufferedBytes).toBe(3 * held)
+      expect(new Set(many.flatMap((call) => call.refused() ?? []))).toEqual(new Set([grpc.status.RESOURCE_EXHAUSTED]))
+
+      // A second connection has a budget of its own, but the server's 160 KiB holds only five calls.
+      const second = yield* rawSession(server.port)
+      const more = openPartial(second, 5)
+      expect(yield* settled(more, 3 * held)).toBe(3)
+      expect(server.stats().bufferedBytes).toBe(5 * held)
+
+      // Gone without ending its calls (no 'end' on them, only 'close'): its bytes are released.
+      first.destroy()
+      yield* eventually(Effect.suspend(() => server.stats().bufferedBytes === 2 * held ? Effect.void : Effect.fail("not yet")))
+      second.destroy()
+      yield* eventually(Effect.suspend(() => server.stats().bufferedBytes === 0 ? Effect.void : Effect.fail("not yet")))
+      expect(server.stats().waitingCalls).toBe(0)
+      expect((yield* echoCall(server.port, "still serving")).toString()).toBe("still serving")
     }))
 })
 

@@ -58,6 +58,13 @@ export interface UnaryServerOptions extends ListenOptions {
    * DEADLINE_EXCEEDED past it. Default 10,000 ms.
    */
   readonly bodyTimeoutMs?: number
+  /**
+   * Request bytes one connection may have buffered and not yet handled; data past it refuses its
+   * call RESOURCE_EXHAUSTED. Default 2 × maxMessageBytes + 64 KiB.
+   */
+  readonly maxSessionBufferedBytes?: number
+  /** The same over every connection of this server. Default 64 MiB. */
+  readonly maxBufferedBytes?: number
   /** Every answered call: its path, status and seconds from its request being complete to its answer. */
   readonly onCompleted?: (path: string, status: grpc.status, seconds: number) => void
   /** A handler threw: logged by the caller, who knows its logger. */
@@ -68,6 +75,10 @@ export interface UnaryServerOptions extends ListenOptions {
 export interface UnaryServerStats {
   /** Open connections. */
   readonly connections: number
+  /** Request bytes buffered, not yet handled, over every connection. */
+  readonly bufferedBytes: number
+  /** Calls whose request has not arrived whole. */
+  readonly waitingCalls: number
 }
 
 /** A running unary server: its bound port (useful with port 0) and its counters. */
@@ -81,6 +92,7 @@ const DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
 const DEFAULT_MAX_CONCURRENT_STREAMS = 100
 const DEFAULT_MAX_SESSION_MEMORY_MB = 32
 const DEFAULT_BODY_TIMEOUT_MS = 10_000
+const DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024
 /** How often calls still waiting for their request are checked against their deadline. */
 const SWEEP_MS = 50
 
@@ -174,7 +186,7 @@ const refuse = (
   extra?: Http2.OutgoingHttpHeaders,
   reset: number = Http2.constants.NGHTTP2_NO_ERROR
 ) => {
-  if (stream.destroyed || stream.headersSent) return
+  if (stream.closed || stream.destroyed || stream.headersSent) return
   stream.respond(
     {
       ...RESPONSE_HEADERS,
@@ -190,7 +202,7 @@ const refuse = (
 
 /** An HTTP answer for what is no gRPC request; the body, if any, is not read. */
 const refuseHttp = (stream: ServerHttp2Stream, headers: Http2.OutgoingHttpHeaders) => {
-  if (stream.destroyed || stream.headersSent) return
+  if (stream.closed || stream.destroyed || stream.headersSent) return
   stream.respond(headers, { endStream: true })
   if (!stream.closed) stream.close(Http2.constants.NGHTTP2_NO_ERROR)
 }
@@ -201,12 +213,24 @@ interface Peer {
   /** The connection's own socket (the session's is a proxy that refuses `destroy`). */
   readonly socket: Socket | undefined
   readonly address: string
+  /** Request bytes its calls hold, not yet handled. */
+  buffered: number
 }
+
+/**
+ * A chunk to hold past its 'data' event. Node's chunks are views into the socket read they came
+ * in, and a small one held would keep that whole read alive: such a one is copied.
+ */
+const keep = (chunk: Buffer): Buffer => (chunk.buffer.byteLength > 4 * chunk.byteLength ? Buffer.from(chunk) : chunk)
 
 /** What every call of one server shares: its limits and handlers. */
 interface Shared {
   readonly maxMessage: number
   readonly bodyTimeoutMs: number
+  readonly maxSessionBuffered: number
+  readonly maxBuffered: number
+  /** Request bytes held over every connection. */
+  buffered: number
   /** Calls whose request is not complete yet: swept for their deadline. Usually empty, the body coming with the headers. */
   readonly waiting: Set<Call>
   /** Makes sure `waiting` is being swept. */
@@ -224,6 +248,10 @@ class Call {
   private first: Buffer | undefined
   private more: Array<Buffer> | undefined
   private received = 0
+  /** Of `received`, what is counted in the connection's and the server's buffered bytes. */
+  private held = 0
+  /** `first` is no view into a larger read any more (see `keep`). */
+  private compacted = false
   /** The message length its prefix declares; -1 until the prefix is in. */
   private declared = -1
   /** Neither answered nor closed: its bytes still arriving. */
@@ -233,6 +261,7 @@ class Call {
 
   constructor(
     private readonly shared: Shared,
+    private readonly peer: Peer,
     private readonly stream: ServerHttp2Stream,
     private readonly route: UnaryRoute,
     private readonly headers: IncomingHttpHeaders,
@@ -252,9 +281,25 @@ class Call {
 
   private readonly onData = (chunk: Buffer) => {
     if (!this.open) return
-    if (this.first === undefined) this.first = chunk
-    else (this.more ??= [this.first]).push(chunk)
-    this.received += chunk.byteLength
+    const size = chunk.byteLength
+    const peer = this.peer
+    const shared = this.shared
+    if (peer.buffered + size > shared.maxSessionBuffered) {
+      return this.fail(grpc.status.RESOURCE_EXHAUSTED, "too many request bytes pending on this connection")
+    }
+    if (shared.buffered + size > shared.maxBuffered) {
+      return this.fail(grpc.status.RESOURCE_EXHAUSTED, "too many request bytes pending on this server")
+    }
+    peer.buffered += size
+    shared.buffered += size
+    this.held += size
+    if (this.first === undefined) {
+      this.first = chunk
+    } else {
+      if (this.more === undefined) this.more = [(this.first = keep(this.first))]
+      this.more.push(keep(chunk))
+    }
+    this.received += size
     if (this.declared < 0) {
       if (this.received < PREFIX) return
       this.readPrefix()
@@ -285,10 +330,11 @@ class Call {
 
   private readonly onEnd = () => {
     if (!this.open) return
+    const stream = this.stream
+    // Its connection gone or the caller's reset: Node ends the stream (closed, not yet destroyed).
+    if (stream.closed || stream.destroyed) return this.settle()
     const body = this.more !== undefined ? Buffer.concat(this.more) : this.first
     this.settle()
-    const stream = this.stream
-    if (stream.destroyed) return
     this.started = performance.now()
     if (this.started > this.deadline) return this.answer(grpc.status.DEADLINE_EXCEEDED, this.lateness())
     // Exactly one message, whole.
@@ -334,6 +380,13 @@ class Call {
     this.shared.onCompleted(this.route.path, grpc.status.DEADLINE_EXCEEDED, (performance.now() - this.started) / 1000)
   }
 
+  /** A call still waiting after a sweep: its lone chunk stops holding a whole read (see `keep`). */
+  compact() {
+    if (this.compacted || this.more !== undefined || this.first === undefined) return
+    this.compacted = true
+    this.first = keep(this.first)
+  }
+
   private lateness() {
     return this.callersDeadline ? "deadline exceeded (grpc-timeout)" : `request not complete within ${this.shared.bodyTimeoutMs} ms`
   }
@@ -342,6 +395,9 @@ class Call {
   private settle() {
     this.open = false
     this.shared.waiting.delete(this)
+    this.peer.buffered -= this.held
+    this.shared.buffered -= this.held
+    this.held = 0
     this.first = undefined
     this.more = undefined
   }
@@ -383,15 +439,21 @@ export const makeUnaryServer = (
     const now = performance.now()
     for (const call of waiting) {
       if (now >= call.deadline) call.expire()
+      else call.compact()
     }
     if (waiting.size === 0) {
       clearInterval(sweeper)
       sweeper = undefined
     }
   }
+  const maxMessage = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE
   const shared: Shared = {
-    maxMessage: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE,
+    maxMessage,
     bodyTimeoutMs: options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
+    // A message being handled and the next one arriving, with room for the frames around them.
+    maxSessionBuffered: options.maxSessionBufferedBytes ?? 2 * maxMessage + 64 * 1024,
+    maxBuffered: options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED,
+    buffered: 0,
     waiting,
     sweep: () => {
       sweeper ??= setInterval(sweepWaiting, SWEEP_MS).unref()
@@ -440,13 +502,13 @@ export const makeUnaryServer = (
       }
     }
     const encoding = headers["grpc-encoding"] ?? "identity"
-    new Call(shared, stream, route, headers, typeof encoding === "string" ? encoding : String(encoding), arrived, deadline, callersDeadline)
+    new Call(shared, peer, stream, route, headers, typeof encoding === "string" ? encoding : String(encoding), arrived, deadline, callersDeadline)
   }
 
   const onSession = (session: ServerHttp2Session) => {
     const socket = accepted
     accepted = undefined
-    const peer: Peer = { session, socket, address: socket?.remoteAddress ?? "" }
+    const peer: Peer = { session, socket, address: socket?.remoteAddress ?? "", buffered: 0 }
     peers.add(peer)
     session.on("error", ignore)
     session.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => onStream(peer, stream, headers))
@@ -516,5 +578,5 @@ export const makeUnaryServer = (
           }
         }
       )
-  )).pipe(Effect.map(({ port }): UnaryServer => ({ port, stats: () => ({ connections: peers.size }) })))
+  )).pipe(Effect.map(({ port }): UnaryServer => ({ port, stats: () => ({ connections: peers.size, bufferedBytes: shared.buffered, waitingCalls: waiting.size }) })))
 }
