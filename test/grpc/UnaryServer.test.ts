@@ -7,7 +7,7 @@ import { grpcFrame, parseGrpcTimeout, percentEncode } from "../../src/adapters/g
 import type { PushMessage } from "../../src/domain/Model.js"
 import { PushRequest, PushResponse, PushServiceClient } from "../../src/gen/gateway/v1/push.js"
 import { fakeConnection } from "../support/core.js"
-import { echoRoute, eventually, grpcPrefix, rawRequest, rawSession, recordingMetrics, servePush, serveRoutes, statusOf as rawStatusOf } from "./support.js"
+import { echoRoute, eventually, grpcPrefix, h2, tcpConnection, rawRequest, rawSession, recordingMetrics, servePush, serveRoutes, statusOf as rawStatusOf } from "./support.js"
 
 /**
  * PushService is served by a gRPC unary server on node:http2 (not grpc-js): these are the edges
@@ -438,6 +438,62 @@ describe("request bodies held in memory", () => {
       yield* eventually(Effect.suspend(() => server.stats().bufferedBytes === 0 ? Effect.void : Effect.fail("not yet")))
       expect(server.stats().waitingCalls).toBe(0)
       expect((yield* echoCall(server.port, "still serving")).toString()).toBe("still serving")
+    }))
+})
+
+describe("responses a caller leaves unread", () => {
+  const BIG = "/test.Big/Get"
+  const KiB = 1024
+  // Each answer is 256 KiB, whatever the request.
+  const bigRoute = { path: BIG, handle: () => ({ response: new Uint8Array(256 * KiB) }) }
+
+  it.scopedLive("a caller that stops reading is cut off once over its output budget for the grace period, and what it held is released", () =>
+    Effect.gen(function*() {
+      const cut: Array<string> = []
+      const server = yield* serveRoutes([bigRoute], { outputGraceMs: 200, onCutOff: (_address, reason) => cut.push(reason) })
+      const socket = yield* tcpConnection(server.port)
+      // Windows opened wide, so flow control holds nothing back: only the unread socket does.
+      const calls = Array.from({ length: 60 }, (_, i) =>
+        Buffer.concat([h2.headers(2 * i + 1, h2.grpcRequest(BIG)), h2.data(2 * i + 1, grpcFrame(Buffer.alloc(1)), true)]))
+      socket.pause()
+      socket.write(Buffer.concat([
+        h2.preface,
+        h2.settings([[0x4, 2 ** 31 - 1]]),
+        h2.windowUpdate(0, 2 ** 31 - 1 - 65_535),
+        ...calls
+      ]))
+      // 15 MiB of answers: more than the kernel's buffers take, so over 1 MiB stays unsent.
+      yield* eventually(Effect.suspend(() => server.stats().unsentBytes > 1024 * KiB ? Effect.void : Effect.fail("not yet")))
+      yield* eventually(Effect.suspend(() => server.stats().connections === 0 ? Effect.void : Effect.fail("not yet")))
+      expect(cut).toEqual(["output"])
+      expect(server.stats().unsentBytes).toBe(0)
+      // The socket was closed on it.
+      socket.resume()
+      yield* Effect.async<void>((resume) => {
+        if (socket.destroyed) return resume(Effect.void)
+        socket.once("close", () => resume(Effect.void))
+      })
+    }))
+
+  it.scopedLive("a caller reading a burst of large answers is not cut off", () =>
+    Effect.gen(function*() {
+      const cut: Array<string> = []
+      const server = yield* serveRoutes([bigRoute], { onCutOff: (_address, reason) => cut.push(reason) })
+      const client = new grpc.Client(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure())
+      yield* Effect.addFinalizer(() => Effect.sync(() => client.close()))
+      // 30 answers of 256 KiB in flight at once: 7.5 MiB, far over the 1 MiB budget for a moment.
+      const sizes = yield* Effect.forEach(
+        Array.from({ length: 30 }, () => undefined),
+        () =>
+          Effect.async<number, grpc.ServiceError>((resume) => {
+            client.makeUnaryRequest(BIG, (value: Buffer) => value, (buffer: Buffer) => buffer, Buffer.alloc(1), (error, value) =>
+              resume(error ? Effect.fail(error) : Effect.succeed(value!.byteLength)))
+          }),
+        { concurrency: "unbounded" }
+      )
+      expect(sizes).toEqual(Array(30).fill(256 * KiB))
+      expect(cut).toEqual([])
+      expect(server.stats().connections).toBe(1)
     }))
 })
 

@@ -1,6 +1,7 @@
 import { Context, Effect, Layer, Schedule, Tracer } from "effect"
 import type { Scope } from "effect"
 import * as Http2 from "node:http2"
+import * as Net from "node:net"
 import { Logic, unavailableLogic } from "../../src/application/ports/Logic.js"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
 import { Metrics } from "../../src/application/ports/Metrics.js"
@@ -129,6 +130,86 @@ export const rawRequest = (
     answer: Effect.promise(() => closed)
   }
 }
+
+/** An HPACK integer with an `bits`-bit prefix (RFC 7541 §5.1). */
+const hpackInteger = (value: number, bits: number): Array<number> => {
+  const max = (1 << bits) - 1
+  if (value < max) return [value]
+  const bytes = [max]
+  let rest = value - max
+  while (rest >= 128) {
+    bytes.push((rest % 128) + 128)
+    rest = Math.floor(rest / 128)
+  }
+  bytes.push(rest)
+  return bytes
+}
+
+const h2Frame = (type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer => {
+  const head = Buffer.alloc(9)
+  head.writeUIntBE(payload.byteLength, 0, 3)
+  head[3] = type
+  head[4] = flags
+  head.writeUInt32BE(stream, 5)
+  return Buffer.concat([head, payload])
+}
+
+/**
+ * HTTP/2 frames written by hand (RFC 9113 §6), header fields as HPACK literals without indexing
+ * (RFC 7541 §6.2.2): for a caller that does what no HTTP/2 library lets it, such as never reading.
+ */
+export const h2 = {
+  preface: Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1"),
+  settings: (values: ReadonlyArray<readonly [id: number, value: number]>): Buffer => {
+    const payload = Buffer.alloc(6 * values.length)
+    values.forEach(([id, value], i) => {
+      payload.writeUInt16BE(id, 6 * i)
+      payload.writeUInt32BE(value, 6 * i + 2)
+    })
+    return h2Frame(0x4, 0, 0, payload)
+  },
+  windowUpdate: (stream: number, increment: number): Buffer => {
+    const payload = Buffer.alloc(4)
+    payload.writeUInt32BE(increment)
+    return h2Frame(0x8, 0, stream, payload)
+  },
+  headers: (stream: number, fields: ReadonlyArray<readonly [string, string]>, endStream = false): Buffer =>
+    h2Frame(
+      0x1,
+      0x4 | (endStream ? 0x1 : 0),
+      stream,
+      Buffer.concat(fields.map(([name, value]) => {
+        const nameBytes = Buffer.from(name, "latin1")
+        const valueBytes = Buffer.from(value, "latin1")
+        return Buffer.concat([
+          Buffer.from([0, ...hpackInteger(nameBytes.byteLength, 7)]),
+          nameBytes,
+          Buffer.from(hpackInteger(valueBytes.byteLength, 7)),
+          valueBytes
+        ])
+      }))
+    ),
+  data: (stream: number, payload: Buffer, endStream = false): Buffer => h2Frame(0x0, endStream ? 0x1 : 0, stream, payload),
+  /** The request headers of a gRPC call of `path`. */
+  grpcRequest: (path: string): Array<readonly [string, string]> => [
+    [":method", "POST"],
+    [":scheme", "http"],
+    [":path", path],
+    [":authority", "127.0.0.1"],
+    ["content-type", "application/grpc"],
+    ["te", "trailers"]
+  ]
+}
+
+/** A plain TCP connection to 127.0.0.1:`port`, destroyed with the scope. */
+export const tcpConnection = (port: number) =>
+  Effect.acquireRelease(
+    Effect.async<Net.Socket, Error>((resume) => {
+      const socket = Net.connect(port, "127.0.0.1", () => resume(Effect.succeed(socket)))
+      socket.once("error", (error) => resume(Effect.fail(error)))
+    }),
+    (socket) => Effect.sync(() => socket.destroy())
+  )
 
 /** A fake Logic (Logic.layerTest: unavailable unless overridden) served over real gRPC on 127.0.0.1. */
 export const serveFake = (overrides: Partial<LogicShape>): Effect.Effect<string, Error, Scope.Scope> =>

@@ -65,11 +65,23 @@ export interface UnaryServerOptions extends ListenOptions {
   readonly maxSessionBufferedBytes?: number
   /** The same over every connection of this server. Default 64 MiB. */
   readonly maxBufferedBytes?: number
+  /**
+   * Response bytes one connection may leave unsent (its caller not reading them) for longer than
+   * `outputGraceMs`: past both, the connection is cut. Default 1 MiB.
+   */
+  readonly maxSessionOutputBytes?: number
+  /** How long a connection may stay over `maxSessionOutputBytes`, for a caller still draining a burst. Default 2,000 ms. */
+  readonly outputGraceMs?: number
   /** Every answered call: its path, status and seconds from its request being complete to its answer. */
   readonly onCompleted?: (path: string, status: grpc.status, seconds: number) => void
   /** A handler threw: logged by the caller, who knows its logger. */
   readonly onDefect?: (path: string, error: unknown) => void
+  /** A connection was cut off: its peer's address and why. Logged by the caller. */
+  readonly onCutOff?: (address: string, reason: CutOffReason) => void
 }
+
+/** Why a connection was cut: its caller left too many response bytes unread. */
+export type CutOffReason = "output"
 
 /** A view of what the server holds, for tests and metrics. */
 export interface UnaryServerStats {
@@ -79,6 +91,8 @@ export interface UnaryServerStats {
   readonly bufferedBytes: number
   /** Calls whose request has not arrived whole. */
   readonly waitingCalls: number
+  /** Response bytes answered and not yet taken by the connections' sockets. */
+  readonly unsentBytes: number
 }
 
 /** A running unary server: its bound port (useful with port 0) and its counters. */
@@ -93,6 +107,8 @@ const DEFAULT_MAX_CONCURRENT_STREAMS = 100
 const DEFAULT_MAX_SESSION_MEMORY_MB = 32
 const DEFAULT_BODY_TIMEOUT_MS = 10_000
 const DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024
+const DEFAULT_MAX_SESSION_OUTPUT = 1024 * 1024
+const DEFAULT_OUTPUT_GRACE_MS = 2_000
 /** How often calls still waiting for their request are checked against their deadline. */
 const SWEEP_MS = 50
 
@@ -215,6 +231,16 @@ interface Peer {
   readonly address: string
   /** Request bytes its calls hold, not yet handled. */
   buffered: number
+  /**
+   * Response bytes answered whose stream is still open: Node closes a stream once its last frame
+   * is written, so this is what waits for the caller's flow-control window or for the socket (Node
+   * writes through the native handle: the socket's own `writableLength` stays 0).
+   */
+  unsent: number
+  /** Since when `unsent` has been over the budget; -1 while it is not. */
+  overSince: number
+  /** Cut off: nothing more is served on it. */
+  cut: boolean
 }
 
 /**
@@ -231,6 +257,11 @@ interface Shared {
   readonly maxBuffered: number
   /** Request bytes held over every connection. */
   buffered: number
+  readonly maxSessionOutput: number
+  readonly outputGraceMs: number
+  /** `peer` has just gone over its output budget. */
+  readonly overOutput: (peer: Peer, now: number) => void
+  readonly cutOff: (peer: Peer, reason: CutOffReason) => void
   /** Calls whose request is not complete yet: swept for their deadline. Usually empty, the body coming with the headers. */
   readonly waiting: Set<Call>
   /** Makes sure `waiting` is being swept. */
@@ -256,6 +287,8 @@ class Call {
   private declared = -1
   /** Neither answered nor closed: its bytes still arriving. */
   private open = true
+  /** Its response's bytes, counted in the connection's `unsent` until the stream closes. */
+  private unsent = 0
   /** From the headers, then from the body's end: a call's duration is from its request being complete to its answer. */
   private started: number
 
@@ -353,6 +386,10 @@ class Call {
           : this.answer(grpc.status.INTERNAL, `cannot decompress the ${this.encoding} message`)
       }
     }
+    const peer = this.peer
+    const shared = this.shared
+    // A caller that has left its answers unread long enough gets no more: nothing is done for it.
+    if (peer.overSince >= 0 && this.started - peer.overSince >= shared.outputGraceMs) return shared.cutOff(peer, "output")
     const path = this.route.path
     let outcome: UnaryOutcome
     try {
@@ -362,15 +399,22 @@ class Call {
       outcome = { code: grpc.status.INTERNAL, details: "internal error" }
     }
     if ("code" in outcome) return this.answer(outcome.code, outcome.details)
+    const frame = grpcFrame(outcome.response)
     stream.respond(RESPONSE_HEADERS, { waitForTrailers: true })
     stream.once("wantTrailers", sendOkTrailers)
-    stream.end(grpcFrame(outcome.response))
-    this.shared.onCompleted(path, grpc.status.OK, (performance.now() - this.started) / 1000)
+    stream.end(frame)
+    this.unsent = frame.byteLength
+    peer.unsent += frame.byteLength
+    const now = performance.now()
+    if (peer.unsent > shared.maxSessionOutput && peer.overSince < 0) shared.overOutput(peer, now)
+    shared.onCompleted(path, grpc.status.OK, (now - this.started) / 1000)
   }
 
   /** The stream is gone: reset by the caller, cut with its connection, or answered. */
   private readonly onClose = () => {
     if (this.open) this.settle()
+    this.peer.unsent -= this.unsent
+    this.unsent = 0
   }
 
   /** The deadline has passed with the request still incomplete: the caller gets the status, the stream is cancelled (PROTOCOL-HTTP2.md). */
@@ -433,18 +477,41 @@ export const makeUnaryServer = (
 ): Effect.Effect<UnaryServer, Error, Scope.Scope> => {
   const byPath = new Map(routes.map((route) => [route.path, route]))
   const waiting = new Set<Call>()
-  // One timer for every waiting call, running only while there is one: no timer per call.
+  const overOutput = new Set<Peer>()
+  const onCutOff = options.onCutOff ?? ignore
+  // One timer for every waiting call and every connection over its output budget, running only
+  // while there is one: no timer per call.
   let sweeper: ReturnType<typeof setInterval> | undefined
-  const sweepWaiting = () => {
+  const sweep = () => {
     const now = performance.now()
     for (const call of waiting) {
       if (now >= call.deadline) call.expire()
       else call.compact()
     }
-    if (waiting.size === 0) {
+    for (const peer of overOutput) {
+      if (peer.unsent <= shared.maxSessionOutput) {
+        peer.overSince = -1
+        overOutput.delete(peer)
+      } else if (now - peer.overSince >= shared.outputGraceMs) {
+        cutOff(peer, "output")
+      }
+    }
+    if (waiting.size === 0 && overOutput.size === 0) {
       clearInterval(sweeper)
       sweeper = undefined
     }
+  }
+  const sweepSoon = () => {
+    sweeper ??= setInterval(sweep, SWEEP_MS).unref()
+  }
+  const cutOff = (peer: Peer, reason: CutOffReason) => {
+    if (peer.cut) return
+    peer.cut = true
+    overOutput.delete(peer)
+    onCutOff(peer.address, reason)
+    peer.session.destroy(undefined, Http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
+    // Node would hold the socket, and all queued on it, until its stuck write completes: never.
+    peer.socket?.destroy()
   }
   const maxMessage = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE
   const shared: Shared = {
@@ -454,10 +521,16 @@ export const makeUnaryServer = (
     maxSessionBuffered: options.maxSessionBufferedBytes ?? 2 * maxMessage + 64 * 1024,
     maxBuffered: options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED,
     buffered: 0,
-    waiting,
-    sweep: () => {
-      sweeper ??= setInterval(sweepWaiting, SWEEP_MS).unref()
+    maxSessionOutput: options.maxSessionOutputBytes ?? DEFAULT_MAX_SESSION_OUTPUT,
+    outputGraceMs: options.outputGraceMs ?? DEFAULT_OUTPUT_GRACE_MS,
+    overOutput: (peer, now) => {
+      peer.overSince = now
+      overOutput.add(peer)
+      sweepSoon()
     },
+    cutOff,
+    waiting,
+    sweep: sweepSoon,
     onCompleted: options.onCompleted ?? ignore,
     onDefect: options.onDefect ?? ignore
   }
@@ -508,11 +581,14 @@ export const makeUnaryServer = (
   const onSession = (session: ServerHttp2Session) => {
     const socket = accepted
     accepted = undefined
-    const peer: Peer = { session, socket, address: socket?.remoteAddress ?? "", buffered: 0 }
+    const peer: Peer = { session, socket, address: socket?.remoteAddress ?? "", buffered: 0, unsent: 0, overSince: -1, cut: false }
     peers.add(peer)
     session.on("error", ignore)
     session.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => onStream(peer, stream, headers))
-    session.once("close", () => peers.delete(peer))
+    session.once("close", () => {
+      peers.delete(peer)
+      overOutput.delete(peer)
+    })
   }
 
   const make = (): Http2.Http2Server | Http2.Http2SecureServer => {
@@ -578,5 +654,9 @@ export const makeUnaryServer = (
           }
         }
       )
-  )).pipe(Effect.map(({ port }): UnaryServer => ({ port, stats: () => ({ connections: peers.size, bufferedBytes: shared.buffered, waitingCalls: waiting.size }) })))
+  )).pipe(Effect.map(({ port }): UnaryServer => ({ port, stats: () => {
+    let unsentBytes = 0
+    for (const peer of peers) unsentBytes += peer.unsent
+    return { connections: peers.size, bufferedBytes: shared.buffered, waitingCalls: waiting.size, unsentBytes }
+  } })))
 }
