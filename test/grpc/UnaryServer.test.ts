@@ -497,6 +497,52 @@ describe("responses a caller leaves unread", () => {
     }))
 })
 
+describe("calls refused on their headers", () => {
+  const ECHO = "/test.Echo/Echo"
+
+  it.scopedLive("past the rate per address, the connection gets GOAWAY ENHANCE_YOUR_CALM and is closed; good calls are not counted", () =>
+    Effect.gen(function*() {
+      const cut: Array<string> = []
+      const server = yield* serveRoutes([echoRoute(ECHO)], {
+        refusals: { ratePerSecond: 1, burst: 5 },
+        onCutOff: (_address, reason) => cut.push(reason)
+      })
+      const session = yield* rawSession(server.port)
+      const goaway = Effect.runPromise(Effect.async<number>((resume) => {
+        session.once("goaway", (code) => resume(Effect.succeed(code)))
+      }))
+      const closed = new Promise<void>((resolve) => session.once("close", resolve))
+      const good = rawRequest(session, ECHO)
+      good.stream.end(grpcFrame(Buffer.from("fine")))
+      expect(rawStatusOf(yield* good.answer)).toBe(grpc.status.OK)
+      // Five refusals of each kind the burst allows, all answered; the sixth cuts the connection.
+      const refused = [
+        rawRequest(session, "/test.Echo/Nope"),
+        rawRequest(session, ECHO, { "content-type": "application/json" }),
+        rawRequest(session, ECHO, { ":method": "PUT" }),
+        rawRequest(session, ECHO, { "grpc-timeout": "soon" }),
+        rawRequest(session, "/test.Echo/Nope")
+      ]
+      const answers = yield* Effect.forEach(refused, (call) => call.answer)
+      expect(answers.map((answer) => answer.headers[":status"])).toEqual([200, 415, 405, 200, 200])
+      const oneTooMany = rawRequest(session, "/test.Echo/Nope")
+      expect((yield* oneTooMany.answer).headers[":status"]).toBeUndefined()
+      expect(yield* Effect.promise(() => goaway)).toBe(Http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
+      yield* Effect.promise(() => closed)
+      expect(cut).toEqual(["refusals"])
+
+      // The count is the address's: a new connection from it is served, but cut on its first refusal.
+      const again = yield* rawSession(server.port)
+      const served = rawRequest(again, ECHO)
+      served.stream.end(grpcFrame(Buffer.from("fine")))
+      expect(rawStatusOf(yield* served.answer)).toBe(grpc.status.OK)
+      const refusedAgain = rawRequest(again, "/test.Echo/Nope")
+      expect((yield* refusedAgain.answer).headers[":status"]).toBeUndefined()
+      expect(cut).toEqual(["refusals", "refusals"])
+      yield* eventually(Effect.suspend(() => server.stats().connections === 0 ? Effect.void : Effect.fail("not yet")))
+    }))
+})
+
 /** A length-prefixed frame whose compressed flag is set. */
 const grpcFrameCompressed = (payload: Buffer): Buffer => {
   const frame = grpcFrame(payload)

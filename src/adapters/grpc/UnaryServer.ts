@@ -5,6 +5,7 @@ import * as Http2 from "node:http2"
 import type { IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from "node:http2"
 import type { Socket } from "node:net"
 import * as Zlib from "node:zlib"
+import { makeKeyedRateLimiter } from "../../domain/RateLimit.js"
 import type { InternalSecurity } from "./Security.js"
 import type { ListenOptions } from "./Server.js"
 import { shutDown } from "./Server.js"
@@ -72,6 +73,12 @@ export interface UnaryServerOptions extends ListenOptions {
   readonly maxSessionOutputBytes?: number
   /** How long a connection may stay over `maxSessionOutputBytes`, for a caller still draining a burst. Default 2,000 ms. */
   readonly outputGraceMs?: number
+  /**
+   * Calls refused on their headers (not POST, not gRPC, unknown method, refused admission,
+   * malformed grpc-timeout), per peer address: past this rate the connection refusing one more
+   * gets GOAWAY (ENHANCE_YOUR_CALM) and is closed. Default 20 per second, bursts of 50.
+   */
+  readonly refusals?: { readonly ratePerSecond: number; readonly burst: number }
   /** Every answered call: its path, status and seconds from its request being complete to its answer. */
   readonly onCompleted?: (path: string, status: grpc.status, seconds: number) => void
   /** A handler threw: logged by the caller, who knows its logger. */
@@ -80,8 +87,8 @@ export interface UnaryServerOptions extends ListenOptions {
   readonly onCutOff?: (address: string, reason: CutOffReason) => void
 }
 
-/** Why a connection was cut: its caller left too many response bytes unread. */
-export type CutOffReason = "output"
+/** Why a connection was cut: its caller left too many response bytes unread, or was refused too often. */
+export type CutOffReason = "output" | "refusals"
 
 /** A view of what the server holds, for tests and metrics. */
 export interface UnaryServerStats {
@@ -109,6 +116,9 @@ const DEFAULT_BODY_TIMEOUT_MS = 10_000
 const DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024
 const DEFAULT_MAX_SESSION_OUTPUT = 1024 * 1024
 const DEFAULT_OUTPUT_GRACE_MS = 2_000
+const DEFAULT_REFUSALS = { ratePerSecond: 20, burst: 50 }
+/** How long a connection cut for its refusals has to take its GOAWAY before its socket is closed anyway. */
+const CUT_OFF_GRACE_MS = 1_000
 /** How often calls still waiting for their request are checked against their deadline. */
 const SWEEP_MS = 50
 
@@ -509,9 +519,21 @@ export const makeUnaryServer = (
     peer.cut = true
     overOutput.delete(peer)
     onCutOff(peer.address, reason)
-    peer.session.destroy(undefined, Http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
-    // Node would hold the socket, and all queued on it, until its stuck write completes: never.
-    peer.socket?.destroy()
+    // GOAWAY ENHANCE_YOUR_CALM, then Node closes the socket once that is written... (with no
+    // error, destroy's default argument would turn the code into NO_ERROR; the error goes to `ignore`)
+    peer.session.destroy(new Error(`cut off: ${reason}`), Http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
+    const socket = peer.socket
+    if (socket === undefined || socket.destroyed) return
+    // ...which, to a caller that does not read, is never: it would hold its socket and all queued on it.
+    if (reason === "output") socket.destroy()
+    else setTimeout(() => socket.destroy(), CUT_OFF_GRACE_MS).unref()
+  }
+  const refusals = makeKeyedRateLimiter({ ...(options.refusals ?? DEFAULT_REFUSALS), maxKeys: 10_000 })
+  /** Counts a refusal on the headers against the peer's address; true when that was one too many and the connection is cut. */
+  const tooManyRefusals = (peer: Peer, now: number): boolean => {
+    if (refusals.take(peer.address, now) === 0) return false
+    cutOff(peer, "refusals")
+    return true
   }
   const maxMessage = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE
   const shared: Shared = {
@@ -543,20 +565,27 @@ export const makeUnaryServer = (
     const arrived = performance.now()
     // An unhandled 'error' on a stream would throw; a reset stream is nothing to report.
     stream.on("error", ignore)
-    if (headers[":method"] !== "POST") return refuseHttp(stream, { ":status": 405, allow: "POST" })
+    // A refusal on the headers reads no body: the stream is closed after its answer.
+    if (headers[":method"] !== "POST") {
+      if (!tooManyRefusals(peer, arrived)) refuseHttp(stream, { ":status": 405, allow: "POST" })
+      return
+    }
     const contentType = headers["content-type"]
     if (typeof contentType !== "string" || !contentType.startsWith("application/grpc")) {
-      return refuseHttp(stream, { ":status": 415 })
+      if (!tooManyRefusals(peer, arrived)) refuseHttp(stream, { ":status": 415 })
+      return
     }
     const path = headers[":path"] ?? ""
     const route = byPath.get(path)
     if (route === undefined) {
+      if (tooManyRefusals(peer, arrived)) return
       // Not counted: a label per path a caller makes up would grow the metrics without bound.
       // `:path` arrives as latin1 text of its bytes; a Go or C-core caller sends UTF-8.
       return refuse(stream, grpc.status.UNIMPLEMENTED, `unknown method ${Buffer.from(path, "latin1").toString("utf8")}`)
     }
     const refusal = security.admitPeer(peer.address, headers.authorization)
     if (refusal !== undefined) {
+      if (tooManyRefusals(peer, arrived)) return
       refuse(stream, refusal.status, refusal.message)
       return onCompleted(path, refusal.status, (performance.now() - arrived) / 1000)
     }
@@ -566,6 +595,7 @@ export const makeUnaryServer = (
     if (timeout !== undefined) {
       const millis = typeof timeout === "string" ? parseGrpcTimeout(timeout) : -1
       if (millis < 0) {
+        if (tooManyRefusals(peer, arrived)) return
         refuse(stream, grpc.status.INTERNAL, `malformed grpc-timeout ${String(timeout)}`)
         return onCompleted(path, grpc.status.INTERNAL, (performance.now() - arrived) / 1000)
       }
