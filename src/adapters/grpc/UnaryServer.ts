@@ -21,11 +21,17 @@ import { shutDown } from "./Server.js"
  * trailers alone for a refusal (github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md).
  *
  * Served: admission (address lists, token, mutual TLS) before the body is read; requests
- * compressed with gzip or deflate (any other encoding is UNIMPLEMENTED, naming those accepted);
- * a size limit on the request, also after decompression; unknown methods UNIMPLEMENTED; graceful
- * shutdown. Not served: `grpc-timeout` (a handler here answers synchronously the moment the body
- * has arrived, so a deadline can only expire on the caller's side, which then cancels the
- * stream), compressed responses, server reflection, health.
+ * compressed with gzip or deflate (a compressed message in another encoding is UNIMPLEMENTED,
+ * naming those accepted); a size limit on the request, judged on its length prefix and again
+ * after decompression; `grpc-timeout`, and a server-side deadline for a request's body; unknown
+ * methods UNIMPLEMENTED; graceful shutdown. Not served: compressed responses, server reflection,
+ * health.
+ *
+ * Held to account, as a port a hostile or broken caller may reach: streams per connection
+ * (SETTINGS_MAX_CONCURRENT_STREAMS) and Node's per-connection memory cap; request bytes buffered,
+ * per connection and per server; response bytes a caller leaves unread (its connection is cut);
+ * calls refused on their headers, per address (GOAWAY ENHANCE_YOUR_CALM past a rate). Connection
+ * counts and idle timeouts are for a connection-level guard: `Peer` is where its state goes.
  */
 
 /** What a handler sees of a call besides its message. */
@@ -317,12 +323,14 @@ class Call {
     this.started = arrived
     shared.waiting.add(this)
     shared.sweep()
-    stream.on("data", this.onData)
-    stream.on("end", this.onEnd)
-    stream.on("close", this.onClose)
+    // Anonymous on purpose: tsx (esbuild, keepNames) wraps a named arrow in a defineProperty of
+    // its name each time one is made, which per call cost more than the closure itself.
+    stream.on("data", (chunk: Buffer) => this.onData(chunk))
+    stream.on("end", () => this.onEnd())
+    stream.on("close", () => this.onClose())
   }
 
-  private readonly onData = (chunk: Buffer) => {
+  private onData(chunk: Buffer) {
     if (!this.open) return
     const size = chunk.byteLength
     const peer = this.peer
@@ -371,7 +379,7 @@ class Call {
     }
   }
 
-  private readonly onEnd = () => {
+  private onEnd() {
     if (!this.open) return
     const stream = this.stream
     // Its connection gone or the caller's reset: Node ends the stream (closed, not yet destroyed).
@@ -421,7 +429,7 @@ class Call {
   }
 
   /** The stream is gone: reset by the caller, cut with its connection, or answered. */
-  private readonly onClose = () => {
+  private onClose() {
     if (this.open) this.settle()
     this.peer.unsent -= this.unsent
     this.unsent = 0
