@@ -632,10 +632,11 @@ export const makeUnaryServer = (
   const make = (): Http2.Http2Server | Http2.Http2SecureServer => {
     const common = {
       settings: { maxConcurrentStreams: options.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS },
-      // grpc-js turns this cap off: callers whose large messages queued up got new streams refused.
-      // Here Node counts no request body (they are buffered, and bounded, here), responses are
-      // small, and a caller that leaves them unread is cut off (maxSessionOutputBytes): only a
-      // caller flooding frames or header tables reaches it, and refusing its new streams is the point.
+      // grpc-js turns this cap off ("Node's behavior degrades badly when this limit is reached":
+      // every new stream refused, then the session ended). Safe here: what Node counts (queued
+      // frames and response bytes, header tables, streams) is bounded by maxConcurrentStreams and
+      // the output cut-off, request bodies are ours and not counted, and Push answers are small;
+      // a peer that reaches 32 MB is flooding or not reading, and losing it is the point.
       maxSessionMemory: options.maxSessionMemory ?? DEFAULT_MAX_SESSION_MEMORY_MB
     }
     const tls = security.serverTls
