@@ -1,11 +1,13 @@
+import * as grpc from "@grpc/grpc-js"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
 import { pushTargets } from "../../src/adapters/grpc-push/PushServer.js"
 import { pushClient } from "../../src/adapters/logic-server/GatewayPush.js"
 import type { LiveConnection } from "../../src/application/ConnectionHub.js"
-import { InternalAuth } from "../../src/adapters/grpc/Security.js"
+import { InternalAuth, insecureInternal } from "../../src/adapters/grpc/Security.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
+import { PushServiceClient } from "../../src/gen/gateway/v1/push.js"
 import { recordingMetrics, recordingTracer, servePush } from "./support.js"
 
 const message: PushMessage = {
@@ -149,6 +151,29 @@ describe("PushServer", () => {
       expect(serverSpan?.traceId).toBe(clientSpan?.traceId)
       expect(Option.map(serverSpan!.parent, (parent) => parent.spanId)).toStrictEqual(Option.some(clientSpan!.spanId))
       expect(serverSpan?.attributes.get("push.failed")).toBe(0)
+    }))
+
+  it.scopedLive("a caller refused too often (bad tokens) loses its connection; the limits come through the layer's options", () =>
+    Effect.gen(function*() {
+      const { port } = yield* servePush({
+        auth: InternalAuth.layer({ ...insecureInternal, insecure: false, token: "the-token" }),
+        limits: { refusals: { ratePerSecond: 1, burst: 3 } }
+      })
+      const client = new PushServiceClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure())
+      yield* Effect.addFinalizer(() => Effect.sync(() => client.close()))
+      const push = (token: string) =>
+        Effect.async<grpc.status, never>((resume) => {
+          const metadata = new grpc.Metadata()
+          metadata.set("authorization", `Bearer ${token}`)
+          client.push({ toUsernames: ["alice"], message }, metadata, { deadline: Date.now() + 3_000 }, (error) =>
+            resume(Effect.succeed(error ? error.code : grpc.status.OK)))
+        })
+      const codes: Array<grpc.status> = []
+      for (let i = 0; i < 4; i++) codes.push(yield* push("guessed"))
+      expect(codes.slice(0, 3)).toEqual(Array(3).fill(grpc.status.UNAUTHENTICATED))
+      // The fourth guess finds its connection cut: GOAWAY ENHANCE_YOUR_CALM, which grpc-js reads as RESOURCE_EXHAUSTED.
+      expect(codes[3]).toBe(grpc.status.RESOURCE_EXHAUSTED)
+      expect(yield* push("the-token")).toBe(grpc.status.OK)
     }))
 
   it.scopedLive("stops serving when its scope closes", () =>

@@ -1,5 +1,7 @@
 import { Context, Effect, Layer, Schedule, Tracer } from "effect"
 import type { ConfigError, Scope } from "effect"
+import * as Http2 from "node:http2"
+import * as Net from "node:net"
 import { Logic, unavailableLogic } from "../../src/application/ports/Logic.js"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
 import { Metrics } from "../../src/application/ports/Metrics.js"
@@ -8,6 +10,8 @@ import * as PushServerModule from "../../src/adapters/grpc-push/PushServer.js"
 import { PushServer } from "../../src/adapters/grpc-push/PushServer.js"
 import { withFrontDoor } from "../support/door.js"
 import { InternalAuth } from "../../src/adapters/grpc/Security.js"
+import { makeUnaryServer } from "../../src/adapters/grpc/UnaryServer.js"
+import type { UnaryRoute, UnaryServer, UnaryServerOptions } from "../../src/adapters/grpc/UnaryServer.js"
 import * as ProtobufFrameCodec from "../../src/adapters/protobuf/FrameCodec.js"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import type { ConnectionRegistry } from "../../src/application/ConnectionHub.js"
@@ -36,6 +40,8 @@ export const servePush = <E = never>(
     readonly auth?: Layer.Layer<InternalAuth, E>
     readonly metrics?: Layer.Layer<Metrics>
     readonly maxMessageBytes?: number
+    /** The unary server's other limits. */
+    readonly limits?: Partial<PushServerModule.PushServerOptions>
   } = {}
 ): Effect.Effect<{ readonly port: number; readonly hub: ConnectionRegistry }, E | Error, Scope.Scope> =>
   Effect.map(
@@ -44,7 +50,8 @@ export const servePush = <E = never>(
         port: 0,
         host: "127.0.0.1",
         shutdownTimeout: "1 second",
-        maxMessageBytes: options.maxMessageBytes
+        maxMessageBytes: options.maxMessageBytes,
+        ...options.limits
       }).pipe(
         Layer.provide(options.auth ?? InternalAuth.layerInsecure),
         Layer.provide(PushDelivery.layer),
@@ -54,6 +61,155 @@ export const servePush = <E = never>(
       )
     ),
     (context) => ({ port: Context.get(context, PushServer).port, hub: Context.get(context, ConnectionHub) })
+  )
+
+/** The node:http2 unary server alone on an ephemeral 127.0.0.1 port, admitting every peer, serving `routes`. */
+export const serveRoutes = (
+  routes: ReadonlyArray<UnaryRoute>,
+  options: Partial<UnaryServerOptions> = {}
+): Effect.Effect<UnaryServer, Error, Scope.Scope> =>
+  Effect.flatMap(Effect.provide(InternalAuth, InternalAuth.layerInsecure), (security) =>
+    makeUnaryServer(routes, security, { port: 0, host: "127.0.0.1", shutdownTimeout: "1 second", ...options }))
+
+/** A route answering each message with itself. */
+export const echoRoute = (path = "/test.Echo/Echo"): UnaryRoute => ({ path, handle: (message) => ({ response: message }) })
+
+/** The 5-byte gRPC prefix alone, declaring `length` bytes (compressed when `flag` is 1). */
+export const grpcPrefix = (length: number, flag = 0): Buffer => {
+  const prefix = Buffer.alloc(5)
+  prefix[0] = flag
+  prefix.writeUInt32BE(length, 1)
+  return prefix
+}
+
+/** What came back on one raw stream once it closed. */
+export interface RawAnswer {
+  readonly headers: Http2.IncomingHttpHeaders
+  readonly trailers: Http2.IncomingHttpHeaders
+  readonly body: Buffer
+  /** The RST_STREAM code the stream closed with (0 when it ended cleanly). */
+  readonly rstCode: number
+}
+
+/** The gRPC status of a raw answer: in the trailers, or in the headers of a Trailers-Only answer. */
+export const statusOf = (answer: Pick<RawAnswer, "headers" | "trailers">): number =>
+  Number(answer.trailers["grpc-status"] ?? answer.headers["grpc-status"])
+
+/** A raw HTTP/2 connection (node:http2's client): for what no gRPC library would send. Closed with the scope. */
+export const rawSession = (port: number, options: Http2.ClientSessionOptions = {}) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const session = Http2.connect(`http://127.0.0.1:${port}`, options)
+      session.on("error", () => {})
+      return session
+    }),
+    (session) => Effect.sync(() => session.destroy())
+  )
+
+/** One raw request on `session`: the stream, its answer once it closes, its response headers once they come. */
+export const rawRequest = (
+  session: Http2.ClientHttp2Session,
+  path: string,
+  headers: Http2.OutgoingHttpHeaders = {}
+) => {
+  const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", ...headers })
+  stream.on("error", () => {})
+  const chunks: Array<Buffer> = []
+  let answerHeaders: Http2.IncomingHttpHeaders = {}
+  let trailers: Http2.IncomingHttpHeaders = {}
+  const response = new Promise<Http2.IncomingHttpHeaders>((resolve) => stream.once("response", resolve))
+  stream.on("response", (received) => (answerHeaders = received))
+  stream.on("trailers", (received) => (trailers = received))
+  stream.on("data", (chunk: Buffer) => chunks.push(chunk))
+  const closed = new Promise<RawAnswer>((resolve) =>
+    stream.once("close", () => resolve({ headers: answerHeaders, trailers, body: Buffer.concat(chunks), rstCode: stream.rstCode ?? 0 }))
+  )
+  return {
+    stream,
+    /** The response headers (for a Trailers-Only answer, the status too). */
+    response: Effect.promise(() => response),
+    answer: Effect.promise(() => closed)
+  }
+}
+
+/** An HPACK integer with an `bits`-bit prefix (RFC 7541 §5.1). */
+const hpackInteger = (value: number, bits: number): Array<number> => {
+  const max = (1 << bits) - 1
+  if (value < max) return [value]
+  const bytes = [max]
+  let rest = value - max
+  while (rest >= 128) {
+    bytes.push((rest % 128) + 128)
+    rest = Math.floor(rest / 128)
+  }
+  bytes.push(rest)
+  return bytes
+}
+
+const h2Frame = (type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer => {
+  const head = Buffer.alloc(9)
+  head.writeUIntBE(payload.byteLength, 0, 3)
+  head[3] = type
+  head[4] = flags
+  head.writeUInt32BE(stream, 5)
+  return Buffer.concat([head, payload])
+}
+
+/**
+ * HTTP/2 frames written by hand (RFC 9113 §6), header fields as HPACK literals without indexing
+ * (RFC 7541 §6.2.2): for a caller that does what no HTTP/2 library lets it, such as never reading.
+ */
+export const h2 = {
+  preface: Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1"),
+  settings: (values: ReadonlyArray<readonly [id: number, value: number]>): Buffer => {
+    const payload = Buffer.alloc(6 * values.length)
+    values.forEach(([id, value], i) => {
+      payload.writeUInt16BE(id, 6 * i)
+      payload.writeUInt32BE(value, 6 * i + 2)
+    })
+    return h2Frame(0x4, 0, 0, payload)
+  },
+  windowUpdate: (stream: number, increment: number): Buffer => {
+    const payload = Buffer.alloc(4)
+    payload.writeUInt32BE(increment)
+    return h2Frame(0x8, 0, stream, payload)
+  },
+  headers: (stream: number, fields: ReadonlyArray<readonly [string, string]>, endStream = false): Buffer =>
+    h2Frame(
+      0x1,
+      0x4 | (endStream ? 0x1 : 0),
+      stream,
+      Buffer.concat(fields.map(([name, value]) => {
+        const nameBytes = Buffer.from(name, "latin1")
+        const valueBytes = Buffer.from(value, "latin1")
+        return Buffer.concat([
+          Buffer.from([0, ...hpackInteger(nameBytes.byteLength, 7)]),
+          nameBytes,
+          Buffer.from(hpackInteger(valueBytes.byteLength, 7)),
+          valueBytes
+        ])
+      }))
+    ),
+  data: (stream: number, payload: Buffer, endStream = false): Buffer => h2Frame(0x0, endStream ? 0x1 : 0, stream, payload),
+  /** The request headers of a gRPC call of `path`. */
+  grpcRequest: (path: string): Array<readonly [string, string]> => [
+    [":method", "POST"],
+    [":scheme", "http"],
+    [":path", path],
+    [":authority", "127.0.0.1"],
+    ["content-type", "application/grpc"],
+    ["te", "trailers"]
+  ]
+}
+
+/** A plain TCP connection to 127.0.0.1:`port`, destroyed with the scope. */
+export const tcpConnection = (port: number) =>
+  Effect.acquireRelease(
+    Effect.async<Net.Socket, Error>((resume) => {
+      const socket = Net.connect(port, "127.0.0.1", () => resume(Effect.succeed(socket)))
+      socket.once("error", (error) => resume(Effect.fail(error)))
+    }),
+    (socket) => Effect.sync(() => socket.destroy())
   )
 
 /** A fake Logic (Logic.layerTest: unavailable unless overridden) served over real gRPC on 127.0.0.1. */

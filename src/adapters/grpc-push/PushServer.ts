@@ -10,7 +10,7 @@ import { serveUnary } from "../grpc/UnaryServer.js"
 import { methodLabel, statusName } from "../grpc/Status.js"
 import { parentSpanFromTraceparent } from "../grpc/TraceContext.js"
 
-export type PushServerOptions = Omit<UnaryServerOptions, "onCompleted" | "onDefect">
+export type PushServerOptions = Omit<UnaryServerOptions, "onCompleted" | "onDefect" | "onCutOff">
 
 /** The running `resonance.gateway.v1.PushService`; `port` is the bound one (useful with port 0). */
 export class PushServer extends Context.Tag("resonance/PushServer")<PushServer, { readonly port: number }>() {}
@@ -91,7 +91,9 @@ export const layer = (options: PushServerOptions): Layer.Layer<PushServer, Error
         ...options,
         onCompleted: (_path, status, seconds) => metrics.grpcRequest(LABEL, statusName(status), seconds),
         onDefect: (_path, error) =>
-          runFork(Effect.logError("PushService/Push failed unexpectedly").pipe(Effect.annotateLogs({ error: String(error) })))
+          runFork(Effect.logError("PushService/Push failed unexpectedly").pipe(Effect.annotateLogs({ error: String(error) }))),
+        onCutOff: (address, reason) =>
+          runFork(Effect.logWarning("PushService connection cut off").pipe(Effect.annotateLogs({ address, reason })))
       })
       yield* (security.mode === "refuse-all"
         ? Effect.logWarning(
