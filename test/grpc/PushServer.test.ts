@@ -1,13 +1,16 @@
 import * as grpc from "@grpc/grpc-js"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
+import * as Http2 from "node:http2"
+import * as Net from "node:net"
 import { pushTargets } from "../../src/adapters/grpc-push/PushServer.js"
 import { pushClient } from "../../src/adapters/logic-server/GatewayPush.js"
 import type { LiveConnection } from "../../src/application/ConnectionHub.js"
 import { InternalAuth, insecureInternal } from "../../src/adapters/grpc/Security.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
-import { PushServiceClient } from "../../src/gen/gateway/v1/push.js"
+import { PushRequest, PushServiceClient } from "../../src/gen/gateway/v1/push.js"
+import { grpcFrame } from "../../src/adapters/grpc/UnaryServer.js"
 import { recordingMetrics, recordingTracer, servePush } from "./support.js"
 
 const message: PushMessage = {
@@ -173,7 +176,30 @@ describe("PushServer", () => {
       expect(codes.slice(0, 3)).toEqual(Array(3).fill(grpc.status.UNAUTHENTICATED))
       // The fourth guess finds its connection cut: GOAWAY ENHANCE_YOUR_CALM, which grpc-js reads as RESOURCE_EXHAUSTED.
       expect(codes[3]).toBe(grpc.status.RESOURCE_EXHAUSTED)
-      expect(yield* push("the-token")).toBe(grpc.status.OK)
+      // The front door turns its address away for a while, even with the right token...
+      expect(yield* push("the-token")).toBe(grpc.status.UNAVAILABLE)
+      // ...and only its address: the Task service elsewhere is served.
+      const elsewhere = yield* Effect.async<string>((resume) => {
+        const session = Http2.connect(`http://127.0.0.1:${port}`, {
+          createConnection: () => Net.connect({ port, host: "127.0.0.1", localAddress: "127.0.0.2" })
+        })
+        session.on("error", () => resume(Effect.succeed("connection error")))
+        const stream = session.request({
+          ":method": "POST",
+          ":path": "/resonance.gateway.v1.PushService/Push",
+          "content-type": "application/grpc",
+          te: "trailers",
+          authorization: "Bearer the-token"
+        })
+        stream.on("error", () => {})
+        stream.on("data", () => {})
+        stream.on("trailers", (trailers) => {
+          session.close()
+          resume(Effect.succeed(String(trailers["grpc-status"])))
+        })
+        stream.end(grpcFrame(PushRequest.encode({ toUsernames: ["alice"], message }).finish()))
+      })
+      expect(elsewhere).toBe("0")
     }))
 
   it.scopedLive("stops serving when its scope closes", () =>

@@ -7,6 +7,8 @@ import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
 import { withFrontDoor } from "../support/door.js"
 import { Logic } from "../../src/application/ports/Logic.js"
 import { SearchUserRequest } from "../../src/gen/logic/v1/session.js"
+import { PushRequest } from "../../src/gen/gateway/v1/push.js"
+import { servePush } from "./support.js"
 
 /**
  * The internal gRPC ports open for credentials, not for connections: a connection that has made
@@ -68,6 +70,46 @@ const stillOpenAfter = (session: Session, ms: number) =>
   Effect.promise(() =>
     Promise.race([session.closed.then(() => false), new Promise<boolean>((resolve) => setTimeout(() => resolve(true), ms))])
   )
+
+const pushCall = (session: Http2.ClientHttp2Session, token: string | undefined) =>
+  Effect.async<string>((resume) => {
+    const stream = session.request({
+      ":method": "POST",
+      ":path": "/resonance.gateway.v1.PushService/Push",
+      "content-type": "application/grpc",
+      te: "trailers",
+      ...(token === undefined ? {} : { authorization: `Bearer ${token}` })
+    })
+    let status = ""
+    stream.on("response", (headers) => (status = String(headers["grpc-status"] ?? status)))
+    stream.on("trailers", (trailers) => (status = String(trailers["grpc-status"] ?? status)))
+    stream.on("data", () => {})
+    stream.on("error", () => {})
+    stream.on("close", () => resume(Effect.succeed(status)))
+    stream.end(grpcFrame(PushRequest.encode({ toUsernames: ["nobody"], message: undefined }).finish()))
+  })
+
+describe("the push port at the front door", () => {
+  it.scopedLive("closes a connection that shows no token in time, keeps the Task service's; caps connections per address", () =>
+    Effect.gen(function*() {
+      const { port } = yield* servePush({ auth: InternalAuth.layer({ ...insecureInternal, insecure: false, token: TOKEN }) }).pipe(
+        Effect.withConfigProvider(settings)
+      )
+      const preface = yield* openSession(port)
+      const tokenless = yield* openSession(port)
+      expect(yield* pushCall(tokenless.session, undefined)).toBe("16")
+      const task = yield* openSession(port)
+      // An admitted call (the request itself is invalid: no message) is what opens the door.
+      expect(yield* pushCall(task.session, TOKEN)).toBe("3")
+      yield* Effect.promise(() => Promise.all([preface.closed, tokenless.closed]))
+      expect(yield* stillOpenAfter(task, 800)).toBe(true)
+      const more = [yield* openSession(port), yield* openSession(port)]
+      const past = Http2.connect(`http://127.0.0.1:${port}`)
+      past.on("error", () => {})
+      yield* Effect.promise(() => new Promise<void>((resolve) => past.once("close", () => resolve())))
+      for (const session of more) session.session.destroy()
+    }))
+})
 
 describe("the Logic gRPC port at the front door", () => {
   it.scopedLive("closes a connection that shows no credentials in time, keeps one that made an admitted call", () =>

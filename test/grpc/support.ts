@@ -8,6 +8,7 @@ import { Metrics } from "../../src/application/ports/Metrics.js"
 import type { MetricsShape } from "../../src/application/ports/Metrics.js"
 import * as PushServerModule from "../../src/adapters/grpc-push/PushServer.js"
 import { PushServer } from "../../src/adapters/grpc-push/PushServer.js"
+import { FrontDoor } from "../../src/adapters/net/FrontDoor.js"
 import { withFrontDoor } from "../support/door.js"
 import { InternalAuth } from "../../src/adapters/grpc/Security.js"
 import { makeUnaryServer } from "../../src/adapters/grpc/UnaryServer.js"
@@ -43,7 +44,7 @@ export const servePush = <E = never>(
     /** The unary server's other limits. */
     readonly limits?: Partial<PushServerModule.PushServerOptions>
   } = {}
-): Effect.Effect<{ readonly port: number; readonly hub: ConnectionRegistry }, E | Error, Scope.Scope> =>
+): Effect.Effect<{ readonly port: number; readonly hub: ConnectionRegistry }, E | Error | ConfigError.ConfigError, Scope.Scope> =>
   Effect.map(
     Layer.build(
       PushServerModule.layer({
@@ -57,7 +58,8 @@ export const servePush = <E = never>(
         Layer.provide(PushDelivery.layer),
         Layer.provideMerge(ConnectionHub.layer),
         Layer.provide(ProtobufFrameCodec.layer),
-        Layer.provide(options.metrics ?? Metrics.layerNoop)
+        Layer.provide(options.metrics ?? Metrics.layerNoop),
+        Layer.provide(FrontDoor.layerTest())
       )
     ),
     (context) => ({ port: Context.get(context, PushServer).port, hub: Context.get(context, ConnectionHub) })

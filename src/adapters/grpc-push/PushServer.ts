@@ -1,10 +1,13 @@
 import * as grpc from "@grpc/grpc-js"
-import { Context, Effect, Exit, Layer, Option, Runtime } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Option, Runtime } from "effect"
+import type { ConfigError } from "effect"
 import type { Tracer } from "effect"
 import { Metrics } from "../../application/ports/Metrics.js"
 import { PushDelivery } from "../../application/PushDelivery.js"
 import { PushRequest, PushResponse, PushServiceService } from "../../gen/gateway/v1/push.js"
 import { InternalAuth } from "../grpc/Security.js"
+import { internalListener, internalListenerSettings } from "../grpc/Server.js"
+import type { FrontDoor } from "../net/FrontDoor.js"
 import type { UnaryCall, UnaryOutcome, UnaryServerOptions } from "../grpc/UnaryServer.js"
 import { serveUnary } from "../grpc/UnaryServer.js"
 import { methodLabel, statusName } from "../grpc/Status.js"
@@ -37,10 +40,15 @@ type Answer = { readonly response: PushResponse } | { readonly code: grpc.status
  * (PushDelivery), one encode of the response, the counters. No fiber per call; a span only when
  * the caller's trace is sampled.
  */
-export const layer = (options: PushServerOptions): Layer.Layer<PushServer, Error, PushDelivery | Metrics | InternalAuth> =>
+export const layer = (
+  options: PushServerOptions
+): Layer.Layer<PushServer, Error | ConfigError.ConfigError, PushDelivery | Metrics | InternalAuth | FrontDoor> =>
   Layer.scoped(
     PushServer,
     Effect.gen(function*() {
+      // The port's connections as `internal.*` says, behind the front door.
+      const ports = yield* internalListenerSettings
+      const listener = yield* internalListener("push", ports)
       const delivery = yield* PushDelivery
       const metrics = yield* Metrics
       const security = yield* InternalAuth
@@ -88,6 +96,9 @@ export const layer = (options: PushServerOptions): Layer.Layer<PushServer, Error
       }
 
       const port = yield* serveUnary([{ path: PATH, handle: push }], security, {
+        maxConcurrentStreams: ports.maxConcurrentStreams,
+        idleTimeoutMs: Duration.toMillis(ports.idleTimeout),
+        listener,
         ...options,
         onCompleted: (_path, status, seconds) => metrics.grpcRequest(LABEL, statusName(status), seconds),
         onDefect: (_path, error) =>

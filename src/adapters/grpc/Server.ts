@@ -53,8 +53,9 @@ export const internalListener = (name: string, options: InternalListenerOptions)
       maxConnections: options.maxConnections,
       maxPerAddress: options.maxConnectionsPerIp,
       handshakeTimeoutMs: Duration.toMillis(options.handshakeTimeout),
+      // Idle connections are closed by the servers themselves, which see their calls come and go.
       idleTimeoutMs: 0,
-      trustedIdleTimeoutMs: Duration.toMillis(options.idleTimeout),
+      trustedIdleTimeoutMs: 0,
       requiresCredentials: true,
       byPeer: true
     }))

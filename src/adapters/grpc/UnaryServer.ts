@@ -5,6 +5,7 @@ import * as Http2 from "node:http2"
 import type { IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from "node:http2"
 import type { Socket } from "node:net"
 import { makeKeyedRateLimiter } from "../../domain/RateLimit.js"
+import type { Listener } from "../net/FrontDoor.js"
 import type { InternalSecurity } from "./Security.js"
 import type { ListenOptions } from "./Server.js"
 import { shutDown } from "./Server.js"
@@ -77,6 +78,14 @@ export interface UnaryServerOptions extends ListenOptions {
   readonly onDefect?: (path: string, error: unknown) => void
   /** A connection was cut off: its peer's address and why. Logged by the caller. */
   readonly onCutOff?: (address: string, reason: CutOffReason) => void
+  /**
+   * The front door's guard of this port: it counts and sheds connections before HTTP/2 sees them,
+   * closes those that make no admitted call within its handshake timeout, and turns away for a
+   * while the address of a connection cut for its refusals.
+   */
+  readonly listener?: Listener
+  /** A connection with no stream for this long is closed with GOAWAY; 0 (default): never. */
+  readonly idleTimeoutMs?: number
 }
 
 /** A view of what the server holds, for tests and metrics. */
@@ -107,6 +116,8 @@ const DEFAULT_OUTPUT_GRACE_MS = 2_000
 const DEFAULT_REFUSALS = { ratePerSecond: 20, burst: 50 }
 /** How long a connection cut for its refusals has to take its GOAWAY before its socket is closed anyway. */
 const CUT_OFF_GRACE_MS = 1_000
+/** How long the address of a connection cut for its refusals is turned away at the door. */
+const REFUSALS_BAN_MS = 10_000
 /** How often calls still waiting for their request are checked against their deadline. */
 const SWEEP_MS = 50
 
@@ -170,7 +181,11 @@ export const makeUnaryServer = (
     if (socket === undefined || socket.destroyed) return
     // ...which, to a caller that does not read, is never: it would hold its socket and all queued on it.
     if (reason === "output") socket.destroy()
-    else setTimeout(() => socket.destroy(), CUT_OFF_GRACE_MS).unref()
+    else {
+      setTimeout(() => socket.destroy(), CUT_OFF_GRACE_MS).unref()
+      // Its next connections are refused at accept for a while: a refusal flood costs one accept each.
+      options.listener?.ban(socket, REFUSALS_BAN_MS)
+    }
   }
   const refusals = makeKeyedRateLimiter({ ...(options.refusals ?? DEFAULT_REFUSALS), maxKeys: 10_000 })
   /** Counts a refusal on the headers against the peer's address; true when that was one too many and the connection is cut. */
@@ -201,6 +216,8 @@ export const makeUnaryServer = (
     onDefect: options.onDefect ?? ignore
   }
   const onCompleted = shared.onCompleted
+  const listener = options.listener
+  const idleTimeoutMs = options.idleTimeoutMs ?? 0
   const peers = new Set<Peer>()
   // The socket of the connection whose session is being made: 'session' follows it synchronously.
   let accepted: Socket | undefined
@@ -233,6 +250,10 @@ export const makeUnaryServer = (
       refuse(stream, refusal.status, refusal.message)
       return onCompleted(path, refusal.status, (performance.now() - arrived) / 1000)
     }
+    if (!peer.trusted) {
+      peer.trusted = true
+      if (peer.socket !== undefined) listener?.trust(peer.socket)
+    }
     let deadline = arrived + shared.bodyTimeoutMs
     let callersDeadline = false
     const timeout = headers["grpc-timeout"]
@@ -255,9 +276,20 @@ export const makeUnaryServer = (
   const onSession = (session: ServerHttp2Session) => {
     const socket = accepted
     accepted = undefined
-    const peer: Peer = { session, socket, address: socket?.remoteAddress ?? "", buffered: 0, unsent: 0, overSince: -1, cut: false }
+    const peer: Peer = {
+      session,
+      socket,
+      address: socket?.remoteAddress ?? "",
+      buffered: 0,
+      unsent: 0,
+      overSince: -1,
+      cut: false,
+      trusted: false
+    }
     peers.add(peer)
     session.on("error", ignore)
+    // Node's own session timer: no activity for this long, and the connection is closed (GOAWAY).
+    if (idleTimeoutMs > 0) session.setTimeout(idleTimeoutMs, () => session.close())
     session.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => onStream(peer, stream, headers))
     session.once("close", () => {
       peers.delete(peer)
@@ -303,6 +335,8 @@ export const makeUnaryServer = (
   return Effect.zipRight(stopSweeping, Effect.acquireRelease(
     Effect.async<{ server: Http2.Http2Server | Http2.Http2SecureServer; port: number }, Error>((resume) => {
       const server = make()
+      // Prepended after the server's own listeners: the door sees each connection first.
+      listener?.guard(server)
       server.on("session", onSession)
       const failed = (error: Error) => resume(Effect.fail(error))
       server.once("error", failed)

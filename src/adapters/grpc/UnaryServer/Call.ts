@@ -46,6 +46,8 @@ export interface Peer {
   overSince: number
   /** Cut off: nothing more is served on it. */
   cut: boolean
+  /** Made an admitted call: the front door no longer counts it a stranger. */
+  trusted: boolean
 }
 
 /**
