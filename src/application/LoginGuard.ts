@@ -11,15 +11,22 @@ export interface LoginGuardOptions {
 
 /** A login refused before any password was checked; `retryAfter` in whole seconds. */
 export class LoginRefused extends Data.TaggedError("LoginRefused")<{
-  readonly reason: "Failures" | "Busy"
+  readonly reason: "Failures"
   readonly message: string
   readonly retryAfter: number
 }> {}
 
 export interface LoginGuard {
   /**
+   * Takes one of the address's places for a login or registration in flight, before anything
+   * else is spent on the request: false when it has none left (refuse at once). Plain.
+   */
+  readonly enter: (ip: string) => boolean
+  /** Gives the place back once the request is answered. */
+  readonly leave: (ip: string) => void
+  /**
    * Runs `attempt` (a login of `username`, or a registration when `username` is undefined) for the
-   * client at `ip` unless the pair has spent its failures or the address has too many in flight.
+   * client at `ip` unless the pair has spent its failures.
    * Attempts on one username run one at a time: a brute force from many addresses is slowed to
    * the pace of the password hash, while the owner's attempt waits its turn and is never locked out.
    * A failure that `isWrongPassword` counts against the pair; a success forgets its failures.
@@ -90,11 +97,6 @@ export const makeLoginGuard = (options: LoginGuardOptions): LoginGuard => {
           return Effect.fail(new LoginRefused({ reason: "Failures", message: "too many failed logins for this user from this address", retryAfter }))
         }
       }
-      const running = inFlight.get(address) ?? 0
-      if (options.inFlightPerAddress > 0 && running >= options.inFlightPerAddress) {
-        return Effect.fail(new LoginRefused({ reason: "Busy", message: "too many logins at once from this address", retryAfter: 1 }))
-      }
-      inFlight.set(address, running + 1)
       const counted = attempt.pipe(
         Effect.tapBoth({
           onFailure: (error) =>
@@ -104,10 +106,17 @@ export const makeLoginGuard = (options: LoginGuardOptions): LoginGuard => {
           onSuccess: () => Effect.sync(() => pair !== undefined && failures?.reset(pair))
         })
       )
-      return (username === undefined ? counted : oneAtATime(username, counted)).pipe(
-        Effect.ensuring(Effect.sync(() => release(address)))
-      )
+      return username === undefined ? counted : oneAtATime(username, counted)
     })
 
-  return { guard }
+  const enter = (ip: string): boolean => {
+    if (options.inFlightPerAddress <= 0) return true
+    const address = clientKeyOf(ip)
+    const running = inFlight.get(address) ?? 0
+    if (running >= options.inFlightPerAddress) return false
+    inFlight.set(address, running + 1)
+    return true
+  }
+
+  return { enter, leave: (ip) => options.inFlightPerAddress > 0 && release(clientKeyOf(ip)), guard }
 }

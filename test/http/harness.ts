@@ -148,12 +148,13 @@ export const serve = (options: Partial<TestHttpOptions> = {}, logic: Partial<Log
       for (const [key, value] of annotations) record[key] = value
       logs.push({ message: String(Array.isArray(message) ? message[0] : message), annotations: record })
     })
-    const layer = HttpApi.layer(httpOptions(options)).pipe(
+    const http = httpOptions(options)
+    const layer = HttpApi.layer(http).pipe(
       Layer.provideMerge(Authenticator.layer()),
       Layer.provideMerge(
         Layer.mergeAll(
           ConnectionHub.layer,
-          NodeServer.layer({ port: 0, host: "127.0.0.1" }).pipe(Layer.provide(FrontDoor.layerTest())),
+          NodeServer.layer({ port: 0, host: "127.0.0.1", addressing: http.addressing }).pipe(Layer.provide(FrontDoor.layerTest())),
           Readiness.layer,
           Layer.succeed(Metrics, recordingMetrics),
           Logic.layerTest(recordingLogic(calls, logic))

@@ -7,7 +7,6 @@ import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Cause, Clock, Context, Effect, Layer } from "effect"
-import type * as Http from "node:http"
 import { Authenticator } from "../../application/Authenticator.js"
 import { makeLoginGuard } from "../../application/LoginGuard.js"
 import { Logic } from "../../application/ports/Logic.js"
@@ -32,6 +31,7 @@ import {
   unsupportedMediaType
 } from "./Connect.js"
 import { makeCors } from "./Cors.js"
+import { gate } from "./Gate.js"
 import type { Caller, Procedure } from "./Procedures.js"
 import { makeProcedures, restRoutes } from "./Procedures.js"
 import type { Transport } from "./Procedures.js"
@@ -73,6 +73,8 @@ class CurrentRequest extends Context.Tag("resonance/http/CurrentRequest")<Curren
 interface RouteSpec {
   readonly method: "GET" | "POST"
   readonly path: `/${string}`
+  /** A login or registration: it costs a password hash. */
+  readonly hashes?: boolean
   readonly handler: Effect.Effect<
     HttpServerResponse.HttpServerResponse,
     ConnectError,
@@ -270,11 +272,13 @@ const build = (options: HttpOptions) =>
       ...procedures.map((procedure): RouteSpec => ({
         method: "POST",
         path: procedure.path as `/${string}`,
+        hashes: procedure.limitedBy === "ip",
         handler: procedureHandler(procedure, "connect")
       })),
       ...restRoutes.map(([method, path, procedure, transport]): RouteSpec => ({
         method,
         path,
+        hashes: byMethod.get(procedure)!.limitedBy === "ip",
         handler: procedureHandler(byMethod.get(procedure)!, transport)
       }))
     ]
@@ -351,7 +355,9 @@ const build = (options: HttpOptions) =>
       return withCors
     })
 
-    return { app, routeOf }
+    // Login and Register, by every path they are served on: each costs a password hash.
+    const hashing: ReadonlySet<string> = new Set(routes.filter((route) => route.hashes).map((route) => route.path))
+    return { app, routeOf, logins, hashing }
   })
 
 /**
@@ -365,27 +371,27 @@ export const layer = (options: HttpOptions): Layer.Layer<never, never, NodeServe
       const { server } = node
       const metrics = yield* Metrics
       const cors = makeCors(options.corsOrigins)
-      const { app, routeOf } = yield* build(options)
+      const { app, routeOf, logins, hashing } = yield* build(options)
       // The platform's tracer names the per-request span; it sits outside the app, in the runtime.
       const handler = yield* NodeHttpServer.makeHandler(app).pipe(
         Effect.provideService(HttpMiddleware.SpanNameGenerator, (request) => `HTTP ${routeOf(request.url)}`)
       )
-      // The address's request budget is spent before any Effect runs: a flood costs a plain refusal each.
-      const gated = (request: Http.IncomingMessage, response: Http.ServerResponse) => {
-        // Cut by the server (pipelined too deep, banned): nothing to answer.
-        if (request.socket.destroyed) return
-        const retryAfter = node.admitRequest(request)
-        if (retryAfter === 0) return handler(request, response)
-        const body = JSON.stringify({ code: "resource_exhausted", message: `too many requests from this address, retry in ${retryAfter}s` })
-        response.writeHead(429, {
-          ...apiHeaders,
-          ...cors.headers(typeof request.headers.origin === "string" ? request.headers.origin : undefined),
-          "content-type": "application/json",
-          "retry-after": String(retryAfter)
-        })
-        response.end(body)
-        metrics.httpRequest(routeOf(request.url ?? "/"), 429, 0)
-      }
+      const gated = gate(handler, {
+        node,
+        clientIp: options.addressing.clientIp,
+        logins,
+        hashing,
+        refuse: (request, response, retryAfter, message) => {
+          response.writeHead(429, {
+            ...apiHeaders,
+            ...cors.headers(typeof request.headers.origin === "string" ? request.headers.origin : undefined),
+            "content-type": "application/json",
+            "retry-after": String(retryAfter)
+          })
+          response.end(JSON.stringify({ code: "resource_exhausted", message }))
+          metrics.httpRequest(routeOf(request.url ?? "/"), 429, 0)
+        }
+      })
       yield* Effect.acquireRelease(
         Effect.sync(() => server.on("request", gated)),
         () => Effect.sync(() => server.off("request", gated))

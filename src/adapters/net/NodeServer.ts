@@ -184,11 +184,11 @@ export class NodeServer extends Context.Tag("resonance/NodeServer")<NodeServer, 
             })
         ).pipe(Effect.orDie)
 
-        // Under pressure strangers get less time to finish their headers, requests and keep-alives.
+        // Under pressure idle keep-alives and slow requests get less time. Headers are the door's to
+        // time: Node's checker closes every expired connection in one pass, a long stall in a flood.
         const unwatch = door.onLevel((level: PressureLevel) => {
           const cap = level === "critical" ? 500 : level === "elevated" ? 2_000 : Infinity
-          server.headersTimeout = Math.min(headersTimeout, cap)
-          server.requestTimeout = Math.min(requestTimeout, cap * 5)
+          server.requestTimeout = Math.min(requestTimeout, Math.max(headersTimeout, cap * 5))
           server.keepAliveTimeout = Math.min(keepAliveTimeout, cap)
         })
         yield* Effect.addFinalizer(() => Effect.sync(unwatch))

@@ -333,15 +333,45 @@ export const makeFrontDoor = (
     listeners: listeners.map(statsOf)
   })
 
-  /** Closes, oldest first, the entries of `set` whose `timeout` has passed. */
-  const expire = (set: Set<Entry>, timeoutMs: number, now: number, reason: ShedReason) => {
-    if (timeoutMs <= 0) return
+  /** Closes per turn of the event loop: a wave of expired strangers is closed in slices, not in one long stall. */
+  const SLICE = 256
+  let quota = SLICE
+  let resumeAt = 0
+
+  /** Closes, oldest first, the entries of `set` whose `timeout` has passed, within this slice's quota; false when the quota ran out first. */
+  const expire = (set: Set<Entry>, timeoutMs: number, now: number, reason: ShedReason): boolean => {
+    if (timeoutMs <= 0) return true
     for (const entry of set) {
-      if (now - entry.since < timeoutMs) return
+      if (now - entry.since < timeoutMs) return true
+      if (quota === 0) return false
+      quota--
       close(entry, reason)
       // `close` event comes later: leave the set now so the walk goes on.
       set.delete(entry)
       entry.set = undefined
+    }
+    return true
+  }
+
+  /** One slice of closing what expired at `now`; the rest in the next turn. */
+  const closeExpired = (now: number) => {
+    quota = SLICE
+    let done = true
+    for (const l of listeners) {
+      done = expire(l.fresh, timeoutOf(l.policy.handshakeTimeoutMs), now, "handshake_timeout") && done
+      done = expire(l.idle, timeoutOf(l.policy.idleTimeoutMs), now, "idle_timeout") && done
+      done = expire(l.trustedIdle, l.policy.trustedIdleTimeoutMs, now, "idle_timeout") && done
+      // Short of memory, strangers go first, whatever their age.
+      if (memoryPressure >= CRITICAL) {
+        for (const set of [l.fresh, l.idle]) done = expire(set, 1, Infinity, "memory") && done
+      }
+    }
+    if (!done && resumeAt !== now) {
+      resumeAt = now
+      setImmediate(() => {
+        resumeAt = 0
+        closeExpired(now)
+      })
     }
   }
 
@@ -356,15 +386,7 @@ export const makeFrontDoor = (
       for (const watcher of levelWatchers) watcher(level)
       say(level, stats())
     }
-    for (const l of listeners) {
-      expire(l.fresh, timeoutOf(l.policy.handshakeTimeoutMs), now, "handshake_timeout")
-      expire(l.idle, timeoutOf(l.policy.idleTimeoutMs), now, "idle_timeout")
-      expire(l.trustedIdle, l.policy.trustedIdleTimeoutMs, now, "idle_timeout")
-      // Short of memory, strangers go first, whatever their age.
-      if (memoryPressure >= CRITICAL) {
-        for (const set of [l.fresh, l.idle]) expire(set, 1, Infinity, "memory")
-      }
-    }
+    closeExpired(now)
   }
 
   const timer = setInterval(() => sweep(Date.now()), options.sweepIntervalMs ?? 250)
