@@ -121,8 +121,10 @@ export class NodeServer extends Context.Tag("resonance/NodeServer")<NodeServer, 
           name: "http",
           maxConnections: options.maxConnections ?? 0,
           maxPerAddress: options.maxConnectionsPerIp ?? 256,
-          // Node answers a slow client 408 at its headers timeout; the door is the backstop, and shorter under pressure.
-          handshakeTimeoutMs: headersTimeout + 1_000,
+          // Headers are the door's to time: Node's own checker closes every expired connection in
+          // one pass (a long stall in a flood); the door closes them in slices, shorter under pressure.
+          handshakeTimeoutMs: headersTimeout,
+          farewell: Buffer.from("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"),
           idleTimeoutMs: keepAliveTimeout * 2,
           trustedIdleTimeoutMs: 0,
           requiresCredentials: false,
@@ -151,7 +153,7 @@ export class NodeServer extends Context.Tag("resonance/NodeServer")<NodeServer, 
         const server = yield* Effect.acquireRelease(
           Effect.async<Http.Server, Error>((resume) => {
             const server = Http.createServer({
-              headersTimeout,
+              headersTimeout: 0,
               requestTimeout,
               // Node checks those timeouts every 30 s by default, which would triple them.
               connectionsCheckingInterval: 1_000
@@ -184,8 +186,7 @@ export class NodeServer extends Context.Tag("resonance/NodeServer")<NodeServer, 
             })
         ).pipe(Effect.orDie)
 
-        // Under pressure idle keep-alives and slow requests get less time. Headers are the door's to
-        // time: Node's checker closes every expired connection in one pass, a long stall in a flood.
+        // Under pressure idle keep-alives and slow request bodies get less time.
         const unwatch = door.onLevel((level: PressureLevel) => {
           const cap = level === "critical" ? 500 : level === "elevated" ? 2_000 : Infinity
           server.requestTimeout = Math.min(requestTimeout, Math.max(headersTimeout, cap * 5))

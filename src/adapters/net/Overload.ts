@@ -25,6 +25,8 @@ const ELEVATED_TIMEOUT_MS = 2_000
 const CRITICAL_TIMEOUT_MS = 500
 /** A busy stranger is shed to make room only once its request has had this long. */
 const BUSY_GRACE_MS = 1_000
+/** How long the pressure must stay under the threshold before strangers get their full timeouts back. */
+const RELAX_MS = 30_000
 
 export interface FrontDoorOptions {
   /** The process's descriptor limit (its soft `RLIMIT_NOFILE`). */
@@ -60,6 +62,8 @@ export interface ListenerPolicy {
   readonly exempt?: (ip: string) => boolean
   /** Keep connections findable by their peer (`address:port`), for `trustPeer`. */
   readonly byPeer?: boolean
+  /** What a connection hears when its handshake deadline passes (e.g. HTTP's 408) before it is closed. */
+  readonly farewell?: Uint8Array
 }
 
 export type ShedReason = "budget" | "listener_full" | "per_address" | "banned" | "handshake_timeout" | "idle_timeout" | "memory"
@@ -159,6 +163,8 @@ export const makeFrontDoor = (
   let open = 0
   let level: PressureLevel = "normal"
   let memoryPressure = 0
+  /** The last sweep that found pressure. */
+  let pressedAt = 0
 
   const pressure = () => Math.max(open / options.connectionBudget, memoryPressure)
 
@@ -184,6 +190,9 @@ export const makeFrontDoor = (
 
   const close = (entry: Entry, reason: ShedReason) => {
     entry.listener.closed[reason] = (entry.listener.closed[reason] ?? 0) + 1
+    const farewell = entry.listener.policy.farewell
+    // A slow client (not a flood: those are shed) is told why; the write is left to the kernel.
+    if (farewell !== undefined && reason === "handshake_timeout" && level === "normal") entry.socket.end(farewell)
     entry.socket.destroy()
   }
 
@@ -380,7 +389,11 @@ export const makeFrontDoor = (
     const rss = process.memoryUsage.rss() / options.maxRssBytes
     memoryPressure = Math.max(heap, rss)
     const current = pressure()
-    const next: PressureLevel = current >= CRITICAL ? "critical" : current >= options.pressureThreshold ? "elevated" : "normal"
+    let next: PressureLevel = current >= CRITICAL ? "critical" : current >= options.pressureThreshold ? "elevated" : "normal"
+    // Shedding brings the count under the threshold at once: the shorter timeouts stay until the
+    // flood has been gone a while, or its next wave would find the long ones again.
+    if (next !== "normal") pressedAt = now
+    else if (level !== "normal" && now - pressedAt < RELAX_MS) next = "elevated"
     if (next !== level) {
       level = next
       for (const watcher of levelWatchers) watcher(level)
