@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect } from "effect"
 import * as Net from "node:net"
 import { connectionBudgetOf, frontDoorOptionsConfig, parseOpenFileLimit } from "../../src/adapters/net/FrontDoor.js"
-import type { FrontDoorOptions, ListenerPolicy } from "../../src/adapters/net/Overload.js"
+import type { FrontDoorOptions, ListenerPolicy } from "../../src/adapters/net/Guard.js"
 import { makeFrontDoor } from "../../src/adapters/net/Overload.js"
 
 const roomy: FrontDoorOptions = {

@@ -3,10 +3,10 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as V8 from "node:v8"
 import { num } from "../settings/Settings.js"
-import type { FrontDoorOptions, FrontDoorShape } from "./Overload.js"
+import type { FrontDoorOptions, FrontDoorShape } from "./Guard.js"
 import { makeFrontDoor } from "./Overload.js"
 
-export type { FrontDoorOptions, FrontDoorShape, Listener, ListenerPolicy, PressureLevel } from "./Overload.js"
+export type { FrontDoorOptions, FrontDoorShape, Listener, ListenerPolicy, PressureLevel } from "./Guard.js"
 
 /** The soft "Max open files" of `/proc/self/limits`; undefined where it cannot be read. */
 export const parseOpenFileLimit = (limits: string): number | undefined => {
