@@ -58,9 +58,8 @@ describe("the hexagon's rules", () => {
   })
 
   it("no adapter imports another adapter; only the composition root composes them", () => {
-    // `grpc/` (gRPC plumbing), `net/` (network plumbing) and `settings/` (the Config helpers and the
-    // keys several adapters read) are shared by adapters, not adapters.
-    const shared = new Set(["grpc", "net", "settings"])
+    // `platform/` is the plumbing adapters share (configuration, gRPC, network, process), not an adapter.
+    const shared = new Set(["platform"])
     const offenders = sources("src/adapters").flatMap((file) => {
       const own = adapterOf(file)!
       return importsOf(file)
@@ -76,6 +75,7 @@ describe("the hexagon's rules", () => {
     const text = 'import "./a.js"\nconst b = () => import("./b.js")\nexport { c } from "./c.js"\nimport type {\n  D\n} from "../d.js"\n'
     expect(importsIn(text).sort()).toEqual(["../d.js", "./a.js", "./b.js", "./c.js"])
     expect(adapterOf(Path.join("src/adapters/ws", "../etcd/Client.js"))).toBe("etcd")
+    expect(adapterOf(Path.join("src/adapters/ws", "../platform/net/NodeServer.js"))).toBe("platform")
     expect(adapterOf(Path.join("src/adapters/ws", "../../domain/Token.js"))).toBeUndefined()
   })
 

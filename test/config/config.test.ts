@@ -3,8 +3,8 @@ import { Duration, Effect, Either } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { configDirectory, parseDotEnv } from "../../src/adapters/config/GatewayConfig.js"
-import { parseDuration } from "../../src/adapters/settings/Settings.js"
+import { configDirectory, parseDotEnv } from "../../src/adapters/platform/config/GatewayConfig.js"
+import { parseDuration } from "../../src/adapters/platform/config/Settings.js"
 import { loadConfig, loadConfigReport } from "../../src/gateway-config.js"
 
 const upstream = Path.resolve(import.meta.dirname, "../fixtures/upstream-configs")

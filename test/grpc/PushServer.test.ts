@@ -6,11 +6,11 @@ import * as Net from "node:net"
 import { pushTargets } from "../../src/adapters/grpc-push/PushServer.js"
 import { pushClient } from "../../src/adapters/logic-server/GatewayPush.js"
 import type { LiveConnection } from "../../src/application/ConnectionHub.js"
-import { InternalAuth, insecureInternal } from "../../src/adapters/grpc/Security.js"
+import { InternalAuth, insecureInternal } from "../../src/adapters/platform/grpc/Security.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
 import { PushRequest, PushServiceClient } from "../../src/gen/gateway/v1/push.js"
-import { grpcFrame } from "../../src/adapters/grpc/UnaryServer.js"
+import { grpcFrame } from "../../src/adapters/platform/grpc/UnaryServer.js"
 import { recordingMetrics, recordingTracer, servePush } from "./support.js"
 
 const message: PushMessage = {

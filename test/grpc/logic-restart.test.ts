@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Exit, Scope, SubscriptionRef } from "effect"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
-import { InternalAuth } from "../../src/adapters/grpc/Security.js"
+import { InternalAuth } from "../../src/adapters/platform/grpc/Security.js"
 import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
 import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
 import { withFrontDoor } from "../support/door.js"

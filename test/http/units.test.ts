@@ -1,8 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Either } from "effect"
-import { compileIpSet } from "../../src/adapters/net/IpRules.js"
+import { compileIpSet } from "../../src/adapters/platform/net/IpRules.js"
 import { ConnectError, formatOf, parseJsonObject, timeoutOf } from "../../src/adapters/http/Connect.js"
-import { clientIp, makeClientAddressing } from "../../src/adapters/net/ClientAddress.js"
+import { clientIp, makeClientAddressing } from "../../src/adapters/platform/net/ClientAddress.js"
 import { clientKeyOf, makeKeyedRateLimiter } from "../../src/domain/RateLimit.js"
 
 describe("clientKeyOf", () => {

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect } from "effect"
 import * as Net from "node:net"
-import { connectionBudgetOf, frontDoorOptionsConfig, parseOpenFileLimit } from "../../src/adapters/net/FrontDoor.js"
-import type { FrontDoorOptions, ListenerPolicy } from "../../src/adapters/net/Guard.js"
-import { makeFrontDoor } from "../../src/adapters/net/Overload.js"
+import { connectionBudgetOf, frontDoorOptionsConfig, parseOpenFileLimit } from "../../src/adapters/platform/net/FrontDoor.js"
+import type { FrontDoorOptions, ListenerPolicy } from "../../src/adapters/platform/net/Guard.js"
+import { makeFrontDoor } from "../../src/adapters/platform/net/Overload.js"
 
 const roomy: FrontDoorOptions = {
   maxOpenFiles: 1_000,

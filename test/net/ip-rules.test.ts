@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest"
 import { Either } from "effect"
-import { compileIpFilter as compileFilter, compileIpSet, IpRuleError, normalizeIp } from "../../src/adapters/net/IpRules.js"
+import { compileIpFilter as compileFilter, compileIpSet, IpRuleError, normalizeIp } from "../../src/adapters/platform/net/IpRules.js"
 
 const compileCidrSet = (list: ReadonlyArray<string>) => Either.getOrThrow(compileIpSet("test.list", list))
 const compileIpFilter = (rules: { allow: ReadonlyArray<string>; deny: ReadonlyArray<string> }) =>

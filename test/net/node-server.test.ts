@@ -1,9 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import * as Net from "node:net"
-import type { NodeServerOptions } from "../../src/adapters/net/NodeServer.js"
-import { FrontDoor } from "../../src/adapters/net/FrontDoor.js"
-import { NodeServer } from "../../src/adapters/net/NodeServer.js"
+import type { NodeServerOptions } from "../../src/adapters/platform/net/NodeServer.js"
+import { FrontDoor } from "../../src/adapters/platform/net/FrontDoor.js"
+import { NodeServer } from "../../src/adapters/platform/net/NodeServer.js"
 
 /** Sends `head` and waits for the server to answer or hang up. */
 const slowClient = (port: number, head: string) =>

@@ -13,7 +13,7 @@ import type { PresenceBatcherOptions } from "../../src/application/PresenceBatch
 import { PresenceBatcher } from "../../src/application/PresenceBatcher.js"
 import { PushDelivery } from "../../src/application/PushDelivery.js"
 import { Readiness } from "../../src/application/Readiness.js"
-import { InternalAuth } from "../../src/adapters/grpc/Security.js"
+import { InternalAuth } from "../../src/adapters/platform/grpc/Security.js"
 import * as ProtobufCodec from "../../src/adapters/protobuf/FrameCodec.js"
 import type { WsPacket } from "../../src/gen/gateway/v1/packet.js"
 import { WsPacket as WsPacketFns } from "../../src/gen/gateway/v1/packet.js"

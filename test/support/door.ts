@@ -1,7 +1,7 @@
 import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
-import { FrontDoor } from "../../src/adapters/net/FrontDoor.js"
-import type { FrontDoorOptions } from "../../src/adapters/net/FrontDoor.js"
+import { FrontDoor } from "../../src/adapters/platform/net/FrontDoor.js"
+import type { FrontDoorOptions } from "../../src/adapters/platform/net/FrontDoor.js"
 
 /**
  * Provides a roomy front door that lives as long as the enclosing scope, not only as long as

@@ -1,5 +1,5 @@
 import { Config, Effect } from "effect"
-import { duration, list, str } from "../settings/Settings.js"
+import { duration, list, str } from "../platform/config/Settings.js"
 import type { EtcdClientOptions } from "./Client.js"
 import { etcdSecurity } from "./Client.js"
 

@@ -1,6 +1,6 @@
 import type * as Http from "node:http"
 import type { LoginGuard } from "../../application/LoginGuard.js"
-import type { NodeServerShape } from "../net/NodeServer.js"
+import type { NodeServerShape } from "../platform/net/NodeServer.js"
 
 export interface GateOptions {
   readonly node: Pick<NodeServerShape, "admitRequest">

@@ -14,8 +14,8 @@ import { Metrics } from "../../application/ports/Metrics.js"
 import { Readiness } from "../../application/Readiness.js"
 import { tokenFromAuthorization } from "../../domain/Token.js"
 import { defaultSessionRules } from "../../domain/Session.js"
-import type { ClientAddressing } from "../net/ClientAddress.js"
-import { NodeServer } from "../net/NodeServer.js"
+import type { ClientAddressing } from "../platform/net/ClientAddress.js"
+import { NodeServer } from "../platform/net/NodeServer.js"
 import type { Format } from "./Connect.js"
 import {
   ConnectError,

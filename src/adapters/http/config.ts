@@ -1,6 +1,6 @@
 import { Config, Duration, Effect, Layer } from "effect"
-import { clientAddressingConfig } from "../net/ClientAddress.js"
-import { duration, int, list, num, sharedLimitSettings } from "../settings/Settings.js"
+import { clientAddressingConfig } from "../platform/net/ClientAddress.js"
+import { duration, int, list, num, sharedLimitSettings } from "../platform/config/Settings.js"
 import type { HttpOptions } from "./HttpApi.js"
 import { layer } from "./HttpApi.js"
 

@@ -1,6 +1,6 @@
 import { Config, Duration, Either, Effect, Layer, Option } from "effect"
 import { MIN_SECRET_BYTES } from "../../domain/Token.js"
-import { duration, int, invalidData, sharedLimitSettings, str } from "../settings/Settings.js"
+import { duration, int, invalidData, sharedLimitSettings, str } from "../platform/config/Settings.js"
 import type { LogicEmbeddedOptions } from "./LogicEmbedded.js"
 import { layer } from "./LogicEmbedded.js"
 

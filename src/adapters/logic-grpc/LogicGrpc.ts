@@ -13,11 +13,11 @@ import { ChatServiceService } from "../../gen/logic/v1/chat.js"
 import { PresenceServiceService } from "../../gen/logic/v1/presence.js"
 import type { UserOffline, UserOnline } from "../../gen/logic/v1/presence.js"
 import { SessionServiceService } from "../../gen/logic/v1/session.js"
-import { internalClient, normalizeEndpoint, outgoingMetadata, unaryCall } from "../grpc/Client.js"
-import type { UnaryMethod } from "../grpc/Client.js"
-import type { InternalSecurity } from "../grpc/Security.js"
-import { InternalAuth } from "../grpc/Security.js"
-import { failureCodeOf, GrpcStatusError, methodLabel, statusName } from "../grpc/Status.js"
+import { internalClient, normalizeEndpoint, outgoingMetadata, unaryCall } from "../platform/grpc/Client.js"
+import type { UnaryMethod } from "../platform/grpc/Client.js"
+import type { InternalSecurity } from "../platform/grpc/Security.js"
+import { InternalAuth } from "../platform/grpc/Security.js"
+import { failureCodeOf, GrpcStatusError, methodLabel, statusName } from "../platform/grpc/Status.js"
 
 export interface LogicGrpcOptions {
   /** `host:port` (or `grpc://host:port`) of every live Logic instance, changing over time. */

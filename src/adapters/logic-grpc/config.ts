@@ -1,5 +1,5 @@
 import { Config, Effect, Layer } from "effect"
-import { duration, int, str } from "../settings/Settings.js"
+import { duration, int, str } from "../platform/config/Settings.js"
 import { layerDiscovered } from "./LogicGrpc.js"
 
 /** `logic.*`: the budget of a Logic call, of one attempt in it, and the retries. */

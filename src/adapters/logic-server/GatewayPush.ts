@@ -4,9 +4,9 @@ import type { Scope } from "effect"
 import type { FailureCode } from "../../domain/Errors.js"
 import { PushServiceService } from "../../gen/gateway/v1/push.js"
 import type { PushRequest, PushResponse } from "../../gen/gateway/v1/push.js"
-import { internalClient, outgoingMetadata, unaryCall } from "../grpc/Client.js"
-import { InternalAuth } from "../grpc/Security.js"
-import { failureCodeOf } from "../grpc/Status.js"
+import { internalClient, outgoingMetadata, unaryCall } from "../platform/grpc/Client.js"
+import { InternalAuth } from "../platform/grpc/Security.js"
+import { failureCodeOf } from "../platform/grpc/Status.js"
 
 /** A Push call that did not return a response. */
 export class PushCallError extends Data.TaggedError("PushCallError")<{

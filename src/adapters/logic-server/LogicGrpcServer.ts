@@ -13,12 +13,12 @@ import type { PresenceServiceServer } from "../../gen/logic/v1/presence.js"
 import { SessionServiceService } from "../../gen/logic/v1/session.js"
 import type { ContactInfo, InboxEvent, SessionInfo, SessionServiceServer } from "../../gen/logic/v1/session.js"
 import type { PushMessage } from "../../gen/gateway/v1/packet.js"
-import { InternalAuth } from "../grpc/Security.js"
-import type { FrontDoor } from "../net/FrontDoor.js"
-import { internalListener, internalListenerSettings, listen, makeUnaryBridge, serverOptions } from "../grpc/Server.js"
-import type { UnaryMethod } from "../grpc/Client.js"
-import type { ListenOptions } from "../grpc/Server.js"
-import { grpcFailure, statusOf } from "../grpc/Status.js"
+import { InternalAuth } from "../platform/grpc/Security.js"
+import type { FrontDoor } from "../platform/net/FrontDoor.js"
+import { internalListener, internalListenerSettings, listen, makeUnaryBridge, serverOptions } from "../platform/grpc/Server.js"
+import type { UnaryMethod } from "../platform/grpc/Client.js"
+import type { ListenOptions } from "../platform/grpc/Server.js"
+import { grpcFailure, statusOf } from "../platform/grpc/Status.js"
 
 export type LogicServerOptions = ListenOptions
 

@@ -4,8 +4,8 @@ import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client"
 import { Metrics, type MetricsShape, type StorageTotals } from "../../application/ports/Metrics.js"
-import { FrontDoor } from "../net/FrontDoor.js"
-import type { FrontDoorShape, Listener } from "../net/FrontDoor.js"
+import { FrontDoor } from "../platform/net/FrontDoor.js"
+import type { FrontDoorShape, Listener } from "../platform/net/FrontDoor.js"
 
 export interface PrometheusOptions {
   readonly port: number

@@ -1,6 +1,6 @@
 import { Config, Effect, Layer } from "effect"
 import { Metrics } from "../../application/ports/Metrics.js"
-import { bool, int, num, serviceSettings, str } from "../settings/Settings.js"
+import { bool, int, num, serviceSettings, str } from "../platform/config/Settings.js"
 import { layerLogger } from "./Logging.js"
 import { layerPrometheus } from "./PrometheusMetrics.js"
 import { layerTracing } from "./Tracing.js"

@@ -1,6 +1,6 @@
 import { Config, Effect, Layer } from "effect"
-import { clientAddressingConfig } from "../net/ClientAddress.js"
-import { bool, duration, int, num, str } from "../settings/Settings.js"
+import { clientAddressingConfig } from "../platform/net/ClientAddress.js"
+import { bool, duration, int, num, str } from "../platform/config/Settings.js"
 import type { WebSocketOptions } from "./WebSocketGateway.js"
 import { layer } from "./WebSocketGateway.js"
 

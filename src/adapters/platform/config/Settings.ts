@@ -1,6 +1,6 @@
 import { Config, ConfigError, Duration, Either, Option } from "effect"
-import { defaultChatRules } from "../../domain/Packet.js"
-import { defaultSessionRules } from "../../domain/Session.js"
+import { defaultChatRules } from "../../../domain/Packet.js"
+import { defaultSessionRules } from "../../../domain/Session.js"
 
 /**
  * How a setting is read with Effect's `Config` (names as in the YAML, defaults, Go-style durations,

@@ -1,7 +1,7 @@
 import * as grpc from "@grpc/grpc-js"
 import { Data } from "effect"
-import type { FailureCode } from "../../domain/Errors.js"
-import { failureCodeOfGrpcStatus, failureCodes } from "../../domain/Errors.js"
+import type { FailureCode } from "../../../domain/Errors.js"
+import { failureCodeOfGrpcStatus, failureCodes } from "../../../domain/Errors.js"
 
 /** A gRPC call that ended with a status other than OK. */
 export class GrpcStatusError extends Data.TaggedError("GrpcStatusError")<{

@@ -2,7 +2,7 @@ import { Config, ConfigError, Context, Effect, Either, Layer, Option, Runtime } 
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as V8 from "node:v8"
-import { num } from "../settings/Settings.js"
+import { num } from "../config/Settings.js"
 import type { FrontDoorOptions, FrontDoorShape } from "./Guard.js"
 import { makeFrontDoor } from "./Overload.js"
 

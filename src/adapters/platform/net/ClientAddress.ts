@@ -1,7 +1,7 @@
 import { Config, Effect, Either } from "effect"
 import type { ConfigError } from "effect"
 import type * as Http from "node:http"
-import { list } from "../settings/Settings.js"
+import { list } from "../config/Settings.js"
 import type { IpRuleError, IpSet } from "./IpRules.js"
 import { compileIpFilter, compileIpSet, normalizeIp } from "./IpRules.js"
 

@@ -1,6 +1,6 @@
 import type * as Net from "node:net"
 import * as V8 from "node:v8"
-import { clientKeyOf } from "../../domain/RateLimit.js"
+import { clientKeyOf } from "../../../domain/RateLimit.js"
 import type {
   FrontDoorOptions,
   FrontDoorShape,

@@ -4,7 +4,7 @@ import { timingSafeEqual } from "node:crypto"
 import * as Fs from "node:fs"
 import { compileIpFilter } from "../net/IpRules.js"
 import type { IpSet } from "../net/IpRules.js"
-import { bool, list, str } from "../settings/Settings.js"
+import { bool, list, str } from "../config/Settings.js"
 import { GrpcStatusError } from "./Status.js"
 
 /**
