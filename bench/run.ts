@@ -10,6 +10,7 @@ import * as Fs from "node:fs"
 import * as Http from "node:http"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { pathToFileURL } from "node:url"
 import { PushServiceClient } from "../src/gen/gateway/v1/push.js"
 import type { PushMessage } from "../src/gen/gateway/v1/packet.js"
 import { WsPacket } from "../src/gen/gateway/v1/packet.js"
@@ -324,6 +325,8 @@ const startGateway = async (databasePath: string, secretKey: string, profileDir:
     ...(gatewayRoot !== undefined ? { root: Path.resolve(gatewayRoot) } : {}),
     nodeFlags: [
       "--expose-gc",
+      "--import",
+      pathToFileURL(Path.join(repoRoot, "bench/gc-on-signal.mjs")).href,
       ...startFlags,
       ...gatewayFlags,
       ...(heap ? ["--heapsnapshot-signal=SIGUSR1", `--diagnostic-dir=${heapDir}`] : []),

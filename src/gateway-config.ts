@@ -1,4 +1,4 @@
-import { Config, Effect, Option } from "effect"
+import { Config, Effect } from "effect"
 import type { ConfigError, ConfigProvider } from "effect"
 import type { ConfigReport, ConfigSources } from "./adapters/platform/config/GatewayConfig.js"
 import { collect, defaultSources, providerFromSettings } from "./adapters/platform/config/GatewayConfig.js"
@@ -9,9 +9,14 @@ import { accountSettings, embeddedSettings, pageLimitSettings } from "./adapters
 import { logicCallSettings, logicServiceNameSetting } from "./adapters/logic-grpc/config.js"
 import { clientAddressSettings } from "./adapters/platform/net/ClientAddress.js"
 import { httpServerSettings } from "./adapters/platform/net/NodeServer.js"
-import { logSettings, observabilitySettings } from "./adapters/obs/config.js"
+import { logSettings } from "./adapters/obs/Logging.js"
+import { metricsSettings } from "./adapters/obs/PrometheusMetrics.js"
+import { traceSettings } from "./adapters/obs/Tracing.js"
+import { pushSettings } from "./adapters/grpc-push/PushServer.js"
+import { shutdownTimeoutSettings } from "./adapters/platform/process/ShutdownSignals.js"
 import { bool, duration, int, merged, num, serviceSettings, sharedLimitSettings, str } from "./adapters/platform/config/Settings.js"
-import { wsDrainSettings, wsLimitSettings, wsSocketSettings } from "./adapters/ws/config.js"
+export { isLoopbackHost } from "./adapters/platform/config/Settings.js"
+import { wsDrainSettings, wsLimitSettings, wsSocketSettings } from "./adapters/ws/WebSocketGateway.js"
 
 /**
  * The whole configuration, for the mode decision and the start-up report: the adapters' own slices
@@ -53,15 +58,6 @@ export const revocationSettings = Config.nested(
   "auth"
 )
 
-/** `shutdown.timeout_seconds`: the hard exit after a signal. */
-export const shutdownTimeoutSettings = Config.nested(Config.all({ timeoutSeconds: num("timeout_seconds", 10) }), "shutdown")
-
-/** `push.enabled`; unset: on in cluster mode, off in embedded mode. */
-export const pushSettings = Config.nested(
-  Config.all({ enabled: Config.option(Config.boolean("enabled")).pipe(Config.map(Option.getOrUndefined)) }),
-  "push"
-)
-
 export const gatewayConfig = Config.all({
   /** Deployment environment; selects `gateway.<env>.yaml`. */
   env: str("env", "development"),
@@ -71,7 +67,7 @@ export const gatewayConfig = Config.all({
   http: httpServerSettings,
   logicServiceName: logicServiceNameSetting,
   ws: merged(wsSocketSettings, pendingSettings),
-  observability: observabilitySettings,
+  observability: Config.all({ trace: traceSettings, metrics: metricsSettings }),
   log: logSettings,
   statusBatcher: statusBatcherSettings,
   etcd: etcdSettings,
@@ -89,29 +85,8 @@ export const gatewayConfig = Config.all({
 
 export type GatewayConfig = Config.Config.Success<typeof gatewayConfig>
 
-/** A host only this machine reaches: advertised in etcd, it would send every peer back to itself. */
-export const isLoopbackHost = (host: string) =>
-  host === "localhost" || host === "::1" || host === "[::1]" || host.startsWith("127.") || host.endsWith(".localhost")
-
-/** Upstream's `GetHost`: `service.host`, else `$HOSTNAME`, else `localhost`; then the internal bind that goes with it. */
-const resolveHosts = (config: GatewayConfig, environment: Record<string, string | undefined>): GatewayConfig => {
-  const advertiseHost = config.service.advertiseHost.trim() !== ""
-    ? config.service.advertiseHost.trim()
-    : (environment.HOSTNAME ?? "").trim() !== ""
-    ? environment.HOSTNAME!.trim()
-    : "localhost"
-  const cluster = config.etcd.endpoints.length > 0
-  const grpcHost = config.service.grpcHost.trim() !== ""
-    ? config.service.grpcHost.trim()
-    : cluster && !isLoopbackHost(advertiseHost)
-    ? "0.0.0.0"
-    : "127.0.0.1"
-  return { ...config, service: { ...config.service, advertiseHost, grpcHost } }
-}
-
 /** The configuration under the ConfigProvider in place, with the hosts resolved as upstream does. */
-export const resolvedGatewayConfig = (environment: Record<string, string | undefined>) =>
-  Effect.map(gatewayConfig, (config) => resolveHosts(config, environment))
+export const resolvedGatewayConfig = gatewayConfig
 
 /** The configuration, where it came from, and the provider the adapters' slices read it from. */
 export const loadConfigReport = (
@@ -123,7 +98,7 @@ export const loadConfigReport = (
   Effect.flatMap(collect(sources), ({ report, settings }) => {
     const provider = providerFromSettings(settings)
     return Effect.map(
-      Effect.withConfigProvider(resolvedGatewayConfig(sources.environment), provider),
+      Effect.withConfigProvider(resolvedGatewayConfig, provider),
       (config) => ({ config, report, provider })
     )
   })

@@ -6,7 +6,7 @@ import * as Path from "node:path"
 import type { ConfigSources } from "../../src/adapters/platform/config/GatewayConfig.js"
 import { collect, providerFromSettings } from "../../src/adapters/platform/config/GatewayConfig.js"
 import * as HttpConfig from "../../src/adapters/http/config.js"
-import * as WsConfig from "../../src/adapters/ws/config.js"
+import * as WsConfig from "../../src/adapters/ws/WebSocketGateway.js"
 
 /** A slice read under the provider `main.ts` installs: files in a fresh directory, then the environment. */
 const underSources = <A, E, R>(effect: Effect.Effect<A, E, R>, files: Record<string, string>, environment: Record<string, string>) =>

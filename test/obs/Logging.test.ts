@@ -1,8 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
 import { Effect, LogLevel } from "effect"
-import { layerLogger, parseLogLevel } from "../../src/adapters/obs/Logging.js"
-import { layerTracingTest } from "../../src/adapters/obs/Tracing.js"
+import { layer as layerLogger, parseLogLevel } from "../../src/adapters/obs/Logging.js"
+import { layerTest as layerTracingTest } from "../../src/adapters/obs/Tracing.js"
 
 const capture = () => {
   const lines: Array<string> = []

@@ -5,9 +5,9 @@ import type { AddressInfo } from "node:net"
 import { Registry } from "prom-client"
 import { Metrics } from "../../src/application/ports/Metrics.js"
 import { FrontDoor } from "../../src/adapters/platform/net/FrontDoor.js"
-import { observabilitySettings } from "../../src/adapters/obs/config.js"
 import {
-  layerPrometheus,
+  layer as layerPrometheus,
+  metricsSettings,
   makePrometheusMetrics,
   MetricsEndpoint,
   MetricsServerError
@@ -77,8 +77,8 @@ describe("PrometheusMetrics", () => {
 
   it.scopedLive("by default the scrape endpoint listens on loopback only, and shows the front door's connections", () =>
     Effect.gen(function*() {
-      const settings = yield* Effect.withConfigProvider(observabilitySettings, ConfigProvider.fromJson({}))
-      expect(settings.metrics.host).toBe("127.0.0.1")
+      const settings = yield* Effect.withConfigProvider(metricsSettings, ConfigProvider.fromJson({}))
+      expect(settings.host).toBe("127.0.0.1")
       const endpoint = yield* MetricsEndpoint
       expect(endpoint.host).toBe("127.0.0.1")
       const { body } = yield* scrape(`http://127.0.0.1:${endpoint.port}${endpoint.path}`)

@@ -4,7 +4,7 @@ import { Effect, Layer, Option } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import { currentTraceHeaders, parentSpanFromTraceparent } from "../../src/adapters/platform/grpc/TraceContext.js"
-import { layerTracing, layerTracingTest, otlpGrpcUrl, otlpTracesUrl, traceProtocolFor } from "../../src/adapters/obs/Tracing.js"
+import { layer as layerTracing, layerTest as layerTracingTest, otlpGrpcUrl, otlpTracesUrl, traceProtocolFor } from "../../src/adapters/obs/Tracing.js"
 import * as grpc from "@grpc/grpc-js"
 
 /** What a server does with an incoming traceparent: runs its handler as a continuation of that trace. */

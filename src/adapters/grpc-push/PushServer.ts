@@ -1,5 +1,5 @@
 import * as grpc from "@grpc/grpc-js"
-import { Context, Duration, Effect, Exit, Layer, Option, Runtime } from "effect"
+import { Config, Context, Duration, Effect, Exit, Layer, Option, Runtime } from "effect"
 import type { ConfigError } from "effect"
 import type { Tracer } from "effect"
 import { Metrics } from "../../application/ports/Metrics.js"
@@ -8,6 +8,7 @@ import { PushRequest, PushResponse, PushServiceService } from "../../gen/gateway
 import { InternalAuth } from "../platform/grpc/Security.js"
 import { internalListener, internalListenerSettings } from "../platform/grpc/Server.js"
 import type { FrontDoor } from "../platform/net/FrontDoor.js"
+import { etcdEndpointsSetting, serviceSettings } from "../platform/config/Settings.js"
 import type { UnaryCall, UnaryOutcome, UnaryServerOptions } from "../platform/grpc/UnaryServer.js"
 import { serveUnary } from "../platform/grpc/UnaryServer.js"
 import { methodLabel, statusName } from "../platform/grpc/Status.js"
@@ -115,4 +116,25 @@ export const layer = (
         )
       return { port }
     })
+  )
+
+/** `push.enabled`; unset: on in cluster mode, off in embedded mode. */
+export const pushSettings = Config.nested(
+  Config.all({ enabled: Config.option(Config.boolean("enabled")).pipe(Config.map(Option.getOrUndefined)) }),
+  "push"
+)
+
+/**
+ * PushService on `service.grpc_port`, bound to the internal host (`service.grpc_host`), when
+ * `push.enabled` says so (unset: in cluster mode, where the Task service pushes); nothing otherwise.
+ */
+export const layerConfig: Layer.Layer<never, Error | ConfigError.ConfigError, PushDelivery | Metrics | InternalAuth | FrontDoor> =
+  Layer.unwrapEffect(
+    Effect.map(
+      Config.all({ push: pushSettings, service: serviceSettings, endpoints: etcdEndpointsSetting }),
+      ({ endpoints, push, service }) =>
+        push.enabled ?? endpoints.length > 0
+          ? Layer.discard(layer({ port: service.grpcPort, host: service.grpcHost }))
+          : Layer.empty
+    )
   )

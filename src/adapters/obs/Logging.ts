@@ -1,4 +1,5 @@
-import { Cause, Context, Effect, FiberRef, FiberRefs, HashMap, HashSet, Layer, Logger, LogLevel, Option, Tracer } from "effect"
+import { Cause, Config, Context, Effect, FiberRef, FiberRefs, HashMap, HashSet, Layer, Logger, LogLevel, Option, Tracer } from "effect"
+import { str } from "../platform/config/Settings.js"
 
 export type LogFormat = "json" | "pretty"
 
@@ -85,7 +86,7 @@ export const makeLogger = (format: LogFormat, write: (line: string) => void = wr
  * whatever loggers are installed (a provisional one during start-up included), so no event is
  * written twice.
  */
-export const layerLogger = (options: LoggingOptions): Layer.Layer<never> =>
+export const layer = (options: LoggingOptions): Layer.Layer<never> =>
   Layer.merge(
     Layer.scopedDiscard(
       Effect.locallyScopedWith(FiberRef.currentLoggers, () => HashSet.make(makeLogger(options.format, options.write)))
@@ -104,3 +105,22 @@ export const reportStartupFailure = <A, E, R>(program: Effect.Effect<A, E, R>): 
     Cause.isInterruptedOnly(cause)
       ? Effect.void
       : Effect.logError("cannot start").pipe(Effect.annotateLogs({ error: messageOf(Cause.squash(cause)) })))
+
+/** `log.*`. */
+export const logSettings = Config.nested(
+  Config.all({
+    // `console` is upstream's name for the human-readable format.
+    format: Config.literal("json", "pretty", "console")("format").pipe(
+      Config.map((format) => (format === "json" ? "json" as const : "pretty" as const)),
+      Config.withDefault("json" as const)
+    ),
+    level: str("level", "info")
+  }),
+  "log"
+)
+
+/** The logger as `log.*` says. */
+export const layerConfig = Layer.unwrapEffect(Effect.map(logSettings, layer))
+
+/** @deprecated the old name of `layer`, until src/logic-main.ts moves to `layerConfig`. */
+export const layerLogger = layer

@@ -1,4 +1,6 @@
-import { Context, Data, Effect, Layer } from "effect"
+import { Config, Context, Data, Effect, Layer } from "effect"
+import type { ConfigError } from "effect"
+import { bool, int, str } from "../platform/config/Settings.js"
 import * as Fs from "node:fs"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
@@ -305,7 +307,7 @@ export const serveMetrics = (registry: Registry, options: PrometheusOptions, lis
  * The Prometheus `Metrics` adapter: its own `Registry` (so several can coexist), Node process
  * metrics, and a scrape endpoint at `http://<host>:<port><path>` closed when the Layer is released.
  */
-export const layerPrometheus = (
+export const layer = (
   options: PrometheusOptions
 ): Layer.Layer<Metrics | MetricsEndpoint, MetricsServerError, FrontDoor> =>
   Layer.scopedContext(
@@ -330,3 +332,22 @@ export const layerPrometheus = (
       return Context.make(Metrics, metrics).pipe(Context.add(MetricsEndpoint, endpoint))
     })
   )
+
+/** `observability.metrics.*`: the scrape endpoint (loopback unless said otherwise: it is for the machine's agent). */
+export const metricsSettings = Config.nested(
+  Config.all({
+    enabled: bool("enabled", true),
+    port: int("port", 9092),
+    path: str("path", "/metrics"),
+    host: str("host", "127.0.0.1")
+  }),
+  "metrics"
+).pipe(Config.nested("observability"))
+
+/** The Prometheus adapter as `observability.metrics.*` says, or no metrics when it is not enabled. */
+export const layerConfig: Layer.Layer<Metrics, MetricsServerError | ConfigError.ConfigError, FrontDoor> = Layer.unwrapEffect(
+  Effect.map(
+    metricsSettings,
+    (metrics) => metrics.enabled ? layer({ port: metrics.port, path: metrics.path, host: metrics.host }) : Metrics.layerNoop
+  )
+)

@@ -10,7 +10,8 @@ import {
   type SpanExporter,
   TraceIdRatioBasedSampler
 } from "@opentelemetry/sdk-trace-base"
-import { Layer } from "effect"
+import { Config, Effect, Layer } from "effect"
+import { bool, num, serviceSettings, str } from "../platform/config/Settings.js"
 
 /** `auto`: OTLP/gRPC for port 4317 (the collector's gRPC port, as in upstream's YAML), else OTLP/HTTP. */
 export type TraceProtocol = "auto" | "grpc" | "http"
@@ -60,7 +61,7 @@ const exporterFor = (options: TracingOptions): SpanExporter =>
  * `samplerRatio`; a span with a remote parent follows the parent's sampled flag. Nothing at all
  * when disabled.
  */
-export const layerTracing = (options: TracingOptions): Layer.Layer<never> =>
+export const layer = (options: TracingOptions): Layer.Layer<never> =>
   options.enabled
     ? NodeSdk.layer(() => ({
       spanProcessor: new BatchSpanProcessor(exporterFor(options)),
@@ -72,7 +73,7 @@ export const layerTracing = (options: TracingOptions): Layer.Layer<never> =>
     : Layer.empty
 
 /** Every span is exported synchronously to `exporter`, for tests. */
-export const layerTracingTest = (exporter: InMemorySpanExporter): Layer.Layer<never> =>
+export const layerTest = (exporter: InMemorySpanExporter): Layer.Layer<never> =>
   NodeSdk.layer(() => ({
     spanProcessor: new SimpleSpanProcessor(exporter),
     resource: { serviceName: "resonance-gateway-test" }
@@ -91,3 +92,37 @@ export const otlpTracesUrl = (endpoint: string): string | undefined => {
     return withScheme
   }
 }
+
+/** `observability.trace.*`: OTLP traces (`disable: true`, upstream's switch, turns them off too). */
+export const traceSettings = Config.nested(
+  Config.all({
+    enabled: Config.all({ enabled: bool("enabled", true), disable: bool("disable", false) }).pipe(
+      Config.map(({ disable, enabled }) => enabled && !disable)
+    ),
+    endpoint: str("endpoint", ""),
+    sampler: num("sampler", 1),
+    protocol: Config.literal("auto", "grpc", "http")("protocol").pipe(Config.withDefault("auto" as const)),
+    insecure: bool("insecure", true)
+  }),
+  "trace"
+).pipe(Config.nested("observability"))
+
+/** Whether spans are exported at all: on, and a collector named. */
+export const tracingEnabledConfig = Config.map(traceSettings, (trace) => trace.enabled && trace.endpoint !== "")
+
+/** Tracing as `observability.trace.*` and `service.*` say. */
+export const layerConfig = Layer.unwrapEffect(
+  Effect.map(
+    Config.all({ trace: traceSettings, service: serviceSettings, enabled: tracingEnabledConfig }),
+    ({ enabled, service, trace }) =>
+      layer({
+        enabled,
+        endpoint: trace.endpoint,
+        protocol: trace.protocol,
+        insecure: trace.insecure,
+        samplerRatio: trace.sampler,
+        serviceName: service.name,
+        serviceVersion: service.version
+      })
+  )
+)

@@ -51,19 +51,45 @@ export const list = (name: string, fallback: ReadonlyArray<string> = []) =>
 export const merged = <A extends object, B extends object>(a: Config.Config<A>, b: Config.Config<B>): Config.Config<A & B> =>
   Config.map(Config.all([a, b]), ([left, right]) => ({ ...left, ...right }))
 
-/** `service.*`: who this process is and where it listens; read by the servers, the registry and tracing. */
-export const serviceSettings = Config.nested(
+/** `etcd.endpoints`: where etcd is; set, it also means cluster mode (read by the mode decision and the internal bind). */
+export const etcdEndpointsSetting = Config.nested(list("endpoints"), "etcd")
+
+/** A host only this machine reaches: advertised in etcd, it would send every peer back to itself. */
+export const isLoopbackHost = (host: string) =>
+  host === "localhost" || host === "::1" || host === "[::1]" || host.startsWith("127.") || host.endsWith(".localhost")
+
+/**
+ * `service.*`: who this process is and where it listens; read by the servers, the registry and
+ * tracing. The advertised host is upstream's `GetHost`: `service.host`, else `$HOSTNAME` (which
+ * the configuration sources give as the default of `service.host`), else `localhost`. The internal
+ * gRPC port binds `service.grpc_host`, else `0.0.0.0` in cluster mode with a routable advertised
+ * host (so Task reaches what etcd names), else `127.0.0.1`.
+ */
+export const serviceSettings = Config.map(
   Config.all({
-    name: str("name", "gateway-service"),
-    version: str("version", "0.1.0"),
-    // Resolved by the composition root: it needs $HOSTNAME and the mode.
-    advertiseHost: str("host", ""),
-    bindHost: str("bind_host", "0.0.0.0"),
-    httpPort: int("http_port", 8080),
-    grpcPort: int("grpc_port", 15091),
-    grpcHost: str("grpc_host", "")
+    service: Config.nested(
+      Config.all({
+        name: str("name", "gateway-service"),
+        version: str("version", "0.1.0"),
+        advertiseHost: str("host", ""),
+        bindHost: str("bind_host", "0.0.0.0"),
+        httpPort: int("http_port", 8080),
+        grpcPort: int("grpc_port", 15091),
+        grpcHost: str("grpc_host", "")
+      }),
+      "service"
+    ),
+    endpoints: etcdEndpointsSetting
   }),
-  "service"
+  ({ endpoints, service }) => {
+    const advertiseHost = service.advertiseHost.trim() !== "" ? service.advertiseHost.trim() : "localhost"
+    const grpcHost = service.grpcHost.trim() !== ""
+      ? service.grpcHost.trim()
+      : endpoints.length > 0 && !isLoopbackHost(advertiseHost)
+      ? "0.0.0.0"
+      : "127.0.0.1"
+    return { ...service, advertiseHost, grpcHost }
+  }
 )
 
 /** The `limits.*` that the chat path and the session API both enforce, in the gateway and in Logic. */

@@ -193,6 +193,9 @@ export class NodeServer extends Context.Tag("resonance/NodeServer")<NodeServer, 
           server.keepAliveTimeout = Math.min(keepAliveTimeout, cap)
         })
         yield* Effect.addFinalizer(() => Effect.sync(unwatch))
+        yield* Effect.logInfo("HTTP API and WebSocket listening").pipe(
+          Effect.annotateLogs({ host: options.host ?? "0.0.0.0", port: (server.address() as AddressInfo).port })
+        )
 
         return {
           server,

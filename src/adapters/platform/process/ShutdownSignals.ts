@@ -1,4 +1,5 @@
-import { Effect } from "effect"
+import { Config, Effect, Layer } from "effect"
+import { num } from "../config/Settings.js"
 
 /**
  * The process's side of a graceful stop, next to `NodeRuntime.runMain` (which turns the first
@@ -25,3 +26,12 @@ export const guardShutdownSignals = (timeoutSeconds: number): Effect.Effect<void
     process.on("SIGTERM", arm)
     process.on("SIGINT", arm)
   })
+
+/** `shutdown.timeout_seconds`: the hard exit after a signal. */
+export const shutdownTimeoutSettings = Config.nested(Config.all({ timeoutSeconds: num("timeout_seconds", 10) }), "shutdown")
+
+/** The signal guard for the life of the process (its listeners are never removed: see above). */
+export const layer = (timeoutSeconds: number): Layer.Layer<never> => Layer.effectDiscard(guardShutdownSignals(timeoutSeconds))
+
+/** The signal guard as `shutdown.timeout_seconds` says. */
+export const layerConfig = Layer.unwrapEffect(Effect.map(shutdownTimeoutSettings, ({ timeoutSeconds }) => layer(timeoutSeconds)))

@@ -114,6 +114,13 @@ export const collect = (sources: ConfigSources): Effect.Effect<Collected, Error>
         merged.set(k, v)
         origin.set(k, "environment")
       }
+      // Upstream's GetHost: an empty or absent service.host advertises the container's name.
+      const hostKey = `${ENV_PREFIX}SERVICE_HOST`
+      const hostname = (sources.environment.HOSTNAME ?? "").trim()
+      if ((merged.get(hostKey) ?? "").trim() === "" && hostname !== "") {
+        merged.set(hostKey, hostname)
+        origin.set(hostKey, "$HOSTNAME")
+      }
       const endpointsKey = `${ENV_PREFIX}ETCD_ENDPOINTS`
       const endpoints = merged.get(endpointsKey)
       return {

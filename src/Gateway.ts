@@ -1,0 +1,137 @@
+import { Config, Duration, Effect, Layer, Option } from "effect"
+import * as Os from "node:os"
+import { Authenticator } from "./application/Authenticator.js"
+import { ConnectionHub } from "./application/ConnectionHub.js"
+import { Dispatcher } from "./application/Dispatcher.js"
+import { GatewayIdentity } from "./application/ports/GatewayIdentity.js"
+import type { Logic } from "./application/ports/Logic.js"
+import type { Metrics } from "./application/ports/Metrics.js"
+import { PresenceBatcher } from "./application/PresenceBatcher.js"
+import { PushDelivery } from "./application/PushDelivery.js"
+import { Readiness } from "./application/Readiness.js"
+import { etcdClientConfig } from "./adapters/etcd/config.js"
+import { layerServiceDiscovery } from "./adapters/etcd/Discovery.js"
+import { layerGatewayIdentity, layerRegistry, ServiceRegistration } from "./adapters/etcd/Registry.js"
+import * as PushServer from "./adapters/grpc-push/PushServer.js"
+import * as HttpApi from "./adapters/http/config.js"
+import * as LogicEmbedded from "./adapters/logic-embedded/config.js"
+import * as LogicGrpc from "./adapters/logic-grpc/config.js"
+import * as PrometheusMetrics from "./adapters/obs/PrometheusMetrics.js"
+import { tracingEnabledConfig } from "./adapters/obs/Tracing.js"
+import { etcdEndpointsSetting, serviceSettings, sharedLimitSettings } from "./adapters/platform/config/Settings.js"
+import { InternalAuth } from "./adapters/platform/grpc/Security.js"
+import * as FrontDoor from "./adapters/platform/net/FrontDoor.js"
+import { NodeServer } from "./adapters/platform/net/NodeServer.js"
+import * as FrameCodec from "./adapters/protobuf/FrameCodec.js"
+import * as WebSocketGateway from "./adapters/ws/WebSocketGateway.js"
+import { registrySettings } from "./adapters/etcd/config.js"
+import { dispatcherLimitSettings, pendingSettings, revocationSettings, statusBatcherSettings } from "./gateway-config.js"
+
+/**
+ * The gateway graph: every Layer of a gateway, built from the ports of its mode. `main.ts` runs
+ * `layerConfig` (the mode from `etcd.endpoints`); tests run `layer` with test ports. Each Layer
+ * reads its own configuration slice through the ConfigProvider in place.
+ */
+
+/** What differs between the modes, and between production and a test. */
+export interface GatewayPorts<EL, EI, EM> {
+  /** In-process on SQLite, over gRPC to the instances etcd knows, or a test Logic. */
+  readonly logic: Layer.Layer<Logic, EL, Metrics | InternalAuth | PushDelivery | FrontDoor.FrontDoor>
+  /** Who this gateway is: a fixed id, or the one claimed in etcd (with its `ServiceRegistration`). */
+  readonly identity: Layer.Layer<GatewayIdentity, EI>
+  readonly metrics: Layer.Layer<Metrics, EM, FrontDoor.FrontDoor>
+}
+
+// The use cases know nothing of configuration: their options are read here.
+const dispatcher = Layer.unwrapEffect(Effect.map(
+  Config.all({ limits: dispatcherLimitSettings, shared: sharedLimitSettings, ws: pendingSettings, traceChats: tracingEnabledConfig }),
+  ({ limits, shared, traceChats, ws }) =>
+    Dispatcher.layer({
+      // Each Logic adapter bounds its own calls (the gRPC one by `logic.timeout`, retries included).
+      chatTimeout: 0,
+      ...limits,
+      maxContentBytes: shared.maxMessageBytes,
+      maxPendingBytes: ws.maxPendingBytes,
+      traceChats
+    })
+))
+
+// Revocations are read from Logic in either mode: other gateways, or a restart, may have seen the Logout.
+const authenticator = Layer.unwrapEffect(Effect.map(revocationSettings, ({ revocationPollInterval }) =>
+  Authenticator.layer({ cacheTtl: "30 seconds", revocationPoll: revocationPollInterval })))
+
+const presence = Layer.unwrapEffect(Effect.map(statusBatcherSettings, PresenceBatcher.layer))
+
+/**
+ * Built last, released first: on shutdown readiness turns false and the etcd entry is revoked
+ * before the WebSocket drain starts, so load balancers and the Task service stop sending here.
+ */
+const drainGate = Layer.scopedDiscard(
+  Effect.gen(function*() {
+    const readiness = yield* Readiness
+    const registration = yield* Effect.serviceOption(ServiceRegistration)
+    yield* Effect.acquireRelease(
+      Effect.zipRight(readiness.markReady, Effect.logInfo("gateway ready")),
+      () =>
+        readiness.markDraining.pipe(
+          Effect.zipRight(Effect.logInfo("draining")),
+          Effect.zipRight(Option.match(registration, { onNone: () => Effect.void, onSome: (r) => r.deregister }))
+        )
+    )
+  })
+)
+
+/** Every Layer of a gateway over `ports`; each step is built after the one below it and released before it. */
+export const layer = <EL, EI, EM>(ports: GatewayPorts<EL, EI, EM>) => {
+  const base = Layer.mergeAll(InternalAuth.layerConfig, ConnectionHub.layer, FrameCodec.layer, Readiness.layer, ports.metrics, ports.identity)
+    .pipe(Layer.provideMerge(FrontDoor.layerConfig))
+  const entryPoints = Layer.mergeAll(HttpApi.layerConfig, WebSocketGateway.layerConfig, PushServer.layerConfig)
+  return drainGate.pipe(
+    Layer.provideMerge(entryPoints),
+    Layer.provideMerge(NodeServer.layerConfig),
+    Layer.provideMerge(Layer.mergeAll(dispatcher, authenticator)),
+    Layer.provideMerge(presence),
+    Layer.provideMerge(ports.logic),
+    Layer.provideMerge(PushDelivery.layer),
+    Layer.provideMerge(base)
+  )
+}
+
+/** Embedded mode: Logic on SQLite in this process, a fixed id. */
+const embedded = {
+  logic: LogicEmbedded.layerConfig,
+  identity: Layer.unwrapEffect(Effect.map(serviceSettings, (service) => GatewayIdentity.layer(`${service.name}-${Os.hostname()}`))),
+  metrics: PrometheusMetrics.layerConfig
+}
+
+/** Cluster mode: the Logic instances etcd knows, over gRPC; this gateway registered in etcd. */
+const cluster = {
+  logic: LogicGrpc.layerConfig.pipe(
+    Layer.provide(Layer.unwrapEffect(Effect.map(
+      Effect.all({ etcd: etcdClientConfig, registry: registrySettings }),
+      ({ etcd, registry }) => layerServiceDiscovery({ ...etcd, namespace: registry.namespace })
+    )))
+  ),
+  identity: layerGatewayIdentity().pipe(Layer.provideMerge(Layer.unwrapEffect(Effect.map(
+    Effect.all({ etcd: etcdClientConfig, registry: registrySettings, service: serviceSettings }),
+    ({ etcd, registry, service }) =>
+      layerRegistry({
+        ...etcd,
+        namespace: registry.namespace,
+        serviceName: service.name,
+        version: service.version,
+        ttlSeconds: Duration.toSeconds(registry.defaultTtl),
+        metadata: {
+          http_addr: `${service.advertiseHost}:${service.httpPort}`,
+          ws_addr: `${service.advertiseHost}:${service.httpPort}`
+        },
+        grpcEndpoint: `grpc://${service.advertiseHost}:${service.grpcPort}`
+      })
+  )))),
+  metrics: PrometheusMetrics.layerConfig
+}
+
+/** The gateway in the mode `etcd.endpoints` says: cluster when set, embedded otherwise. */
+export const layerConfig = Layer.unwrapEffect(
+  Effect.map(etcdEndpointsSetting, (endpoints) => (endpoints.length > 0 ? layer(cluster) : layer(embedded)))
+)
