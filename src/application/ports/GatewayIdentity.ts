@@ -10,6 +10,9 @@ export class GatewayIdentity extends Context.Tag("resonance/GatewayIdentity")<
     readonly changes: Stream.Stream<string>
   }
 >() {
+  /** A fixed id (embedded mode: nothing else knows this gateway). */
   static readonly layer = (id: string): Layer.Layer<GatewayIdentity> =>
     Layer.succeed(GatewayIdentity, { id, changes: Stream.empty })
+
+  static readonly layerTest = (id = "gateway-test-001"): Layer.Layer<GatewayIdentity> => GatewayIdentity.layer(id)
 }

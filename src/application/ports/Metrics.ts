@@ -41,5 +41,9 @@ export class Metrics extends Context.Tag("resonance/Metrics")<Metrics, MetricsSh
     grpcRequest: () => {},
     storage: () => {}
   }
+  /** Nothing counted: metrics switched off (`observability.metrics.enabled: false`). */
   static readonly layerNoop: Layer.Layer<Metrics> = Layer.succeed(Metrics, Metrics.noop)
+  /** Counts nothing but what a test overrides (e.g. a recorder of the calls it asserts on). */
+  static readonly layerTest = (overrides: Partial<MetricsShape> = {}): Layer.Layer<Metrics> =>
+    Layer.succeed(Metrics, { ...Metrics.noop, ...overrides })
 }
