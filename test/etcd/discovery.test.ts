@@ -3,7 +3,7 @@ import { Chunk, Effect, Exit, Fiber, Layer, Scope, Stream, SubscriptionRef } fro
 import { afterAll, beforeAll } from "vitest"
 import type { DiscoveredInstance } from "../../src/adapters/etcd/Discovery.js"
 import { watchService } from "../../src/adapters/etcd/Discovery.js"
-import { layerRegistry } from "../../src/adapters/etcd/Registry.js"
+import * as Registry from "../../src/adapters/etcd/Registry.js"
 import type { EtcdProcess } from "../support/etcd.js"
 import { startEtcd } from "../support/etcd.js"
 import { adminClient, freshNamespace, quiet, waitFor } from "./helpers.js"
@@ -77,7 +77,7 @@ describe("etcd discovery", () => {
       const instances = yield* watchService({ endpoints: [etcd.endpoint], namespace, serviceName: "gateway-service" })
       const scope = yield* Scope.make()
       yield* Layer.buildWithScope(
-        layerRegistry({
+        Registry.layer({
           endpoints: [etcd.endpoint],
           namespace,
           serviceName: "gateway-service",

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
-import { fallbackGatewayId, layerGatewayIdentity, layerRegistry, ServiceRegistration } from "../../src/adapters/etcd/Registry.js"
+import * as Registry from "../../src/adapters/etcd/Registry.js"
 import type { RegistryOptions } from "../../src/adapters/etcd/Registry.js"
+import { ServiceRegistration } from "../../src/application/ports/ServiceRegistration.js"
 import { GatewayIdentity } from "../../src/application/ports/GatewayIdentity.js"
 import { startEtcd } from "../support/etcd.js"
 import { adminClient, buildService, eventually, quiet, waitFor } from "./helpers.js"
@@ -19,7 +20,7 @@ describe("etcd registry recovery", () => {
   it.scopedLive("re-registers with the same id after etcd restarts with an empty data dir", () =>
     Effect.gen(function*() {
       const etcd = yield* Effect.acquireRelease(Effect.promise(() => startEtcd()), (e) => Effect.promise(() => e.stop()))
-      const registration = yield* buildService(ServiceRegistration, layerRegistry(options(etcd.endpoint)))
+      const registration = yield* buildService(ServiceRegistration, Registry.layer(options(etcd.endpoint)))
       const key = yield* registration.key
       expect(key).toBe("/resonance/services/gateway-service/gateway-service-001")
       const before = yield* registration.state
@@ -38,15 +39,13 @@ describe("etcd registry recovery", () => {
     Effect.gen(function*() {
       const etcd = yield* Effect.acquireRelease(Effect.promise(() => startEtcd({ start: false })), (e) => Effect.promise(() => e.stop()))
       const context = yield* Layer.build(
-        layerGatewayIdentity({ wait: "300 millis" }).pipe(
-          Layer.provideMerge(layerRegistry({ ...options(etcd.endpoint), startupWait: "300 millis", retry: undefined }))
-        )
+        Registry.layer({ ...options(etcd.endpoint), startupWait: "300 millis", retry: undefined })
       )
       const registration = yield* Effect.provide(ServiceRegistration, Layer.succeedContext(context))
       const identity = yield* Effect.provide(GatewayIdentity, Layer.succeedContext(context))
       expect(yield* registration.status).toBe("reconnecting")
       expect(registration.currentInstanceId()).toBeUndefined()
-      expect(identity.id).toBe(fallbackGatewayId("gateway-service"))
+      expect(identity.id).toBe(Registry.fallbackGatewayId("gateway-service"))
 
       yield* Effect.promise(() => etcd.restart())
       const instanceId = yield* registration.instanceId.pipe(Effect.timeout("15 seconds"))
@@ -66,7 +65,7 @@ describe("etcd registry recovery", () => {
   it.scopedLive("rides out a short etcd crash and, after a long one, reclaims its id from the lease etcd kept", () =>
     Effect.gen(function*() {
       const etcd = yield* Effect.acquireRelease(Effect.promise(() => startEtcd()), (e) => Effect.promise(() => e.stop()))
-      const registration = yield* buildService(ServiceRegistration, layerRegistry(options(etcd.endpoint)))
+      const registration = yield* buildService(ServiceRegistration, Registry.layer(options(etcd.endpoint)))
       const key = yield* registration.key
       const admin = yield* adminClient(etcd.endpoint)
       const keys = () => admin.getAll().prefix("/resonance/services/gateway-service/").keys()

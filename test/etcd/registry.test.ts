@@ -7,7 +7,8 @@ import { afterAll, beforeAll } from "vitest"
 import { etcdCall } from "../../src/adapters/etcd/Client.js"
 import { makeEtcdClient } from "../../src/adapters/etcd/Client.js"
 import type { RegistryOptions } from "../../src/adapters/etcd/Registry.js"
-import { claimInstanceId, layerGatewayIdentity, layerRegistry, ServiceRegistration } from "../../src/adapters/etcd/Registry.js"
+import * as Registry from "../../src/adapters/etcd/Registry.js"
+import { ServiceRegistration } from "../../src/application/ports/ServiceRegistration.js"
 import { GatewayIdentity } from "../../src/application/ports/GatewayIdentity.js"
 import type { EtcdProcess } from "../support/etcd.js"
 import { startEtcd } from "../support/etcd.js"
@@ -34,7 +35,7 @@ const gatewayOptions = (namespace: string, overrides: Partial<RegistryOptions> =
 const register = (options: RegistryOptions) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
-    const context = yield* Layer.buildWithScope(layerRegistry(options), scope)
+    const context = yield* Layer.buildWithScope(Registry.layer(options), scope)
     return { scope, service: Context.get(context, ServiceRegistration) }
   })
 
@@ -45,7 +46,7 @@ describe("etcd registry", () => {
     Effect.gen(function*() {
       const namespace = freshNamespace()
       const admin = yield* adminClient(etcd.endpoint)
-      const registration = yield* buildService(ServiceRegistration, layerRegistry(gatewayOptions(namespace)))
+      const registration = yield* buildService(ServiceRegistration, Registry.layer(gatewayOptions(namespace)))
       const instanceId = yield* registration.instanceId
       expect(instanceId).toBe("gateway-service-001")
       const key = yield* registration.key
@@ -91,7 +92,7 @@ describe("etcd registry", () => {
       const lease = client.lease(10)
       yield* Effect.addFinalizer(() => Effect.promise(() => lease.revoke()))
       const leaseId = yield* etcdCall("grant", () => lease.grant())
-      const claim = (preferred?: string) => claimInstanceId(client, namespace, "svc", leaseId, (id) => JSON.stringify({ id }), preferred)
+      const claim = (preferred?: string) => Registry.claimInstanceId(client, namespace, "svc", leaseId, (id) => JSON.stringify({ id }), preferred)
 
       const ids = yield* Effect.all(Array.from({ length: 6 }, () => claim()), { concurrency: "unbounded" })
       expect([...ids].sort()).toEqual(["svc-001", "svc-002", "svc-003", "svc-004", "svc-005", "svc-006"])
@@ -131,7 +132,7 @@ describe("etcd registry", () => {
     Effect.gen(function*() {
       const namespace = freshNamespace()
       const admin = yield* adminClient(etcd.endpoint)
-      const registration = yield* buildService(ServiceRegistration, layerRegistry(gatewayOptions(namespace, { ttlSeconds: 2 })))
+      const registration = yield* buildService(ServiceRegistration, Registry.layer(gatewayOptions(namespace, { ttlSeconds: 2 })))
       const key = yield* registration.key
       const before = yield* registration.state
       const oldLease = Option.getOrThrow(before.leaseId)
@@ -148,12 +149,12 @@ describe("etcd registry", () => {
       expect(stored.kvs[0].lease).toBe(Option.getOrThrow(after.leaseId))
     }).pipe(quiet))
 
-  it.scopedLive("the gateway identity is the claimed instance id", () =>
+  it.scopedLive("the gateway identity is the claimed instance id once building waited for the claim", () =>
     Effect.gen(function*() {
       const namespace = freshNamespace()
       const identity = yield* buildService(
         GatewayIdentity,
-        layerGatewayIdentity().pipe(Layer.provideMerge(layerRegistry(gatewayOptions(namespace))))
+        Registry.layer(gatewayOptions(namespace, { startupWait: "3 seconds" }))
       )
       expect(identity.id).toBe("gateway-service-001")
     }).pipe(quiet))
@@ -161,13 +162,13 @@ describe("etcd registry", () => {
     Effect.gen(function*() {
       const namespace = freshNamespace()
       const admin = yield* adminClient(etcd.endpoint)
-      const leaving = yield* buildService(ServiceRegistration, layerRegistry(gatewayOptions(namespace)))
+      const leaving = yield* buildService(ServiceRegistration, Registry.layer(gatewayOptions(namespace)))
       const key = yield* leaving.key
       yield* leaving.deregister
       expect(yield* valueOf(admin, key)).toBeNull()
       expect(yield* leaving.status).toBe("deregistered")
 
-      const next = yield* buildService(ServiceRegistration, layerRegistry(gatewayOptions(namespace)))
+      const next = yield* buildService(ServiceRegistration, Registry.layer(gatewayOptions(namespace)))
       expect(yield* next.instanceId).toBe("gateway-service-001")
       yield* leaving.deregister
       expect(yield* valueOf(admin, key)).not.toBeNull()

@@ -4,7 +4,8 @@ import { Etcd3 } from "etcd3"
 import * as Fs from "node:fs"
 import { etcdSecurity } from "../../src/adapters/etcd/Client.js"
 import { watchService } from "../../src/adapters/etcd/Discovery.js"
-import { layerRegistry, ServiceRegistration } from "../../src/adapters/etcd/Registry.js"
+import * as Registry from "../../src/adapters/etcd/Registry.js"
+import { ServiceRegistration } from "../../src/application/ports/ServiceRegistration.js"
 import { enableEtcdAuth, startEtcd } from "../support/etcd.js"
 import { makePki } from "../support/tls.js"
 import { buildService, eventually, freshNamespace, quiet } from "./helpers.js"
@@ -13,7 +14,7 @@ const pki = makePki("etcd")
 afterAll(() => pki.remove())
 
 const registration = (endpoint: string, namespace: string, security: Awaited<ReturnType<typeof settingsOf>>) =>
-  layerRegistry({
+  Registry.layer({
     endpoints: [endpoint],
     ...security,
     namespace,

@@ -1,8 +1,9 @@
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from "cockatiel"
-import { Data, Duration, Effect } from "effect"
-import type { Scope } from "effect"
+import { Config, Data, Duration, Effect } from "effect"
+import type { ConfigError, Scope } from "effect"
 import { Etcd3, isRecoverableError } from "etcd3"
 import * as Fs from "node:fs"
+import { list, str } from "../platform/config/Settings.js"
 
 /** Why an etcd operation failed; `reason` is the discriminant. */
 export class EtcdError extends Data.TaggedError("EtcdError")<{
@@ -70,6 +71,30 @@ export const etcdSecurity = (
       }
     }
   })
+
+/** `etcd.*`: where etcd is and how to prove who we are to it. */
+export const etcdSettings = Config.nested(
+  Config.all({
+    endpoints: list("endpoints"),
+    username: str("username", ""),
+    password: str("password", ""),
+    tls: Config.nested(Config.all({ ca: str("ca", ""), cert: str("cert", ""), key: str("key", "") }), "tls")
+  }),
+  "etcd"
+)
+
+/** The etcd client's options from `etcd.*`, its PEM files read once. */
+export const etcdClientConfig: Effect.Effect<EtcdClientOptions, ConfigError.ConfigError | EtcdConfigError> = Effect.flatMap(
+  etcdSettings,
+  (etcd) => Effect.map(etcdSecurity(etcd), (security): EtcdClientOptions => ({ endpoints: etcd.endpoints, ...security }))
+)
+
+/** `etcdClientConfig` for a module that cannot work without etcd: an empty `etcd.endpoints` is refused. */
+export const requiredEtcdClientConfig = Effect.filterOrFail(
+  etcdClientConfig,
+  (options) => options.endpoints.length > 0,
+  () => new EtcdConfigError({ message: "etcd.endpoints is empty: the etcd registry and discovery need an etcd to talk to" })
+)
 
 const withScheme = (endpoint: string, secure: boolean) =>
   /^https?:\/\//.test(endpoint) ? endpoint : `${secure ? "https" : "http"}://${endpoint}`

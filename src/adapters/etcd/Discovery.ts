@@ -1,12 +1,11 @@
 import { Effect, Either, Layer, Queue, Schedule, Stream, SubscriptionRef } from "effect"
-import type { Scope } from "effect"
+import type { ConfigError, Scope } from "effect"
 import type { IKeyValue } from "etcd3"
 import { ServiceDiscovery } from "../../application/ports/ServiceDiscovery.js"
-import { acquireEtcdClient, etcdCall } from "./Client.js"
-import type { EtcdError } from "./Client.js"
-import type { EtcdClientOptions } from "./Client.js"
+import { acquireEtcdClient, etcdCall, requiredEtcdClientConfig } from "./Client.js"
+import type { EtcdClientOptions, EtcdConfigError, EtcdError } from "./Client.js"
 import type { ServiceInstance } from "./ServiceInstance.js"
-import { decodeServiceInstance, defaultNamespace, grpcAddress, servicePrefix } from "./ServiceInstance.js"
+import { decodeServiceInstance, defaultNamespace, grpcAddress, namespaceSetting, servicePrefix } from "./ServiceInstance.js"
 
 export interface DiscoveredInstance {
   readonly id: string
@@ -15,9 +14,7 @@ export interface DiscoveredInstance {
   readonly raw: ServiceInstance
 }
 
-export interface WatchServiceOptions extends EtcdClientOptions {
-  /** Default `/resonance/services`. */
-  readonly namespace?: string
+export interface WatchServiceOptions extends DiscoveryOptions {
   readonly serviceName: string
   /** Pause between attempts to (re)list and watch; default exponential from 100 ms, capped at 3 s. */
   readonly retry?: Schedule.Schedule<unknown, EtcdError>
@@ -134,10 +131,13 @@ export const watchService = (
     return ref
   })
 
+export interface DiscoveryOptions extends EtcdClientOptions {
+  /** Default `/resonance/services`. */
+  readonly namespace?: string
+}
+
 /** `ServiceDiscovery` from etcd's registry: each service's instances as `host:port` addresses. */
-export const layerServiceDiscovery = (
-  options: EtcdClientOptions & { readonly namespace?: string }
-): Layer.Layer<ServiceDiscovery> =>
+export const layer = (options: DiscoveryOptions): Layer.Layer<ServiceDiscovery> =>
   Layer.succeed(ServiceDiscovery, {
     addresses: (serviceName) =>
       Effect.gen(function*() {
@@ -152,3 +152,17 @@ export const layerServiceDiscovery = (
         return addresses
       })
   })
+
+/** The discovery's options from `etcd.*` and `registry.namespace`; also for `watchService` callers. */
+export const optionsConfig: Effect.Effect<DiscoveryOptions, ConfigError.ConfigError | EtcdConfigError> = Effect.map(
+  Effect.all([requiredEtcdClientConfig, namespaceSetting]),
+  ([etcd, namespace]) => ({ ...etcd, namespace })
+)
+
+/** `layer` from the configuration alone. */
+export const layerConfig: Layer.Layer<ServiceDiscovery, ConfigError.ConfigError | EtcdConfigError> = Layer.unwrapEffect(
+  Effect.map(optionsConfig, layer)
+)
+
+/** @deprecated Renamed `layer`; kept until main.ts uses `layerConfig`. */
+export const layerServiceDiscovery = layer

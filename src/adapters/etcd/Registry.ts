@@ -1,49 +1,17 @@
-import { Context, Deferred, Duration, Effect, Fiber, Layer, Option, Queue, Schedule, Stream, SubscriptionRef } from "effect"
+import { Config, Context, Deferred, Duration, Effect, Fiber, Layer, Option, Queue, Schedule, Stream, SubscriptionRef } from "effect"
+import type { ConfigError, Scope } from "effect"
 import type { Etcd3, Lease } from "etcd3"
 import * as Os from "node:os"
 import { GatewayIdentity } from "../../application/ports/GatewayIdentity.js"
-import { acquireEtcdClient, etcdCall, EtcdError } from "./Client.js"
-import type { EtcdClientOptions } from "./Client.js"
-import { defaultNamespace, encodeServiceInstance, instanceKey, servicePrefix } from "./ServiceInstance.js"
+import { ServiceRegistration } from "../../application/ports/ServiceRegistration.js"
+import type { RegistrationState, RegistrationStatus, ServiceRegistrationShape } from "../../application/ports/ServiceRegistration.js"
+import { duration, serviceSettings } from "../platform/config/Settings.js"
+import { acquireEtcdClient, etcdCall, EtcdError, requiredEtcdClientConfig } from "./Client.js"
+import type { EtcdClientOptions, EtcdConfigError } from "./Client.js"
+import { defaultNamespace, encodeServiceInstance, instanceKey, namespaceSetting, servicePrefix } from "./ServiceInstance.js"
 
-export type RegistrationStatus = "registered" | "reconnecting" | "deregistered"
-
-export interface RegistrationState {
-  readonly status: RegistrationStatus
-  /** The claimed id; `None` until etcd answered once. Kept while reconnecting. */
-  readonly instanceId: Option.Option<string>
-  readonly key: Option.Option<string>
-  /** The etcd lease holding the key (decimal string); `None` while not registered. */
-  readonly leaseId: Option.Option<string>
-}
-
-export interface ServiceRegistrationShape {
-  readonly serviceName: string
-  /** The instance id; waits for the first claim when etcd has not answered yet. */
-  readonly instanceId: Effect.Effect<string>
-  /** `<namespace>/<service-name>/<instance-id>`; waits like `instanceId`. */
-  readonly key: Effect.Effect<string>
-  readonly status: Effect.Effect<RegistrationStatus>
-  readonly state: Effect.Effect<RegistrationState>
-  /** The current state, then every change. */
-  readonly changes: Stream.Stream<RegistrationState>
-  /** Plain read of the claimed id for synchronous callers; `undefined` before the first claim. */
-  readonly currentInstanceId: () => string | undefined
-  /**
-   * Leaves the registry now, before the rest of shutdown (e.g. ahead of a connection drain): stops
-   * re-registering and revokes the lease. Idempotent; the layer's release does the same.
-   */
-  readonly deregister: Effect.Effect<void>
-}
-
-/**
- * This process's entry in the etcd service registry. The layer never fails: without etcd it starts
- * "reconnecting" and registers in the background once etcd answers.
- */
-export class ServiceRegistration extends Context.Tag("resonance/etcd/ServiceRegistration")<
-  ServiceRegistration,
-  ServiceRegistrationShape
->() {}
+/** @deprecated The port lives in `application/ports/ServiceRegistration.ts`; this alias goes once main.ts imports it there. */
+export { ServiceRegistration }
 
 export interface RegistryOptions extends EtcdClientOptions {
   /** Default `/resonance/services`. */
@@ -57,8 +25,13 @@ export interface RegistryOptions extends EtcdClientOptions {
   readonly grpcEndpoint: string
   /** Pause between failed registration attempts; default exponential from 200 ms, capped at 5 s. */
   readonly retry?: Schedule.Schedule<unknown, EtcdError>
-  /** How long building the layer waits for the first registration before going on without it. Default 0. */
+  /**
+   * How long building the layer waits for the first claim, so that `GatewayIdentity` starts as the
+   * claimed id, before going on with the fallback id and registering in the background. Default: no wait.
+   */
   readonly startupWait?: Duration.DurationInput
+  /** The `GatewayIdentity` until an id is claimed. Default `<service-name>-<hostname>-<pid>`. */
+  readonly fallbackId?: string
   /** Bound on revoking the lease at shutdown. Default 3 s. */
   readonly releaseTimeout?: Duration.DurationInput
 }
@@ -138,193 +111,246 @@ const revokeQuietly = (lease: Lease, timeout: Duration.DurationInput) =>
  * is replaced in the background, keeping the same id when still free; retried forever with backoff.
  * Release revokes the lease, which deletes the key at once, then closes the client.
  */
-export const layerRegistry = (options: RegistryOptions): Layer.Layer<ServiceRegistration> =>
-  Layer.scoped(
-    ServiceRegistration,
-    Effect.gen(function*() {
-      const namespace = options.namespace ?? defaultNamespace
-      const { serviceName } = options
-      const retrySchedule = options.retry ?? defaultRetry
-      const releaseTimeout = options.releaseTimeout ?? "3 seconds"
-      const render = (instanceId: string) =>
-        encodeServiceInstance({
-          id: instanceId,
-          name: serviceName,
-          version: options.version,
-          metadata: options.metadata,
-          endpoints: [options.grpcEndpoint]
-        })
-
-      const client = yield* acquireEtcdClient(options)
-      const state = yield* SubscriptionRef.make<RegistrationState>({
-        status: "reconnecting",
-        instanceId: Option.none(),
-        key: Option.none(),
-        leaseId: Option.none()
-      })
-      const firstClaim = yield* Deferred.make<string>()
-      let claimedId: string | undefined
-      let currentLease: Lease | undefined
-      // A lease of a failed attempt or a lost one: revoked before the next claim, since etcd may
-      // still hold it (restarted with its data) and its key would block our id.
-      let staleLease: Lease | undefined
-
-      const setStatus = (status: RegistrationStatus) => SubscriptionRef.update(state, (current): RegistrationState => ({ ...current, status }))
-
-      const register = Effect.gen(function*() {
-        if (staleLease) {
-          const stale = staleLease
-          yield* etcdCall("revoke previous lease", () => stale.revoke()).pipe(
-            Effect.timeoutFail({
-              duration: releaseTimeout,
-              onTimeout: () => new EtcdError({ reason: "Unavailable", operation: "revoke previous lease", cause: "timed out" })
-            })
-          )
-          staleLease = undefined
-        }
-        const events = yield* Queue.unbounded<LeaseEvent>()
-        const lease = client.lease(options.ttlSeconds)
-        currentLease = lease
-        staleLease = lease
-        lease.on("lost", (error) => events.unsafeOffer({ _tag: "Lost", error }))
-        lease.on("keepaliveFailed", (error: unknown) => events.unsafeOffer({ _tag: "KeepaliveFailed", error: asError(error) }))
-        lease.on("keepaliveSucceeded", () => events.unsafeOffer({ _tag: "KeepaliveSucceeded" }))
-        const leaseId = yield* etcdCall("grant lease", () => lease.grant())
-        const instanceId = yield* claimInstanceId(client, namespace, serviceName, leaseId, render, claimedId)
-        staleLease = undefined
-        const key = instanceKey(namespace, serviceName, instanceId)
-        if (claimedId !== undefined && claimedId !== instanceId) {
-          yield* Effect.logWarning("etcd instance id changed: the previous one was taken", { previous: claimedId, instanceId })
-        }
-        claimedId = instanceId
-        yield* Deferred.succeed(firstClaim, instanceId)
-        yield* SubscriptionRef.set<RegistrationState>(state, {
-          status: "registered",
-          instanceId: Option.some(instanceId),
-          key: Option.some(key),
-          leaseId: Option.some(leaseId)
-        })
-        yield* Effect.logInfo("registered in etcd", { key, leaseId, ttlSeconds: options.ttlSeconds })
-        return { lease, events }
+const makeRegistration = (options: RegistryOptions): Effect.Effect<ServiceRegistrationShape, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const namespace = options.namespace ?? defaultNamespace
+    const { serviceName } = options
+    const retrySchedule = options.retry ?? defaultRetry
+    const releaseTimeout = options.releaseTimeout ?? "3 seconds"
+    const render = (instanceId: string) =>
+      encodeServiceInstance({
+        id: instanceId,
+        name: serviceName,
+        version: options.version,
+        metadata: options.metadata,
+        endpoints: [options.grpcEndpoint]
       })
 
-      const untilLost = ({ events, lease }: { readonly lease: Lease; readonly events: Queue.Queue<LeaseEvent> }) =>
-        Effect.gen(function*() {
-          let healthy = true
-          while (true) {
-            const event = yield* Queue.take(events)
-            switch (event._tag) {
-              case "Lost":
-                staleLease = lease
-                yield* SubscriptionRef.update(state, (current): RegistrationState => ({ ...current, status: "reconnecting", leaseId: Option.none() }))
-                yield* Effect.logWarning("etcd lease lost; registering again", { error: event.error.message })
-                return
-              case "KeepaliveFailed":
-                if (healthy) {
-                  healthy = false
-                  yield* setStatus("reconnecting")
-                  yield* Effect.logWarning("etcd keepalive failing; the lease holds until its TTL", { error: event.error.message })
-                }
-                break
-              case "KeepaliveSucceeded":
-                if (!healthy) {
-                  healthy = true
-                  yield* setStatus("registered")
-                  yield* Effect.logInfo("etcd keepalive recovered")
-                }
-                break
-            }
-          }
-        })
-
-      const registerWithRetry = register.pipe(
-        Effect.tapError((error) => Effect.logWarning("etcd registration failed; retrying", { error: error.message })),
-        // Never give up, even when a caller's schedule ends.
-        Effect.retry(Schedule.andThen(retrySchedule, defaultRetry))
-      )
-
-      const loop = yield* Effect.forkScoped(Effect.forever(Effect.flatMap(registerWithRetry, untilLost)))
-      let deregistered = false
-      const deregister = Effect.uninterruptible(
-        Effect.suspend(() => {
-          if (deregistered) return Effect.void
-          deregistered = true
-          return Fiber.interrupt(loop).pipe(
-            Effect.zipRight(Effect.suspend(() => (currentLease ? revokeQuietly(currentLease, releaseTimeout) : Effect.void))),
-            Effect.zipRight(SubscriptionRef.update(state, (current): RegistrationState => ({ ...current, status: "deregistered", leaseId: Option.none() }))),
-            Effect.zipRight(Effect.logInfo("left the etcd registry", { instanceId: claimedId }))
-          )
-        })
-      )
-      // Runs before the client closes (acquired earlier, released later).
-      yield* Effect.addFinalizer(() => deregister)
-
-      if (options.startupWait !== undefined) {
-        yield* Deferred.await(firstClaim).pipe(
-          Effect.timeout(options.startupWait),
-          Effect.catchTag(
-            "TimeoutException",
-            () => Effect.logWarning("etcd not reachable at startup; serving and registering in the background")
-          )
-        )
-      }
-
-      const currentKey = (instanceId: string) => instanceKey(namespace, serviceName, instanceId)
-      const instanceId = Effect.suspend(() => (claimedId !== undefined ? Effect.succeed(claimedId) : Deferred.await(firstClaim)))
-      return {
-        serviceName,
-        instanceId,
-        key: Effect.map(instanceId, currentKey),
-        status: Effect.map(SubscriptionRef.get(state), (current) => current.status),
-        state: SubscriptionRef.get(state),
-        changes: state.changes,
-        currentInstanceId: () => claimedId,
-        deregister
-      }
+    const client = yield* acquireEtcdClient(options)
+    const state = yield* SubscriptionRef.make<RegistrationState>({
+      status: "reconnecting",
+      instanceId: Option.none(),
+      key: Option.none(),
+      leaseId: Option.none()
     })
-  )
+    const firstClaim = yield* Deferred.make<string>()
+    let claimedId: string | undefined
+    let currentLease: Lease | undefined
+    // A lease of a failed attempt or a lost one: revoked before the next claim, since etcd may
+    // still hold it (restarted with its data) and its key would block our id.
+    let staleLease: Lease | undefined
 
-export interface GatewayIdentityOptions {
-  /** How long to wait for the first claim when etcd has not answered yet. Default 3 s. */
-  readonly wait?: Duration.DurationInput
-  /** Used until an id is claimed. Default `<service-name>-<hostname>-<pid>`. */
-  readonly fallbackId?: string
-}
+    const setStatus = (status: RegistrationStatus) => SubscriptionRef.update(state, (current): RegistrationState => ({ ...current, status }))
+
+    const register = Effect.gen(function*() {
+      if (staleLease) {
+        const stale = staleLease
+        yield* etcdCall("revoke previous lease", () => stale.revoke()).pipe(
+          Effect.timeoutFail({
+            duration: releaseTimeout,
+            onTimeout: () => new EtcdError({ reason: "Unavailable", operation: "revoke previous lease", cause: "timed out" })
+          })
+        )
+        staleLease = undefined
+      }
+      const events = yield* Queue.unbounded<LeaseEvent>()
+      const lease = client.lease(options.ttlSeconds)
+      currentLease = lease
+      staleLease = lease
+      lease.on("lost", (error) => events.unsafeOffer({ _tag: "Lost", error }))
+      lease.on("keepaliveFailed", (error: unknown) => events.unsafeOffer({ _tag: "KeepaliveFailed", error: asError(error) }))
+      lease.on("keepaliveSucceeded", () => events.unsafeOffer({ _tag: "KeepaliveSucceeded" }))
+      const leaseId = yield* etcdCall("grant lease", () => lease.grant())
+      const instanceId = yield* claimInstanceId(client, namespace, serviceName, leaseId, render, claimedId)
+      staleLease = undefined
+      const key = instanceKey(namespace, serviceName, instanceId)
+      if (claimedId !== undefined && claimedId !== instanceId) {
+        yield* Effect.logWarning("etcd instance id changed: the previous one was taken", { previous: claimedId, instanceId })
+      }
+      claimedId = instanceId
+      yield* Deferred.succeed(firstClaim, instanceId)
+      yield* SubscriptionRef.set<RegistrationState>(state, {
+        status: "registered",
+        instanceId: Option.some(instanceId),
+        key: Option.some(key),
+        leaseId: Option.some(leaseId)
+      })
+      yield* Effect.logInfo("registered in etcd", { key, leaseId, ttlSeconds: options.ttlSeconds })
+      return { lease, events }
+    })
+
+    const untilLost = ({ events, lease }: { readonly lease: Lease; readonly events: Queue.Queue<LeaseEvent> }) =>
+      Effect.gen(function*() {
+        let healthy = true
+        while (true) {
+          const event = yield* Queue.take(events)
+          switch (event._tag) {
+            case "Lost":
+              staleLease = lease
+              yield* SubscriptionRef.update(state, (current): RegistrationState => ({ ...current, status: "reconnecting", leaseId: Option.none() }))
+              yield* Effect.logWarning("etcd lease lost; registering again", { error: event.error.message })
+              return
+            case "KeepaliveFailed":
+              if (healthy) {
+                healthy = false
+                yield* setStatus("reconnecting")
+                yield* Effect.logWarning("etcd keepalive failing; the lease holds until its TTL", { error: event.error.message })
+              }
+              break
+            case "KeepaliveSucceeded":
+              if (!healthy) {
+                healthy = true
+                yield* setStatus("registered")
+                yield* Effect.logInfo("etcd keepalive recovered")
+              }
+              break
+          }
+        }
+      })
+
+    const registerWithRetry = register.pipe(
+      Effect.tapError((error) => Effect.logWarning("etcd registration failed; retrying", { error: error.message })),
+      // Never give up, even when a caller's schedule ends.
+      Effect.retry(Schedule.andThen(retrySchedule, defaultRetry))
+    )
+
+    const loop = yield* Effect.forkScoped(Effect.forever(Effect.flatMap(registerWithRetry, untilLost)))
+    let deregistered = false
+    const deregister = Effect.uninterruptible(
+      Effect.suspend(() => {
+        if (deregistered) return Effect.void
+        deregistered = true
+        return Fiber.interrupt(loop).pipe(
+          Effect.zipRight(Effect.suspend(() => (currentLease ? revokeQuietly(currentLease, releaseTimeout) : Effect.void))),
+          Effect.zipRight(SubscriptionRef.update(state, (current): RegistrationState => ({ ...current, status: "deregistered", leaseId: Option.none() }))),
+          Effect.zipRight(Effect.logInfo("left the etcd registry", { instanceId: claimedId }))
+        )
+      })
+    )
+    // Runs before the client closes (acquired earlier, released later).
+    yield* Effect.addFinalizer(() => deregister)
+
+    const currentKey = (instanceId: string) => instanceKey(namespace, serviceName, instanceId)
+    const instanceId = Effect.suspend(() => (claimedId !== undefined ? Effect.succeed(claimedId) : Deferred.await(firstClaim)))
+    return {
+      serviceName,
+      instanceId,
+      key: Effect.map(instanceId, currentKey),
+      status: Effect.map(SubscriptionRef.get(state), (current) => current.status),
+      state: SubscriptionRef.get(state),
+      changes: state.changes,
+      currentInstanceId: () => claimedId,
+      deregister
+    }
+  })
 
 export const fallbackGatewayId = (serviceName: string): string => `${serviceName}-${Os.hostname()}-${process.pid}`
 
 /**
- * `GatewayIdentity` backed by the etcd registration: `id` is read live, so it is the claimed
- * instance id (what the Task service finds in etcd) as soon as there is one, and the fallback
- * before that when etcd was unreachable for `wait`.
+ * The identity read live from the registration: the claimed instance id (what the Task service
+ * finds in etcd) as soon as there is one, `fallbackId` before that.
  */
-export const layerGatewayIdentity = (options: GatewayIdentityOptions = {}): Layer.Layer<GatewayIdentity, never, ServiceRegistration> =>
+const identityOf = (registration: ServiceRegistrationShape, fallbackId: string): Context.Tag.Service<GatewayIdentity> => {
+  const current = () => registration.currentInstanceId() ?? fallbackId
+  return {
+    get id() {
+      return current()
+    },
+    changes: Stream.suspend(() => {
+      let last = current()
+      return registration.changes.pipe(
+        Stream.filterMap((state) => state.instanceId),
+        Stream.filter((id) => {
+          if (id === last) return false
+          last = id
+          return true
+        })
+      )
+    })
+  }
+}
+
+const awaitClaim = (registration: ServiceRegistrationShape, wait: Duration.DurationInput, fallbackId: string) =>
+  registration.instanceId.pipe(
+    Effect.timeout(wait),
+    Effect.catchTag("TimeoutException", () =>
+      Effect.logWarning("etcd not reachable at startup; serving under a fallback id and registering in the background", {
+        fallbackId
+      }))
+  )
+
+/**
+ * This process's etcd entry (`ServiceRegistration`) and the identity it gives (`GatewayIdentity`).
+ * Never fails for want of etcd: it starts "reconnecting" and registers once etcd answers.
+ */
+export const layer = (options: RegistryOptions): Layer.Layer<ServiceRegistration | GatewayIdentity> =>
+  Layer.scopedContext(
+    Effect.gen(function*() {
+      const registration = yield* makeRegistration(options)
+      const fallbackId = options.fallbackId ?? fallbackGatewayId(options.serviceName)
+      if (options.startupWait !== undefined) yield* awaitClaim(registration, options.startupWait, fallbackId)
+      return Context.make(ServiceRegistration, registration).pipe(
+        Context.add(GatewayIdentity, identityOf(registration, fallbackId))
+      )
+    })
+  )
+
+/** `registry.*`: where entries live and how long one outlives its process. */
+export const registrySettings = Config.all({
+  namespace: namespaceSetting,
+  defaultTtl: Config.nested(duration("default_ttl", "30s"), "registry")
+})
+
+/**
+ * Who registers, the one thing telling the two entries apart: a gateway puts where clients reach it
+ * in the metadata (`http_addr`, `ws_addr`) and waits up to 3 s for its claim at start, so that its
+ * first SyncStatus already names it by the id etcd holds; the reference Logic registers its gRPC
+ * endpoint only, with no metadata, and does not wait.
+ */
+export type Registrant = "gateway" | "logic"
+
+/** Upstream's entry from `service.*`, `registry.*` and `etcd.*`, as `registrant` registers it. */
+const optionsConfig = (registrant: Registrant): Effect.Effect<RegistryOptions, ConfigError.ConfigError | EtcdConfigError> =>
+  Effect.gen(function*() {
+    const etcd = yield* requiredEtcdClientConfig
+    const registry = yield* registrySettings
+    const service = yield* serviceSettings
+    // The advertised host: `service.host` (whose default the configuration sources make $HOSTNAME), never "".
+    const host = service.advertiseHost.trim() === "" ? "localhost" : service.advertiseHost.trim()
+    const http = `${host}:${service.httpPort}`
+    const options: RegistryOptions = {
+      ...etcd,
+      namespace: registry.namespace,
+      serviceName: service.name,
+      version: service.version,
+      ttlSeconds: Duration.toSeconds(registry.defaultTtl),
+      metadata: {},
+      grpcEndpoint: `grpc://${host}:${service.grpcPort}`
+    }
+    return registrant === "gateway"
+      ? { ...options, metadata: { http_addr: http, ws_addr: http }, startupWait: "3 seconds" }
+      : options
+  })
+
+/** `layer` from the configuration alone: the gateway's entry or the reference Logic's. */
+export const layerConfig = (
+  registrant: Registrant
+): Layer.Layer<ServiceRegistration | GatewayIdentity, ConfigError.ConfigError | EtcdConfigError> =>
+  Layer.unwrapEffect(Effect.map(optionsConfig(registrant), layer))
+
+/** @deprecated `layer` provides `GatewayIdentity` too; kept until main.ts uses `layerConfig("gateway")`. */
+export const layerRegistry = layer
+
+/** @deprecated `layer` provides `GatewayIdentity`; kept until main.ts uses `layerConfig("gateway")`. */
+export const layerGatewayIdentity = (
+  options: { readonly wait?: Duration.DurationInput; readonly fallbackId?: string } = {}
+): Layer.Layer<GatewayIdentity, never, ServiceRegistration> =>
   Layer.effect(
     GatewayIdentity,
     Effect.gen(function*() {
       const registration = yield* ServiceRegistration
       const fallbackId = options.fallbackId ?? fallbackGatewayId(registration.serviceName)
-      yield* registration.instanceId.pipe(
-        Effect.timeout(options.wait ?? "3 seconds"),
-        Effect.catchTag("TimeoutException", () =>
-          Effect.logWarning("no etcd instance id yet; using a fallback gateway id until one is claimed", { fallbackId }))
-      )
-      const current = () => registration.currentInstanceId() ?? fallbackId
-      return {
-        get id() {
-          return current()
-        },
-        changes: Stream.suspend(() => {
-          let last = current()
-          return registration.changes.pipe(
-            Stream.filterMap((state) => state.instanceId),
-            Stream.filter((id) => {
-              if (id === last) return false
-              last = id
-              return true
-            })
-          )
-        })
-      }
+      yield* awaitClaim(registration, options.wait ?? "3 seconds", fallbackId)
+      return identityOf(registration, fallbackId)
     })
   )

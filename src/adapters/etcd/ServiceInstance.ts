@@ -1,4 +1,5 @@
-import { Either, ParseResult, Schema } from "effect"
+import { Config, Either, ParseResult, Schema } from "effect"
+import { str } from "../platform/config/Settings.js"
 
 /** The value stored under `<namespace>/<service-name>/<instance-id>` (WIRE.md, etcd service registry). */
 export interface ServiceInstance {
@@ -10,6 +11,9 @@ export interface ServiceInstance {
 }
 
 export const defaultNamespace = "/resonance/services"
+
+/** `registry.namespace`: where entries live, read by the registry and by discovery. */
+export const namespaceSetting = Config.nested(str("namespace", defaultNamespace), "registry")
 
 // Lenient on what other registrars may omit (Go writes `"metadata": null` for a nil map).
 const ServiceInstanceJson = Schema.parseJson(
