@@ -1,17 +1,17 @@
-import { Config, Duration, Effect, Layer, Option } from "effect"
+import { Config, Effect, Layer } from "effect"
 import * as Os from "node:os"
 import { Authenticator } from "./application/Authenticator.js"
 import { ConnectionHub } from "./application/ConnectionHub.js"
 import { Dispatcher } from "./application/Dispatcher.js"
+import * as DrainGate from "./application/DrainGate.js"
 import { GatewayIdentity } from "./application/ports/GatewayIdentity.js"
 import type { Logic } from "./application/ports/Logic.js"
 import type { Metrics } from "./application/ports/Metrics.js"
 import { PresenceBatcher } from "./application/PresenceBatcher.js"
 import { PushDelivery } from "./application/PushDelivery.js"
 import { Readiness } from "./application/Readiness.js"
-import { etcdClientConfig } from "./adapters/etcd/config.js"
-import { layerServiceDiscovery } from "./adapters/etcd/Discovery.js"
-import { layerGatewayIdentity, layerRegistry, ServiceRegistration } from "./adapters/etcd/Registry.js"
+import * as Discovery from "./adapters/etcd/Discovery.js"
+import * as Registry from "./adapters/etcd/Registry.js"
 import * as PushServer from "./adapters/grpc-push/PushServer.js"
 import * as HttpApi from "./adapters/http/config.js"
 import * as LogicEmbedded from "./adapters/logic-embedded/config.js"
@@ -24,7 +24,6 @@ import * as FrontDoor from "./adapters/platform/net/FrontDoor.js"
 import { NodeServer } from "./adapters/platform/net/NodeServer.js"
 import * as FrameCodec from "./adapters/protobuf/FrameCodec.js"
 import * as WebSocketGateway from "./adapters/ws/WebSocketGateway.js"
-import { registrySettings } from "./adapters/etcd/config.js"
 import { dispatcherLimitSettings, pendingSettings, revocationSettings, statusBatcherSettings } from "./gateway-config.js"
 
 /**
@@ -62,31 +61,12 @@ const authenticator = Layer.unwrapEffect(Effect.map(revocationSettings, ({ revoc
 
 const presence = Layer.unwrapEffect(Effect.map(statusBatcherSettings, PresenceBatcher.layer))
 
-/**
- * Built last, released first: on shutdown readiness turns false and the etcd entry is revoked
- * before the WebSocket drain starts, so load balancers and the Task service stop sending here.
- */
-const drainGate = Layer.scopedDiscard(
-  Effect.gen(function*() {
-    const readiness = yield* Readiness
-    const registration = yield* Effect.serviceOption(ServiceRegistration)
-    yield* Effect.acquireRelease(
-      Effect.zipRight(readiness.markReady, Effect.logInfo("gateway ready")),
-      () =>
-        readiness.markDraining.pipe(
-          Effect.zipRight(Effect.logInfo("draining")),
-          Effect.zipRight(Option.match(registration, { onNone: () => Effect.void, onSome: (r) => r.deregister }))
-        )
-    )
-  })
-)
-
 /** Every Layer of a gateway over `ports`; each step is built after the one below it and released before it. */
 export const layer = <EL, EI, EM>(ports: GatewayPorts<EL, EI, EM>) => {
   const base = Layer.mergeAll(InternalAuth.layerConfig, ConnectionHub.layer, FrameCodec.layer, Readiness.layer, ports.metrics, ports.identity)
     .pipe(Layer.provideMerge(FrontDoor.layerConfig))
   const entryPoints = Layer.mergeAll(HttpApi.layerConfig, WebSocketGateway.layerConfig, PushServer.layerConfig)
-  return drainGate.pipe(
+  return DrainGate.layer.pipe(
     Layer.provideMerge(entryPoints),
     Layer.provideMerge(NodeServer.layerConfig),
     Layer.provideMerge(Layer.mergeAll(dispatcher, authenticator)),
@@ -106,28 +86,8 @@ const embedded = {
 
 /** Cluster mode: the Logic instances etcd knows, over gRPC; this gateway registered in etcd. */
 const cluster = {
-  logic: LogicGrpc.layerConfig.pipe(
-    Layer.provide(Layer.unwrapEffect(Effect.map(
-      Effect.all({ etcd: etcdClientConfig, registry: registrySettings }),
-      ({ etcd, registry }) => layerServiceDiscovery({ ...etcd, namespace: registry.namespace })
-    )))
-  ),
-  identity: layerGatewayIdentity().pipe(Layer.provideMerge(Layer.unwrapEffect(Effect.map(
-    Effect.all({ etcd: etcdClientConfig, registry: registrySettings, service: serviceSettings }),
-    ({ etcd, registry, service }) =>
-      layerRegistry({
-        ...etcd,
-        namespace: registry.namespace,
-        serviceName: service.name,
-        version: service.version,
-        ttlSeconds: Duration.toSeconds(registry.defaultTtl),
-        metadata: {
-          http_addr: `${service.advertiseHost}:${service.httpPort}`,
-          ws_addr: `${service.advertiseHost}:${service.httpPort}`
-        },
-        grpcEndpoint: `grpc://${service.advertiseHost}:${service.grpcPort}`
-      })
-  )))),
+  logic: LogicGrpc.layerConfig.pipe(Layer.provide(Discovery.layerConfig)),
+  identity: Registry.layerConfig("gateway"),
   metrics: PrometheusMetrics.layerConfig
 }
 

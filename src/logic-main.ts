@@ -5,13 +5,12 @@ import * as Registry from "./adapters/etcd/Registry.js"
 import { logicEmbeddedOptionsConfig } from "./adapters/logic-embedded/config.js"
 import { makeEmbeddedLogic } from "./adapters/logic-embedded/LogicEmbedded.js"
 import * as ReferenceLogic from "./adapters/logic-server/ReferenceLogic.js"
-import { layerLoggerConfig } from "./adapters/obs/config.js"
-import { layerLogger, reportStartupFailure } from "./adapters/obs/Logging.js"
-import { configDirectory } from "./adapters/platform/config/GatewayConfig.js"
+import * as Logging from "./adapters/obs/Logging.js"
+import { collect, configDirectory, providerFromSettings } from "./adapters/platform/config/GatewayConfig.js"
+import { serviceSettings } from "./adapters/platform/config/Settings.js"
 import { InternalAuth } from "./adapters/platform/grpc/Security.js"
 import * as FrontDoor from "./adapters/platform/net/FrontDoor.js"
-import { guardShutdownSignals } from "./adapters/platform/process/ShutdownSignals.js"
-import { loadConfigReport } from "./gateway-config.js"
+import * as ShutdownSignals from "./adapters/platform/process/ShutdownSignals.js"
 
 /**
  * `npm run logic`: the reference Logic service. Same configuration names as the gateway, read from
@@ -38,23 +37,23 @@ const logicLayer = (bind: { readonly port: number; readonly host: string }) =>
   }))
 
 const program = Effect.gen(function*() {
-  const { config, provider } = yield* loadConfigReport(sources)
-  yield* guardShutdownSignals(config.shutdown.timeoutSeconds)
-  const ready = Layer.effectDiscard(Effect.logInfo("logic service ready").pipe(Effect.annotateLogs({
-    grpc: `${config.service.advertiseHost}:${config.service.grpcPort}`,
-    etcd: config.etcd.endpoints.join(",")
-  })))
+  const { settings } = yield* collect(sources)
+  const bind = yield* Effect.withConfigProvider(serviceSettings, providerFromSettings(settings))
+  const ready = Layer.effectDiscard(
+    Effect.logInfo("logic service ready").pipe(Effect.annotateLogs({ grpc: `${bind.advertiseHost}:${bind.grpcPort}` }))
+  )
   // Registered once serving, revoked first on shutdown.
   return yield* Layer.launch(ready.pipe(
     Layer.provideMerge(Registry.layerConfig("logic")),
-    Layer.provideMerge(logicLayer({ port: config.service.grpcPort, host: config.service.grpcHost })),
+    Layer.provideMerge(logicLayer({ port: bind.grpcPort, host: bind.grpcHost })),
     Layer.provide(InternalAuth.layerConfig),
-    Layer.provide(FrontDoor.layerConfig)
-  )).pipe(Effect.provide(layerLoggerConfig), Effect.withConfigProvider(provider))
+    Layer.provide(FrontDoor.layerConfig),
+    Layer.provide(ShutdownSignals.layerConfig)
+  )).pipe(Effect.provide(Logging.layerConfig), Effect.withConfigProvider(providerFromSettings(settings)))
 })
 
 // Until the configuration names a log format, one JSON line per event, as in production.
-NodeRuntime.runMain(program.pipe(reportStartupFailure, Effect.provide(layerLogger({ format: "json", level: "info" }))), {
+NodeRuntime.runMain(program.pipe(Logging.reportStartupFailure, Effect.provide(Logging.layer({ format: "json", level: "info" }))), {
   disablePrettyLogger: true,
   disableErrorReporting: true
 })

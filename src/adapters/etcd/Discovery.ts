@@ -164,5 +164,3 @@ export const layerConfig: Layer.Layer<ServiceDiscovery, ConfigError.ConfigError 
   Effect.map(optionsConfig, layer)
 )
 
-/** @deprecated Renamed `layer`; kept until main.ts uses `layerConfig`. */
-export const layerServiceDiscovery = layer

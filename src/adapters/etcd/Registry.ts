@@ -10,9 +10,6 @@ import { acquireEtcdClient, etcdCall, EtcdError, requiredEtcdClientConfig } from
 import type { EtcdClientOptions, EtcdConfigError } from "./Client.js"
 import { defaultNamespace, encodeServiceInstance, instanceKey, namespaceSetting, servicePrefix } from "./ServiceInstance.js"
 
-/** @deprecated The port lives in `application/ports/ServiceRegistration.ts`; this alias goes once main.ts imports it there. */
-export { ServiceRegistration }
-
 export interface RegistryOptions extends EtcdClientOptions {
   /** Default `/resonance/services`. */
   readonly namespace?: string
@@ -337,20 +334,3 @@ export const layerConfig = (
   registrant: Registrant
 ): Layer.Layer<ServiceRegistration | GatewayIdentity, ConfigError.ConfigError | EtcdConfigError> =>
   Layer.unwrapEffect(Effect.map(optionsConfig(registrant), layer))
-
-/** @deprecated `layer` provides `GatewayIdentity` too; kept until main.ts uses `layerConfig("gateway")`. */
-export const layerRegistry = layer
-
-/** @deprecated `layer` provides `GatewayIdentity`; kept until main.ts uses `layerConfig("gateway")`. */
-export const layerGatewayIdentity = (
-  options: { readonly wait?: Duration.DurationInput; readonly fallbackId?: string } = {}
-): Layer.Layer<GatewayIdentity, never, ServiceRegistration> =>
-  Layer.effect(
-    GatewayIdentity,
-    Effect.gen(function*() {
-      const registration = yield* ServiceRegistration
-      const fallbackId = options.fallbackId ?? fallbackGatewayId(registration.serviceName)
-      yield* awaitClaim(registration, options.wait ?? "3 seconds", fallbackId)
-      return identityOf(registration, fallbackId)
-    })
-  )

@@ -121,6 +121,3 @@ export const logSettings = Config.nested(
 
 /** The logger as `log.*` says. */
 export const layerConfig = Layer.unwrapEffect(Effect.map(logSettings, layer))
-
-/** @deprecated the old name of `layer`, until src/logic-main.ts moves to `layerConfig`. */
-export const layerLogger = layer
