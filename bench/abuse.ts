@@ -22,7 +22,7 @@ import { WebSocket } from "ws"
 import { WsPacket } from "../src/gen/gateway/v1/packet.js"
 import type { AttackerMessage, AttackSpec, Stats } from "./abuse-attacker.js"
 import type { Child } from "./procs.js"
-import { cpuSeconds, freePort, hardFileLimit, killAll, listenQueueCounters, repoRoot, sleep, spawnChild, startNode, waitFor } from "./procs.js"
+import { cpuSeconds, freePort, hardFileLimit, killAll, listenQueueCounters, repoRoot, sleep, spawnChild, startNode, waitFor, npmStartFlags } from "./procs.js"
 import { percentile } from "./protocol.js"
 import { table } from "./report.js"
 
@@ -51,12 +51,7 @@ const PASSWORD = "secret-pw-of-a-real-user"
 const work = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-abuse-"))
 process.on("exit", () => Fs.rmSync(work, { recursive: true, force: true }))
 
-/** The Node flags of `npm start` (between `node` and `--import`), so the gateway runs as deployed. */
-const startFlags = (() => {
-  const start: string = JSON.parse(Fs.readFileSync(Path.join(repoRoot, "package.json"), "utf8")).scripts.start
-  const words = start.split(/\s+/)
-  return words.slice(words.indexOf("node") + 1, words.indexOf("--import")).filter((word) => word.startsWith("--"))
-})()
+const startFlags = npmStartFlags()
 
 // ---------------------------------------------------------------------------------------------
 // The gateway.

@@ -15,18 +15,13 @@ import { directSessionId } from "../src/domain/Session.js"
 import { portOpen } from "../test/support/cluster.js"
 import { OfficialRuleClient } from "../test/support/official-client.js"
 import type { Child } from "./procs.js"
-import { freePort, killAll, repoRoot, sleep, spawnChild, startNode, waitFor } from "./procs.js"
+import { freePort, killAll, repoRoot, sleep, spawnChild, startNode, waitFor, npmStartFlags } from "./procs.js"
 import { table } from "./report.js"
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`
 const work = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-faults-"))
 
-/** The Node flags of `npm start` (between `node` and `--import`), so the gateway runs as deployed. */
-const startFlags = (() => {
-  const start: string = JSON.parse(Fs.readFileSync(Path.join(repoRoot, "package.json"), "utf8")).scripts.start
-  const words = start.split(/\s+/)
-  return words.slice(words.indexOf("node") + 1, words.indexOf("--import")).filter((word) => word.startsWith("--"))
-})()
+const startFlags = npmStartFlags()
 
 // ---------------------------------------------------------------------------------------------
 // Processes, each the leader of its own process group.

@@ -123,20 +123,47 @@ export const spawnChild = (command: string, args: ReadonlyArray<string>, options
 }
 
 export interface StartOptions extends Omit<SpawnOptions, "cwd"> {
-  /** A TypeScript entry run with the tsx loader, relative to the repository root. */
+  /**
+   * A TypeScript entry, relative to the repository root: a production entry (`src/main.ts`,
+   * `src/logic-main.ts`) runs as its built bundle, as `npm start` runs it; anything else with tsx.
+   */
   readonly entry: string
   readonly nodeFlags?: ReadonlyArray<string>
   /** Where `entry` is looked up and the process runs; default the repository root. */
   readonly root?: string
 }
 
+/** The production entry points and their bundles (`npm run build`). */
+const bundles: Record<string, string> = { "src/main.ts": "dist/main.mjs", "src/logic-main.ts": "dist/logic.mjs" }
+
+/** The bundle of a production entry in `root`, built first when its sources are newer; undefined for other entries. */
+const bundleOf = (root: string, entry: string): string | undefined => {
+  const bundle = bundles[entry]
+  const builder = Path.join(root, "scripts/build.mjs")
+  // A checkout from before the build step runs its TypeScript through tsx.
+  if (bundle === undefined || !Fs.existsSync(builder)) return undefined
+  execFileSync(process.execPath, ["-e", `import(${JSON.stringify(pathToFileURL(builder).href)}).then((b) => b.buildIfStale())`], {
+    stdio: "inherit"
+  })
+  return Path.join(root, bundle)
+}
+
+/** The Node flags of `npm start` (words after `node` that begin with `--`), so the gateway runs as deployed. */
+export const npmStartFlags = (root = repoRoot): ReadonlyArray<string> => {
+  const start: string = JSON.parse(Fs.readFileSync(Path.join(root, "package.json"), "utf8")).scripts.start
+  const words = start.split(/\s+/)
+  return words.slice(words.indexOf("node") + 1).filter((word) => word.startsWith("--") && word !== "--import")
+}
+
 /**
- * Starts `node [flags] --import tsx <entry>` as ONE process (the tsx CLI would put the program in
- * a grandchild, out of reach of our SIGUSR2 and /proc/<pid>), with the soft file limit raised.
+ * Starts `node [flags] <bundle>` (or `node [flags] --import tsx <entry>`) as ONE process (the tsx
+ * CLI would put the program in a grandchild, out of reach of our SIGUSR2 and /proc/<pid>), with
+ * the soft file limit raised.
  */
 export const startNode = (options: StartOptions): Child => {
   const root = options.root ?? repoRoot
-  const args = [...(options.nodeFlags ?? []), "--import", tsxLoader, Path.join(root, options.entry)]
+  const bundle = bundleOf(root, options.entry)
+  const args = [...(options.nodeFlags ?? []), ...(bundle !== undefined ? [bundle] : ["--import", tsxLoader, Path.join(root, options.entry)])]
   return spawnChild("bash", ["-c", 'ulimit -n "$(ulimit -Hn)" && exec "$0" "$@"', process.execPath, ...args], {
     ...options,
     cwd: root

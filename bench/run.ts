@@ -15,7 +15,7 @@ import { PushServiceClient } from "../src/gen/gateway/v1/push.js"
 import type { PushMessage } from "../src/gen/gateway/v1/packet.js"
 import { WsPacket } from "../src/gen/gateway/v1/packet.js"
 import type { Child } from "./procs.js"
-import { cpuSeconds, freePort, hardFileLimit, listenQueueCounters, killAll, repoRoot, rssAfterGc, sleep, startNode, waitFor } from "./procs.js"
+import { cpuSeconds, freePort, hardFileLimit, listenQueueCounters, killAll, repoRoot, rssAfterGc, sleep, startNode, waitFor, npmStartFlags } from "./procs.js"
 import type {
   ConnectResult,
   LevelResult,
@@ -59,11 +59,7 @@ const gatewayEnv = Object.fromEntries(
  * The Node flags `npm start` runs the gateway with (everything between `node` and `--import`), so
  * the bench measures what is deployed; the baseline gets them too, so a ratio compares code.
  */
-const startFlags: ReadonlyArray<string> = (() => {
-  const start: string = JSON.parse(Fs.readFileSync(Path.join(repoRoot, "package.json"), "utf8")).scripts.start
-  const words = start.split(/\s+/)
-  return words.slice(words.indexOf("node") + 1, words.indexOf("--import")).filter((word) => word.startsWith("--"))
-})()
+const startFlags = npmStartFlags()
 /** Another checkout (or a patched copy) whose src/main.ts is benchmarked instead: for before/after runs. */
 const gatewayRoot = process.argv.find((a) => a.startsWith("--gateway-root="))?.slice("--gateway-root=".length)
 

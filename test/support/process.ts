@@ -35,12 +35,18 @@ process.on("exit", () => {
   for (const child of live) child.kill("SIGKILL")
 })
 
+/** The production entry points and the bundles `npm run build` makes of them (the test setup builds them first). */
+const bundles: Record<string, string> = { "src/main.ts": "dist/main.mjs", "src/logic-main.ts": "dist/logic.mjs" }
+
 /**
- * Starts `src/<entry>` as one real Node process (tsx as a loader), as `npm start` does; `detached`
- * puts it in a process group of its own, which `process.kill(-pid, signal)` signals as a whole.
+ * Starts `entry` as one real Node process: a production entry as its built bundle, as `npm start`
+ * runs it, anything else (a test fixture) through tsx; `detached` puts it in a process group of
+ * its own, which `process.kill(-pid, signal)` signals as a whole.
  */
 export const startProcess = (entry: string, env: Record<string, string>, cwd = root, detached = false): RunningProcess => {
-  const child = spawn(process.execPath, ["--import", tsxLoader, Path.join(root, entry)], {
+  const bundle = bundles[entry]
+  const args = bundle !== undefined ? [Path.join(root, bundle)] : ["--import", tsxLoader, Path.join(root, entry)]
+  const child = spawn(process.execPath, args, {
     cwd,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
