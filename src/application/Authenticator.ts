@@ -1,10 +1,11 @@
-import { Cache, Clock, Context, Duration, Effect, Exit, Layer } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Option } from "effect"
 import { CloseCodes } from "../domain/Connection.js"
 import { AuthError } from "../domain/Errors.js"
 import type { Revocation } from "../domain/Model.js"
 import { readClaims, tokenIdOf } from "../domain/Token.js"
 import { ConnectionHub } from "./ConnectionHub.js"
 import { Logic } from "./ports/Logic.js"
+import { TokenVerifier } from "./ports/TokenVerifier.js"
 
 export interface Principal {
   readonly username: string
@@ -16,6 +17,11 @@ export interface Principal {
 
 export interface AuthenticatorShape {
   readonly authenticate: (token: string | undefined) => Effect.Effect<Principal, AuthError>
+  /**
+   * The answer known here without asking Logic — a principal, or why not — and `undefined` when
+   * Logic must be asked (`authenticate` does). Plain and synchronous: an upgrade costs no fiber.
+   */
+  readonly authenticateNow: (token: string | undefined) => Principal | AuthError | undefined
   /**
    * Logout: Logic stores the revocation (every gateway follows it, restarts included), and the
    * sockets opened here with the token are closed with 4001 at once.
@@ -46,16 +52,47 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
       Effect.gen(function*() {
         const logic = yield* Logic
         const hub = yield* ConnectionHub
-        const ttl = Duration.decode(options.cacheTtl ?? "30 seconds")
+        const verifier = Option.getOrUndefined(yield* Effect.serviceOption(TokenVerifier))
+        const clock = yield* Effect.clock
+        const ttlMs = Duration.toMillis(Duration.decode(options.cacheTtl ?? "30 seconds"))
+        const capacity = options.cacheCapacity ?? 50_000
         /** tokenId → unix ms until which the revocation matters. */
         const revoked = new Map<string, number>()
-        const cache = yield* Cache.makeWith({
-          capacity: options.cacheCapacity ?? 50_000,
-          lookup: (token: string) => logic.validateToken(token),
-          timeToLive: (exit) => (Exit.isSuccess(exit) ? ttl : Duration.zero)
-        })
+        /** Logic's positive answers: token → the principal, until when it may be reused (insertion order: oldest first). */
+        const answers = new Map<string, { readonly principal: Principal; readonly until: number }>()
+        const remember = (token: string, principal: Principal, now: number) => {
+          if (ttlMs <= 0) return
+          if (answers.size >= capacity) answers.delete(answers.keys().next().value!)
+          answers.set(token, { principal, until: now + ttlMs })
+        }
 
-        const remember = (revocation: Pick<Revocation, "tokenId" | "username" | "expiresAt">) => {
+        const authenticateNow = (token: string | undefined): Principal | AuthError | undefined => {
+          if (token === undefined || token === "") return new AuthError({ reason: "Missing", message: "missing access token" })
+          const now = clock.unsafeCurrentTimeMillis()
+          const claims = readClaims(token)
+          if (claims?.expiresAt !== undefined && claims.expiresAt <= now) {
+            return new AuthError({ reason: "Expired", message: "access token expired" })
+          }
+          const tokenId = tokenIdOf(token, claims)
+          if (revoked.has(tokenId)) return new AuthError({ reason: "Revoked", message: "access token was revoked" })
+          const known = answers.get(token)
+          if (known !== undefined) {
+            if (known.until > now) return known.principal
+            answers.delete(token)
+          }
+          if (verifier === undefined) return undefined
+          const check = verifier.verify(token)
+          switch (check._tag) {
+            case "Valid":
+              return { username: check.username, expiresAt: check.expiresAt * 1000, tokenId: check.tokenId }
+            case "Expired":
+              return new AuthError({ reason: "Expired", message: "access token expired" })
+            case "Invalid":
+              return new AuthError({ reason: "Invalid", message: "invalid access token" })
+          }
+        }
+
+        const applyRevocation = (revocation: Pick<Revocation, "tokenId" | "username" | "expiresAt">) => {
           revoked.set(revocation.tokenId, Number(revocation.expiresAt) * 1000)
           const devices = hub.connectionsOf(revocation.username)
           if (devices === undefined) return
@@ -68,32 +105,28 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
           for (const [tokenId, until] of revoked) if (until <= now) revoked.delete(tokenId)
         }
 
-        const authenticate = (token: string | undefined) =>
-          Effect.gen(function*() {
-            if (token === undefined || token === "") {
-              return yield* new AuthError({ reason: "Missing", message: "missing access token" })
-            }
-            const now = yield* Clock.currentTimeMillis
-            const claims = readClaims(token)
-            if (claims?.expiresAt !== undefined && claims.expiresAt <= now) {
-              return yield* new AuthError({ reason: "Expired", message: "access token expired" })
-            }
-            const tokenId = tokenIdOf(token, claims)
-            if (revoked.has(tokenId)) {
-              return yield* new AuthError({ reason: "Revoked", message: "access token was revoked" })
-            }
-            const lookup = Duration.isZero(ttl) ? logic.validateToken(token) : cache.get(token)
-            const user = yield* lookup.pipe(
-              // Outages and refusals are not remembered: only a valid answer is.
-              Effect.tapError(() => cache.invalidate(token)),
-              Effect.mapError((error) =>
-                unavailable(error.code)
-                  ? new AuthError({ reason: "Unavailable", message: error.message })
-                  : new AuthError({ reason: "Invalid", message: error.message || "invalid access token" })
-              )
-            )
-            return { username: user.username, expiresAt: claims?.expiresAt, tokenId }
+        const authenticate = (token: string | undefined): Effect.Effect<Principal, AuthError> =>
+          Effect.suspend(() => {
+            const now = authenticateNow(token)
+            if (now === undefined) return askLogic(token!)
+            return now instanceof AuthError ? Effect.fail(now) : Effect.succeed(now)
           })
+
+        /** Logic's word on a token nothing here can check; only a valid answer is remembered. */
+        const askLogic = (token: string): Effect.Effect<Principal, AuthError> =>
+          logic.validateToken(token).pipe(
+            Effect.map((user): Principal => {
+              const claims = readClaims(token)
+              const principal = { username: user.username, expiresAt: claims?.expiresAt, tokenId: tokenIdOf(token, claims) }
+              remember(token, principal, clock.unsafeCurrentTimeMillis())
+              return principal
+            }),
+            Effect.mapError((error) =>
+              unavailable(error.code)
+                ? new AuthError({ reason: "Unavailable", message: error.message })
+                : new AuthError({ reason: "Invalid", message: error.message || "invalid access token" })
+            )
+          )
 
         const revoke = (token: string) =>
           Effect.gen(function*() {
@@ -113,8 +146,8 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
               )
             )
             forgetExpired(now)
-            remember(revocation)
-            yield* cache.invalidate(token)
+            applyRevocation(revocation)
+            answers.delete(token)
           })
 
         if (options.revocationPoll !== undefined) {
@@ -124,7 +157,7 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
           const catchUp: Effect.Effect<boolean> = Effect.gen(function*() {
             for (;;) {
               const page = yield* logic.listRevocations(cursor, REVOCATION_PAGE)
-              for (const revocation of page.revocations) remember(revocation)
+              for (const revocation of page.revocations) applyRevocation(revocation)
               if (page.nextCursor > cursor) cursor = page.nextCursor
               if (page.revocations.length < REVOCATION_PAGE) return true
             }
@@ -145,7 +178,7 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
           yield* Effect.forkScoped(follow)
         }
 
-        return { authenticate, revoke }
+        return { authenticate, authenticateNow, revoke }
       })
     )
 }
