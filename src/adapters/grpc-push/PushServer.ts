@@ -11,7 +11,7 @@ import type { FrontDoor } from "../platform/net/FrontDoor.js"
 import type { UnaryCall, UnaryOutcome, UnaryServerOptions } from "../platform/grpc/UnaryServer.js"
 import { serveUnary } from "../platform/grpc/UnaryServer.js"
 import { methodLabel, statusName } from "../platform/grpc/Status.js"
-import { parentSpanFromTraceparent } from "../platform/grpc/TraceContext.js"
+import { parentSpanFromTraceparent } from "../platform/tracing/TraceContext.js"
 
 export type PushServerOptions = Omit<UnaryServerOptions, "onCompleted" | "onDefect" | "onCutOff">
 
