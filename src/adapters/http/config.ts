@@ -1,41 +1,26 @@
-import { Config, Duration, Effect, Layer } from "effect"
-import { clientAddressingConfig } from "../platform/net/ClientAddress.js"
-import { duration, int, list, num, sharedLimitSettings } from "../platform/config/Settings.js"
-import type { HttpOptions } from "./HttpApi.js"
-import { layer } from "./HttpApi.js"
+import { Config, Effect, Layer } from "effect"
+import { Accounts } from "../../application/Accounts.js"
+import { Sessions } from "../../application/Sessions.js"
+import { sharedLimitSettings } from "../platform/config/Settings.js"
+import * as HttpApi from "./HttpApi.js"
 
-/** `security.cors_origins`. */
-export const corsSettings = Config.nested(Config.all({ corsOrigins: list("cors_origins", ["*"]) }), "security")
+/**
+ * A bridge until the composition root (`src/Gateway.ts`) builds the use cases: today's `main.ts`
+ * gets the HTTP entry point with the `Accounts` and `Sessions` it serves, their options read from
+ * the same keys. Delete with main's rewrite; import `./HttpApi.js` instead.
+ */
+export { corsSettings, httpLimitSettings, httpOptionsConfig } from "./HttpApi.js"
 
-/** `limits.*` of the HTTP API's token buckets. */
-export const httpLimitSettings = Config.nested(
-  Config.all({
-    authPerIpPerMinute: num("auth_per_ip_per_minute", 30),
-    failedLoginsPerUserPerIp: num("failed_logins_per_user_per_ip", 5),
-    failedLoginWindow: duration("failed_login_window", "15m"),
-    loginsInFlightPerIp: int("logins_in_flight_per_ip", 2),
-    sessionPerUserPerSecond: num("session_per_user_per_second", 50)
-  }),
-  "limits"
-)
-
-/** The HTTP API's options from `security` and `limits`; a bad address list fails naming its key. */
-export const httpOptionsConfig = Effect.flatMap(
-  Config.all({ cors: corsSettings, limits: httpLimitSettings, shared: sharedLimitSettings }),
-  ({ cors, limits, shared }) =>
-    Effect.map(clientAddressingConfig, (addressing): HttpOptions => ({
-      corsOrigins: cors.corsOrigins,
-      maxBodyBytes: 1024 * 1024,
-      rateLimits: {
-        authPerIpPerMinute: limits.authPerIpPerMinute,
-        sessionPerUserPerSecond: limits.sessionPerUserPerSecond,
-        failedLoginsPerUserPerIp: limits.failedLoginsPerUserPerIp,
-        failedLoginWindowSeconds: Duration.toSeconds(limits.failedLoginWindow),
-        loginsInFlightPerIp: limits.loginsInFlightPerIp
-      },
-      addressing,
-      maxGroupMembers: shared.maxGroupMembers
-    }))
-)
-
-export const layerConfig = Layer.unwrapEffect(Effect.map(httpOptionsConfig, (options) => layer(options)))
+/** The options are read before anything is built, so a bad key fails first. */
+export const layerConfig = Layer.unwrapEffect(Effect.map(
+  Config.all({ limits: HttpApi.httpLimitSettings, shared: sharedLimitSettings }).pipe(
+    Effect.zip(HttpApi.httpOptionsConfig)
+  ),
+  ([{ limits, shared }, options]) =>
+    HttpApi.layer(options).pipe(
+      Layer.provide(Layer.merge(
+        Accounts.layer({ failuresPerUserAndAddress: limits.failedLoginsPerUserPerIp, failureWindow: limits.failedLoginWindow }),
+        Sessions.layer({ maxGroupMembers: shared.maxGroupMembers })
+      ))
+    )
+))
