@@ -1,5 +1,6 @@
 import { Config, Effect, Layer } from "effect"
 import * as Os from "node:os"
+import { Accounts } from "./application/Accounts.js"
 import { Authenticator } from "./application/Authenticator.js"
 import { ConnectionHub } from "./application/ConnectionHub.js"
 import { Dispatcher } from "./application/Dispatcher.js"
@@ -10,10 +11,11 @@ import type { Metrics } from "./application/ports/Metrics.js"
 import { PresenceBatcher } from "./application/PresenceBatcher.js"
 import { PushDelivery } from "./application/PushDelivery.js"
 import { Readiness } from "./application/Readiness.js"
+import { Sessions } from "./application/Sessions.js"
 import * as Discovery from "./adapters/etcd/Discovery.js"
 import * as Registry from "./adapters/etcd/Registry.js"
 import * as PushServer from "./adapters/grpc-push/PushServer.js"
-import * as HttpApi from "./adapters/http/config.js"
+import * as HttpApi from "./adapters/http/HttpApi.js"
 import * as LogicEmbedded from "./adapters/logic-embedded/config.js"
 import * as LogicGrpc from "./adapters/logic-grpc/config.js"
 import * as PrometheusMetrics from "./adapters/obs/PrometheusMetrics.js"
@@ -61,6 +63,12 @@ const authenticator = Layer.unwrapEffect(Effect.map(revocationSettings, ({ revoc
 
 const presence = Layer.unwrapEffect(Effect.map(statusBatcherSettings, PresenceBatcher.layer))
 
+// Logins: failures counted per (username, address) within the window; the session rules of the API.
+const accounts = Layer.unwrapEffect(Effect.map(HttpApi.httpLimitSettings, (limits) =>
+  Accounts.layer({ failuresPerUserAndAddress: limits.failedLoginsPerUserPerIp, failureWindow: limits.failedLoginWindow })))
+
+const sessions = Layer.unwrapEffect(Effect.map(sharedLimitSettings, (shared) => Sessions.layer({ maxGroupMembers: shared.maxGroupMembers })))
+
 /** Every Layer of a gateway over `ports`; each step is built after the one below it and released before it. */
 export const layer = <EL, EI, EM>(ports: GatewayPorts<EL, EI, EM>) => {
   const base = Layer.mergeAll(InternalAuth.layerConfig, ConnectionHub.layer, FrameCodec.layer, Readiness.layer, ports.metrics, ports.identity)
@@ -69,7 +77,8 @@ export const layer = <EL, EI, EM>(ports: GatewayPorts<EL, EI, EM>) => {
   return DrainGate.layer.pipe(
     Layer.provideMerge(entryPoints),
     Layer.provideMerge(NodeServer.layerConfig),
-    Layer.provideMerge(Layer.mergeAll(dispatcher, authenticator)),
+    Layer.provideMerge(Layer.mergeAll(dispatcher, accounts, sessions)),
+    Layer.provideMerge(authenticator),
     Layer.provideMerge(presence),
     Layer.provideMerge(ports.logic),
     Layer.provideMerge(PushDelivery.layer),

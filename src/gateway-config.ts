@@ -5,7 +5,7 @@ import { collect, defaultSources, providerFromSettings } from "./adapters/platfo
 import { etcdSettings } from "./adapters/etcd/Client.js"
 import { registrySettings } from "./adapters/etcd/Registry.js"
 import { internalSettings } from "./adapters/platform/grpc/Security.js"
-import { corsSettings, httpLimitSettings } from "./adapters/http/config.js"
+import { corsSettings, httpLimitSettings } from "./adapters/http/HttpApi.js"
 import { accountSettings, embeddedSettings, pageLimitSettings } from "./adapters/logic-embedded/config.js"
 import { logicCallSettings, logicServiceNameSetting } from "./adapters/logic-grpc/config.js"
 import { clientAddressSettings } from "./adapters/platform/net/ClientAddress.js"

@@ -5,7 +5,8 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import type { ConfigSources } from "../../src/adapters/platform/config/GatewayConfig.js"
 import { collect, providerFromSettings } from "../../src/adapters/platform/config/GatewayConfig.js"
-import * as HttpConfig from "../../src/adapters/http/config.js"
+import * as HttpConfig from "../../src/adapters/http/HttpApi.js"
+import { sharedLimitSettings } from "../../src/adapters/platform/config/Settings.js"
 import * as WsConfig from "../../src/adapters/ws/WebSocketGateway.js"
 
 /** A slice read under the provider `main.ts` installs: files in a fresh directory, then the environment. */
@@ -69,11 +70,17 @@ describe("each adapter reads its own configuration slice", () => {
 
   it.effect("the HTTP slice reads security.cors_origins and its limits", () =>
     Effect.gen(function*() {
-      const options = yield* underSources(HttpConfig.httpOptionsConfig, {
+      // The failed-login policy and the group cap are the use cases' (Accounts, Sessions), read by the composition root.
+      const { limits, options, shared } = yield* underSources(Effect.all({
+        options: HttpConfig.httpOptionsConfig,
+        limits: HttpConfig.httpLimitSettings,
+        shared: sharedLimitSettings
+      }), {
         "gateway.yaml": "security:\n  cors_origins: [\"https://a.example\"]\nlimits:\n  failed_login_window: 1m\n"
       }, { RESONANCE_LIMITS_MAX_GROUP_MEMBERS: "7" })
       expect(options.corsOrigins).toEqual(["https://a.example"])
-      expect(options.rateLimits).toMatchObject({ authPerIpPerMinute: 30, failedLoginWindowSeconds: 60 })
-      expect(options.maxGroupMembers).toBe(7)
+      expect(options.rateLimits).toMatchObject({ authPerIpPerMinute: 30, loginsInFlightPerIp: 2 })
+      expect(Duration.toSeconds(limits.failedLoginWindow)).toBe(60)
+      expect(shared.maxGroupMembers).toBe(7)
     }))
 })

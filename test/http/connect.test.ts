@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
+import * as Http from "node:http"
 import type { FailureCode } from "../../src/domain/Errors.js"
 import { logicError } from "../../src/domain/Errors.js"
 import * as Api from "../../src/gen/gateway/v1/api.js"
@@ -294,6 +295,40 @@ describe("Connect errors", () => {
       // The connection stays usable for the next request.
       const next = yield* call(url + connect("AuthService", "Login"), json({ username: "alice", password: "secret" }))
       expect(next.status).toBe(200)
+    }))
+
+  it.scopedLive("a chunked body is read up to maxBodyBytes; one that grows past it costs the connection, not a Logic call", () =>
+    Effect.gen(function*() {
+      const { url, calls, metrics } = yield* serve({ maxBodyBytes: 1024 })
+      /** A Login whose password arrives in `chunks` chunks of 100 bytes, without a Content-Length. */
+      const chunked = (chunks: number) =>
+        Effect.promise(() =>
+          new Promise<{ status?: number; error?: string }>((resolve) => {
+            const request = Http.request(url + connect("AuthService", "Login"), {
+              method: "POST",
+              headers: { "content-type": "application/json", "transfer-encoding": "chunked" }
+            }, (response) => {
+              response.resume()
+              response.on("end", () => resolve({ status: response.statusCode }))
+            })
+            request.on("error", (error) => resolve({ error: error.message }))
+            request.write("{\"username\":\"alice\",\"password\":\"")
+            let sent = 0
+            const next = () => {
+              if (sent++ === chunks) return request.end("\"}")
+              request.write("x".repeat(100))
+              setTimeout(next, 2)
+            }
+            next()
+          })
+        )
+      expect(yield* chunked(9)).toEqual({ status: 200 })
+      expect(calls).toHaveLength(1)
+      const tooLong = yield* chunked(30)
+      expect(tooLong.status).toBeUndefined()
+      expect(tooLong.error).toBeDefined()
+      expect(calls).toHaveLength(1)
+      expect(metrics.at(-1)).toEqual({ route: connect("AuthService", "Login"), code: 413 })
     }))
 
   it.scopedLive("Connect-Timeout-Ms bounds the Logic call: deadline_exceeded (504)", () =>

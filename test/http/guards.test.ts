@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, TestClock } from "effect"
+import { Deferred, Effect, Fiber, TestClock } from "effect"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
 import { logicError } from "../../src/domain/Errors.js"
 import { bearer, call, connect, json, serve } from "./harness.js"
@@ -109,6 +109,35 @@ describe("rate limits", () => {
       expect(statuses.filter((status) => status === 429)).toHaveLength(6)
       expect(statuses.filter((status) => status === 401)).toHaveLength(6)
       expect(most).toBe(1)
+    }))
+
+  it.scopedLive("the front step's plain 429 (no place left for a hash) carries the CORS headers a browser needs to read it", () =>
+    Effect.gen(function*() {
+      const entered = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const { url } = yield* serve(
+        { rateLimits: { authPerIpPerMinute: 0, sessionPerUserPerSecond: 0, loginsInFlightPerIp: 1 } },
+        {
+          login: (input) =>
+            Deferred.succeed(entered, undefined).pipe(
+              Effect.zipRight(Deferred.await(release)),
+              Effect.as({ accessToken: "token-alice", user: { username: input.username, nickname: "", avatarUrl: "" } })
+            )
+        }
+      )
+      const origin = "https://chat.example"
+      // The first login holds the address's only place until Logic answers it.
+      const held = yield* Effect.fork(login(url, { origin }))
+      yield* Deferred.await(entered)
+      const refused = yield* login(url, { origin })
+      expect(refused.status).toBe(429)
+      expect(refused.body).toEqual({ code: "resource_exhausted", message: "too many logins at once from this address, retry in 1s" })
+      expect(refused.headers.get("access-control-allow-origin")).toBe(origin)
+      expect(refused.headers.get("access-control-expose-headers")).toContain("retry-after")
+      expect(refused.headers.get("retry-after")).toBe("1")
+      expect(refused.headers.get("x-content-type-options")).toBe("nosniff")
+      yield* Deferred.succeed(release, undefined)
+      expect((yield* Fiber.join(held)).status).toBe(200)
     }))
 
   it.scopedLive("an IPv6 client is limited per /64: a new interface id buys no new budget", () =>

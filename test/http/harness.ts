@@ -1,4 +1,4 @@
-import { Context, Effect, Layer, Logger, LogLevel, Tracer } from "effect"
+import { Context, Duration, Effect, Layer, Logger, LogLevel, Tracer } from "effect"
 import { Authenticator } from "../../src/application/Authenticator.js"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
@@ -11,13 +11,23 @@ import { logicError } from "../../src/domain/Errors.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import type { HttpOptions } from "../../src/adapters/http/HttpApi.js"
 import * as HttpApi from "../../src/adapters/http/HttpApi.js"
+import type { RateLimits } from "../../src/adapters/http/Limits.js"
+import { Accounts } from "../../src/application/Accounts.js"
+import { Sessions } from "../../src/application/Sessions.js"
 import type { ClientAddressOptions } from "../../src/adapters/platform/net/ClientAddress.js"
 import { makeClientAddressing } from "../../src/adapters/platform/net/ClientAddress.js"
 import { FrontDoor } from "../../src/adapters/platform/net/FrontDoor.js"
 import { NodeServer } from "../../src/adapters/platform/net/NodeServer.js"
 import { Either } from "effect"
 
-export type TestHttpOptions = Omit<HttpOptions, "addressing"> & ClientAddressOptions
+/** The adapter's options and those of the use cases behind it, as the configuration has them. */
+export type TestHttpOptions = Omit<HttpOptions, "addressing" | "rateLimits"> & ClientAddressOptions & {
+  readonly rateLimits: RateLimits & {
+    readonly failedLoginsPerUserPerIp?: number
+    readonly failedLoginWindowSeconds?: number
+  }
+  readonly maxGroupMembers?: number
+}
 
 export const baseOptions: TestHttpOptions = {
   corsOrigins: ["*"],
@@ -33,6 +43,16 @@ export const httpOptions = (options: Partial<TestHttpOptions> = {}): HttpOptions
   const merged = { ...baseOptions, ...options }
   return { ...merged, addressing: Either.getOrThrow(makeClientAddressing(merged)) }
 }
+
+/** The use cases the HTTP API serves, with the options a test gave. */
+const useCases = (options: Partial<TestHttpOptions>) =>
+  Layer.merge(
+    Accounts.layer({
+      failuresPerUserAndAddress: options.rateLimits?.failedLoginsPerUserPerIp ?? 0,
+      failureWindow: Duration.seconds(options.rateLimits?.failedLoginWindowSeconds ?? 900)
+    }),
+    Sessions.layer(options.maxGroupMembers === undefined ? undefined : { maxGroupMembers: options.maxGroupMembers })
+  )
 
 /** Tokens the fake Logic accepts, and the user each one stands for. */
 export const tokens: Record<string, string> = { "token-alice": "alice", "token-bob": "bob" }
@@ -150,6 +170,7 @@ export const serve = (options: Partial<TestHttpOptions> = {}, logic: Partial<Log
     })
     const http = httpOptions(options)
     const layer = HttpApi.layer(http).pipe(
+      Layer.provide(useCases(options)),
       Layer.provideMerge(Authenticator.layer()),
       Layer.provideMerge(
         Layer.mergeAll(

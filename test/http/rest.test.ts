@@ -154,6 +154,8 @@ describe("CORS", () => {
       expect(unauthenticated.status).toBe(401)
       expect(unauthenticated.headers.get("access-control-allow-origin")).toBe("https://chat.example")
       expect(unauthenticated.headers.get("access-control-expose-headers")).toContain("retry-after")
+      // The answer depends on the Origin: a shared cache must not hand it to another origin.
+      expect(unauthenticated.headers.get("vary")).toBe("Origin")
       const missing = yield* call(url + "/nowhere", { headers: { origin: "https://chat.example" } })
       expect(missing.status).toBe(404)
       expect(missing.headers.get("access-control-allow-origin")).toBe("https://chat.example")
@@ -169,6 +171,7 @@ describe("CORS", () => {
         headers: { origin: "https://evil.example", "access-control-request-method": "POST" }
       })
       expect(bad.headers.get("access-control-allow-origin")).toBeNull()
+      expect(bad.headers.get("vary")).toBe("Origin")
       const noOrigin = yield* call(url + "/healthz")
       expect(noOrigin.headers.get("access-control-allow-origin")).toBeNull()
     }))

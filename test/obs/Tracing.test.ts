@@ -3,7 +3,7 @@ import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
 import { Effect, Layer, Option } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
-import { currentTraceHeaders, parentSpanFromTraceparent } from "../../src/adapters/platform/grpc/TraceContext.js"
+import { currentTraceHeaders, parentSpanFromTraceparent } from "../../src/adapters/platform/tracing/TraceContext.js"
 import { layer as layerTracing, layerTest as layerTracingTest, otlpGrpcUrl, otlpTracesUrl, traceProtocolFor } from "../../src/adapters/obs/Tracing.js"
 import * as grpc from "@grpc/grpc-js"
 

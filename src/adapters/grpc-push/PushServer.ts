@@ -12,7 +12,7 @@ import { etcdEndpointsSetting, serviceSettings } from "../platform/config/Settin
 import type { UnaryCall, UnaryOutcome, UnaryServerOptions } from "../platform/grpc/UnaryServer.js"
 import { serveUnary } from "../platform/grpc/UnaryServer.js"
 import { methodLabel, statusName } from "../platform/grpc/Status.js"
-import { parentSpanFromTraceparent } from "../platform/grpc/TraceContext.js"
+import { parentSpanFromTraceparent } from "../platform/tracing/TraceContext.js"
 
 export type PushServerOptions = Omit<UnaryServerOptions, "onCompleted" | "onDefect" | "onCutOff">
 

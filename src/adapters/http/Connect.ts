@@ -1,8 +1,10 @@
+import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
+import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
-import { Data, Effect } from "effect"
-import type * as Http from "node:http"
+import { Data, Effect, Option } from "effect"
 import type { AuthError, FailureCode, LogicError } from "../../domain/Errors.js"
 import { failureCodeOfAuth, failureCodes } from "../../domain/Errors.js"
+import type { LoginRefused } from "../../application/LoginGuard.js"
 
 /** The Connect error codes this adapter answers with. */
 export type ConnectCode = FailureCode
@@ -27,9 +29,11 @@ export const errorResponse = (error: ConnectError): HttpServerResponse.HttpServe
     ...(error.headers === undefined ? {} : { headers: error.headers })
   })
 
-export const fromLogicError = (error: LogicError): ConnectError => connectError(error.code, error.message)
+/** 429 with `Retry-After` in whole seconds. */
+export const tooMany = (retryAfter: number, message: string) =>
+  new ConnectError({ code: "resource_exhausted", message, headers: { "retry-after": String(retryAfter) } })
 
-export const fromAuthError = (error: AuthError): ConnectError =>
+const fromAuthError = (error: AuthError): ConnectError =>
   failureCodeOfAuth(error) === "unavailable"
     ? connectError("unavailable", error.message || "authentication is unavailable")
     : new ConnectError({
@@ -37,6 +41,18 @@ export const fromAuthError = (error: AuthError): ConnectError =>
       message: error.message,
       headers: { "www-authenticate": "Bearer" }
     })
+
+/** How a use case's typed failure is answered. */
+export const fromFailure = (error: LogicError | AuthError | LoginRefused): ConnectError => {
+  switch (error._tag) {
+    case "LogicError":
+      return connectError(error.code, error.message)
+    case "AuthError":
+      return fromAuthError(error)
+    case "LoginRefused":
+      return tooMany(error.retryAfter, `${error.message}, retry in ${error.retryAfter}s`)
+  }
+}
 
 export type Format = "json" | "proto"
 
@@ -65,49 +81,28 @@ const bodyTooLarge = (maxBytes: number) =>
     status: 413
   })
 
+const toBytes = (body: ArrayBuffer | Uint8Array): Uint8Array => body instanceof Uint8Array ? body : new Uint8Array(body)
+
 /**
- * Reads the request body up to `maxBytes`. A declared Content-Length above the limit is refused
- * before reading; past the limit the rest is left for Node to discard, so the 413 still reaches
- * the client on a live connection.
+ * Reads the request body, at most `maxBytes` of it (the platform's `MaxBodySize`). A declared
+ * Content-Length above the limit is refused before reading, so the 413 reaches the client on a live
+ * connection; a body that grows past the limit unannounced costs the client its connection.
  */
-export const readBody = (incoming: Http.IncomingMessage, maxBytes: number): Effect.Effect<Uint8Array, ConnectError> => {
-  const declared = incoming.headers["content-length"]
+export const readBody = (
+  request: HttpServerRequest.HttpServerRequest,
+  maxBytes: number
+): Effect.Effect<Uint8Array, ConnectError> => {
+  const declared = request.headers["content-length"]
   if (declared !== undefined && Number(declared) > maxBytes) return Effect.fail(bodyTooLarge(maxBytes))
-  if (incoming.readableEnded) return Effect.succeed(new Uint8Array(0))
-  return Effect.async<Uint8Array, ConnectError>((resume) => {
-    const chunks: Array<Buffer> = []
-    let size = 0
-    const cleanup = () => {
-      incoming.off("data", onData)
-      incoming.off("end", onEnd)
-      incoming.off("error", onError)
-      incoming.off("aborted", onAborted)
-    }
-    const onData = (chunk: Buffer) => {
-      size += chunk.length
-      if (size > maxBytes) {
-        cleanup()
-        incoming.resume()
-        resume(Effect.fail(bodyTooLarge(maxBytes)))
-        return
-      }
-      chunks.push(chunk)
-    }
-    const onEnd = () => {
-      cleanup()
-      resume(Effect.succeed(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
-    }
-    const onError = (error: Error) => {
-      cleanup()
-      resume(Effect.fail(connectError("invalid_argument", `could not read the request body: ${error.message}`)))
-    }
-    const onAborted = () => onError(new Error("client aborted"))
-    incoming.on("data", onData)
-    incoming.once("end", onEnd)
-    incoming.once("error", onError)
-    incoming.once("aborted", onAborted)
-    return Effect.sync(cleanup)
-  })
+  return request.arrayBuffer.pipe(
+    Effect.map(toBytes),
+    HttpIncomingMessage.withMaxBodySize(Option.some(maxBytes)),
+    Effect.mapError((error) =>
+      error.cause instanceof Error && error.cause.message === "maxBytes exceeded"
+        ? bodyTooLarge(maxBytes)
+        : connectError("invalid_argument", `could not read the request body: ${error.cause instanceof Error ? error.cause.message : error.reason}`)
+    )
+  )
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true })

@@ -1,12 +1,12 @@
 import type * as Http from "node:http"
-import type { LoginGuard } from "../../application/LoginGuard.js"
 import type { NodeServerShape } from "../platform/net/NodeServer.js"
+import type { HashPlaces } from "./Limits.js"
 
 export interface GateOptions {
   readonly node: Pick<NodeServerShape, "admitRequest">
   /** The proxy-aware client address of a request. */
   readonly clientIp: (request: Http.IncomingMessage) => string
-  readonly logins: Pick<LoginGuard, "enter" | "leave">
+  readonly logins: HashPlaces
   /** The paths of Login and Register: each costs a password hash. */
   readonly hashing: ReadonlySet<string>
   /** Answers 429 with `Retry-After`, as the API answers (CORS, headers, metrics). */

@@ -1,23 +1,31 @@
-import { Effect, Either, ParseResult, Schema } from "effect"
-import type { AuthenticatorShape } from "../../application/Authenticator.js"
-import type { LogicShape } from "../../application/ports/Logic.js"
-import type { LogicError } from "../../domain/Errors.js"
-import { failureCodeOfAuth, logicError } from "../../domain/Errors.js"
-import type { SessionRules } from "../../domain/Session.js"
-import { isRequestedSessionType, missingMembersProblem, planSession } from "../../domain/Session.js"
+import { Effect } from "effect"
+import type { AccountsShape } from "../../application/Accounts.js"
+import type { Principal } from "../../application/Authenticator.js"
+import type { LoginRefused } from "../../application/LoginGuard.js"
+import type { SessionsShape } from "../../application/Sessions.js"
+import type { AuthError, LogicError } from "../../domain/Errors.js"
 import * as Api from "../../gen/gateway/v1/api.js"
 
-/** The authenticated caller of a procedure. */
-export interface Caller {
-  readonly username: string
-  readonly token: string
+/** What a procedure can fail with: the use cases' typed errors. */
+export type ProcedureError = LogicError | AuthError | LoginRefused
+
+/** What a procedure is called with besides its message. */
+export interface Call {
+  /** The client's proxy-aware address, which the login policy counts failures under. */
+  readonly address: string
+  /** The token of the Authorization header, if any. */
+  readonly headerToken: string | undefined
+  /** Who calls a `bearer` procedure, authenticated before its message was read. */
+  readonly caller: Principal | undefined
+  /** Names the user a public procedure turned out to act for (a logout), for the access log. */
+  readonly identify: (username: string) => void
 }
 
 /**
- * Who may call: `public` needs nothing, `bearer` needs the Authorization header, `token` takes the
- * token from the request body (falling back to the header) once it is decoded.
+ * Who may call: `public` needs nothing up front (Logout authenticates the token it is given),
+ * `bearer` needs the Authorization header, checked before the message is read.
  */
-export type Access = "public" | "bearer" | "token"
+export type Access = "public" | "bearer"
 
 /** A unary procedure with its types erased, so one table drives the Connect and REST routes. */
 export interface Procedure {
@@ -26,17 +34,13 @@ export interface Procedure {
   /** The Connect path, also the key of its rate limit whatever path the request came by. */
   readonly path: string
   readonly access: Access
+  /** `ip`: a login or registration, which costs a password hash; `user`: a SessionService call. */
   readonly limitedBy: "ip" | "user" | undefined
-  /** The key failed attempts are counted under (a login's username), when they are. */
-  readonly failuresKey: ((request: unknown) => string) | undefined
   /** Its int64 fields by JSON name, checked before decoding. */
   readonly int64Fields: ReadonlyArray<string>
   readonly fromJson: (object: Record<string, unknown>) => unknown
   readonly fromBinary: (bytes: Uint8Array) => unknown
-  /** The first rule the request breaks, as a client-facing message. */
-  readonly validate: (request: unknown) => string | undefined
-  readonly bodyToken: (request: unknown) => string
-  readonly invoke: (request: unknown, caller: Caller | undefined) => Effect.Effect<unknown, LogicError>
+  readonly invoke: (request: unknown, call: Call) => Effect.Effect<unknown, ProcedureError>
   readonly toJson: (response: unknown) => unknown
   readonly toBinary: (response: unknown) => Uint8Array
 }
@@ -46,23 +50,10 @@ interface ProcedureSpec<Req, Res> {
   readonly method: string
   readonly access: Access
   readonly limitedBy?: "ip" | "user"
-  readonly failuresKey?: (request: Req) => string
   readonly int64Fields?: ReadonlyArray<string>
   readonly request: Api.MessageFns<Req>
   readonly response: Api.MessageFns<Res>
-  readonly schema?: Schema.Schema<any, any>
-  readonly bodyToken?: (request: Req) => string
-  readonly invoke: (request: Req, caller: Caller) => Effect.Effect<Res, LogicError>
-}
-
-const firstIssue = (schema: Schema.Schema<any, any>) => {
-  const decode = Schema.decodeUnknownEither(schema, { errors: "first" })
-  return (request: unknown): string | undefined => {
-    const result = decode(request)
-    if (Either.isRight(result)) return undefined
-    const issue = ParseResult.ArrayFormatter.formatErrorSync(result.left)[0]
-    return issue === undefined ? "invalid request" : issue.message
-  }
+  readonly invoke: (request: Req, call: Call) => Effect.Effect<Res, ProcedureError>
 }
 
 const define = <Req, Res>(spec: ProcedureSpec<Req, Res>): Procedure => ({
@@ -71,115 +62,39 @@ const define = <Req, Res>(spec: ProcedureSpec<Req, Res>): Procedure => ({
   path: `/resonance.gateway.v1.${spec.service}/${spec.method}`,
   access: spec.access,
   limitedBy: spec.limitedBy,
-  failuresKey: spec.failuresKey === undefined ? undefined : (request) => spec.failuresKey!(request as Req),
   int64Fields: spec.int64Fields ?? [],
   fromJson: (object) => spec.request.fromJSON(object),
   fromBinary: (bytes) => spec.request.decode(bytes),
-  validate: spec.schema === undefined ? () => undefined : firstIssue(spec.schema),
-  bodyToken: (request) => spec.bodyToken?.(request as Req) ?? "",
-  // Public procedures get no caller; they never read it.
-  invoke: (request, caller) => spec.invoke(request as Req, caller as Caller),
+  invoke: (request, call) => spec.invoke(request as Req, call),
   toJson: (response) => spec.response.toJSON(response as Res),
   toBinary: (response) => spec.response.encode(response as Res).finish()
 })
 
 /** A SessionService procedure: every one needs the Authorization header and is limited per user. */
 const sessionProcedure = <Req, Res>(
-  spec: Omit<ProcedureSpec<Req, Res>, "service" | "access" | "limitedBy">
-): Procedure => define({ ...spec, service: "SessionService", access: "bearer", limitedBy: "user" })
+  spec: Omit<ProcedureSpec<Req, Res>, "service" | "access" | "limitedBy" | "invoke"> & {
+    readonly invoke: (request: Req, caller: Principal) => Effect.Effect<Res, ProcedureError>
+  }
+): Procedure =>
+  define({
+    ...spec,
+    service: "SessionService",
+    access: "bearer",
+    limitedBy: "user",
+    // A bearer procedure is only called once its caller is known.
+    invoke: (request, call) => spec.invoke(request, call.caller!)
+  })
 
-const INT64_MAX = (1n << 63n) - 1n
-
-const nonEmpty = (field: string) =>
-  Schema.String.pipe(Schema.filter((value) => value.trim() !== "", { message: () => `${field} must not be empty` }))
-
-const nonNegativeInt64 = (field: string) =>
-  Schema.BigIntFromSelf.pipe(
-    Schema.filter((value) => value >= 0n && value <= INT64_MAX, {
-      message: () => `${field} must be between 0 and ${INT64_MAX}`
-    })
-  )
-
-const LoginSchema = Schema.Struct({
-  username: nonEmpty("username"),
-  password: Schema.String.pipe(Schema.filter((value) => value !== "", { message: () => "password must not be empty" }))
-})
-
-const RegisterSchema = Schema.Struct({
-  username: nonEmpty("username"),
-  password: Schema.String.pipe(
-    Schema.filter((value) => value.length >= 6, { message: () => "password must be at least 6 characters" })
-  ),
-  nickname: Schema.String
-})
-
-const CreateSessionSchema = Schema.Struct({
-  type: Schema.Number.pipe(
-    // 0 (left out) is inferred from the members: one other user is a direct session.
-    Schema.filter(isRequestedSessionType, {
-      message: () => "type must be 1 (direct), 2 (group) or 3 (system)"
-    })
-  ),
-  members: Schema.Array(Schema.String).pipe(
-    Schema.filter((members) => members.every((member) => member.trim() !== ""), {
-      message: () => "members must not contain an empty username"
-    })
-  ),
-  name: Schema.String
-}).pipe(
-  Schema.filter((request) => missingMembersProblem(request.type, request.members) ?? true)
-)
-
-const HistorySchema = Schema.Struct({
-  sessionId: nonEmpty("session_id"),
-  limit: nonNegativeInt64("limit"),
-  beforeSeq: nonNegativeInt64("before_seq")
-})
-
-const SearchSchema = Schema.Struct({ query: nonEmpty("query") })
-
-const SessionListSchema = Schema.Struct({
-  limit: nonNegativeInt64("limit"),
-  pageToken: Schema.String.pipe(Schema.maxLength(512, { message: () => "page_token is not one this gateway gave out" }))
-})
-
-const ReadPositionSchema = Schema.Struct({
-  sessionId: nonEmpty("session_id"),
-  seqId: nonNegativeInt64("seq_id")
-})
-
-const InboxSchema = Schema.Struct({
-  cursorId: nonNegativeInt64("cursor_id"),
-  limit: nonNegativeInt64("limit")
-})
-
-/** A SessionService request as Logic takes it: its fields for the authenticated caller, without the token. */
-const asCaller = <Req extends { readonly accessToken: string }>(request: Req, caller: Caller): Omit<Req, "accessToken"> & { readonly username: string } => {
-  const { accessToken: _token, ...fields } = request
-  return { ...fields, username: caller.username }
-}
-
-/** Every procedure of the HTTP API, bound to the Logic and the Authenticator. */
-export interface ProcedureRules {
-  readonly sessions: SessionRules
-}
-
-export const makeProcedures = (
-  logic: LogicShape,
-  authenticator: AuthenticatorShape,
-  rules: ProcedureRules
-): ReadonlyArray<Procedure> => [
+/** Every procedure of the HTTP API: the wire messages mapped onto the use cases, and back. */
+export const makeProcedures = (accounts: AccountsShape, sessions: SessionsShape): ReadonlyArray<Procedure> => [
   define({
     service: "AuthService",
     method: "Login",
     access: "public",
     limitedBy: "ip",
-    // Guessing one user's password from many addresses runs into this, not the per-address limit.
-    failuresKey: (request) => request.username.trim().toLowerCase(),
     request: Api.LoginRequest,
     response: Api.LoginResponse,
-    schema: LoginSchema,
-    invoke: (request) => logic.login({ username: request.username, password: request.password })
+    invoke: (request, call) => accounts.login({ username: request.username, password: request.password }, call.address)
   }),
   define({
     service: "AuthService",
@@ -188,36 +103,29 @@ export const makeProcedures = (
     limitedBy: "ip",
     request: Api.RegisterRequest,
     response: Api.RegisterResponse,
-    schema: RegisterSchema,
     invoke: (request) =>
-      logic.register({
-        username: request.username,
-        password: request.password,
-        nickname: request.nickname
-      })
+      accounts.register({ username: request.username, password: request.password, nickname: request.nickname })
   }),
   define({
     service: "AuthService",
     method: "Logout",
-    access: "token",
+    access: "public",
     request: Api.LogoutRequest,
     response: Api.LogoutResponse,
-    bodyToken: (request) => request.accessToken,
-    invoke: (_, caller) =>
-      authenticator.revoke(caller.token).pipe(
-        Effect.as({ success: true }),
-        Effect.mapError((error) => logicError(failureCodeOfAuth(error), error.message))
-      )
+    invoke: (request, call) =>
+      Effect.map(accounts.logout(request.accessToken || call.headerToken), (principal) => {
+        call.identify(principal.username)
+        return { success: true }
+      })
   }),
   sessionProcedure({
     method: "GetSessionList",
     int64Fields: ["limit"],
     request: Api.GetSessionListRequest,
     response: Api.GetSessionListResponse,
-    schema: SessionListSchema,
     invoke: (request, caller) =>
       Effect.map(
-        logic.getSessionList(caller.username, { limit: request.limit, pageToken: request.pageToken }),
+        sessions.list(caller, { limit: request.limit, pageToken: request.pageToken }),
         (page) => ({ sessions: [...page.sessions], nextPageToken: page.nextPageToken })
       )
   }),
@@ -225,60 +133,56 @@ export const makeProcedures = (
     method: "CreateSession",
     request: Api.CreateSessionRequest,
     response: Api.CreateSessionResponse,
-    schema: CreateSessionSchema,
-    invoke: (request, caller) => {
-      const plan = planSession(
-        { creator: caller.username, members: request.members, name: request.name, type: request.type },
-        rules.sessions
-      )
-      if (plan._tag === "Invalid") return Effect.fail(logicError("invalid_argument", plan.message))
-      // The resolved type goes to Logic, so one that cannot infer it is told.
-      return Effect.map(
-        logic.createSession({ creatorUsername: caller.username, members: request.members, name: request.name, type: plan.type }),
+    invoke: (request, caller) =>
+      Effect.map(
+        sessions.create(caller, { members: request.members, name: request.name, type: request.type }),
         (sessionId) => ({ sessionId })
       )
-    }
   }),
   sessionProcedure({
     method: "GetHistoryMessages",
     int64Fields: ["limit", "beforeSeq"],
     request: Api.GetHistoryMessagesRequest,
     response: Api.GetHistoryMessagesResponse,
-    schema: HistorySchema,
     invoke: (request, caller) =>
-      Effect.map(logic.getHistoryMessages(asCaller(request, caller)), (messages) => ({ messages: [...messages] }))
+      Effect.map(
+        sessions.history(caller, { sessionId: request.sessionId, limit: request.limit, beforeSeq: request.beforeSeq }),
+        (messages) => ({ messages: [...messages] })
+      )
   }),
   sessionProcedure({
     method: "GetContactList",
     request: Api.GetContactListRequest,
     response: Api.GetContactListResponse,
-    invoke: (_, caller) =>
-      Effect.map(logic.getContactList(caller.username), (contacts) => ({ contacts: [...contacts] }))
+    invoke: (_, caller) => Effect.map(sessions.contacts(caller), (contacts) => ({ contacts: [...contacts] }))
   }),
   sessionProcedure({
     method: "SearchUser",
     request: Api.SearchUserRequest,
     response: Api.SearchUserResponse,
-    schema: SearchSchema,
-    invoke: (request) => Effect.map(logic.searchUser(request.query), (users) => ({ users: [...users] }))
+    invoke: (request, caller) => Effect.map(sessions.searchUsers(caller, request.query), (users) => ({ users: [...users] }))
   }),
   sessionProcedure({
     method: "UpdateReadPosition",
     int64Fields: ["seqId"],
     request: Api.UpdateReadPositionRequest,
     response: Api.UpdateReadPositionResponse,
-    schema: ReadPositionSchema,
     invoke: (request, caller) =>
-      Effect.map(logic.updateReadPosition(asCaller(request, caller)), (unreadCount) => ({ unreadCount }))
+      Effect.map(
+        sessions.markRead(caller, { sessionId: request.sessionId, seqId: request.seqId }),
+        (unreadCount) => ({ unreadCount })
+      )
   }),
   sessionProcedure({
     method: "PullInboxDelta",
     int64Fields: ["cursorId", "limit"],
     request: Api.PullInboxDeltaRequest,
     response: Api.PullInboxDeltaResponse,
-    schema: InboxSchema,
     invoke: (request, caller) =>
-      Effect.map(logic.pullInboxDelta(asCaller(request, caller)), (page) => ({ ...page, events: [...page.events] }))
+      Effect.map(
+        sessions.inbox(caller, { cursorId: request.cursorId, limit: request.limit }),
+        (page) => ({ ...page, events: [...page.events] })
+      )
   })
 ]
 

@@ -2,7 +2,7 @@ import * as grpc from "@grpc/grpc-js"
 import { Effect } from "effect"
 import type { InternalSecurity } from "./Security.js"
 import { GrpcStatusError } from "./Status.js"
-import { currentTraceHeaders } from "./TraceContext.js"
+import { currentTraceHeaders } from "../tracing/TraceContext.js"
 
 /** The parts of a ts-proto generated method definition a unary call needs. */
 export interface UnaryMethod<Req, Res> {

@@ -10,7 +10,7 @@ import type { UnaryMethod } from "./Client.js"
 import type { InternalSecurity } from "./Security.js"
 import type { GrpcStatusError } from "./Status.js"
 import { methodLabel } from "./Status.js"
-import { parentSpanFromTraceparent } from "./TraceContext.js"
+import { parentSpanFromTraceparent } from "../tracing/TraceContext.js"
 
 export interface ListenOptions {
   readonly port: number
