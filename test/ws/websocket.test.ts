@@ -61,6 +61,35 @@ describe("WebSocket adapter", () => {
       Effect.provide(wsGatewayLayer({ logic: { validateToken: () => Effect.fail(logicError("unavailable", "down")) } }))
     ))
 
+  it.scopedLive("in a storm, upgrades past what Logic is asked at once wait their turn instead of being refused; past the queue, 503", () => {
+    let asked = 0
+    let release: () => void = () => {}
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    return Effect.gen(function*() {
+      const port = yield* serverPort
+      const hub = yield* ConnectionHub
+      const attempts = ["a", "b", "c", "d"].map((user) => upgradeStatus(port, { token: tokenFor(user) }))
+      // One is with Logic, two wait, the fourth finds the queue full.
+      yield* promise(() => until(() => asked === 1))
+      const refused = yield* promise(() => Promise.race([...attempts.map((attempt) => attempt.then((status) => status === 503 ? 503 : 0))]))
+      expect(refused).toBe(503)
+      release()
+      const statuses = (yield* promise(() => Promise.all(attempts))).sort()
+      expect(statuses).toEqual([101, 101, 101, 503])
+      expect(asked).toBe(3)
+      yield* promise(() => until(() => hub.connectionCount === 0))
+    }).pipe(Effect.provide(wsGatewayLayer({
+      ws: { upgradeConcurrency: 1, upgradeQueue: 2 },
+      logic: {
+        validateToken: (token) =>
+          Effect.promise(() => {
+            asked++
+            return gate
+          }).pipe(Effect.as({ username: token.slice(4), nickname: "", avatarUrl: "" }))
+      }
+    })))
+  })
+
   it.scopedLive("refuses other paths with 404", () =>
     Effect.gen(function*() {
       const port = yield* serverPort

@@ -19,9 +19,9 @@ export const rejectUpgrade = (socket: Duplex, code: FailureCode, message: string
   socket.end(`${headers.join("\r\n")}\r\n\r\n${body}`)
 }
 
-/** The access token of an upgrade: `?token=` as the official client sends it, else the Authorization header. */
-export const upgradeToken = (request: Http.IncomingMessage, url: URL): string | undefined => {
-  const fromQuery = url.searchParams.get("token")
+/** The access token of an upgrade (`query` is the URL's after `?`): `?token=` as the official client sends it, else the Authorization header. */
+export const upgradeToken = (request: Http.IncomingMessage, query: string): string | undefined => {
+  const fromQuery = query === "" ? null : new URLSearchParams(query).get("token")
   if (fromQuery !== null && fromQuery !== "") return fromQuery
   return tokenFromAuthorization(request.headers.authorization)
 }

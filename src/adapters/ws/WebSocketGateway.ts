@@ -1,4 +1,4 @@
-import { Config, Context, Deferred, Effect, Exit, Layer, Option, Runtime } from "effect"
+import { Config, Context, Deferred, Effect, Either, Exit, Layer, Option, Runtime } from "effect"
 import type { Duration, Tracer } from "effect"
 import type * as Http from "node:http"
 import type { Duplex } from "node:stream"
@@ -12,8 +12,8 @@ import { Dispatcher } from "../../application/Dispatcher.js"
 import { Metrics } from "../../application/ports/Metrics.js"
 import { Readiness } from "../../application/Readiness.js"
 import type { ConnectionInfo } from "../../domain/Connection.js"
-import type { AuthError, FailureCode } from "../../domain/Errors.js"
-import { failureCodeOfAuth } from "../../domain/Errors.js"
+import type { FailureCode } from "../../domain/Errors.js"
+import { AuthError, failureCodeOfAuth } from "../../domain/Errors.js"
 import { clientAddressingConfig, directAddressing } from "../platform/net/ClientAddress.js"
 import { bool, duration, int, num, str } from "../platform/config/Settings.js"
 import { NodeServer } from "../platform/net/NodeServer.js"
@@ -48,6 +48,9 @@ export interface WebSocketOptions {
    * reconnects only when `!event.wasClean`) answers by reconnecting; `clean`: close 1012.
    */
   readonly closeMode: "reconnect" | "clean"
+  /** Upgrades whose token goes to Logic at once; past it they wait in a queue of `upgradeQueue` (then 503). */
+  readonly upgradeConcurrency: number
+  readonly upgradeQueue: number
   /** Client address of an upgrade request (proxy-aware) and whether it may connect at all. */
   readonly clientIp: (request: Http.IncomingMessage) => string
   readonly ipAllowed: (ip: string) => boolean
@@ -65,6 +68,8 @@ export const defaultWebSocketOptions: WebSocketOptions = {
   compression: { enabled: false, threshold: 1024, concurrencyLimit: 4 },
   drainSeconds: 0,
   closeMode: "clean",
+  upgradeConcurrency: 64,
+  upgradeQueue: 8192,
   clientIp: directAddressing.clientIp,
   ipAllowed: directAddressing.ipAllowed
 }
@@ -163,9 +168,59 @@ export const layer = (options: WebSocketOptions) =>
         client.session = dispatcher.open(client)
       }
 
+      /** Opens the socket of an upgrade whose token was judged (`result`), or refuses it saying why. */
+      const settle = (request: Http.IncomingMessage, socket: Duplex, head: Buffer, ip: string, result: Principal | AuthError) => {
+        if (result instanceof AuthError) {
+          admission.abandon(ip)
+          const code = failureCodeOfAuth(result)
+          return refuse(socket, code, code === "unavailable" ? "auth_unavailable" : "unauthenticated", result.message)
+        }
+        if (!accepting || socket.destroyed) {
+          admission.abandon(ip)
+          if (!socket.destroyed) refuse(socket, "unavailable", "draining", "gateway is shutting down")
+          return
+        }
+        admission.authenticated()
+        node.trust(socket)
+        wss.handleUpgrade(request, socket, head, (ws) => open(ws, socket, result, ip))
+      }
+
+      // Tokens nothing here can check go to Logic, a few at once; in a storm the rest wait their
+      // turn (a refusal would cost the official client one of its five tries).
+      const waiting: Array<() => void> = []
+      let asking = 0
+      const askLogic = (request: Http.IncomingMessage, socket: Duplex, head: Buffer, ip: string, token: string | undefined) => {
+        const ask = () => {
+          if (socket.destroyed) {
+            admission.abandon(ip)
+            return next()
+          }
+          asking++
+          runFork(Effect.either(authenticator.authenticate(token))).addObserver((exit) => {
+            asking--
+            settle(request, socket, head, ip, Exit.isSuccess(exit)
+              ? Either.merge(exit.value)
+              : new AuthError({ reason: "Unavailable", message: "cannot authenticate now" }))
+            next()
+          })
+        }
+        if (asking < options.upgradeConcurrency) return ask()
+        if (waiting.length >= options.upgradeQueue) {
+          admission.abandon(ip)
+          return refuse(socket, "unavailable", "upgrade_queue_full", "too many connections at once, retry shortly", { "Retry-After": "1" })
+        }
+        waiting.push(ask)
+      }
+      const next = () => {
+        while (asking < options.upgradeConcurrency && waiting.length > 0) waiting.shift()!()
+      }
+
       const admit = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
-        const url = new URL(request.url ?? "/", "http://gateway")
-        if (url.pathname !== options.path) return refuse(socket, "not_found", "not_found", "no websocket endpoint here")
+        const target = request.url ?? "/"
+        const query = target.indexOf("?")
+        if ((query === -1 ? target : target.slice(0, query)) !== options.path) {
+          return refuse(socket, "not_found", "not_found", "no websocket endpoint here")
+        }
         if (!accepting || readiness.isDraining()) {
           return refuse(socket, "unavailable", "draining", "gateway is shutting down", { "Retry-After": "1" })
         }
@@ -184,28 +239,11 @@ export const layer = (options: WebSocketOptions) =>
         if (refusal === "ip_limit") {
           return refuse(socket, "resource_exhausted", refusal, "too many connections from this address", { "Retry-After": "5" })
         }
-        runFork(
-          authenticator.authenticate(upgradeToken(request, url)).pipe(
-            Effect.match({
-              onFailure: (error: AuthError) => {
-                admission.abandon(ip)
-                const code = failureCodeOfAuth(error)
-                refuse(socket, code, code === "unavailable" ? "auth_unavailable" : "unauthenticated", error.message)
-              },
-              onSuccess: (principal) => {
-                if (!accepting || socket.destroyed) {
-                  admission.abandon(ip)
-                  if (!socket.destroyed) refuse(socket, "unavailable", "draining", "gateway is shutting down")
-                  return
-                }
-                admission.authenticated()
-                node.trust(socket)
-                wss.handleUpgrade(request, socket, head, (ws) => open(ws, socket, principal, ip))
-              }
-            }),
-            Effect.withSpan("WebSocket.upgrade", { captureStackTrace: false })
-          )
-        )
+        const token = upgradeToken(request, query === -1 ? "" : target.slice(query + 1))
+        // A token judged here (a known answer, a local signature check) costs no fiber and no span.
+        const known = authenticator.authenticateNow(token)
+        if (known === undefined) return askLogic(request, socket, head, ip, token)
+        settle(request, socket, head, ip, known)
       }
 
       const onUpgrade = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -252,6 +290,8 @@ export const wsSocketSettings = Config.nested(
     pingInterval: duration("ping_interval", "30s"),
     pongTimeout: duration("pong_timeout", "60s"),
     sendBufferLimit: int("send_buffer_limit", 4 * 1024 * 1024),
+    upgradeConcurrency: int("upgrade_concurrency", 64),
+    upgradeQueue: int("upgrade_queue", 8192),
     compression: Config.nested(
       Config.all({
         enabled: bool("enabled", false),
