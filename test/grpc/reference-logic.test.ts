@@ -2,9 +2,12 @@ import { describe, expect, it } from "@effect/vitest"
 import { Clock, Context, Effect, Layer, SubscriptionRef } from "effect"
 import { FrontDoor } from "../../src/adapters/platform/net/FrontDoor.js"
 import { InternalAuth } from "../../src/adapters/platform/grpc/Security.js"
-import { makeEmbeddedLogic } from "../../src/adapters/logic-embedded/LogicEmbedded.js"
+import * as LogicEmbedded from "../../src/adapters/logic-embedded/LogicEmbedded.js"
 import * as ReferenceLogic from "../../src/adapters/logic-server/ReferenceLogic.js"
 import type { GatewayInstance } from "../../src/adapters/logic-server/ReferenceLogic.js"
+import { Committed } from "../../src/application/Committed.js"
+import { Logic } from "../../src/application/ports/Logic.js"
+import { Metrics } from "../../src/application/ports/Metrics.js"
 import { directSessionId } from "../../src/domain/Session.js"
 import type { ChatRequest } from "../../src/domain/Model.js"
 import { fakeConnection } from "../support/core.js"
@@ -21,22 +24,27 @@ const chat = (content: string): ChatRequest => ({
   timestamp: 0n
 })
 
-/** The reference Logic on SQLite in memory, pushing to one real PushService (gateway `gw-1`), and a gRPC client of it. */
+/**
+ * The reference Logic as `npm run logic` composes it, on SQLite in memory, pushing what the embedded
+ * Logic commits to one real PushService (gateway `gw-1`); and a gRPC client of it.
+ */
 const cluster = Effect.gen(function*() {
   const gateway = yield* servePush()
   const gateways = yield* SubscriptionRef.make<ReadonlyArray<GatewayInstance>>([
     { id: "gw-1", address: `127.0.0.1:${gateway.port}` }
   ])
   const context = yield* Layer.build(
-    ReferenceLogic.layer({
-      makeLogic: (publish) =>
-        makeEmbeddedLogic({ databasePath: ":memory:", bcryptRounds: 4, secretKey: SECRET }, publish).pipe(Effect.orDie),
-      gateways: Effect.succeed(gateways),
-      port: 0,
-      host: "127.0.0.1"
-    }).pipe(Layer.provide(InternalAuth.layerInsecure), Layer.provide(FrontDoor.layerTest()))
+    ReferenceLogic.layer({ port: 0, host: "127.0.0.1" }).pipe(
+      Layer.provideMerge(LogicEmbedded.layer({ databasePath: ":memory:", bcryptRounds: 4, secretKey: SECRET }).pipe(Layer.orDie)),
+      Layer.provide(Committed.layer),
+      Layer.provide(Layer.succeed(ReferenceLogic.LiveGateways, gateways)),
+      Layer.provide(Metrics.layerNoop),
+      Layer.provide(InternalAuth.layerInsecure),
+      Layer.provide(FrontDoor.layerTest())
+    )
   )
-  const { port, logic } = Context.get(context, ReferenceLogic.ReferenceLogic)
+  const { port } = Context.get(context, ReferenceLogic.ReferenceLogic)
+  const logic = Context.get(context, Logic)
   const client = yield* staticClient([`127.0.0.1:${port}`])
   for (const username of ["alice", "bob"]) yield* logic.register({ username, password: "secret-pw", nickname: username })
   yield* logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "", type: 1 })

@@ -231,8 +231,10 @@ const make = (
 
   return {
     sendMessage,
-    // Each chat its own call: they are independent requests to Logic.
+    // Each chat its own RPC within its own budget: the Dispatcher sends them one per call, so a
+    // slow or retried chat holds back no other chat's ack.
     sendMessages: sendEach(sendMessage),
+    batchesChats: false,
     login: (input) => invoke("login", AuthServiceService.login, { username: input.username, password: input.password }),
     register: (input) =>
       invoke("register", AuthServiceService.register, {
