@@ -71,11 +71,11 @@ describe("the reference Logic's catch-up after a user comes online", () => {
       })
       yield* eventually(Effect.filterOrFail(Effect.sync(() => contents(bob)), (seen) => seen.length >= 2))
       // The catch-up holds the session's first (system) message too: both, oldest first.
-      expect(contents(bob)).toEqual(["alice started a conversation", "before the route"])
+      expect(contents(bob)).toEqual(["alice 开始了与你的对话", "before the route"])
 
       yield* logic.sendMessage(chat("after the route"))
       yield* eventually(Effect.filterOrFail(Effect.sync(() => contents(bob)), (seen) => seen.length >= 3))
-      expect(contents(bob)).toEqual(["alice started a conversation", "before the route", "after the route"])
+      expect(contents(bob)).toEqual(["alice 开始了与你的对话", "before the route", "after the route"])
     }))
 
   it.scopedLive("what the inbox gained before the socket opened (less the margin) is not pushed again", () =>

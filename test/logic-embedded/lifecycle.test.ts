@@ -46,7 +46,7 @@ describe("LogicEmbedded lifecycle", () => {
       expect((yield* after.logic.validateToken(alice!.accessToken)).username).toBe("alice")
       expect((yield* after.logic.login({ username: "bob", password: "secret1" })).user?.username).toBe("bob")
       const history = yield* after.logic.getHistoryMessages({ username: "bob", sessionId: id, limit: 0n, beforeSeq: 0n })
-      expect(history.map((message) => message.content)).toEqual(["alice started a conversation", "before restart"])
+      expect(history.map((message) => message.content)).toEqual(["alice 开始了与你的对话", "before restart"])
       const session = (yield* sessionsOf(after.logic, "bob")).find((entry) => entry.sessionId === id)
       expect(session).toMatchObject({ unreadCount: 1n, lastReadSeq: 1n })
       const next = yield* after.logic.sendMessage(chat(id, "bob", "after restart"))

@@ -66,6 +66,27 @@ describe("LogicEmbedded sessions", () => {
       expect(second).not.toBe(id)
     }))
 
+  it.scopedLive("the first message reads as upstream's Logic writes it, with the creator's nickname", () =>
+    Effect.gen(function*() {
+      const { logic, published } = yield* fixture()
+      yield* logic.register({ username: "alice", password: "secret1", nickname: "爱丽丝" })
+      yield* logic.register({ username: "bob", password: "secret1", nickname: "Bob B." })
+      yield* registerAll(logic, "carol")
+      const direct = yield* logic.createSession({ creatorUsername: "bob", members: ["alice"], name: "", type: 1 })
+      const group = yield* logic.createSession({ creatorUsername: "alice", members: ["bob", "carol"], name: "周末", type: 2 })
+      const first = (sessionId: string) =>
+        logic.getHistoryMessages({ username: "alice", sessionId, limit: 1n, beforeSeq: 0n })
+      expect((yield* first(direct)).map((m) => [m.type, m.fromUsername, m.content])).toEqual([["system", "system", "Bob B. 开始了与你的对话"]])
+      expect((yield* first(group)).map((m) => [m.type, m.fromUsername, m.content])).toEqual([["system", "system", "爱丽丝 创建了群聊「周末」"]])
+      // Pushed in the same words; a user registered without a nickname is named by their username.
+      expect(published.filter((entry) => entry.message.sessionId === direct).map((entry) => entry.message.content)).toEqual([
+        "Bob B. 开始了与你的对话",
+        "Bob B. 开始了与你的对话"
+      ])
+      const byCarol = yield* logic.createSession({ creatorUsername: "carol", members: ["alice"], name: "", type: 1 })
+      expect((yield* first(byCarol))[0]?.content).toBe("carol 开始了与你的对话")
+    }))
+
   it.scopedLive("createSession refuses unknown members, nameless groups and malformed direct sessions", () =>
     Effect.gen(function*() {
       const { logic } = yield* fixture()

@@ -44,6 +44,13 @@ export const toPush = (row: MessageRow, sessionMeta: SessionMeta | undefined): P
 export const sessionNameFor = (cache: SessionCache, session: CachedSession, viewer: string): string =>
   session.type === SessionType.Direct ? (cache.otherMember(session, viewer)?.nickname ?? session.name) : session.name
 
+/**
+ * A new session's first message, in the words of upstream's Logic (`buildSystemMessageContent`),
+ * which the official Chinese client shows as it is: the creator by nickname.
+ */
+export const sessionCreatedText = (type: number, creatorNickname: string, name: string): string =>
+  type === SessionType.Direct ? `${creatorNickname} 开始了与你的对话` : `${creatorNickname} 创建了群聊「${name}」`
+
 interface Posted {
   readonly _tag: "Posted"
   readonly row: MessageRow
@@ -297,8 +304,7 @@ export const makeMessages = (options: MessagesOptions): Effect.Effect<Messages, 
       const nowMs = yield* Clock.currentTimeMillis
       const sessionId = type === SessionType.Direct ? directSessionId(members[0]!.username, members[1]!.username) : `group:${snowflake.next(nowMs)}`
       if (type === SessionType.Direct && (yield* attempt("createSession", () => cache.get(sessionId))) !== undefined) return sessionId
-      const creator = members[0]!.username
-      const content = type === SessionType.Direct ? `${creator} started a conversation` : `${creator} created the group "${name}"`
+      const content = sessionCreatedText(type, members[0]!.nickname, name)
       const posted = yield* Effect.suspend(() => {
         try {
           return Effect.succeed(createTx.immediate(sessionId, type, name, members, content, nowMs))
