@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Context, Effect, Layer, SubscriptionRef } from "effect"
+import { Clock, ConfigProvider, Context, Effect, Layer, SubscriptionRef } from "effect"
 import { FrontDoor } from "../../src/adapters/platform/net/FrontDoor.js"
 import { InternalAuth } from "../../src/adapters/platform/grpc/Security.js"
 import * as LogicEmbedded from "../../src/adapters/logic-embedded/LogicEmbedded.js"
@@ -25,8 +25,9 @@ const chat = (content: string): ChatRequest => ({
 })
 
 /**
- * The reference Logic as `npm run logic` composes it, on SQLite in memory, pushing what the embedded
- * Logic commits to one real PushService (gateway `gw-1`); and a gRPC client of it.
+ * The reference Logic as `npm run logic` composes it, each part reading its own configuration, on
+ * SQLite in memory, pushing what the embedded Logic commits to one real PushService (gateway
+ * `gw-1`); and a gRPC client of it.
  */
 const cluster = Effect.gen(function*() {
   const gateway = yield* servePush()
@@ -34,13 +35,19 @@ const cluster = Effect.gen(function*() {
     { id: "gw-1", address: `127.0.0.1:${gateway.port}` }
   ])
   const context = yield* Layer.build(
-    ReferenceLogic.layer({ port: 0, host: "127.0.0.1" }).pipe(
-      Layer.provideMerge(LogicEmbedded.layer({ databasePath: ":memory:", bcryptRounds: 4, secretKey: SECRET }).pipe(Layer.orDie)),
+    ReferenceLogic.layerConfig.pipe(
+      Layer.provideMerge(LogicEmbedded.layerConfig),
       Layer.provide(Committed.layer),
       Layer.provide(Layer.succeed(ReferenceLogic.LiveGateways, gateways)),
       Layer.provide(Metrics.layerNoop),
       Layer.provide(InternalAuth.layerInsecure),
-      Layer.provide(FrontDoor.layerTest())
+      Layer.provide(FrontDoor.layerTest()),
+      Layer.provide(Layer.setConfigProvider(ConfigProvider.fromJson({
+        service: { grpc_port: 0, grpc_host: "127.0.0.1" },
+        embedded: { database_path: ":memory:" },
+        auth: { secret_key: SECRET, bcrypt_cost: 4 }
+      }))),
+      Layer.orDie
     )
   )
   const { port } = Context.get(context, ReferenceLogic.ReferenceLogic)
