@@ -78,6 +78,12 @@ export interface DispatcherShape {
  * Its parts: `Dispatcher/Session` (one connection's frames), `FrameBudget` (rate
  * admission), `ChatBatch` (chats to Logic: a turn's in one call, or each in its own), `PushGate`
  * (a connection's own pushes while its chat is answered), `ExpiryWheel` (token expiry).
+ *
+ * A chat frame's way: Session.receive (decode, budget, order; the connection's pushes held) →
+ * ChatBatch → `Logic.sendMessages` → per-message results → Session.answer (the ack; held pushes
+ * follow it, but the chat's own echo). A message Logic committed reaches the other sockets through
+ * PushDelivery: from the Task service over PushService, or from an in-process Logic through the
+ * `Committed` queue (`PushDelivery.layerCommitted`), after the acks of its turn.
  */
 export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, DispatcherShape>() {
   static readonly layer = (options: DispatcherOptions = {}) =>
