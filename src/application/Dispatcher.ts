@@ -1,4 +1,4 @@
-import { Clock, Context, Duration, Effect, FiberRef, Layer, Option, Random, Runtime } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Option, Random, Runtime } from "effect"
 import type { Scope, Tracer } from "effect"
 import { defaultChatRules } from "../domain/Packet.js"
 import type { LiveConnection } from "./ConnectionHub.js"
@@ -7,7 +7,6 @@ import { makeChatBatcher } from "./Dispatcher/ChatBatch.js"
 import type { Shared } from "./Dispatcher/Session.js"
 import { Session } from "./Dispatcher/Session.js"
 import { makeExpiryWheel } from "./Dispatcher/ExpiryWheel.js"
-import { sharedRunnerScheduler } from "./Dispatcher/SharedScheduler.js"
 import { makeFrameLimits, rateOf } from "./Dispatcher/FrameBudget.js"
 import { defaultPushGateLimits } from "./Dispatcher/PushGate.js"
 import { FrameCodec } from "./ports/FrameCodec.js"
@@ -21,8 +20,8 @@ export interface DispatcherOptions {
   /** Bytes of frames waiting behind a chat in flight past which its reads pause. */
   readonly maxPendingBytes?: number
   /**
-   * Deadline of one Logic.sendMessage call, after which the chat is acked with an error; zero
-   * leaves it to the Logic adapter (an in-process Logic, or a gRPC one with its own deadline).
+   * Deadline of one call to Logic, after which its chats are acked with an error; zero leaves it
+   * to the Logic adapter (an in-process Logic, or a gRPC one with its own deadline).
    */
   readonly chatTimeout?: Duration.DurationInput
   /** Chat frames per second per user, all devices together (0 = unlimited), and the burst above it. */
@@ -39,8 +38,8 @@ export interface DispatcherOptions {
   /** Largest chat content, in UTF-8 bytes. */
   readonly maxContentBytes?: number
   /**
-   * A span and a fiber per chat under the session's span (default false: the chats of a turn go to
-   * Logic as one batch). Worth it only when traces are exported: even Effect's native tracer
+   * A span and a fiber per chat under the session's span (default false: chats go to Logic through
+   * ChatBatch, a turn's at once). Worth it only when traces are exported: even Effect's native tracer
    * allocates a span, its ids and attributes for every chat.
    */
   readonly traceChats?: boolean
@@ -77,7 +76,14 @@ export interface DispatcherShape {
 /**
  * The use case behind every client connection: frames in arrival order, chats to Logic, acks back.
  * Its parts: `Dispatcher/Session` (one connection's frames), `FrameBudget` (rate
- * admission), `ChatBatch` (the chats of a turn as one Logic call), `ExpiryWheel` (token expiry).
+ * admission), `ChatBatch` (chats to Logic: a turn's in one call, or each in its own), `PushGate`
+ * (a connection's own pushes while its chat is answered), `ExpiryWheel` (token expiry).
+ *
+ * A chat frame's way: Session.receive (decode, budget, order; the connection's pushes held) →
+ * ChatBatch → `Logic.sendMessages` → per-message results → Session.answer (the ack; held pushes
+ * follow it, but the chat's own echo). A message Logic committed reaches the other sockets through
+ * PushDelivery: from the Task service over PushService, or from an in-process Logic through the
+ * `Committed` queue (`PushDelivery.layerCommitted`), after the acks of its turn.
  */
 export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, DispatcherShape>() {
   static readonly layer = (options: DispatcherOptions = {}) =>
@@ -91,8 +97,7 @@ export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, 
         const metrics = yield* Metrics
         const logic = yield* Logic
         const chatTimeout = Duration.decode(options.chatTimeout ?? "5 seconds")
-        // Chat batches fork a fiber each; they run on one shared run queue (see SharedScheduler).
-        const runFork = Runtime.runFork(Runtime.setFiberRef(runtime, FiberRef.currentScheduler, sharedRunnerScheduler))
+        const runFork = Runtime.runFork(runtime)
 
         const shared: Shared = {
           codec: yield* FrameCodec,

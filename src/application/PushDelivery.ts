@@ -1,6 +1,7 @@
 import { Context, Effect, Layer } from "effect"
 import type { PushMessage } from "../domain/Model.js"
 import { pushPacket } from "../domain/Packet.js"
+import { Committed, consumeCommitted } from "./Committed.js"
 import { ConnectionHub, GateOutcome } from "./ConnectionHub.js"
 import { FrameCodec } from "./ports/FrameCodec.js"
 import { Metrics } from "./ports/Metrics.js"
@@ -12,29 +13,18 @@ export interface DeliveryReport {
   readonly delivered: number
 }
 
-export interface DeliveryOptions {
-  /** A connection that must not receive this push (the socket that sent the message). */
-  readonly excludeConnectionId?: number
-}
-
 export interface PushDeliveryShape {
   /** Plain form for in-process callers already inside a request. `usernames` are distinct. */
-  readonly deliverNow: (
-    usernames: ReadonlyArray<string>,
-    message: PushMessage,
-    options?: DeliveryOptions
-  ) => DeliveryReport
-  readonly deliver: (
-    usernames: ReadonlyArray<string>,
-    message: PushMessage,
-    options?: DeliveryOptions
-  ) => Effect.Effect<DeliveryReport>
+  readonly deliverNow: (usernames: ReadonlyArray<string>, message: PushMessage) => DeliveryReport
+  readonly deliver: (usernames: ReadonlyArray<string>, message: PushMessage) => Effect.Effect<DeliveryReport>
 }
 
 /**
  * Fans a message out: the frame is encoded once and the same bytes go to every device. A
  * connection with a gate (a chat of its own in flight, or msg_ids it was just answered for) gets
- * the push through it: held until the ack is written, and dropped when it is its own echo.
+ * the push through it: held until the ack is written, and dropped when it is its own echo. So a
+ * sender's socket is spared its echo whoever pushes (the Task service, or the embedded Logic
+ * through `layerCommitted`), and its other devices get the message.
  */
 export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDelivery, PushDeliveryShape>() {
   static readonly layer = Layer.effect(
@@ -44,14 +34,9 @@ export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDeli
       const codec = yield* FrameCodec
       const metrics = yield* Metrics
 
-      const deliverNow = (
-        usernames: ReadonlyArray<string>,
-        message: PushMessage,
-        options?: DeliveryOptions
-      ): DeliveryReport => {
+      const deliverNow = (usernames: ReadonlyArray<string>, message: PushMessage): DeliveryReport => {
         const started = performance.now()
         const frame = codec.encode(pushPacket(message))
-        const exclude = options?.excludeConnectionId
         const gates = hub.activeGates()
         const failedUsernames: Array<string> = []
         let delivered = 0
@@ -61,7 +46,6 @@ export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDeli
           let attempted = 0
           if (devices !== undefined) {
             for (const connection of devices) {
-              if (exclude !== undefined && connection.info.id === exclude) continue
               const gate = gates === undefined ? undefined : gates.get(connection)
               if (gate === undefined) {
                 attempted++
@@ -74,7 +58,7 @@ export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDeli
               if (outcome !== GateOutcome.Failed) reached++
             }
           }
-          // A user whose only device is the excluded sender (or got its own echo) counts as reached.
+          // A user whose only device is the sender, getting its own echo, counts as reached.
           if (reached === 0 && !(attempted === 0 && devices !== undefined && devices.size > 0)) {
             failedUsernames.push(username)
           }
@@ -88,8 +72,21 @@ export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDeli
 
       return {
         deliverNow,
-        deliver: (usernames, message, options) => Effect.sync(() => deliverNow(usernames, message, options))
+        deliver: (usernames, message) => Effect.sync(() => deliverNow(usernames, message))
       }
+    })
+  )
+
+  /**
+   * Pushes what an in-process Logic committed (the `Committed` queue), as the Task service does
+   * over PushService: one fiber for the life of the Layer, taking the queue's messages in order.
+   * It wakes after the acks of the turn that committed them are written.
+   */
+  static readonly layerCommitted: Layer.Layer<never, never, PushDelivery | Committed> = Layer.scopedDiscard(
+    Effect.gen(function*() {
+      const { deliverNow } = yield* PushDelivery
+      const { messages } = yield* Committed
+      yield* Effect.forkScoped(consumeCommitted(messages, deliverNow))
     })
   )
 }

@@ -1,8 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Either, Exit, Fiber, FiberRef, Layer, Scope, TestClock } from "effect"
+import { Deferred, Effect, Either, Exit, Fiber, Layer, Scope, TestClock } from "effect"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import { Dispatcher } from "../../src/application/Dispatcher.js"
-import { sharedRunnerScheduler } from "../../src/application/Dispatcher/SharedScheduler.js"
 import { PresenceBatcher } from "../../src/application/PresenceBatcher.js"
 import type { ChatOrigin } from "../../src/application/ports/Logic.js"
 import { CloseCodes } from "../../src/domain/Connection.js"
@@ -69,8 +68,10 @@ describe("Dispatcher", () => {
       const [chat, origin] = received[0]!
       expect(chat.fromUsername).toBe("alice")
       expect(chat.timestamp).toBe(1_700_000_123n)
-      // The key names this send across retries: this connection, this seq, this boot.
-      expect(origin).toEqual({ connectionId: conn.info.id, idempotencyKey: expect.stringMatching(new RegExp(`^[0-9a-z-]+:${conn.info.id}:c-1$`)) })
+      // The key names this send across retries: this connection, this seq, this boot. The socket
+      // itself is none of Logic's business.
+      expect(origin?.idempotencyKey).toMatch(new RegExp(`^[0-9a-z-]+:${conn.info.id}:c-1$`))
+      expect(origin).not.toHaveProperty("connectionId")
       expect(acks(conn.packets())).toEqual([
         { seq: "c-1", refSeq: "c-1", msgId: 42n, seqId: 7n, sessionId: "single:alice:bob", error: "" }
       ])
@@ -150,47 +151,69 @@ describe("Dispatcher", () => {
     )
   })
 
-  it.scoped("the chats of one turn reach Logic as one batch; each is acked as its own answer comes", () => {
+  it.scoped("a Logic that commits chats together gets the chats of one turn in one call; each is acked with its own result", () => {
     const batches: Array<ReadonlyArray<string>> = []
     return Effect.gen(function*() {
       const dispatcher = yield* Dispatcher
       const users = ["alice", "bob", "carol"].map((name) => fakeConnection(name))
       const handles = yield* Effect.forEach(users, (user) => dispatcher.attach(user))
       handles.forEach((handle, i) => handle.receive(chatFrame(`b${i}`, { content: `from ${i}` })))
+      // Collected for the turn: nothing has gone to Logic yet.
+      expect(batches).toEqual([])
       yield* settle
       expect(batches).toEqual([["from 0", "from 1", "from 2"]])
-      users.forEach((user, i) => expect(acks(user.packets())).toMatchObject([{ seq: `b${i}`, msgId: BigInt(100 + i), error: "" }]))
+      expect(acks(users[0]!.packets())).toMatchObject([{ seq: "b0", msgId: 100n, error: "" }])
+      expect(acks(users[1]!.packets())).toMatchObject([{ seq: "b1", msgId: 0n, error: "not a session member" }])
+      expect(acks(users[2]!.packets())).toMatchObject([{ seq: "b2", msgId: 102n, error: "" }])
     }).pipe(
       withCore({
         logic: {
-          sendMessages: (items, answer) =>
+          batchesChats: true,
+          sendMessages: (items) =>
             Effect.sync(() => {
               batches.push(items.map((item) => item.chat.content))
-              // Answered out of order, as independent calls would be.
-              for (const i of [2, 0, 1]) answer(i, Either.right({ msgId: BigInt(100 + i), seqId: 1n }))
+              return items.map((_, i) =>
+                i === 1
+                  ? Either.left(logicError("permission_denied", "not a session member"))
+                  : Either.right({ msgId: BigInt(100 + i), seqId: 1n })
+              )
             })
         }
       })
     )
   })
 
-  it.scoped("a batch runs on the shared-runner scheduler, not one runner per fiber", () => {
-    const schedulers: Array<unknown> = []
+  it.scoped("a batch that dies is acked with an error for every chat in it, and the connections go on", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const users = ["alice", "bob"].map((name) => fakeConnection(name))
+      const handles = yield* Effect.forEach(users, (user) => dispatcher.attach(user))
+      handles.forEach((handle, i) => handle.receive(chatFrame(`d${i}`)))
+      yield* settle
+      for (const user of users) expect(acks(user.packets())).toMatchObject([{ error: "internal error" }])
+      handles[0]!.receive(pulseFrame("after"))
+      expect(users[0]!.packets().at(-1)?.seq).toBe("after")
+    }).pipe(withCore({ logic: { batchesChats: true, sendMessages: () => Effect.dieMessage("a bug in Logic") } })))
+
+  it.scoped("a Logic whose chats are separate calls gets each chat in its own call, in the frame's own turn", () => {
+    const calls: Array<string> = []
     return Effect.gen(function*() {
       const dispatcher = yield* Dispatcher
-      const user = fakeConnection("alice")
-      const handle = yield* dispatcher.attach(user)
-      handle.receive(chatFrame("s1"))
+      const users = ["alice", "bob"].map((name) => fakeConnection(name))
+      const handles = yield* Effect.forEach(users, (user) => dispatcher.attach(user))
+      handles.forEach((handle, i) => handle.receive(chatFrame(`s${i}`, { content: `from ${i}` })))
+      // No deferral: each call started as its frame was handled (with no outer deadline to race).
+      expect(calls).toEqual(["from 0", "from 1"])
       yield* settle
-      expect(acks(user.packets())).toMatchObject([{ seq: "s1", msgId: 7n, error: "" }])
-      expect(schedulers).toEqual([sharedRunnerScheduler])
+      users.forEach((user, i) => expect(acks(user.packets())).toMatchObject([{ seq: `s${i}`, msgId: BigInt(i + 1), error: "" }]))
     }).pipe(
       withCore({
+        dispatcher: { chatTimeout: 0 },
         logic: {
-          sendMessages: (_, answer) =>
-            Effect.gen(function*() {
-              schedulers.push(yield* FiberRef.get(FiberRef.currentScheduler))
-              answer(0, Either.right({ msgId: 7n, seqId: 1n }))
+          sendMessage: (chat) =>
+            Effect.sync(() => {
+              calls.push(chat.content)
+              return { msgId: BigInt(calls.length), seqId: 1n }
             })
         }
       })

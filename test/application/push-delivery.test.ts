@@ -1,8 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Layer } from "effect"
+import { Committed } from "../../src/application/Committed.js"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import { PushDelivery } from "../../src/application/PushDelivery.js"
 import type { PushMessage } from "../../src/domain/Model.js"
+import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
 import { coreLayer, fakeConnection, recordingMetrics } from "../support/core.js"
 
 const message: PushMessage = {
@@ -59,29 +61,25 @@ describe("PushDelivery", () => {
       expect(c2.frames).toHaveLength(1)
     }).pipe(Effect.provide(coreLayer())))
 
-  it.effect("skips the excluded sending connection but reaches the sender's other devices", () =>
+  it.effect("layerCommitted pushes what a Logic offers to Committed, in order, once the turn that offered it is done", () =>
     Effect.gen(function*() {
       const hub = yield* ConnectionHub
-      const push = yield* PushDelivery
-      const sending = fakeConnection("a")
-      const otherDevice = fakeConnection("a")
-      hub.add(sending)
-      hub.add(otherDevice)
-      const report = yield* push.deliver(["a"], message, { excludeConnectionId: sending.info.id })
-      expect(sending.frames).toHaveLength(0)
-      expect(otherDevice.frames).toHaveLength(1)
-      expect(report.failedUsernames).toEqual([])
-    }).pipe(Effect.provide(coreLayer())))
-
-  it.effect("a sender whose only device is the excluded one is not reported failed", () =>
-    Effect.gen(function*() {
-      const hub = yield* ConnectionHub
-      const push = yield* PushDelivery
-      const sending = fakeConnection("a")
-      hub.add(sending)
-      const report = yield* push.deliver(["a"], message, { excludeConnectionId: sending.info.id })
-      expect(report).toEqual({ failedUsernames: [], delivered: 0 })
-    }).pipe(Effect.provide(coreLayer())))
+      const committed = yield* Committed
+      const b = fakeConnection("b")
+      const c = fakeConnection("c")
+      hub.add(b)
+      hub.add(c)
+      committed.offer(["b"], { ...message, msgId: 1n })
+      committed.offer(["b", "c"], { ...message, msgId: 2n })
+      // What the turn writes after offering (its acks) goes first.
+      b.send(WsPacket.encode({ seq: "ack", payload: { $case: "pulse", value: {} } }).finish())
+      expect(b.frames).toHaveLength(1)
+      yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+      const seen = (connection: typeof b) =>
+        connection.packets().map((p) => (p.payload?.$case === "push" ? p.payload.value.msgId : p.seq))
+      expect(seen(b)).toEqual(["ack", 1n, 2n])
+      expect(seen(c)).toEqual([2n])
+    }).pipe(Effect.provide(PushDelivery.layerCommitted.pipe(Layer.provideMerge(Committed.layer), Layer.provideMerge(coreLayer())))))
 
   it.effect("counts sent frames, failed users and latency", () => {
     const recorder = recordingMetrics()

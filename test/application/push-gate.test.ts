@@ -1,10 +1,12 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Either, TestClock } from "effect"
+import { Deferred, Effect, Either, Layer, TestClock } from "effect"
+import { Committed } from "../../src/application/Committed.js"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import { Dispatcher } from "../../src/application/Dispatcher.js"
 import type { DispatcherOptions } from "../../src/application/Dispatcher.js"
 import { PushDelivery } from "../../src/application/PushDelivery.js"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
+import { Logic, withDefaults } from "../../src/application/ports/Logic.js"
 import { logicError } from "../../src/domain/Errors.js"
 import type { PushMessage, SendMessageResult } from "../../src/domain/Model.js"
 import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
@@ -287,4 +289,44 @@ describe("a connection's own pushes while its chats are answered", () => {
       expect(hub.activeGates()).toBeUndefined()
     }).pipe(Effect.provide(h.layer))
   })
+})
+
+describe("the sender's echo when Logic commits in-process", () => {
+  /** A Logic shaped like the embedded one: a turn's chats in one call, each message offered to Committed once stored. */
+  const committingLogic = Layer.effect(
+    Logic,
+    Effect.map(Committed, (committed) =>
+      withDefaults({
+        syncStatus: () => Effect.void,
+        batchesChats: true,
+        sendMessages: (items) =>
+          Effect.sync(() =>
+            items.map((item, i) => {
+              const msgId = 50n + BigInt(i)
+              committed.offer(["alice", "bob"], { ...pushOf(msgId, item.chat.fromUsername), content: item.chat.content })
+              return Either.right({ msgId, seqId: msgId })
+            })
+          )
+      }))
+  ).pipe(Layer.provide(Committed.layer))
+  const layer = PushDelivery.layerCommitted.pipe(
+    Layer.provideMerge(coreLayer({ logicLayer: committingLogic })),
+    Layer.provideMerge(Committed.layer)
+  )
+
+  it.scoped("is dropped by the gate as with a Task service: the sending socket gets its ack only, its other device and the peer the push", () =>
+    Effect.gen(function*() {
+      const dispatch = yield* Dispatcher
+      const phone = fakeConnection("alice")
+      const laptop = fakeConnection("alice")
+      const bob = fakeConnection("bob")
+      const phoneSession = yield* dispatch.attach(phone)
+      yield* dispatch.attach(laptop)
+      yield* dispatch.attach(bob)
+      phoneSession.receive(chatFrame("c-1", "from the phone"))
+      yield* settle
+      expect(seen(phone)).toEqual(["ack c-1 50"])
+      expect(seen(laptop)).toEqual(["push 50"])
+      expect(seen(bob)).toEqual(["push 50"])
+    }).pipe(Effect.provide(layer)))
 })

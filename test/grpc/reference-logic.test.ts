@@ -1,10 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Context, Effect, Layer, SubscriptionRef } from "effect"
+import { Clock, ConfigProvider, Context, Effect, Layer, SubscriptionRef } from "effect"
 import { FrontDoor } from "../../src/adapters/platform/net/FrontDoor.js"
 import { InternalAuth } from "../../src/adapters/platform/grpc/Security.js"
-import { makeEmbeddedLogic } from "../../src/adapters/logic-embedded/LogicEmbedded.js"
+import * as LogicEmbedded from "../../src/adapters/logic-embedded/LogicEmbedded.js"
 import * as ReferenceLogic from "../../src/adapters/logic-server/ReferenceLogic.js"
 import type { GatewayInstance } from "../../src/adapters/logic-server/ReferenceLogic.js"
+import { Committed } from "../../src/application/Committed.js"
+import { Logic } from "../../src/application/ports/Logic.js"
+import { Metrics } from "../../src/application/ports/Metrics.js"
 import { directSessionId } from "../../src/domain/Session.js"
 import type { ChatRequest } from "../../src/domain/Model.js"
 import { fakeConnection } from "../support/core.js"
@@ -21,22 +24,34 @@ const chat = (content: string): ChatRequest => ({
   timestamp: 0n
 })
 
-/** The reference Logic on SQLite in memory, pushing to one real PushService (gateway `gw-1`), and a gRPC client of it. */
+/**
+ * The reference Logic as `npm run logic` composes it, each part reading its own configuration, on
+ * SQLite in memory, pushing what the embedded Logic commits to one real PushService (gateway
+ * `gw-1`); and a gRPC client of it.
+ */
 const cluster = Effect.gen(function*() {
   const gateway = yield* servePush()
   const gateways = yield* SubscriptionRef.make<ReadonlyArray<GatewayInstance>>([
     { id: "gw-1", address: `127.0.0.1:${gateway.port}` }
   ])
   const context = yield* Layer.build(
-    ReferenceLogic.layer({
-      makeLogic: (publish) =>
-        makeEmbeddedLogic({ databasePath: ":memory:", bcryptRounds: 4, secretKey: SECRET }, publish).pipe(Effect.orDie),
-      gateways: Effect.succeed(gateways),
-      port: 0,
-      host: "127.0.0.1"
-    }).pipe(Layer.provide(InternalAuth.layerInsecure), Layer.provide(FrontDoor.layerTest()))
+    ReferenceLogic.layerConfig.pipe(
+      Layer.provideMerge(LogicEmbedded.layerConfig),
+      Layer.provide(Committed.layer),
+      Layer.provide(Layer.succeed(ReferenceLogic.LiveGateways, gateways)),
+      Layer.provide(Metrics.layerNoop),
+      Layer.provide(InternalAuth.layerInsecure),
+      Layer.provide(FrontDoor.layerTest()),
+      Layer.provide(Layer.setConfigProvider(ConfigProvider.fromJson({
+        service: { grpc_port: 0, grpc_host: "127.0.0.1" },
+        embedded: { database_path: ":memory:" },
+        auth: { secret_key: SECRET, bcrypt_cost: 4 }
+      }))),
+      Layer.orDie
+    )
   )
-  const { port, logic } = Context.get(context, ReferenceLogic.ReferenceLogic)
+  const { port } = Context.get(context, ReferenceLogic.ReferenceLogic)
+  const logic = Context.get(context, Logic)
   const client = yield* staticClient([`127.0.0.1:${port}`])
   for (const username of ["alice", "bob"]) yield* logic.register({ username, password: "secret-pw", nickname: username })
   yield* logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "", type: 1 })
@@ -63,11 +78,11 @@ describe("the reference Logic's catch-up after a user comes online", () => {
       })
       yield* eventually(Effect.filterOrFail(Effect.sync(() => contents(bob)), (seen) => seen.length >= 2))
       // The catch-up holds the session's first (system) message too: both, oldest first.
-      expect(contents(bob)).toEqual(["alice started a conversation", "before the route"])
+      expect(contents(bob)).toEqual(["alice 开始了与你的对话", "before the route"])
 
       yield* logic.sendMessage(chat("after the route"))
       yield* eventually(Effect.filterOrFail(Effect.sync(() => contents(bob)), (seen) => seen.length >= 3))
-      expect(contents(bob)).toEqual(["alice started a conversation", "before the route", "after the route"])
+      expect(contents(bob)).toEqual(["alice 开始了与你的对话", "before the route", "after the route"])
     }))
 
   it.scopedLive("what the inbox gained before the socket opened (less the margin) is not pushed again", () =>

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import Database from "better-sqlite3"
-import { Effect, Exit, TestClock } from "effect"
+import { Effect, Exit, Fiber, TestClock } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -17,21 +17,27 @@ const openDb = () => {
   return { db, cleanup: () => (db.close(), Fs.rmSync(dir, { recursive: true, force: true })) }
 }
 
+const count = (db: Database.Database) => (db.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n
+
 describe("group commit", () => {
-  it.live("writes of one turn commit together in one transaction", () => {
+  it.live("a write after a quiet interval commits at once, in the caller's turn; writes within the interval share one transaction", () => {
     const { db, cleanup } = openDb()
     const insert = db.prepare("INSERT INTO t (v) VALUES (?)")
     const counters = makeCounters()
-    const commit = makeGroupCommit(db, counters)
+    const commit = makeGroupCommit(db, counters, { minIntervalMs: 50 })
     return Effect.gen(function*() {
+      const first = Effect.runFork(commit.submit(() => (insert.run("a"), "A"), Effect.fail))
+      // No deferral: the row is committed before the submitting code has gone on.
+      expect(count(db)).toBe(1)
+      expect(yield* Fiber.join(first)).toBe("A")
       const results = yield* Effect.all(
-        ["a", "b", "c"].map((v) => commit.submit(() => (insert.run(v), v.toUpperCase()), Effect.fail)),
+        ["b", "c", "d"].map((v) => commit.submit(() => (insert.run(v), v.toUpperCase()), Effect.fail)),
         { concurrency: "unbounded" }
       )
-      expect(results).toEqual(["A", "B", "C"])
-      expect(counters.transactions).toBe(1)
+      expect(results).toEqual(["B", "C", "D"])
+      expect(counters.transactions).toBe(2)
       const rows = db.prepare("SELECT v FROM t ORDER BY v").all() as Array<{ v: string }>
-      expect(rows.map((r) => r.v)).toEqual(["a", "b", "c"])
+      expect(rows.map((r) => r.v)).toEqual(["a", "b", "c", "d"])
     }).pipe(Effect.ensuring(Effect.sync(cleanup)))
   })
 
@@ -39,18 +45,20 @@ describe("group commit", () => {
     const { db, cleanup } = openDb()
     const insert = db.prepare("INSERT INTO t (v) VALUES (?)")
     let rollbacks = 0
-    const commit = makeGroupCommit(db, makeCounters(), { onRollback: () => rollbacks++ })
+    const commit = makeGroupCommit(db, makeCounters(), { onRollback: () => rollbacks++, minIntervalMs: 50 })
     return Effect.gen(function*() {
+      yield* commit.submit(() => insert.run("w"), Effect.fail)
+      // Within the interval of that commit: these three wait and go together.
       const results = yield* Effect.all(
         ["a", "a", "c"].map((v) => Effect.exit(commit.submit(() => insert.run(v), Effect.fail))),
         { concurrency: "unbounded" }
       )
       expect(results.map(Exit.isFailure)).toEqual([true, true, true])
       expect(rollbacks).toBe(1)
-      expect((db.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n).toBe(0)
+      expect(count(db)).toBe(1)
       // The next batch is unaffected.
       yield* commit.submit(() => insert.run("d"), Effect.fail)
-      expect((db.prepare("SELECT v FROM t").all() as Array<{ v: string }>).map((r) => r.v)).toEqual(["d"])
+      expect((db.prepare("SELECT v FROM t ORDER BY v").all() as Array<{ v: string }>).map((r) => r.v)).toEqual(["d", "w"])
     }).pipe(Effect.ensuring(Effect.sync(cleanup)))
   })
 
@@ -60,9 +68,12 @@ describe("group commit", () => {
     let flushes = 0
     const commit = makeGroupCommit(db, makeCounters(), {
       afterCommit: (done) => setTimeout(() => (flushes++, done()), 5),
-      maxBatch: 3
+      maxBatch: 3,
+      minIntervalMs: 50
     })
     return Effect.gen(function*() {
+      yield* commit.submit(() => insert.run("first"), Effect.fail)
+      expect(flushes).toBe(1)
       const results = yield* Effect.all(
         Array.from({ length: 10 }, (_, i) =>
           commit.submit(() => insert.run(`v${i}`).changes, Effect.fail).pipe(
@@ -71,9 +82,9 @@ describe("group commit", () => {
         { concurrency: "unbounded" }
       )
       expect(results).toEqual(Array(10).fill(1))
-      expect((db.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n).toBe(10)
-      // ten writes in one turn, three to a batch: four commits, each flushed before its callers resume
-      expect(flushes).toBe(4)
+      expect(count(db)).toBe(11)
+      // ten writes within the interval, three to a batch: four more commits, each flushed before its callers resume
+      expect(flushes).toBe(5)
     }).pipe(Effect.ensuring(Effect.sync(cleanup)))
   })
 })

@@ -3,10 +3,10 @@ import type { Scope } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import type { ChatOrigin } from "../../src/application/ports/Logic.js"
+import type { CommittedShape } from "../../src/application/Committed.js"
 import type { LogicError } from "../../src/domain/Errors.js"
 import type { ChatRequest, PushMessage } from "../../src/domain/Model.js"
-import type { EmbeddedLogic, LogicEmbeddedOptions, Publisher } from "../../src/adapters/logic-embedded/LogicEmbedded.js"
+import type { EmbeddedLogic, LogicEmbeddedOptions } from "../../src/adapters/logic-embedded/LogicEmbedded.js"
 import { makeEmbeddedLogic } from "../../src/adapters/logic-embedded/LogicEmbedded.js"
 
 export const SECRET = "test-secret-key-that-is-long-enough-for-hs256"
@@ -20,13 +20,13 @@ export const tempDir: Effect.Effect<string, never, Scope.Scope> = Effect.acquire
 export interface Published {
   readonly recipients: ReadonlyArray<string>
   readonly message: PushMessage
-  readonly origin: ChatOrigin | undefined
 }
 
+/** Records what the Logic offers to the `Committed` queue. */
 export const recorder = () => {
   const published: Array<Published> = []
-  const publish: Publisher = (recipients, message, origin) => {
-    published.push({ recipients: [...recipients], message, origin })
+  const publish: CommittedShape["offer"] = (recipients, message) => {
+    published.push({ recipients: [...recipients], message })
   }
   return { published, publish }
 }
@@ -41,7 +41,7 @@ export interface Fixture {
 /** A fresh embedded Logic on a real SQLite file in a temp dir, with a recording publisher. */
 export const fixture = (
   options: Partial<LogicEmbeddedOptions> = {},
-  publisher?: Publisher
+  publisher?: CommittedShape["offer"]
 ): Effect.Effect<Fixture, never, Scope.Scope> =>
   Effect.gen(function*() {
     const dir = yield* tempDir
@@ -77,6 +77,3 @@ export const failure = <A>(effect: Effect.Effect<A, LogicError>): Effect.Effect<
 /** Every session of the user (the first page, which holds all of them in these tests). */
 export const sessionsOf = (logic: Pick<EmbeddedLogic, "getSessionList">, username: string) =>
   Effect.map(logic.getSessionList(username), (page) => page.sessions)
-
-/** Fan-out runs after the turn that acked the message: wait it out. */
-export const afterPublish = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))

@@ -1,15 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
 import Database from "better-sqlite3"
-import { Context, Effect, Exit, Layer, Scope } from "effect"
+import { Chunk, Context, Effect, Either, Exit, Layer, Scheduler, Scope } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as LogicEmbedded from "../../src/adapters/logic-embedded/LogicEmbedded.js"
 import { SECRET_FILE_NAME } from "../../src/adapters/logic-embedded/Tokens.js"
-import type { DeliveryOptions } from "../../src/application/PushDelivery.js"
-import { PushDelivery } from "../../src/application/PushDelivery.js"
-import { Logic } from "../../src/application/ports/Logic.js"
-import type { PushMessage } from "../../src/domain/Model.js"
-import { afterPublish, chat, failure, fixture, recorder, registerAll, SECRET, tempDir, sessionsOf } from "./helpers.js"
+import { Committed } from "../../src/application/Committed.js"
+import { Logic, LogicRoutes } from "../../src/application/ports/Logic.js"
+import { chat, failure, fixture, recorder, registerAll, SECRET, tempDir, sessionsOf } from "./helpers.js"
 import { Metrics } from "../../src/application/ports/Metrics.js"
 
 /** Opens the embedded Logic in its own scope, so a test can close and reopen the same file. */
@@ -22,7 +20,7 @@ const openAt = (options: LogicEmbedded.LogicEmbeddedOptions) =>
   })
 
 const startError = (options: LogicEmbedded.LogicEmbeddedOptions) =>
-  LogicEmbedded.makeEmbeddedLogic(options, () => Effect.void).pipe(Effect.scoped, Effect.flip)
+  LogicEmbedded.makeEmbeddedLogic(options, () => {}).pipe(Effect.scoped, Effect.flip)
 
 describe("LogicEmbedded lifecycle", () => {
   it.scopedLive("a restart on the same file keeps users, sessions, messages, read positions and the secret", () =>
@@ -48,7 +46,7 @@ describe("LogicEmbedded lifecycle", () => {
       expect((yield* after.logic.validateToken(alice!.accessToken)).username).toBe("alice")
       expect((yield* after.logic.login({ username: "bob", password: "secret1" })).user?.username).toBe("bob")
       const history = yield* after.logic.getHistoryMessages({ username: "bob", sessionId: id, limit: 0n, beforeSeq: 0n })
-      expect(history.map((message) => message.content)).toEqual(["alice started a conversation", "before restart"])
+      expect(history.map((message) => message.content)).toEqual(["alice 开始了与你的对话", "before restart"])
       const session = (yield* sessionsOf(after.logic, "bob")).find((entry) => entry.sessionId === id)
       expect(session).toMatchObject({ unreadCount: 1n, lastReadSeq: 1n })
       const next = yield* after.logic.sendMessage(chat(id, "bob", "after restart"))
@@ -72,43 +70,54 @@ describe("LogicEmbedded lifecycle", () => {
       expect(fs.readFileSync(path.join(unset.dir, "data", SECRET_FILE_NAME), "utf8").trim()).toMatch(/^[0-9a-f]{64}$/)
     }))
 
-  it.scopedLive("layer provides Logic and pushes through PushDelivery, skipping the sending connection", () =>
+  it.scopedLive("layer provides Logic and LogicRoutes and offers each committed message to Committed, nothing of the sender's socket", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
-      const deliveries: Array<{ usernames: ReadonlyArray<string>; message: PushMessage; options?: DeliveryOptions }> = []
-      const delivery = Layer.succeed(PushDelivery, {
-        deliverNow: (usernames, message, options) => {
-          deliveries.push({ usernames: [...usernames], message, ...(options ? { options } : {}) })
-          return { failedUsernames: [], delivered: usernames.length }
-        },
-        deliver: () => Effect.die("not used")
-      })
       const scope = yield* Scope.make()
       const context = yield* Layer.buildWithScope(
         LogicEmbedded.layer({ databasePath: path.join(dir, "layer.db"), bcryptRounds: 4 }).pipe(
-          Layer.provide(delivery),
+          Layer.provideMerge(Committed.layer),
           Layer.provide(Metrics.layerNoop)
         ),
         scope
       )
       const logic = Context.get(context, Logic)
+      const { messages } = Context.get(context, Committed)
       yield* logic.register({ username: "alice", password: "secret1", nickname: "" })
       yield* logic.register({ username: "bob", password: "secret1", nickname: "" })
-      const sent = yield* logic.sendMessage(chat("0", "alice", "via layer"), { connectionId: 7 })
-      // Ack first: the sender has its answer before anyone gets the push.
-      expect(deliveries).toHaveLength(0)
-      yield* afterPublish
-      expect(deliveries).toHaveLength(1)
-      expect(deliveries[0]!.usernames.slice().sort()).toEqual(["alice", "bob"])
-      expect(deliveries[0]!.options).toEqual({ excludeConnectionId: 7 })
-      expect(deliveries[0]!.message.msgId).toBe(sent.msgId)
+      const sent = yield* logic.sendMessage(chat("0", "alice", "via layer"), { idempotencyKey: "boot:7:seq-1" })
+      const [offered] = yield* messages.takeAll
+      expect(Chunk.toReadonlyArray(offered).map((entry) => [[...entry.recipients].sort(), entry.message.msgId, entry.message.fromUsername])).toEqual([
+        [["alice", "bob"], sent.msgId, "alice"]
+      ])
+      expect(Object.keys(Chunk.unsafeHead(offered))).toEqual(["recipients", "message"])
       yield* logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "", type: 1 })
-      yield* afterPublish
-      expect(deliveries.slice(1).map((entry) => entry.options)).toEqual([undefined, undefined])
+      const [created] = yield* messages.takeAll
+      expect(Chunk.toReadonlyArray(created).map((entry) => entry.recipients)).toEqual([["alice"], ["bob"]])
+      yield* logic.syncStatus({ seqId: 1n, gatewayId: "gw-1", onlineBatch: [{ username: "bob", remoteIp: "", timestamp: 0n }], offlineBatch: [] })
+      expect([...(Context.get(context, LogicRoutes).onlineGateways(["bob"]).get("bob") ?? [])]).toEqual(["gw-1"])
 
       yield* Scope.close(scope, Exit.void)
       // Released: the file is closed and calls fail as typed errors, not defects.
       expect((yield* failure(logic.getContactList("alice"))).code).toBe("internal")
+    }))
+
+  it.scopedLive("a batch resumes on the shared run queue after its commit, not on a runner of its own fiber", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture()
+      yield* registerAll(logic, "alice")
+      let tasks = 0
+      const counting = Scheduler.make((task) => {
+        tasks++
+        setTimeout(task, 0)
+      })
+      const results = yield* Effect.withScheduler(logic.sendMessages([{ chat: chat("0", "alice", "batched") }]), counting)
+      expect(results.map(Either.isRight)).toEqual([true])
+      // The WAL flush ended on the thread pool; the batch came back through the shared queue.
+      expect(tasks).toBe(0)
+      const unguarded = yield* Effect.withScheduler(Effect.sleep("1 millis"), counting)
+      expect(unguarded).toBeUndefined()
+      expect(tasks).toBeGreaterThan(0)
     }))
 
   it.scopedLive("startup fails with EmbeddedLogicError on unusable paths, foreign files, newer schemas and bad options", () =>

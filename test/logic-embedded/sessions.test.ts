@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { afterPublish, chat, failure, fixture, registerAll, sessionsOf } from "./helpers.js"
+import { chat, failure, fixture, registerAll, sessionsOf } from "./helpers.js"
 
 describe("LogicEmbedded sessions", () => {
   it.scopedLive("every new user is in session 0, the Resonance Room, with nothing unread", () =>
@@ -26,7 +26,6 @@ describe("LogicEmbedded sessions", () => {
       expect(again).toBe(id)
       const history = yield* logic.getHistoryMessages({ username: "amy", sessionId: id, limit: 0n, beforeSeq: 0n })
       expect(history.map((message) => message.type)).toEqual(["system"])
-      yield* afterPublish
       expect(published.filter((entry) => entry.message.sessionId === id)).toHaveLength(2)
     }))
 
@@ -49,13 +48,11 @@ describe("LogicEmbedded sessions", () => {
       yield* registerAll(logic, "alice", "bob", "carol")
       const id = yield* logic.createSession({ creatorUsername: "alice", members: ["bob", "carol", "bob"], name: " Team ", type: 2 })
       expect(id).toMatch(/^group:\d+$/)
-      yield* afterPublish
       const system = published.find((entry) => entry.message.sessionId === id)
       expect(system?.recipients.slice().sort()).toEqual(["alice", "bob", "carol"])
       // As the Go Logic posts it: from `system`, not from the creator.
       expect(system?.message).toMatchObject({ type: "system", seqId: 1n, fromUsername: "system" })
       expect(system?.message.sessionMeta).toEqual({ name: "Team", type: 2 })
-      expect(system?.origin).toBeUndefined()
       for (const username of ["bob", "carol"]) {
         const inbox = yield* logic.pullInboxDelta({ username, cursorId: 0n, limit: 0n })
         expect(inbox.events.map((event) => event.message?.sessionId)).toEqual([id])
@@ -67,6 +64,27 @@ describe("LogicEmbedded sessions", () => {
 
       const second = yield* logic.createSession({ creatorUsername: "alice", members: ["bob"], name: "Team", type: 2 })
       expect(second).not.toBe(id)
+    }))
+
+  it.scopedLive("the first message reads as upstream's Logic writes it, with the creator's nickname", () =>
+    Effect.gen(function*() {
+      const { logic, published } = yield* fixture()
+      yield* logic.register({ username: "alice", password: "secret1", nickname: "爱丽丝" })
+      yield* logic.register({ username: "bob", password: "secret1", nickname: "Bob B." })
+      yield* registerAll(logic, "carol")
+      const direct = yield* logic.createSession({ creatorUsername: "bob", members: ["alice"], name: "", type: 1 })
+      const group = yield* logic.createSession({ creatorUsername: "alice", members: ["bob", "carol"], name: "周末", type: 2 })
+      const first = (sessionId: string) =>
+        logic.getHistoryMessages({ username: "alice", sessionId, limit: 1n, beforeSeq: 0n })
+      expect((yield* first(direct)).map((m) => [m.type, m.fromUsername, m.content])).toEqual([["system", "system", "Bob B. 开始了与你的对话"]])
+      expect((yield* first(group)).map((m) => [m.type, m.fromUsername, m.content])).toEqual([["system", "system", "爱丽丝 创建了群聊「周末」"]])
+      // Pushed in the same words; a user registered without a nickname is named by their username.
+      expect(published.filter((entry) => entry.message.sessionId === direct).map((entry) => entry.message.content)).toEqual([
+        "Bob B. 开始了与你的对话",
+        "Bob B. 开始了与你的对话"
+      ])
+      const byCarol = yield* logic.createSession({ creatorUsername: "carol", members: ["alice"], name: "", type: 1 })
+      expect((yield* first(byCarol))[0]?.content).toBe("carol 开始了与你的对话")
     }))
 
   it.scopedLive("createSession refuses unknown members, nameless groups and malformed direct sessions", () =>

@@ -10,12 +10,14 @@ interface Job<O> {
 }
 
 /**
- * Group commit: writes submitted in the same turn of the event loop share one transaction, so one
- * fsync makes a whole batch durable and BEGIN/COMMIT are paid once per batch. A job checks
- * everything it needs before it writes; one that throws rolls the whole batch back (a storage
- * failure, not a refusal), every caller of that batch hears of it, and `onRollback` lets caches
- * that followed the writes start over. No caller hears back before its batch has committed and
- * `afterCommit` (the WAL flush) is done.
+ * Group commit: a write that comes when the last commit is older than `minIntervalMs` commits at
+ * once, in the caller's turn (the Dispatcher already hands over a turn's chats as one job); writes
+ * that come sooner wait for the interval and share one transaction, so under load one fsync makes
+ * a whole batch durable and BEGIN/COMMIT are paid once per batch. A job checks everything it needs
+ * before it writes; one that throws rolls the whole batch back (a storage failure, not a
+ * refusal), every caller of that batch hears of it, and `onRollback` lets caches that followed the
+ * writes start over. No caller hears back before its batch has committed and `afterCommit` (the
+ * WAL flush) is done.
  */
 export const makeGroupCommit = (
   db: Database,
@@ -27,7 +29,7 @@ export const makeGroupCommit = (
     /**
      * Least time between two commits. A commit costs the same for one message as for fifty (it
      * writes the pages the batch touched), so under load waiting this long for company is cheaper
-     * than committing alone; when the last commit is older than this the next one starts at once.
+     * than committing alone; when the last commit is older than this the next one runs at once.
      */
     readonly minIntervalMs?: number
   } = {}
@@ -67,11 +69,13 @@ export const makeGroupCommit = (
         work,
         resume: (outcome) => resume(outcome.ok ? Effect.succeed(outcome.value as O) : onError(outcome.error))
       })
-      if (!scheduled) {
+      if (scheduled) return
+      const wait = lastCommitAt + minIntervalMs - performance.now()
+      if (wait <= 0) {
+        flush()
+      } else {
         scheduled = true
-        const wait = lastCommitAt + minIntervalMs - performance.now()
-        if (wait <= 0) setImmediate(flush)
-        else setTimeout(flush, wait)
+        setTimeout(flush, wait)
       }
     })
 

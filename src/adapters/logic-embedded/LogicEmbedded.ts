@@ -1,23 +1,22 @@
-import { Effect, Layer } from "effect"
+import { Config, Context, Duration, Effect, Either, Layer, Option } from "effect"
 import type { Scope } from "effect"
-import { PushDelivery } from "../../application/PushDelivery.js"
-import type { LogicShape } from "../../application/ports/Logic.js"
-import { Logic } from "../../application/ports/Logic.js"
+import type { CommittedShape } from "../../application/Committed.js"
+import { Committed } from "../../application/Committed.js"
+import type { LogicRoutesShape, LogicShape } from "../../application/ports/Logic.js"
+import { Logic, LogicRoutes } from "../../application/ports/Logic.js"
 import { Metrics } from "../../application/ports/Metrics.js"
 import type { LogicError } from "../../domain/Errors.js"
 import { MIN_SECRET_BYTES } from "../../domain/Token.js"
 import { defaultChatRules } from "../../domain/Packet.js"
 import { defaultSessionRules } from "../../domain/Session.js"
+import { duration, int, invalidData, sharedLimitSettings, str } from "../platform/config/Settings.js"
 import { makeAccounts } from "./Accounts.js"
 import { makeCheckpointer, scheduleCheckpoints } from "./Checkpointer.js"
 import { EmbeddedLogicError, openDatabase } from "./Database.js"
 import { makeGroupCommit } from "./GroupCommit.js"
-import type { Publisher } from "./Messages.js"
 import { makeMessages } from "./Messages.js"
 import { makePasswords } from "./Passwords.js"
-import type { PresenceStore } from "./Presence.js"
 import { makePresence } from "./Presence.js"
-import type { Reads } from "./Reads.js"
 import { makeReads } from "./Reads.js"
 import { ROOM_SESSION_ID } from "./Schema.js"
 import { makeSessionCache } from "./SessionCache.js"
@@ -29,7 +28,6 @@ import { loadOrCreateSecret, makeTokenSigner } from "./Tokens.js"
 import { makeWalSync, noWalSync } from "./WalSync.js"
 
 export { EmbeddedLogicError } from "./Database.js"
-export type { Publisher } from "./Messages.js"
 
 export interface LogicEmbeddedOptions {
   /** SQLite file; its directory is created when missing. `:memory:` keeps nothing. */
@@ -58,15 +56,13 @@ export interface LogicEmbeddedOptions {
    * fdatasync off the event loop before the ack. "normal": it survives a process crash only.
    */
   readonly synchronous?: "full" | "normal"
-  /** Least time between two group commits under load (default 2 ms); 0 commits every turn. */
+  /** Least time between two group commits under load (default 2 ms); 0 commits every batch at once. */
   readonly commitIntervalMs?: number
   /** Least time between two WAL checkpoints while writes come in (default 20 ms). */
   readonly checkpointIntervalMs?: number
 }
 
-export interface EmbeddedLogic
-  extends LogicShape, Pick<PresenceStore, "onlineGateways" | "forgetGateway">, Pick<Reads, "inboxSince">
-{
+export interface EmbeddedLogic extends LogicShape, LogicRoutesShape {
   /** SQL executed and rows written so far, for the metrics. */
   readonly counters: Readonly<StatementCounters>
 }
@@ -96,13 +92,13 @@ const validateOptions = (options: LogicEmbeddedOptions): Effect.Effect<void, Emb
 const asStartupError = (error: LogicError) => new EmbeddedLogicError({ reason: "Database", message: error.message })
 
 /**
- * The Logic service in-process on SQLite. Committed messages are handed to `publish` after their
- * acks, which lets the same code back the embedded gateway (PushDelivery) and the reference gRPC
- * Logic service.
+ * The Logic service in-process on SQLite. Each message is handed to `publish` (the `Committed`
+ * queue's offer) once durable, which lets the same code back the embedded gateway (PushDelivery
+ * takes the queue) and the reference gRPC Logic service (its pusher takes it).
  */
 export const makeEmbeddedLogic = (
   options: LogicEmbeddedOptions,
-  publish: Publisher
+  publish: CommittedShape["offer"]
 ): Effect.Effect<EmbeddedLogic, EmbeddedLogicError, Scope.Scope> =>
   Effect.gen(function*() {
     yield* validateOptions(options)
@@ -166,21 +162,81 @@ export const makeEmbeddedLogic = (
     return { ...accounts, ...messages, ...reads, ...presence, counters } satisfies EmbeddedLogic
   })
 
-/** The embedded Logic as the `Logic` port; committed messages are delivered through PushDelivery. */
-export const layer = (options: LogicEmbeddedOptions): Layer.Layer<Logic, EmbeddedLogicError, PushDelivery | Metrics> =>
-  Layer.scoped(
-    Logic,
+/**
+ * The embedded Logic as the `Logic` port (and `LogicRoutes`, for the reference Logic); each
+ * message it commits is offered to the `Committed` queue.
+ */
+export const layer = (
+  options: LogicEmbeddedOptions
+): Layer.Layer<Logic | LogicRoutes, EmbeddedLogicError, Committed | Metrics> =>
+  Layer.scopedContext(
     Effect.gen(function*() {
-      const delivery = yield* PushDelivery
+      const committed = yield* Committed
       const metrics = yield* Metrics
-      const logic = yield* makeEmbeddedLogic(options, (recipients, message, origin) => {
-        delivery.deliverNow(
-          recipients,
-          message,
-          origin?.connectionId === undefined ? undefined : { excludeConnectionId: origin.connectionId }
-        )
-      })
+      const logic = yield* makeEmbeddedLogic(options, committed.offer)
       metrics.storage(() => logic.counters)
-      return logic
+      return Context.make(Logic, logic).pipe(Context.add(LogicRoutes, logic))
     })
   )
+
+/** `embedded.*`: the SQLite file and how durable an ack is. */
+export const embeddedSettings = Config.nested(
+  Config.all({
+    databasePath: str("database_path", "./data/resonance.db"),
+    synchronous: Config.literal("full", "normal")("synchronous").pipe(Config.withDefault("full" as const)),
+    commitInterval: duration("commit_interval", "2ms"),
+    checkpointInterval: duration("checkpoint_interval", "20ms")
+  }),
+  "embedded"
+)
+
+/** `auth.*` of accounts and tokens. */
+export const accountSettings = Config.nested(
+  Config.all({
+    secretKey: Config.option(Config.string("secret_key")).pipe(
+      Config.map((value) => Option.getOrUndefined(Option.filter(value, (s) => s !== ""))),
+      Config.mapOrFail((secret) =>
+        secret !== undefined && Buffer.byteLength(secret) < MIN_SECRET_BYTES
+          ? Either.left(invalidData(
+            ["secret_key"],
+            `must be at least ${MIN_SECRET_BYTES} bytes (it signs every token); leave it unset to have one generated`
+          ))
+          : Either.right(secret)
+      )
+    ),
+    tokenTtl: duration("token_ttl", "24h"),
+    bcryptCost: int("bcrypt_cost", 10),
+    hashConcurrency: int("hash_concurrency", 0),
+    hashQueue: int("hash_queue", 32)
+  }),
+  "auth"
+)
+
+/** `limits.*` of the embedded Logic's reads. */
+export const pageLimitSettings = Config.nested(
+  Config.all({ maxPageBytes: int("max_page_bytes", 1024 * 1024), sessionPageSize: int("session_page_size", 100) }),
+  "limits"
+)
+
+/** The embedded Logic's options, as the gateway in embedded mode and the reference Logic service read them. */
+export const optionsConfig: Config.Config<LogicEmbeddedOptions> = Config.map(
+  Config.all({ embedded: embeddedSettings, auth: accountSettings, pages: pageLimitSettings, shared: sharedLimitSettings }),
+  ({ auth, embedded, pages, shared }) => ({
+    databasePath: embedded.databasePath,
+    synchronous: embedded.synchronous,
+    commitIntervalMs: Duration.toMillis(embedded.commitInterval),
+    checkpointIntervalMs: Math.max(1, Duration.toMillis(embedded.checkpointInterval)),
+    secretKey: auth.secretKey,
+    tokenTtlSeconds: Duration.toSeconds(auth.tokenTtl),
+    bcryptRounds: auth.bcryptCost,
+    hashConcurrency: auth.hashConcurrency,
+    hashQueue: auth.hashQueue,
+    maxContentBytes: shared.maxMessageBytes,
+    maxGroupMembers: shared.maxGroupMembers,
+    maxPageBytes: pages.maxPageBytes,
+    sessionPageSize: pages.sessionPageSize
+  })
+)
+
+/** `layer` with its options from `embedded.*`, `auth.*` and `limits.*`. */
+export const layerConfig = Layer.unwrapEffect(Effect.map(optionsConfig, layer))

@@ -1,5 +1,6 @@
 import type Database from "better-sqlite3"
 import { Clock, Effect, Either } from "effect"
+import type { CommittedShape } from "../../application/Committed.js"
 import type { ChatOrigin, LogicShape } from "../../application/ports/Logic.js"
 import type { LogicError } from "../../domain/Errors.js"
 import { logicError, NOT_A_MEMBER } from "../../domain/Errors.js"
@@ -13,10 +14,8 @@ import type { GroupCommit } from "./GroupCommit.js"
 import type { CachedSession, Member, SessionCache } from "./SessionCache.js"
 import type { Snowflake } from "./Snowflake.js"
 import type { Prepare } from "./Statements.js"
+import { sharedRunnerScheduler } from "./SharedScheduler.js"
 import { attempt, storageFailure } from "./Storage.js"
-
-/** Where committed messages go: PushDelivery in-process, or the reference Logic's gRPC pushes. Plain: called per message. */
-export type Publisher = (recipients: ReadonlyArray<string>, message: PushMessage, origin: ChatOrigin | undefined) => void
 
 export interface MessageRow {
   readonly session_id: string
@@ -45,6 +44,13 @@ export const toPush = (row: MessageRow, sessionMeta: SessionMeta | undefined): P
 export const sessionNameFor = (cache: SessionCache, session: CachedSession, viewer: string): string =>
   session.type === SessionType.Direct ? (cache.otherMember(session, viewer)?.nickname ?? session.name) : session.name
 
+/**
+ * A new session's first message, in the words of upstream's Logic (`buildSystemMessageContent`),
+ * which the official Chinese client shows as it is: the creator by nickname.
+ */
+export const sessionCreatedText = (type: number, creatorNickname: string, name: string): string =>
+  type === SessionType.Direct ? `${creatorNickname} 开始了与你的对话` : `${creatorNickname} 创建了群聊「${name}」`
+
 interface Posted {
   readonly _tag: "Posted"
   readonly row: MessageRow
@@ -64,17 +70,19 @@ export interface MessagesOptions {
   readonly snowflake: Snowflake
   readonly commit: GroupCommit
   readonly durable: Effect.Effect<void, LogicError>
-  readonly publish: Publisher
+  /** Where each committed message goes (the `Committed` queue): plain, per message. */
+  readonly publish: CommittedShape["offer"]
   readonly chatRules: ChatRules
   readonly sessionRules: SessionRules
 }
 
-export type Messages = Pick<LogicShape, "sendMessage" | "sendMessages" | "createSession" | "updateReadPosition">
+export type Messages = Pick<LogicShape, "sendMessage" | "sendMessages" | "batchesChats" | "createSession" | "updateReadPosition">
 
 /**
  * The write side. A message is three statements — its row (with its idempotency key), the
  * session's position, the sender's read position — because members, types and positions come
- * from the session cache; its fan-out runs after the acks of its batch, never before.
+ * from the session cache. Once its batch is durable it is handed to `publish`, whose consumer
+ * pushes it after the batch's acks are written.
  */
 export const makeMessages = (options: MessagesOptions): Effect.Effect<Messages, LogicError> =>
   Effect.gen(function*() {
@@ -117,28 +125,29 @@ export const makeMessages = (options: MessagesOptions): Effect.Effect<Messages, 
       )
     }))
 
-    // --- fan-out, after the acks ----------------------------------------------------------
+    // --- fan-out, once durable -------------------------------------------------------------
 
-    let toPublish: Array<{ readonly posted: Posted; readonly origin: ChatOrigin | undefined }> = []
-    const publishAll = () => {
-      const batch = toPublish
-      toPublish = []
-      for (const { posted, origin } of batch) {
-        const { row, session } = posted
+    /** Thrown while publishing (a bug): reported once by the Effect that committed it, never failing a stored send. */
+    let publishFailure: unknown = undefined
+    const publishPosted = ({ row, session }: Posted) => {
+      try {
         if (session.type === SessionType.Direct) {
           // Each side sees the session under the other's name.
           for (const member of cache.membersOf(session).values()) {
-            publish([member.username], toPush(row, { name: sessionNameFor(cache, session, member.username), type: session.type }), origin)
+            publish([member.username], toPush(row, { name: sessionNameFor(cache, session, member.username), type: session.type }))
           }
         } else {
-          publish(cache.memberNames(session), toPush(row, { name: session.name, type: session.type }), origin)
+          publish(cache.memberNames(session), toPush(row, { name: session.name, type: session.type }))
         }
+      } catch (error) {
+        publishFailure ??= error
       }
     }
-    /** Queued behind the current turn: the acks of this batch are written first. */
-    const schedulePublish = (posted: Posted, origin: ChatOrigin | undefined) => {
-      if (toPublish.length === 0) setImmediate(publishAll)
-      toPublish.push({ posted, origin })
+    const reportPublishFailure = <A>(value: A): Effect.Effect<A> => {
+      if (publishFailure === undefined) return Effect.succeed(value)
+      const error = publishFailure
+      publishFailure = undefined
+      return Effect.as(Effect.logError("committed messages not published (they are in the inboxes)", error), value)
     }
 
     // --- writes, inside a transaction -------------------------------------------------------
@@ -226,52 +235,52 @@ export const makeMessages = (options: MessagesOptions): Effect.Effect<Messages, 
     const notFound = logicError("not_found", "session not found")
     const notMember = logicError("permission_denied", NOT_A_MEMBER)
 
-    /** One chat's answer, its fan-out queued behind the acks. Plain: runs per chat. */
-    const answer = (outcome: PostOutcome, origin: ChatOrigin | undefined): Either.Either<SendMessageResult, LogicError> => {
-      switch (outcome._tag) {
+    /** One chat's answer, from what storing it did; a new message is published. Plain: runs per chat. */
+    const settle = (stored: PostOutcome | LogicError): Either.Either<SendMessageResult, LogicError> => {
+      switch (stored._tag) {
+        case "LogicError":
+          return Either.left(stored)
         case "NotFound":
           return Either.left(notFound)
         case "NotMember":
           return Either.left(notMember)
         case "Duplicate":
-          return Either.right({ msgId: outcome.msgId, seqId: outcome.seqId })
+          return Either.right({ msgId: stored.msgId, seqId: stored.seqId })
         case "Posted":
-          schedulePublish(outcome, origin)
-          return Either.right({ msgId: outcome.row.msg_id, seqId: outcome.row.seq_id })
+          publishPosted(stored)
+          return Either.right({ msgId: stored.row.msg_id, seqId: stored.row.seq_id })
       }
     }
 
     /** Checks a chat and, inside the batch's transaction, stores it. Plain: runs per chat. */
-    const store = (chat: ChatRequest, origin: ChatOrigin | undefined, nowMs: number): PostOutcome | LogicError => {
+    const store = (chat: ChatRequest, idempotencyKey: string | undefined, nowMs: number): PostOutcome | LogicError => {
       // The gateway's rules, checked again: a gRPC caller is not necessarily a gateway of ours.
       const problem = validateChat(chat, chatRules)
       if (problem !== undefined) return logicError("invalid_argument", problem)
       const sessionId = chat.sessionId !== "" ? chat.sessionId : directSessionId(chat.fromUsername, chat.toUsername)
-      const key = origin?.idempotencyKey === undefined || origin.idempotencyKey === "" ? null : origin.idempotencyKey
+      const key = idempotencyKey === undefined || idempotencyKey === "" ? null : idempotencyKey
       const session = sessionForChat(sessionId, chat.fromUsername, nowMs)
       if (session === undefined) return { _tag: "NotFound" }
       if (!cache.membersOf(session).has(chat.fromUsername)) return { _tag: "NotMember" }
       return post(session, chat.fromUsername, chat.fromUsername, chat.content, messageTypeOf(chat.type), key, nowMs)
     }
 
-    const settle = (stored: PostOutcome | LogicError, origin: ChatOrigin | undefined) =>
-      stored._tag === "LogicError" ? Either.left(stored) : answer(stored, origin)
-
-    // The hot path: one Effect for a whole batch of chats, one group-commit job for all of them.
-    const sendMessages: Messages["sendMessages"] = (items, reply) =>
-      Effect.suspend(() => {
-        const nowMs = clock.unsafeCurrentTimeMillis()
-        return Effect.match(commit.submit(() => items.map((item) => store(item.chat, item.origin, nowMs)), failedToStore), {
-          onSuccess: (stored) => stored.forEach((outcome, i) => reply(i, settle(outcome, items[i]!.origin))),
-          onFailure: (error) => items.forEach((_, i) => reply(i, Either.left(error)))
-        })
-      })
+    // The hot path: one Effect for a whole batch of chats, one group-commit job for all of them,
+    // resumed on the shared run queue (see SharedScheduler) when the commit is durable.
+    const sendMessages: Messages["sendMessages"] = (items) =>
+      Effect.withScheduler(
+        Effect.suspend(() => {
+          const nowMs = clock.unsafeCurrentTimeMillis()
+          return Effect.matchEffect(commit.submit(() => items.map((item) => store(item.chat, item.idempotencyKey, nowMs)), failedToStore), {
+            onSuccess: (stored) => reportPublishFailure(stored.map(settle)),
+            onFailure: (error) => Effect.succeed(items.map(() => Either.left(error)))
+          })
+        }),
+        sharedRunnerScheduler
+      )
 
     const sendMessage: Messages["sendMessage"] = (chat: ChatRequest, origin?: ChatOrigin) =>
-      Effect.suspend(() => {
-        let result: Either.Either<SendMessageResult, LogicError> = Either.left(logicError("internal", "no answer"))
-        return Effect.flatMap(sendMessages([{ chat, origin }], (_, answered) => void (result = answered)), () => result)
-      })
+      Effect.flatMap(sendMessages([{ chat, idempotencyKey: origin?.idempotencyKey }]), ([result]) => result!)
 
     const createTx = db.transaction((sessionId: string, type: number, name: string, members: ReadonlyArray<Member>, content: string, nowMs: number) => {
       const session = createRows(sessionId, type, name, members[0]!.username, members, nowMs)
@@ -292,11 +301,10 @@ export const makeMessages = (options: MessagesOptions): Effect.Effect<Messages, 
         if (member === undefined) return yield* Effect.fail(logicError("not_found", `user "${username}" not found`))
         members.push(member)
       }
-      const creator = members[0]!.username
       const nowMs = yield* Clock.currentTimeMillis
       const sessionId = type === SessionType.Direct ? directSessionId(members[0]!.username, members[1]!.username) : `group:${snowflake.next(nowMs)}`
       if (type === SessionType.Direct && (yield* attempt("createSession", () => cache.get(sessionId))) !== undefined) return sessionId
-      const content = type === SessionType.Direct ? `${creator} started a conversation` : `${creator} created the group "${name}"`
+      const content = sessionCreatedText(type, members[0]!.nickname, name)
       const posted = yield* Effect.suspend(() => {
         try {
           return Effect.succeed(createTx.immediate(sessionId, type, name, members, content, nowMs))
@@ -306,8 +314,8 @@ export const makeMessages = (options: MessagesOptions): Effect.Effect<Messages, 
         }
       })
       yield* durable
-      schedulePublish(posted, undefined)
-      return sessionId
+      publishPosted(posted)
+      return yield* reportPublishFailure(sessionId)
     })
 
     const readPositionTx = db.transaction((sessionId: string, username: string, seqId: bigint) => {
@@ -328,5 +336,5 @@ export const makeMessages = (options: MessagesOptions): Effect.Effect<Messages, 
       return outcome.unread
     })
 
-    return { sendMessage, sendMessages, createSession, updateReadPosition }
+    return { sendMessage, sendMessages, batchesChats: true, createSession, updateReadPosition }
   })

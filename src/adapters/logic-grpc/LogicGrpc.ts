@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js"
-import { Cause, Clock, Duration, Effect, Exit, Layer, Option, Schedule, Stream, SubscriptionRef } from "effect"
-import type { Scope } from "effect"
+import { Cause, Clock, Config, Duration, Effect, Exit, Layer, Option, Schedule, Stream, SubscriptionRef } from "effect"
+import type { ConfigError, Scope } from "effect"
 import { Logic, sendEach } from "../../application/ports/Logic.js"
 import type { LogicShape } from "../../application/ports/Logic.js"
 import { Metrics } from "../../application/ports/Metrics.js"
@@ -18,6 +18,7 @@ import type { UnaryMethod } from "../platform/grpc/Client.js"
 import type { InternalSecurity } from "../platform/grpc/Security.js"
 import { InternalAuth } from "../platform/grpc/Security.js"
 import { failureCodeOf, GrpcStatusError, methodLabel, statusName } from "../platform/grpc/Status.js"
+import { duration, int, str } from "../platform/config/Settings.js"
 
 export interface LogicGrpcOptions {
   /** `host:port` (or `grpc://host:port`) of every live Logic instance, changing over time. */
@@ -231,8 +232,10 @@ const make = (
 
   return {
     sendMessage,
-    // Each chat its own call: they are independent requests to Logic.
+    // Each chat its own RPC within its own budget: the Dispatcher sends them one per call, so a
+    // slow or retried chat holds back no other chat's ack.
     sendMessages: sendEach(sendMessage),
+    batchesChats: false,
     login: (input) => invoke("login", AuthServiceService.login, { username: input.username, password: input.password }),
     register: (input) =>
       invoke("register", AuthServiceService.register, {
@@ -350,11 +353,26 @@ export const layerStatic = (
   options: LogicGrpcStaticOptions
 ): Layer.Layer<Logic, never, Metrics | InternalAuth> => layer({ ...options, endpoints: SubscriptionRef.make(addresses) })
 
-/** The instances of `serviceName` that service discovery (etcd) knows of, followed as they come and go. */
-export const layerDiscovered = (
-  serviceName: string,
-  options: LogicGrpcStaticOptions
-): Layer.Layer<Logic, never, Metrics | InternalAuth | ServiceDiscovery> =>
-  Layer.unwrapEffect(
-    Effect.map(ServiceDiscovery, (discovery) => layer({ ...options, endpoints: discovery.addresses(serviceName) }))
+/** `logic.*`: the budget of a Logic call, of one attempt in it, and the retries. */
+export const logicCallSettings = Config.nested(
+  Config.all({ timeout: duration("timeout", "5s"), attemptTimeout: duration("attempt_timeout", "2s"), retries: int("retries", 2) }),
+  "logic"
+)
+
+/** `logic_service_name`: what the Logic instances register as. */
+export const logicServiceNameSetting = str("logic_service_name", "logic-service")
+
+/** The instances of `logic_service_name` that service discovery (etcd) knows of, followed as they come and go, called within `logic.*`. */
+export const layerConfig: Layer.Layer<Logic, ConfigError.ConfigError, Metrics | InternalAuth | ServiceDiscovery> = Layer
+  .unwrapEffect(
+    Effect.gen(function*() {
+      const { logic, name } = yield* Config.all({ name: logicServiceNameSetting, logic: logicCallSettings })
+      const discovery = yield* ServiceDiscovery
+      return layer({
+        endpoints: discovery.addresses(name),
+        deadline: logic.timeout,
+        attemptTimeout: logic.attemptTimeout,
+        retries: logic.retries
+      })
+    })
   )

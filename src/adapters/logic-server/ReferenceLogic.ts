@@ -1,23 +1,16 @@
 import { Clock, Context, Duration, Effect, ExecutionStrategy, Exit, FiberSet, Layer, Scope, Stream } from "effect"
-import type { Subscribable } from "effect"
-import type { LogicShape } from "../../application/ports/Logic.js"
-import type { LogicError } from "../../domain/Errors.js"
+import type { ConfigError, Subscribable } from "effect"
+import type { CommittedShape } from "../../application/Committed.js"
+import { Committed, consumeCommitted } from "../../application/Committed.js"
+import type { LogicRoutesShape, LogicShape } from "../../application/ports/Logic.js"
+import { Logic, LogicRoutes } from "../../application/ports/Logic.js"
 import type { PresenceBatch, PushMessage } from "../../domain/Model.js"
+import { serviceSettings } from "../platform/config/Settings.js"
 import { InternalAuth } from "../platform/grpc/Security.js"
+import type { FrontDoor } from "../platform/net/FrontDoor.js"
 import type { PushClient } from "./GatewayPush.js"
 import { pushClient } from "./GatewayPush.js"
 import { serveLogic } from "./LogicGrpcServer.js"
-
-/** A Logic that also knows which gateways its users are online at (from SyncStatus). */
-export interface PresenceAwareLogic extends LogicShape {
-  readonly onlineGateways: (usernames: ReadonlyArray<string>) => ReadonlyMap<string, ReadonlySet<string>>
-  readonly forgetGateway: (gatewayId: string) => Effect.Effect<unknown, LogicError>
-  /** The user's inbox from `sinceMs` (unix milliseconds) on, oldest first, at most `limit` messages. */
-  readonly inboxSince: (username: string, sinceMs: number, limit: number) => Effect.Effect<ReadonlyArray<PushMessage>, LogicError>
-}
-
-/** Where a Logic hands each committed message: called after the acks, never waited for. */
-export type Publisher = (recipients: ReadonlyArray<string>, message: PushMessage) => void
 
 /** A gateway as service discovery lists it: its id (as in SyncStatus) and its PushService address. */
 export interface GatewayInstance {
@@ -25,13 +18,16 @@ export interface GatewayInstance {
   readonly address: string
 }
 
-export interface ReferenceLogicOptions<L extends PresenceAwareLogic, E> {
-  /** Builds the Logic to serve, given where its committed messages go. */
-  readonly makeLogic: (publish: Publisher) => Effect.Effect<L, E, Scope.Scope>
-  /** The live gateways, followed as they come and go. */
-  readonly gateways: Effect.Effect<Subscribable.Subscribable<ReadonlyArray<GatewayInstance>>, never, Scope.Scope>
+/** The live gateways, followed as they come and go (etcd's `gateway-service` entries, from the composition). */
+export class LiveGateways extends Context.Tag("resonance/ReferenceLogic/LiveGateways")<
+  LiveGateways,
+  Subscribable.Subscribable<ReadonlyArray<GatewayInstance>>
+>() {}
+
+export interface ReferenceLogicOptions {
   readonly port: number
   readonly host: string
+  /** Budget of one Push to a gateway. Default 3 s. */
   readonly pushDeadline?: Duration.DurationInput
   /**
    * How long before a UserOnline's timestamp its catch-up starts. Default 2 s: the timestamp is in
@@ -45,11 +41,8 @@ export interface ReferenceLogicOptions<L extends PresenceAwareLogic, E> {
 const catchUpLimit = 500
 const catchUpLookbackMillis = 60_000
 
-/** The running reference Logic: its gRPC port and the Logic behind it. */
-export class ReferenceLogic extends Context.Tag("resonance/ReferenceLogic")<
-  ReferenceLogic,
-  { readonly port: number; readonly logic: PresenceAwareLogic }
->() {}
+/** The running reference Logic: its gRPC port. */
+export class ReferenceLogic extends Context.Tag("resonance/ReferenceLogic")<ReferenceLogic, { readonly port: number }>() {}
 
 interface GatewayClient {
   readonly address: string
@@ -58,23 +51,26 @@ interface GatewayClient {
 }
 
 /**
- * A Logic served over gRPC, doing the Task service's job as well: each committed message is
- * pushed with `PushService.Push` to the gateways (found by `gateways`) that reported its members
- * online through SyncStatus. A message committed while a user's socket was open but before their
- * online event arrived found no route: so once a SyncStatus gives a user a route, the gateway is
- * pushed what their inbox gained since the socket opened (clients drop repeats by msg_id). Which
- * Logic and which discovery are the composition root's choice.
+ * A Logic served over gRPC, doing the Task service's job as well: each message the Logic commits
+ * (the `Committed` queue) is pushed with `PushService.Push` to the gateways (`LiveGateways`) that
+ * reported its members online through SyncStatus (`LogicRoutes`). A message committed while a
+ * user's socket was open but before their online event arrived found no route: so once a
+ * SyncStatus gives a user a route, the gateway is pushed what their inbox gained since the socket
+ * opened (clients drop repeats by msg_id). Which Logic and which discovery are the composition
+ * root's choice.
  */
-export const layer = <L extends PresenceAwareLogic, E>(options: ReferenceLogicOptions<L, E>) =>
+const make = (options: ReferenceLogicOptions) =>
   Layer.scoped(
     ReferenceLogic,
     Effect.gen(function*() {
       const layerScope = yield* Effect.scope
       const security = yield* InternalAuth
-      const gateways = yield* options.gateways
+      const inner = yield* Logic
+      const routes = yield* LogicRoutes
+      const { messages } = yield* Committed
+      const gateways = yield* LiveGateways
       const clients = new Map<string, GatewayClient>()
       const pushes = yield* FiberSet.make<void>()
-      let logic: PresenceAwareLogic | undefined
 
       const clientFor = (instance: GatewayInstance) =>
         Effect.gen(function*() {
@@ -99,7 +95,7 @@ export const layer = <L extends PresenceAwareLogic, E>(options: ReferenceLogicOp
               if (live.has(id)) continue
               clients.delete(id)
               yield* Scope.close(known.scope, Exit.void)
-              if (logic !== undefined) yield* Effect.ignore(logic.forgetGateway(id))
+              yield* Effect.ignore(routes.forgetGateway(id))
               yield* Effect.logInfo("gateway left; its users are offline").pipe(Effect.annotateLogs({ gateway: id }))
             }
           })
@@ -132,8 +128,7 @@ export const layer = <L extends PresenceAwareLogic, E>(options: ReferenceLogicOp
 
       const deliver = (recipients: ReadonlyArray<string>, message: PushMessage) =>
         Effect.gen(function*() {
-          if (logic === undefined) return
-          const where = logic.onlineGateways(recipients)
+          const where = routes.onlineGateways(recipients)
           const byGateway = new Map<string, Array<string>>()
           for (const [username, gatewayIds] of where) {
             for (const gatewayId of gatewayIds) {
@@ -150,7 +145,7 @@ export const layer = <L extends PresenceAwareLogic, E>(options: ReferenceLogicOp
             { concurrency: "unbounded", discard: true }
           )
         }).pipe(
-          Effect.catchAll((error) => Effect.logWarning("cannot resolve recipients' gateways", error)),
+          Effect.catchAllDefect((defect) => Effect.logWarning("pushing a committed message failed", defect)),
           Effect.withSpan("ReferenceLogic.publish")
         )
 
@@ -158,12 +153,11 @@ export const layer = <L extends PresenceAwareLogic, E>(options: ReferenceLogicOp
       /** Each user the batch announced gets, in order, what their inbox gained since their socket opened. */
       const catchUp = (batch: PresenceBatch) =>
         Effect.gen(function*() {
-          if (logic === undefined) return
           const instances = yield* gateways.get
           const now = yield* Clock.currentTimeMillis
           for (const online of batch.onlineBatch) {
             const sinceMs = Math.max(Number(online.timestamp) * 1000 - marginMillis, now - catchUpLookbackMillis)
-            const messages = yield* logic.inboxSince(online.username, sinceMs, catchUpLimit)
+            const messages = yield* routes.inboxSince(online.username, sinceMs, catchUpLimit)
             for (const message of messages) {
               if (!(yield* pushTo(instances, batch.gatewayId, [online.username], message))) break
             }
@@ -173,20 +167,58 @@ export const layer = <L extends PresenceAwareLogic, E>(options: ReferenceLogicOp
           Effect.withSpan("ReferenceLogic.catchUp", { attributes: { "presence.online": batch.onlineBatch.length } })
         )
 
-      // Acks do not wait for the fan-out, as with the Task service behind a queue.
+      // Acks do not wait for the fan-out, as with the Task service behind a queue: a fiber per message.
       const runPush = yield* FiberSet.runtime(pushes)<never>()
-      const publish: Publisher = (recipients, message) => void runPush(deliver(recipients, message))
+      yield* Effect.forkScoped(consumeCommitted(messages, (recipients, message) => void runPush(deliver(recipients, message))))
 
-      logic = yield* options.makeLogic(publish)
-      const inner = logic
       // The catch-up starts once the routes are stored, so a message committed after it is pushed anyway.
-      const served: PresenceAwareLogic = {
+      const served: LogicShape = {
         ...inner,
         syncStatus: (batch) =>
           Effect.tap(inner.syncStatus(batch), () =>
             batch.onlineBatch.length === 0 ? Effect.void : Effect.sync(() => void runPush(catchUp(batch))))
       }
-      const { port } = yield* serveLogic(served, { port: options.port, host: options.host })
-      return { port, logic }
+      return yield* serveLogic(served, { port: options.port, host: options.host })
     })
   )
+
+/** Before `layerConfig`: the Logic built from where its messages go, and the gateways, passed in. */
+export interface ComposedReferenceLogicOptions<L extends LogicShape & LogicRoutesShape, E> extends ReferenceLogicOptions {
+  readonly makeLogic: (publish: CommittedShape["offer"]) => Effect.Effect<L, E, Scope.Scope>
+  readonly gateways: Effect.Effect<Subscribable.Subscribable<ReadonlyArray<GatewayInstance>>, never, Scope.Scope>
+}
+
+/** @deprecated the form src/logic-main.ts composes until it uses `layerConfig` (p-etcd); then it goes. */
+export function layer<L extends LogicShape & LogicRoutesShape, E>(
+  options: ComposedReferenceLogicOptions<L, E>
+): Layer.Layer<ReferenceLogic, Error | ConfigError.ConfigError | E, InternalAuth | FrontDoor>
+/** The reference Logic serving the `Logic` (and `LogicRoutes`) in the environment, pushing what `Committed` gets. */
+export function layer(
+  options: ReferenceLogicOptions
+): Layer.Layer<
+  ReferenceLogic,
+  Error | ConfigError.ConfigError,
+  Logic | LogicRoutes | Committed | LiveGateways | InternalAuth | FrontDoor
+>
+export function layer<L extends LogicShape & LogicRoutesShape, E>(
+  options: ReferenceLogicOptions | ComposedReferenceLogicOptions<L, E>
+) {
+  if (!("makeLogic" in options)) return make(options)
+  const composed = Layer.scopedContext(
+    Effect.gen(function*() {
+      const logic = yield* options.makeLogic((yield* Committed).offer)
+      const gateways = yield* options.gateways
+      return Context.make(Logic, logic).pipe(Context.add(LogicRoutes, logic), Context.add(LiveGateways, gateways))
+    })
+  )
+  return make(options).pipe(Layer.provide(composed), Layer.provide(Committed.layer))
+}
+
+/**
+ * `layer` on `service.grpc_port` and `service.grpc_host` (resolved by the composition's provider
+ * as for the gateway's internal port; loopback when it is empty).
+ */
+export const layerConfig = Layer.unwrapEffect(
+  Effect.map(serviceSettings, (service) =>
+    layer({ port: service.grpcPort, host: service.grpcHost.trim() === "" ? "127.0.0.1" : service.grpcHost.trim() }))
+)

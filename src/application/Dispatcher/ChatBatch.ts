@@ -14,6 +14,7 @@ export const isOutage = (code: string) => code === "unavailable" || code === "de
 
 export const logicTimedOut: ChatFailure = { code: "deadline_exceeded", message: "logic did not answer in time" }
 const internalError: ChatFailure = { code: "internal", message: "internal error" }
+const unanswered = Either.left(internalError)
 
 /**
  * A chat Logic failed to store, said once for its batch with whom it concerned. No log
@@ -30,50 +31,66 @@ export const logOutage = (connections: ReadonlyArray<LiveConnection>, error: Cha
     })
   )
 
-/** A chat waiting for its batch: what Logic needs (a ChatItem), and who to answer. */
+/** A chat waiting for Logic: what Logic needs (a ChatItem), and who to answer. */
 export interface PendingChat extends ChatItem {
   readonly session: Session
   readonly seq: string
 }
 
+type RunFork = <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+
 /**
- * Collects the chats of one turn and sends them to Logic as one batch, in one fiber: per frame no
- * Effect runs. Each chat is acked the moment its result is known, then its connection goes on;
- * what timed out, failed or died unanswered is acked with an error.
+ * The chat path's one batching stage. A Logic that commits chats together (`batchesChats`) gets
+ * the chats of one turn of the event loop in one call, run by one fiber: per frame no Effect
+ * runs. A Logic over the network gets each chat in its own call at once, so a slow one holds no
+ * other's ack back (each RPC has its own deadline; a batch would be answered with its slowest).
+ * Every chat is acked when its call ends, then its connection goes on; what timed out or died
+ * unanswered is acked with an error.
  */
 export const makeChatBatcher = (
   logic: LogicShape,
   chatTimeout: Duration.Duration,
-  runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+  runFork: RunFork
 ): (chat: PendingChat) => void => {
+  const send = (chats: ReadonlyArray<PendingChat>) => {
+    const call = logic.sendMessages(chats)
+    const bounded = Duration.isZero(chatTimeout)
+      ? call
+      : Effect.timeoutFail(call, { duration: chatTimeout, onTimeout: () => logicTimedOut })
+    runFork(bounded).addObserver((exit) => answerAll(chats, exit, runFork))
+  }
+  if (!logic.batchesChats) return (chat) => send([chat])
   let batch: Array<PendingChat> = []
   const sendBatch = () => {
     const chats = batch
     batch = []
-    const answered = new Array<boolean>(chats.length).fill(false)
-    let failure: ChatFailure | undefined
-    const failed: Array<LiveConnection> = []
-    const answer = (i: number, result: Either.Either<SendMessageResult, ChatFailure>) => {
-      if (answered[i]) return
-      answered[i] = true
-      const { session, seq, chat } = chats[i]!
-      const outcome = session.answer(seq, chat, result)
-      if (outcome !== undefined) {
-        failure ??= outcome
-        failed.push(session.connection)
-      }
-      session.settled()
-    }
-    const call = logic.sendMessages(chats, answer)
-    const bounded = Duration.isZero(chatTimeout) ? call : Effect.timeout(call, chatTimeout)
-    runFork(bounded).addObserver((exit) => {
-      const missing = Exit.isSuccess(exit) ? undefined : Either.left(Cause.isFailType(exit.cause) ? logicTimedOut : internalError)
-      if (missing !== undefined) for (let i = 0; i < chats.length; i++) answer(i, missing)
-      if (failure !== undefined) runFork(logOutage(failed, failure))
-    })
+    send(chats)
   }
   return (chat) => {
     if (batch.length === 0) setImmediate(sendBatch)
     batch.push(chat)
   }
+}
+
+/** Acks each chat of a call with its result, or all of them with the call's failure. */
+const answerAll = (
+  chats: ReadonlyArray<PendingChat>,
+  exit: Exit.Exit<ReadonlyArray<Either.Either<SendMessageResult, ChatFailure>>, ChatFailure>,
+  runFork: RunFork
+) => {
+  const results = Exit.isSuccess(exit) ? exit.value : undefined
+  // A call that timed out answers every chat with its error; one that died (a bug) with "internal".
+  const missing = Exit.isFailure(exit) && Cause.isFailType(exit.cause) ? Either.left(exit.cause.error) : unanswered
+  let failure: ChatFailure | undefined
+  let failed: Array<LiveConnection> | undefined
+  for (let i = 0; i < chats.length; i++) {
+    const { chat, seq, session } = chats[i]!
+    const outcome = session.answer(seq, chat, results?.[i] ?? missing)
+    if (outcome !== undefined) {
+      failure ??= outcome
+      ;(failed ??= []).push(session.connection)
+    }
+    session.settled()
+  }
+  if (failure !== undefined) runFork(logOutage(failed!, failure))
 }

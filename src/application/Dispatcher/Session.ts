@@ -9,7 +9,7 @@ import type { ConnectionRegistry, LiveConnection } from "../ConnectionHub.js"
 import type { ConnectionSession } from "../Dispatcher.js"
 import type { FrameCodecShape } from "../ports/FrameCodec.js"
 import { isFault } from "../ports/FrameCodec.js"
-import type { ChatOrigin, LogicShape } from "../ports/Logic.js"
+import type { LogicShape } from "../ports/Logic.js"
 import type { MetricsShape } from "../ports/Metrics.js"
 import type { ChatFailure, PendingChat } from "./ChatBatch.js"
 import { isOutage, logicTimedOut, logOutage } from "./ChatBatch.js"
@@ -32,7 +32,7 @@ export interface Shared {
   /** Random per Dispatcher: idempotency keys of one boot never meet those of another. */
   readonly bootId: string
   readonly traceChats: boolean
-  /** Queues a chat for the batch of this turn: one Effect for all of them (untraced chats only). */
+  /** Hands a chat to Logic: with the others of this turn, or at once (untraced chats only; see ChatBatch). */
   readonly submit: (chat: PendingChat) => void
   /** Unregisters a connection that closed. */
   readonly closed: (connection: LiveConnection) => void
@@ -178,7 +178,7 @@ export class Session implements ConnectionSession {
         if (this.shared.traceChats) {
           this.shared.runFork(this.forward(decision.seq, decision.chat)).addObserver(() => this.settled())
         } else {
-          this.shared.submit({ session: this, seq: decision.seq, chat: decision.chat, origin: this.originOf(decision.seq) })
+          this.shared.submit({ session: this, seq: decision.seq, chat: decision.chat, idempotencyKey: this.keyOf(decision.seq) })
         }
         return
       case "RecordDelivery":
@@ -198,9 +198,8 @@ export class Session implements ConnectionSession {
   }
 
   /** A retry of this send (by the Logic client, or the client resending its seq here) is stored once. */
-  originOf(seq: string): ChatOrigin {
-    const { id } = this.connection.info
-    return seq === "" ? { connectionId: id } : { connectionId: id, idempotencyKey: `${this.shared.bootId}:${id}:${seq}` }
+  keyOf(seq: string): string | undefined {
+    return seq === "" ? undefined : `${this.shared.bootId}:${this.connection.info.id}:${seq}`
   }
 
   /** Acks a chat; the error when it was Logic's fault (an operator should hear of it). */
@@ -237,7 +236,8 @@ export class Session implements ConnectionSession {
   private forward(seq: string, chat: ChatRequest): Effect.Effect<void> {
     const { logic, chatTimeout } = this.shared
     const { info } = this.connection
-    const call = logic.sendMessage(chat, this.originOf(seq))
+    const key = this.keyOf(seq)
+    const call = logic.sendMessage(chat, key === undefined ? undefined : { idempotencyKey: key })
     const bounded: Effect.Effect<SendMessageResult, ChatFailure> = Duration.isZero(chatTimeout)
       ? call
       : Effect.timeoutFail(call, { duration: chatTimeout, onTimeout: () => logicTimedOut })

@@ -49,18 +49,15 @@ export interface PageRequest {
   readonly limit: bigint
   readonly pageToken: string
 }
-/** Where a chat came from. */
+/** Where a chat came from, as far as Logic cares. */
 export interface ChatOrigin {
-  /** The sending socket, which an in-process Logic does not echo the message to. */
-  readonly connectionId?: number
   /** Names this send across retries: Logic stores a message once per key and sender. */
   readonly idempotencyKey?: string
 }
 
-/** One chat of a batch, as `sendMessage` takes it. */
-export interface ChatItem {
+/** One chat of a batch: the request and its idempotency key (flat: one object per chat on the hot path). */
+export interface ChatItem extends ChatOrigin {
   readonly chat: ChatRequest
-  readonly origin: ChatOrigin | undefined
 }
 
 export interface LogicShape {
@@ -75,14 +72,19 @@ export interface LogicShape {
   /** Fails with the business error (e.g. "not a session member") or an outage. */
   readonly sendMessage: (chat: ChatRequest, origin?: ChatOrigin) => Effect.Effect<SendMessageResult, LogicError>
   /**
-   * The chats of one turn of the event loop: one Effect for the batch, not one per frame. Each is
-   * answered through `answer` as soon as its own result is known (a slow one holds no other back);
-   * an in-process Logic commits them together.
+   * Several chats in one Effect, answered together: one result per item, in order. A chat Logic
+   * refused is a `Left` in its place; the Effect itself does not fail.
    */
   readonly sendMessages: (
-    items: ReadonlyArray<ChatItem>,
-    answer: (index: number, result: Either.Either<SendMessageResult, LogicError>) => void
-  ) => Effect.Effect<void>
+    items: ReadonlyArray<ChatItem>
+  ) => Effect.Effect<ReadonlyArray<Either.Either<SendMessageResult, LogicError>>>
+  /**
+   * Whether `sendMessages` should get the chats of a whole turn at once. True for an in-process
+   * Logic, which commits them together (one transaction, one WAL flush). False for a Logic over
+   * the network: each chat is its own RPC within its own deadline, so the Dispatcher sends them
+   * one per call and a slow chat holds back no other chat's ack.
+   */
+  readonly batchesChats: boolean
   readonly syncStatus: (batch: PresenceBatch) => Effect.Effect<void, LogicError>
   /** One page of the user's sessions (limit 0: Logic's page size; token "": the first page). */
   readonly getSessionList: (username: string, page?: PageRequest) => Effect.Effect<SessionPage, LogicError>
@@ -95,19 +97,18 @@ export interface LogicShape {
   readonly pullInboxDelta: (input: InboxInput) => Effect.Effect<InboxPage, LogicError>
 }
 
-/** `sendMessages` for a Logic whose calls are independent (over the network): each chat its own call, all at once. */
-export const sendEach = (sendMessage: LogicShape["sendMessage"]): LogicShape["sendMessages"] => (items, answer) =>
-  Effect.forEach(
-    items,
-    (item, index) => Effect.map(Effect.either(sendMessage(item.chat, item.origin)), (result) => answer(index, result)),
-    { concurrency: "unbounded", discard: true }
-  )
+/** `sendMessages` for a Logic whose chats are independent calls (over the network): all at once, each with its own answer. */
+export const sendEach = (sendMessage: LogicShape["sendMessage"]): LogicShape["sendMessages"] => (items) =>
+  items.length === 1
+    ? Effect.map(Effect.either(sendMessage(items[0]!.chat, items[0])), (result) => [result])
+    : Effect.forEach(items, (item) => Effect.either(sendMessage(item.chat, item)), { concurrency: "unbounded" })
 
 /** The Logic service: in-process on SQLite (embedded mode) or over gRPC (cluster mode). */
 export class Logic extends Context.Tag("resonance/Logic")<Logic, LogicShape>() {
   /**
    * A Logic that answers every call with `unavailable`; override the methods a test needs
-   * (`sendMessages` follows an overridden `sendMessage` unless given).
+   * (`sendMessages` follows an overridden `sendMessage` unless given; chats go one per call
+   * unless `batchesChats` says otherwise).
    */
   static readonly layerTest = (overrides: Partial<LogicShape> = {}): Layer.Layer<Logic> =>
     Layer.succeed(Logic, withDefaults(overrides))
@@ -128,8 +129,8 @@ export const unavailableLogic: LogicShape = {
   revokeToken: down,
   listRevocations: down,
   sendMessage: down,
-  sendMessages: (items, answer) =>
-    Effect.sync(() => items.forEach((_, index) => answer(index, Either.left(logicError("unavailable", "logic service is unavailable"))))),
+  sendMessages: (items) => Effect.succeed(items.map(() => Either.left(logicError("unavailable", "logic service is unavailable")))),
+  batchesChats: false,
   syncStatus: down,
   getSessionList: down,
   createSession: down,
@@ -138,4 +139,29 @@ export const unavailableLogic: LogicShape = {
   searchUser: down,
   updateReadPosition: down,
   pullInboxDelta: down
+}
+
+/**
+ * What pushing committed messages needs of a Logic besides them, when no Task service does it
+ * (the reference Logic): where users are online (from SyncStatus), and what an inbox gained since
+ * a time, for the user whose socket opened before their route reached Logic.
+ */
+export interface LogicRoutesShape {
+  /** username → ids of the gateways that reported the user online; users online nowhere are absent. */
+  readonly onlineGateways: (usernames: ReadonlyArray<string>) => ReadonlyMap<string, ReadonlySet<string>>
+  /** A gateway that left: its users are offline there. */
+  readonly forgetGateway: (gatewayId: string) => Effect.Effect<unknown, LogicError>
+  /** The user's inbox from `sinceMs` (unix milliseconds) on, oldest first, at most `limit` messages. */
+  readonly inboxSince: (username: string, sinceMs: number, limit: number) => Effect.Effect<ReadonlyArray<PushMessage>, LogicError>
+}
+
+export class LogicRoutes extends Context.Tag("resonance/LogicRoutes")<LogicRoutes, LogicRoutesShape>() {
+  /** Nobody online anywhere, empty inboxes; override what a test needs. */
+  static readonly layerTest = (overrides: Partial<LogicRoutesShape> = {}): Layer.Layer<LogicRoutes> =>
+    Layer.succeed(LogicRoutes, {
+      onlineGateways: () => new Map(),
+      forgetGateway: () => Effect.void,
+      inboxSince: () => Effect.succeed([]),
+      ...overrides
+    })
 }
