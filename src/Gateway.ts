@@ -2,6 +2,7 @@ import { Config, Effect, Layer } from "effect"
 import * as Os from "node:os"
 import { Accounts } from "./application/Accounts.js"
 import { Authenticator } from "./application/Authenticator.js"
+import { Committed } from "./application/Committed.js"
 import { ConnectionHub } from "./application/ConnectionHub.js"
 import { Dispatcher } from "./application/Dispatcher.js"
 import * as DrainGate from "./application/DrainGate.js"
@@ -16,8 +17,8 @@ import * as Discovery from "./adapters/etcd/Discovery.js"
 import * as Registry from "./adapters/etcd/Registry.js"
 import * as PushServer from "./adapters/grpc-push/PushServer.js"
 import * as HttpApi from "./adapters/http/HttpApi.js"
-import * as LogicEmbedded from "./adapters/logic-embedded/config.js"
-import * as LogicGrpc from "./adapters/logic-grpc/config.js"
+import * as LogicEmbedded from "./adapters/logic-embedded/LogicEmbedded.js"
+import * as LogicGrpc from "./adapters/logic-grpc/LogicGrpc.js"
 import * as PrometheusMetrics from "./adapters/obs/PrometheusMetrics.js"
 import { tracingEnabledConfig } from "./adapters/obs/Tracing.js"
 import { etcdEndpointsSetting, serviceSettings, sharedLimitSettings } from "./adapters/platform/config/Settings.js"
@@ -37,7 +38,7 @@ import { dispatcherLimitSettings, pendingSettings, revocationSettings, statusBat
 /** What differs between the modes, and between production and a test. */
 export interface GatewayPorts<EL, EI, EM> {
   /** In-process on SQLite, over gRPC to the instances etcd knows, or a test Logic. */
-  readonly logic: Layer.Layer<Logic, EL, Metrics | InternalAuth | PushDelivery | FrontDoor.FrontDoor>
+  readonly logic: Layer.Layer<Logic, EL, Metrics | InternalAuth | Committed | FrontDoor.FrontDoor>
   /** Who this gateway is: a fixed id, or the one claimed in etcd (with its `ServiceRegistration`). */
   readonly identity: Layer.Layer<GatewayIdentity, EI>
   readonly metrics: Layer.Layer<Metrics, EM, FrontDoor.FrontDoor>
@@ -71,8 +72,15 @@ const sessions = Layer.unwrapEffect(Effect.map(sharedLimitSettings, (shared) => 
 
 /** Every Layer of a gateway over `ports`; each step is built after the one below it and released before it. */
 export const layer = <EL, EI, EM>(ports: GatewayPorts<EL, EI, EM>) => {
-  const base = Layer.mergeAll(InternalAuth.layerConfig, ConnectionHub.layer, FrameCodec.layer, Readiness.layer, ports.metrics, ports.identity)
-    .pipe(Layer.provideMerge(FrontDoor.layerConfig))
+  const base = Layer.mergeAll(
+    InternalAuth.layerConfig,
+    ConnectionHub.layer,
+    FrameCodec.layer,
+    Readiness.layer,
+    Committed.layer,
+    ports.metrics,
+    ports.identity
+  ).pipe(Layer.provideMerge(FrontDoor.layerConfig))
   const entryPoints = Layer.mergeAll(HttpApi.layerConfig, WebSocketGateway.layerConfig, PushServer.layerConfig)
   return DrainGate.layer.pipe(
     Layer.provideMerge(entryPoints),
@@ -81,6 +89,8 @@ export const layer = <EL, EI, EM>(ports: GatewayPorts<EL, EI, EM>) => {
     Layer.provideMerge(authenticator),
     Layer.provideMerge(presence),
     Layer.provideMerge(ports.logic),
+    // What an in-process Logic commits is pushed from the application's queue, after the acks.
+    Layer.provideMerge(PushDelivery.layerCommitted),
     Layer.provideMerge(PushDelivery.layer),
     Layer.provideMerge(base)
   )

@@ -1,9 +1,10 @@
 import { NodeRuntime } from "@effect/platform-node"
+import { Committed } from "./application/Committed.js"
+import { Metrics } from "./application/ports/Metrics.js"
 import { Effect, Layer } from "effect"
 import * as Discovery from "./adapters/etcd/Discovery.js"
 import * as Registry from "./adapters/etcd/Registry.js"
-import { logicEmbeddedOptionsConfig } from "./adapters/logic-embedded/config.js"
-import { makeEmbeddedLogic } from "./adapters/logic-embedded/LogicEmbedded.js"
+import * as LogicEmbedded from "./adapters/logic-embedded/LogicEmbedded.js"
 import * as ReferenceLogic from "./adapters/logic-server/ReferenceLogic.js"
 import * as Logging from "./adapters/obs/Logging.js"
 import { collect, configDirectory, providerFromSettings } from "./adapters/platform/config/GatewayConfig.js"
@@ -24,28 +25,23 @@ const sources = {
   defaults: { RESONANCE_SERVICE_NAME: "logic-service", RESONANCE_SERVICE_GRPC_PORT: "15090", RESONANCE_ETCD_ENDPOINTS: "127.0.0.1:2379" }
 }
 
-/** The embedded Logic on SQLite behind its gRPC port, pushing to the gateways etcd lists. */
-const logicLayer = (bind: { readonly port: number; readonly host: string }) =>
-  Layer.unwrapEffect(Effect.gen(function*() {
-    const embedded = yield* logicEmbeddedOptionsConfig
-    const discovery = yield* Discovery.optionsConfig
-    return ReferenceLogic.layer({
-      makeLogic: (publish) => makeEmbeddedLogic(embedded, publish),
-      gateways: Discovery.watchService({ ...discovery, serviceName: "gateway-service" }),
-      ...bind
-    })
-  }))
+/** The embedded Logic on SQLite behind its gRPC port, pushing what it commits to the gateways etcd lists. */
+const referenceLogic = ReferenceLogic.layerConfig.pipe(
+  Layer.provideMerge(LogicEmbedded.layerConfig),
+  Layer.provide(Committed.layer),
+  Layer.provide(Layer.unwrapEffect(Effect.map(Discovery.optionsConfig, (etcd) =>
+    Layer.scoped(ReferenceLogic.LiveGateways, Discovery.watchService({ ...etcd, serviceName: "gateway-service" }))))),
+  Layer.provide(Metrics.layerNoop)
+)
 
 const program = Effect.gen(function*() {
   const { settings } = yield* collect(sources)
-  const bind = yield* Effect.withConfigProvider(serviceSettings, providerFromSettings(settings))
-  const ready = Layer.effectDiscard(
-    Effect.logInfo("logic service ready").pipe(Effect.annotateLogs({ grpc: `${bind.advertiseHost}:${bind.grpcPort}` }))
-  )
+  const ready = Layer.effectDiscard(Effect.flatMap(serviceSettings, (service) =>
+    Effect.logInfo("logic service ready").pipe(Effect.annotateLogs({ grpc: `${service.advertiseHost}:${service.grpcPort}` }))))
   // Registered once serving, revoked first on shutdown.
   return yield* Layer.launch(ready.pipe(
     Layer.provideMerge(Registry.layerConfig("logic")),
-    Layer.provideMerge(logicLayer({ port: bind.grpcPort, host: bind.grpcHost })),
+    Layer.provideMerge(referenceLogic),
     Layer.provide(InternalAuth.layerConfig),
     Layer.provide(FrontDoor.layerConfig),
     Layer.provide(ShutdownSignals.layerConfig)

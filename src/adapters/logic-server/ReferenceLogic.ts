@@ -1,8 +1,7 @@
 import { Clock, Context, Duration, Effect, ExecutionStrategy, Exit, FiberSet, Layer, Scope, Stream } from "effect"
 import type { ConfigError, Subscribable } from "effect"
-import type { CommittedShape } from "../../application/Committed.js"
 import { Committed, consumeCommitted } from "../../application/Committed.js"
-import type { LogicRoutesShape, LogicShape } from "../../application/ports/Logic.js"
+import type { LogicShape } from "../../application/ports/Logic.js"
 import { Logic, LogicRoutes } from "../../application/ports/Logic.js"
 import type { PresenceBatch, PushMessage } from "../../domain/Model.js"
 import { serviceSettings } from "../platform/config/Settings.js"
@@ -182,43 +181,14 @@ const make = (options: ReferenceLogicOptions) =>
     })
   )
 
-/** Before `layerConfig`: the Logic built from where its messages go, and the gateways, passed in. */
-export interface ComposedReferenceLogicOptions<L extends LogicShape & LogicRoutesShape, E> extends ReferenceLogicOptions {
-  readonly makeLogic: (publish: CommittedShape["offer"]) => Effect.Effect<L, E, Scope.Scope>
-  readonly gateways: Effect.Effect<Subscribable.Subscribable<ReadonlyArray<GatewayInstance>>, never, Scope.Scope>
-}
-
-/** @deprecated the form src/logic-main.ts composes until it uses `layerConfig` (p-etcd); then it goes. */
-export function layer<L extends LogicShape & LogicRoutesShape, E>(
-  options: ComposedReferenceLogicOptions<L, E>
-): Layer.Layer<ReferenceLogic, Error | ConfigError.ConfigError | E, InternalAuth | FrontDoor>
 /** The reference Logic serving the `Logic` (and `LogicRoutes`) in the environment, pushing what `Committed` gets. */
-export function layer(
+export const layer = (
   options: ReferenceLogicOptions
-): Layer.Layer<
-  ReferenceLogic,
-  Error | ConfigError.ConfigError,
-  Logic | LogicRoutes | Committed | LiveGateways | InternalAuth | FrontDoor
->
-export function layer<L extends LogicShape & LogicRoutesShape, E>(
-  options: ReferenceLogicOptions | ComposedReferenceLogicOptions<L, E>
-) {
-  if (!("makeLogic" in options)) return make(options)
-  const composed = Layer.scopedContext(
-    Effect.gen(function*() {
-      const logic = yield* options.makeLogic((yield* Committed).offer)
-      const gateways = yield* options.gateways
-      return Context.make(Logic, logic).pipe(Context.add(LogicRoutes, logic), Context.add(LiveGateways, gateways))
-    })
-  )
-  return make(options).pipe(Layer.provide(composed), Layer.provide(Committed.layer))
-}
+): Layer.Layer<ReferenceLogic, Error | ConfigError.ConfigError, Logic | LogicRoutes | Committed | LiveGateways | InternalAuth | FrontDoor> =>
+  make(options)
 
-/**
- * `layer` on `service.grpc_port` and `service.grpc_host` (resolved by the composition's provider
- * as for the gateway's internal port; loopback when it is empty).
- */
+/** `layer` on `service.grpc_port`, bound to the internal host (`service.grpc_host`, resolved as for the gateway). */
 export const layerConfig = Layer.unwrapEffect(
   Effect.map(serviceSettings, (service) =>
-    layer({ port: service.grpcPort, host: service.grpcHost.trim() === "" ? "127.0.0.1" : service.grpcHost.trim() }))
+    layer({ port: service.grpcPort, host: service.grpcHost }))
 )
