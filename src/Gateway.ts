@@ -22,9 +22,9 @@ import * as LogicGrpc from "./adapters/logic-grpc/LogicGrpc.js"
 import * as PrometheusMetrics from "./adapters/obs/PrometheusMetrics.js"
 import { tracingEnabledConfig } from "./adapters/obs/Tracing.js"
 import { etcdEndpointsSetting, serviceSettings, sharedLimitSettings } from "./adapters/platform/config/Settings.js"
-import { InternalAuth } from "./adapters/platform/grpc/Security.js"
+import * as InternalAuth from "./adapters/platform/grpc/Security.js"
 import * as FrontDoor from "./adapters/platform/net/FrontDoor.js"
-import { NodeServer } from "./adapters/platform/net/NodeServer.js"
+import * as NodeServer from "./adapters/platform/net/NodeServer.js"
 import * as FrameCodec from "./adapters/protobuf/FrameCodec.js"
 import * as WebSocketGateway from "./adapters/ws/WebSocketGateway.js"
 import { dispatcherLimitSettings, pendingSettings, revocationSettings, statusBatcherSettings } from "./gateway-config.js"
@@ -38,7 +38,7 @@ import { dispatcherLimitSettings, pendingSettings, revocationSettings, statusBat
 /** What differs between the modes, and between production and a test. */
 export interface GatewayPorts<EL, EI, EM> {
   /** In-process on SQLite, over gRPC to the instances etcd knows, or a test Logic. */
-  readonly logic: Layer.Layer<Logic, EL, Metrics | InternalAuth | Committed | FrontDoor.FrontDoor>
+  readonly logic: Layer.Layer<Logic, EL, Metrics | InternalAuth.InternalAuth | Committed | FrontDoor.FrontDoor>
   /** Who this gateway is: a fixed id, or the one claimed in etcd (with its `ServiceRegistration`). */
   readonly identity: Layer.Layer<GatewayIdentity, EI>
   readonly metrics: Layer.Layer<Metrics, EM, FrontDoor.FrontDoor>

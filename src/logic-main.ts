@@ -9,7 +9,7 @@ import * as ReferenceLogic from "./adapters/logic-server/ReferenceLogic.js"
 import * as Logging from "./adapters/obs/Logging.js"
 import { collect, configDirectory, providerFromSettings } from "./adapters/platform/config/GatewayConfig.js"
 import { serviceSettings } from "./adapters/platform/config/Settings.js"
-import { InternalAuth } from "./adapters/platform/grpc/Security.js"
+import * as InternalAuth from "./adapters/platform/grpc/Security.js"
 import * as FrontDoor from "./adapters/platform/net/FrontDoor.js"
 import * as ShutdownSignals from "./adapters/platform/process/ShutdownSignals.js"
 

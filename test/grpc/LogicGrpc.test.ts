@@ -3,7 +3,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Option, Scope, SubscriptionRef } from "effect"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
 import { withFrontDoor } from "../support/door.js"
-import { InternalAuth } from "../../src/adapters/platform/grpc/Security.js"
+import * as InternalAuth from "../../src/adapters/platform/grpc/Security.js"
 import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
 import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
 import { logicError } from "../../src/domain/Errors.js"
@@ -378,7 +378,7 @@ describe("LogicGrpc ↔ LogicGrpcServer", () => {
       const { port } = yield* serveLogic(fakeLogic({ searchUser: () => Effect.succeed([]) }), {
         port: 0,
         host: "127.0.0.1"
-      }).pipe(Scope.extend(scope), Effect.provide(InternalAuth.layerInsecure), withFrontDoor)
+      }).pipe(Scope.extend(scope), Effect.provide(InternalAuth.layerTest), withFrontDoor)
       expect(port).toBeGreaterThan(0)
       const logic = yield* staticClient([`127.0.0.1:${port}`], { retries: 0 })
       expect(yield* logic.searchUser("x")).toStrictEqual([])

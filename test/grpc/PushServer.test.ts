@@ -6,7 +6,8 @@ import * as Net from "node:net"
 import { pushTargets } from "../../src/adapters/grpc-push/PushServer.js"
 import { pushClient } from "../../src/adapters/logic-server/GatewayPush.js"
 import type { LiveConnection } from "../../src/application/ConnectionHub.js"
-import { InternalAuth, insecureInternal } from "../../src/adapters/platform/grpc/Security.js"
+import { insecureInternal } from "../../src/adapters/platform/grpc/Security.js"
+import * as InternalAuth from "../../src/adapters/platform/grpc/Security.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
 import { PushRequest, PushServiceClient } from "../../src/gen/gateway/v1/push.js"
@@ -53,7 +54,7 @@ const fakeConnection = (username: string, accepts = true) => {
 
 /** A real PushService on an ephemeral port over a real hub, delivery and codec. */
 const testPushClient = (address: string, options?: Parameters<typeof pushClient>[1]) =>
-  pushClient(address, options).pipe(Effect.provide(InternalAuth.layerInsecure))
+  pushClient(address, options).pipe(Effect.provide(InternalAuth.layerTest))
 
 const startPushServer = Effect.gen(function*() {
   const metrics = recordingMetrics()

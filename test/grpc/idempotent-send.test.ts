@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Layer, Logger, LogLevel, TestClock } from "effect"
 import * as path from "node:path"
 import { withFrontDoor } from "../support/door.js"
-import { InternalAuth } from "../../src/adapters/platform/grpc/Security.js"
+import * as InternalAuth from "../../src/adapters/platform/grpc/Security.js"
 import * as LogicEmbedded from "../../src/adapters/logic-embedded/LogicEmbedded.js"
 import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
 import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
@@ -55,7 +55,7 @@ const lossyLogic = (loseReply: (reply: Effect.Effect<unknown, unknown>) => Effec
         })
     }
     const { port } = yield* serveLogic(lossy, { port: 0, host: "127.0.0.1", shutdownTimeout: "1 second" }).pipe(
-      Effect.provide(InternalAuth.layerInsecure),
+      Effect.provide(InternalAuth.layerTest),
       withFrontDoor
     )
     yield* real.register({ username: "alice", password: "secret1", nickname: "" })

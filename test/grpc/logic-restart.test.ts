@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Exit, Scope, SubscriptionRef } from "effect"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
-import { InternalAuth } from "../../src/adapters/platform/grpc/Security.js"
+import * as InternalAuth from "../../src/adapters/platform/grpc/Security.js"
 import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
 import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
 import { withFrontDoor } from "../support/door.js"
@@ -22,7 +22,7 @@ const logic = fakeLogic({ sendMessage: () => Effect.succeed({ msgId: 1n, seqId: 
 /** A Logic instance on `port` (0: any), stopped when `scope` closes. */
 const startLogic = (port: number, scope: Scope.Scope) =>
   serveLogic(logic, { port, host: "127.0.0.1", shutdownTimeout: "100 millis" }).pipe(
-    Effect.provide(InternalAuth.layerInsecure),
+    Effect.provide(InternalAuth.layerTest),
     withFrontDoor,
     Scope.extend(scope),
     Effect.map((served) => served.port)

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, ConfigProvider, Context, Effect, Layer, SubscriptionRef } from "effect"
-import { FrontDoor } from "../../src/adapters/platform/net/FrontDoor.js"
-import { InternalAuth } from "../../src/adapters/platform/grpc/Security.js"
+import * as FrontDoor from "../../src/adapters/platform/net/FrontDoor.js"
+import * as InternalAuth from "../../src/adapters/platform/grpc/Security.js"
 import * as LogicEmbedded from "../../src/adapters/logic-embedded/LogicEmbedded.js"
 import * as ReferenceLogic from "../../src/adapters/logic-server/ReferenceLogic.js"
 import type { GatewayInstance } from "../../src/adapters/logic-server/ReferenceLogic.js"
@@ -40,7 +40,7 @@ const cluster = Effect.gen(function*() {
       Layer.provide(Committed.layer),
       Layer.provide(Layer.succeed(ReferenceLogic.LiveGateways, gateways)),
       Layer.provide(Metrics.layerNoop),
-      Layer.provide(InternalAuth.layerInsecure),
+      Layer.provide(InternalAuth.layerTest),
       Layer.provide(FrontDoor.layerTest()),
       Layer.provide(Layer.setConfigProvider(ConfigProvider.fromJson({
         service: { grpc_port: 0, grpc_host: "127.0.0.1" },

@@ -8,9 +8,9 @@ import { Metrics } from "../../src/application/ports/Metrics.js"
 import type { MetricsShape } from "../../src/application/ports/Metrics.js"
 import * as PushServerModule from "../../src/adapters/grpc-push/PushServer.js"
 import { PushServer } from "../../src/adapters/grpc-push/PushServer.js"
-import { FrontDoor } from "../../src/adapters/platform/net/FrontDoor.js"
+import * as FrontDoor from "../../src/adapters/platform/net/FrontDoor.js"
 import { withFrontDoor } from "../support/door.js"
-import { InternalAuth } from "../../src/adapters/platform/grpc/Security.js"
+import * as InternalAuth from "../../src/adapters/platform/grpc/Security.js"
 import { makeUnaryServer } from "../../src/adapters/platform/grpc/UnaryServer.js"
 import type { UnaryRoute, UnaryServer, UnaryServerOptions } from "../../src/adapters/platform/grpc/UnaryServer.js"
 import * as ProtobufFrameCodec from "../../src/adapters/protobuf/FrameCodec.js"
@@ -38,7 +38,7 @@ export const recordingMetrics = () => {
  */
 export const servePush = <E = never>(
   options: {
-    readonly auth?: Layer.Layer<InternalAuth, E>
+    readonly auth?: Layer.Layer<InternalAuth.InternalAuth, E>
     readonly metrics?: Layer.Layer<Metrics>
     readonly maxMessageBytes?: number
     /** The unary server's other limits. */
@@ -54,7 +54,7 @@ export const servePush = <E = never>(
         maxMessageBytes: options.maxMessageBytes,
         ...options.limits
       }).pipe(
-        Layer.provide(options.auth ?? InternalAuth.layerInsecure),
+        Layer.provide(options.auth ?? InternalAuth.layerTest),
         Layer.provide(PushDelivery.layer),
         Layer.provideMerge(ConnectionHub.layer),
         Layer.provide(ProtobufFrameCodec.layer),
@@ -70,7 +70,7 @@ export const serveRoutes = (
   routes: ReadonlyArray<UnaryRoute>,
   options: Partial<UnaryServerOptions> = {}
 ): Effect.Effect<UnaryServer, Error, Scope.Scope> =>
-  Effect.flatMap(Effect.provide(InternalAuth, InternalAuth.layerInsecure), (security) =>
+  Effect.flatMap(Effect.provide(InternalAuth.InternalAuth, InternalAuth.layerTest), (security) =>
     makeUnaryServer(routes, security, { port: 0, host: "127.0.0.1", shutdownTimeout: "1 second", ...options }))
 
 /** A route answering each message with itself. */
@@ -219,7 +219,7 @@ export const serveFake = (overrides: Partial<LogicShape>): Effect.Effect<string,
   Effect.gen(function*() {
     const logic = yield* Effect.provide(Logic, Logic.layerTest(overrides))
     const { port } = yield* serveLogic(logic, { port: 0, host: "127.0.0.1", shutdownTimeout: "1 second" }).pipe(
-      Effect.provide(InternalAuth.layerInsecure),
+      Effect.provide(InternalAuth.layerTest),
       withFrontDoor
     )
     return `127.0.0.1:${port}`
@@ -229,9 +229,9 @@ export const fakeLogic = (overrides: Partial<LogicShape>): LogicShape => ({ ...u
 
 /** Builds a layer into the current scope and returns the Logic it provides. */
 export const buildLogic = (
-  layer: Layer.Layer<Logic, never, Metrics | InternalAuth>,
+  layer: Layer.Layer<Logic, never, Metrics | InternalAuth.InternalAuth>,
   metrics: Layer.Layer<Metrics> = Metrics.layerNoop,
-  auth: Layer.Layer<InternalAuth> = InternalAuth.layerInsecure
+  auth: Layer.Layer<InternalAuth.InternalAuth> = InternalAuth.layerTest
 ): Effect.Effect<LogicShape, never, Scope.Scope> =>
   Effect.map(Layer.build(Layer.provide(layer, Layer.merge(metrics, auth))), (context) => Context.get(context, Logic))
 

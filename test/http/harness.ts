@@ -16,8 +16,8 @@ import { Accounts } from "../../src/application/Accounts.js"
 import { Sessions } from "../../src/application/Sessions.js"
 import type { ClientAddressOptions } from "../../src/adapters/platform/net/ClientAddress.js"
 import { makeClientAddressing } from "../../src/adapters/platform/net/ClientAddress.js"
-import { FrontDoor } from "../../src/adapters/platform/net/FrontDoor.js"
-import { NodeServer } from "../../src/adapters/platform/net/NodeServer.js"
+import * as FrontDoor from "../../src/adapters/platform/net/FrontDoor.js"
+import * as NodeServer from "../../src/adapters/platform/net/NodeServer.js"
 import { Either } from "effect"
 
 /** The adapter's options and those of the use cases behind it, as the configuration has them. */
@@ -186,7 +186,7 @@ export const serve = (options: Partial<TestHttpOptions> = {}, logic: Partial<Log
       Layer.provide(Logger.minimumLogLevel(LogLevel.Debug))
     )
     const context = yield* Layer.build(layer)
-    const { port } = Context.get(context, NodeServer)
+    const { port } = Context.get(context, NodeServer.NodeServer)
     const served: Served = {
       url: `http://127.0.0.1:${port}`,
       calls,

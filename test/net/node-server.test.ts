@@ -2,8 +2,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import * as Net from "node:net"
 import type { NodeServerOptions } from "../../src/adapters/platform/net/NodeServer.js"
-import { FrontDoor } from "../../src/adapters/platform/net/FrontDoor.js"
-import { NodeServer } from "../../src/adapters/platform/net/NodeServer.js"
+import * as FrontDoor from "../../src/adapters/platform/net/FrontDoor.js"
+import * as NodeServer from "../../src/adapters/platform/net/NodeServer.js"
 
 /** Sends `head` and waits for the server to answer or hang up. */
 const slowClient = (port: number, head: string) =>
@@ -24,7 +24,7 @@ const slowClient = (port: number, head: string) =>
 const serverWith = (options: Omit<NodeServerOptions, "port" | "host">) =>
   Effect.map(
     Layer.build(NodeServer.layer({ port: 0, host: "127.0.0.1", ...options }).pipe(Layer.provide(FrontDoor.layerTest()))),
-    Context.get(NodeServer)
+    Context.get(NodeServer.NodeServer)
   )
 
 const promise = <A>(thunk: () => Promise<A>) => Effect.promise(thunk)

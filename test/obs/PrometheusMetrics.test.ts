@@ -4,7 +4,7 @@ import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import { Registry } from "prom-client"
 import { Metrics } from "../../src/application/ports/Metrics.js"
-import { FrontDoor } from "../../src/adapters/platform/net/FrontDoor.js"
+import * as FrontDoor from "../../src/adapters/platform/net/FrontDoor.js"
 import {
   layer as layerPrometheus,
   metricsSettings,

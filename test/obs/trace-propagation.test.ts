@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
 import { Effect, Option } from "effect"
 import { withFrontDoor } from "../support/door.js"
-import { InternalAuth } from "../../src/adapters/platform/grpc/Security.js"
+import * as InternalAuth from "../../src/adapters/platform/grpc/Security.js"
 import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
 import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
 import { layerTest as layerTracingTest } from "../../src/adapters/obs/Tracing.js"
@@ -29,7 +29,7 @@ describe("trace propagation across WebSocket, Dispatcher and gRPC", () => {
         })
       )
       const { port: logicPort } = yield* serveLogic(logicServer, { port: 0, host: "127.0.0.1" }).pipe(
-        Effect.provide(InternalAuth.layerInsecure),
+        Effect.provide(InternalAuth.layerTest),
         withFrontDoor
       )
 

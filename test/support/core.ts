@@ -13,7 +13,7 @@ import type { PresenceBatcherOptions } from "../../src/application/PresenceBatch
 import { PresenceBatcher } from "../../src/application/PresenceBatcher.js"
 import { PushDelivery } from "../../src/application/PushDelivery.js"
 import { Readiness } from "../../src/application/Readiness.js"
-import { InternalAuth } from "../../src/adapters/platform/grpc/Security.js"
+import * as InternalAuth from "../../src/adapters/platform/grpc/Security.js"
 import * as ProtobufCodec from "../../src/adapters/protobuf/FrameCodec.js"
 import type { WsPacket } from "../../src/gen/gateway/v1/packet.js"
 import { WsPacket as WsPacketFns } from "../../src/gen/gateway/v1/packet.js"
@@ -86,7 +86,7 @@ export const recordingMetrics = () => {
 export interface CoreOptions {
   readonly logic?: Partial<LogicShape>
   /** A real Logic adapter instead of the fake one. */
-  readonly logicLayer?: Layer.Layer<Logic, never, Metrics | InternalAuth>
+  readonly logicLayer?: Layer.Layer<Logic, never, Metrics | InternalAuth.InternalAuth>
   readonly dispatcher?: DispatcherOptions
   readonly presence?: Partial<PresenceBatcherOptions>
   readonly metrics?: Layer.Layer<Metrics>
@@ -95,7 +95,7 @@ export interface CoreOptions {
 /** The application core with the protobuf codec and test Layers for the ports. */
 export const coreLayer = (options: CoreOptions = {}) => {
   const metrics = options.metrics ?? Metrics.layerNoop
-  const logic = options.logicLayer?.pipe(Layer.provide(Layer.merge(metrics, InternalAuth.layerInsecure))) ?? Logic.layerTest({ ...defaultLogic, ...options.logic })
+  const logic = options.logicLayer?.pipe(Layer.provide(Layer.merge(metrics, InternalAuth.layerTest))) ?? Logic.layerTest({ ...defaultLogic, ...options.logic })
   const ports = Layer.mergeAll(
     logic,
     ProtobufCodec.layer,

@@ -1,6 +1,6 @@
 import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
-import { FrontDoor } from "../../src/adapters/platform/net/FrontDoor.js"
+import * as FrontDoor from "../../src/adapters/platform/net/FrontDoor.js"
 import type { FrontDoorOptions } from "../../src/adapters/platform/net/FrontDoor.js"
 
 /**
@@ -10,5 +10,5 @@ import type { FrontDoorOptions } from "../../src/adapters/platform/net/FrontDoor
 export const withFrontDoor = <A, E, R>(
   effect: Effect.Effect<A, E, R>,
   options: Partial<FrontDoorOptions> = {}
-): Effect.Effect<A, E, Exclude<R, FrontDoor> | Scope.Scope> =>
+): Effect.Effect<A, E, Exclude<R, FrontDoor.FrontDoor> | Scope.Scope> =>
   Effect.flatMap(Layer.build(FrontDoor.layerTest(options)), (context) => Effect.provide(effect, context))

@@ -1,8 +1,8 @@
 import { Effect, Layer, Logger, LogLevel } from "effect"
 import { WebSocket } from "ws"
 import type { IncomingMessage } from "node:http"
-import { FrontDoor } from "../../src/adapters/platform/net/FrontDoor.js"
-import { NodeServer } from "../../src/adapters/platform/net/NodeServer.js"
+import * as FrontDoor from "../../src/adapters/platform/net/FrontDoor.js"
+import * as NodeServer from "../../src/adapters/platform/net/NodeServer.js"
 import type { WebSocketOptions } from "../../src/adapters/ws/WebSocketGateway.js"
 import * as WsAdapter from "../../src/adapters/ws/WebSocketGateway.js"
 import { logicError } from "../../src/domain/Errors.js"
@@ -31,7 +31,7 @@ export const wsGatewayLayer = (options: CoreOptions & { ws?: Partial<WebSocketOp
     Layer.provide(Logger.minimumLogLevel(LogLevel.Warning))
   )
 
-export const serverPort = Effect.map(NodeServer, (s) => s.port)
+export const serverPort = Effect.map(NodeServer.NodeServer, (s) => s.port)
 
 export interface TestClient {
   readonly ws: WebSocket

@@ -5,7 +5,7 @@ import type { Tracer } from "effect"
 import { Metrics } from "../../application/ports/Metrics.js"
 import { PushDelivery } from "../../application/PushDelivery.js"
 import { PushRequest, PushResponse, PushServiceService } from "../../gen/gateway/v1/push.js"
-import { InternalAuth } from "../platform/grpc/Security.js"
+import * as InternalAuth from "../platform/grpc/Security.js"
 import { internalListener, internalListenerSettings } from "../platform/grpc/Server.js"
 import type { FrontDoor } from "../platform/net/FrontDoor.js"
 import { etcdEndpointsSetting, serviceSettings } from "../platform/config/Settings.js"
@@ -43,7 +43,7 @@ type Answer = { readonly response: PushResponse } | { readonly code: grpc.status
  */
 export const layer = (
   options: PushServerOptions
-): Layer.Layer<PushServer, Error | ConfigError.ConfigError, PushDelivery | Metrics | InternalAuth | FrontDoor> =>
+): Layer.Layer<PushServer, Error | ConfigError.ConfigError, PushDelivery | Metrics | InternalAuth.InternalAuth | FrontDoor> =>
   Layer.scoped(
     PushServer,
     Effect.gen(function*() {
@@ -52,7 +52,7 @@ export const layer = (
       const listener = yield* internalListener("push", ports)
       const delivery = yield* PushDelivery
       const metrics = yield* Metrics
-      const security = yield* InternalAuth
+      const security = yield* InternalAuth.InternalAuth
       const tracer = yield* Effect.tracer
       const clock = yield* Effect.clock
       const runFork = Runtime.runFork(yield* Effect.runtime<never>())
@@ -128,7 +128,7 @@ export const pushSettings = Config.nested(
  * PushService on `service.grpc_port`, bound to the internal host (`service.grpc_host`), when
  * `push.enabled` says so (unset: in cluster mode, where the Task service pushes); nothing otherwise.
  */
-export const layerConfig: Layer.Layer<never, Error | ConfigError.ConfigError, PushDelivery | Metrics | InternalAuth | FrontDoor> =
+export const layerConfig: Layer.Layer<never, Error | ConfigError.ConfigError, PushDelivery | Metrics | InternalAuth.InternalAuth | FrontDoor> =
   Layer.unwrapEffect(
     Effect.map(
       Config.all({ push: pushSettings, service: serviceSettings, endpoints: etcdEndpointsSetting }),

@@ -10,7 +10,7 @@ import { Sessions } from "../../application/Sessions.js"
 import { duration, int, list, num } from "../platform/config/Settings.js"
 import type { ClientAddressing } from "../platform/net/ClientAddress.js"
 import { clientAddressingConfig } from "../platform/net/ClientAddress.js"
-import { NodeServer } from "../platform/net/NodeServer.js"
+import * as NodeServer from "../platform/net/NodeServer.js"
 import { accessLog, CurrentRequest, headerOf } from "./AccessLog.js"
 import { connectError, errorResponse } from "./Connect.js"
 import { gate } from "./Gate.js"
@@ -124,10 +124,10 @@ const originOf = (headers: { readonly origin?: string | ReadonlyArray<string> | 
  * layer (the `upgrade` event stays with the WebSocket adapter). Per request: the plain front step
  * (`Gate`), then access log and span, API headers, the address filter, CORS, and the routes.
  */
-export const layer = (options: HttpOptions): Layer.Layer<never, never, NodeServer | Accounts | Sessions | Readiness | Metrics> =>
+export const layer = (options: HttpOptions): Layer.Layer<never, never, NodeServer.NodeServer | Accounts | Sessions | Readiness | Metrics> =>
   Layer.scopedDiscard(
     Effect.gen(function*() {
-      const node = yield* NodeServer
+      const node = yield* NodeServer.NodeServer
       const metrics = yield* Metrics
       const sessions = yield* Sessions
       const { addressing } = options

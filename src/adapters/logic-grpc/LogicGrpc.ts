@@ -16,7 +16,7 @@ import { SessionServiceService } from "../../gen/logic/v1/session.js"
 import { internalClient, normalizeEndpoint, outgoingMetadata, unaryCall } from "../platform/grpc/Client.js"
 import type { UnaryMethod } from "../platform/grpc/Client.js"
 import type { InternalSecurity } from "../platform/grpc/Security.js"
-import { InternalAuth } from "../platform/grpc/Security.js"
+import * as InternalAuth from "../platform/grpc/Security.js"
 import { failureCodeOf, GrpcStatusError, methodLabel, statusName } from "../platform/grpc/Status.js"
 import { duration, int, str } from "../platform/config/Settings.js"
 
@@ -320,12 +320,12 @@ const make = (
  * The Logic port over gRPC: calls are balanced round-robin over the live Logic instances,
  * bounded by one deadline, and retried on UNAVAILABLE on the next instance with backoff.
  */
-export const layer = (options: LogicGrpcOptions): Layer.Layer<Logic, never, Metrics | InternalAuth> =>
+export const layer = (options: LogicGrpcOptions): Layer.Layer<Logic, never, Metrics | InternalAuth.InternalAuth> =>
   Layer.scoped(
     Logic,
     Effect.gen(function*() {
       const metrics = yield* Metrics
-      const security = yield* InternalAuth
+      const security = yield* InternalAuth.InternalAuth
       const endpoints = yield* options.endpoints
       const pool = yield* Effect.acquireRelease(
         Effect.sync(() =>
@@ -351,7 +351,7 @@ export const layer = (options: LogicGrpcOptions): Layer.Layer<Logic, never, Metr
 export const layerStatic = (
   addresses: ReadonlyArray<string>,
   options: LogicGrpcStaticOptions
-): Layer.Layer<Logic, never, Metrics | InternalAuth> => layer({ ...options, endpoints: SubscriptionRef.make(addresses) })
+): Layer.Layer<Logic, never, Metrics | InternalAuth.InternalAuth> => layer({ ...options, endpoints: SubscriptionRef.make(addresses) })
 
 /** `logic.*`: the budget of a Logic call, of one attempt in it, and the retries. */
 export const logicCallSettings = Config.nested(
@@ -363,7 +363,7 @@ export const logicCallSettings = Config.nested(
 export const logicServiceNameSetting = str("logic_service_name", "logic-service")
 
 /** The instances of `logic_service_name` that service discovery (etcd) knows of, followed as they come and go, called within `logic.*`. */
-export const layerConfig: Layer.Layer<Logic, ConfigError.ConfigError, Metrics | InternalAuth | ServiceDiscovery> = Layer
+export const layerConfig: Layer.Layer<Logic, ConfigError.ConfigError, Metrics | InternalAuth.InternalAuth | ServiceDiscovery> = Layer
   .unwrapEffect(
     Effect.gen(function*() {
       const { logic, name } = yield* Config.all({ name: logicServiceNameSetting, logic: logicCallSettings })

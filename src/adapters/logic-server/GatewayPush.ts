@@ -5,7 +5,7 @@ import type { FailureCode } from "../../domain/Errors.js"
 import { PushServiceService } from "../../gen/gateway/v1/push.js"
 import type { PushRequest, PushResponse } from "../../gen/gateway/v1/push.js"
 import { internalClient, outgoingMetadata, unaryCall } from "../platform/grpc/Client.js"
-import { InternalAuth } from "../platform/grpc/Security.js"
+import * as InternalAuth from "../platform/grpc/Security.js"
 import { failureCodeOf } from "../platform/grpc/Status.js"
 
 /** A Push call that did not return a response. */
@@ -28,8 +28,8 @@ export interface PushClientOptions {
 export const pushClient = (
   address: string,
   options: PushClientOptions = {}
-): Effect.Effect<PushClient, never, Scope.Scope | InternalAuth> =>
-  Effect.flatMap(InternalAuth, (security) =>
+): Effect.Effect<PushClient, never, Scope.Scope | InternalAuth.InternalAuth> =>
+  Effect.flatMap(InternalAuth.InternalAuth, (security) =>
     Effect.map(
       Effect.acquireRelease(
         Effect.sync(() => internalClient(address, security, options.channelOptions)),

@@ -13,7 +13,7 @@ import type { PresenceServiceServer } from "../../gen/logic/v1/presence.js"
 import { SessionServiceService } from "../../gen/logic/v1/session.js"
 import type { ContactInfo, InboxEvent, SessionInfo, SessionServiceServer } from "../../gen/logic/v1/session.js"
 import type { PushMessage } from "../../gen/gateway/v1/packet.js"
-import { InternalAuth } from "../platform/grpc/Security.js"
+import * as InternalAuth from "../platform/grpc/Security.js"
 import type { FrontDoor } from "../platform/net/FrontDoor.js"
 import { internalListener, internalListenerSettings, listen, makeUnaryBridge, serverOptions } from "../platform/grpc/Server.js"
 import type { UnaryMethod } from "../platform/grpc/Client.js"
@@ -31,9 +31,9 @@ const toStatus = (error: LogicError) => grpcFailure(statusOf(error.code), error.
 export const serveLogic = (
   logic: LogicShape,
   options: LogicServerOptions
-): Effect.Effect<{ readonly port: number }, Error | ConfigError.ConfigError, Scope.Scope | InternalAuth | FrontDoor> =>
+): Effect.Effect<{ readonly port: number }, Error | ConfigError.ConfigError, Scope.Scope | InternalAuth.InternalAuth | FrontDoor> =>
   Effect.gen(function*() {
-    const security = yield* InternalAuth
+    const security = yield* InternalAuth.InternalAuth
     const listenerOptions = yield* internalListenerSettings
     const listener = yield* internalListener("logic", listenerOptions)
     const bridge = yield* makeUnaryBridge(security, undefined, listener.trustPeer)

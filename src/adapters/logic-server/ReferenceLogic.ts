@@ -5,7 +5,7 @@ import type { LogicShape } from "../../application/ports/Logic.js"
 import { Logic, LogicRoutes } from "../../application/ports/Logic.js"
 import type { PresenceBatch, PushMessage } from "../../domain/Model.js"
 import { serviceSettings } from "../platform/config/Settings.js"
-import { InternalAuth } from "../platform/grpc/Security.js"
+import * as InternalAuth from "../platform/grpc/Security.js"
 import type { FrontDoor } from "../platform/net/FrontDoor.js"
 import type { PushClient } from "./GatewayPush.js"
 import { pushClient } from "./GatewayPush.js"
@@ -63,7 +63,7 @@ const make = (options: ReferenceLogicOptions) =>
     ReferenceLogic,
     Effect.gen(function*() {
       const layerScope = yield* Effect.scope
-      const security = yield* InternalAuth
+      const security = yield* InternalAuth.InternalAuth
       const inner = yield* Logic
       const routes = yield* LogicRoutes
       const { messages } = yield* Committed
@@ -80,7 +80,7 @@ const make = (options: ReferenceLogicOptions) =>
           const client = yield* Scope.extend(
             pushClient(instance.address, { deadline: options.pushDeadline ?? "3 seconds" }),
             scope
-          ).pipe(Effect.provideService(InternalAuth, security))
+          ).pipe(Effect.provideService(InternalAuth.InternalAuth, security))
           clients.set(instance.id, { address: instance.address, client, scope })
           return client
         })
@@ -184,7 +184,7 @@ const make = (options: ReferenceLogicOptions) =>
 /** The reference Logic serving the `Logic` (and `LogicRoutes`) in the environment, pushing what `Committed` gets. */
 export const layer = (
   options: ReferenceLogicOptions
-): Layer.Layer<ReferenceLogic, Error | ConfigError.ConfigError, Logic | LogicRoutes | Committed | LiveGateways | InternalAuth | FrontDoor> =>
+): Layer.Layer<ReferenceLogic, Error | ConfigError.ConfigError, Logic | LogicRoutes | Committed | LiveGateways | InternalAuth.InternalAuth | FrontDoor> =>
   make(options)
 
 /** `layer` on `service.grpc_port`, bound to the internal host (`service.grpc_host`, resolved as for the gateway). */

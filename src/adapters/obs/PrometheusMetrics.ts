@@ -6,7 +6,7 @@ import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client"
 import { Metrics, type MetricsShape, type StorageTotals } from "../../application/ports/Metrics.js"
-import { FrontDoor } from "../platform/net/FrontDoor.js"
+import * as FrontDoor from "../platform/net/FrontDoor.js"
 import type { FrontDoorShape, Listener } from "../platform/net/FrontDoor.js"
 
 export interface PrometheusOptions {
@@ -309,10 +309,10 @@ export const serveMetrics = (registry: Registry, options: PrometheusOptions, lis
  */
 export const layer = (
   options: PrometheusOptions
-): Layer.Layer<Metrics | MetricsEndpoint, MetricsServerError, FrontDoor> =>
+): Layer.Layer<Metrics | MetricsEndpoint, MetricsServerError, FrontDoor.FrontDoor> =>
   Layer.scopedContext(
     Effect.gen(function*() {
-      const door = yield* FrontDoor
+      const door = yield* FrontDoor.FrontDoor
       const { metrics, registry } = yield* Effect.acquireRelease(
         Effect.sync(() => makePrometheusMetrics(new Registry(), door)),
         (made) => Effect.sync(made.close)
@@ -345,7 +345,7 @@ export const metricsSettings = Config.nested(
 ).pipe(Config.nested("observability"))
 
 /** The Prometheus adapter as `observability.metrics.*` says, or no metrics when it is not enabled. */
-export const layerConfig: Layer.Layer<Metrics, MetricsServerError | ConfigError.ConfigError, FrontDoor> = Layer.unwrapEffect(
+export const layerConfig: Layer.Layer<Metrics, MetricsServerError | ConfigError.ConfigError, FrontDoor.FrontDoor> = Layer.unwrapEffect(
   Effect.map(
     metricsSettings,
     (metrics) => metrics.enabled ? layer({ port: metrics.port, path: metrics.path, host: metrics.host }) : Metrics.layerNoop

@@ -16,7 +16,7 @@ import type { FailureCode } from "../../domain/Errors.js"
 import { AuthError, failureCodeOfAuth } from "../../domain/Errors.js"
 import { clientAddressingConfig, directAddressing } from "../platform/net/ClientAddress.js"
 import { bool, duration, int, num, str } from "../platform/config/Settings.js"
-import { NodeServer } from "../platform/net/NodeServer.js"
+import * as NodeServer from "../platform/net/NodeServer.js"
 import { drainClients } from "./Drain.js"
 import { forkHeartbeat } from "./Heartbeat.js"
 import { rejectUpgrade, upgradeToken } from "./Upgrade.js"
@@ -93,7 +93,7 @@ export const layer = (options: WebSocketOptions) =>
   Layer.scoped(
     WebSocketGateway,
     Effect.gen(function*() {
-      const node = yield* NodeServer
+      const node = yield* NodeServer.NodeServer
       const { server } = node
       const authenticator = yield* Authenticator
       const dispatcher = yield* Dispatcher

@@ -191,11 +191,13 @@ export const makeInternalSecurity = (options: InternalSecurityOptions): Effect.E
   })
 
 /** The internal RPC security of this process, built once (PEM files read, lists compiled). */
-export class InternalAuth extends Context.Tag("resonance/grpc/InternalAuth")<InternalAuth, InternalSecurity>() {
-  static readonly layer = (options: InternalSecurityOptions): Layer.Layer<InternalAuth, InternalSecurityError> =>
-    Layer.effect(InternalAuth, makeInternalSecurity(options))
+export class InternalAuth extends Context.Tag("resonance/grpc/InternalAuth")<InternalAuth, InternalSecurity>() {}
 
-  /** No token, no TLS, every peer admitted: for tests of other things. */
-  static readonly layerConfig = Layer.unwrapEffect(Effect.map(internalSettings, InternalAuth.layer))
-  static readonly layerInsecure: Layer.Layer<InternalAuth> = Layer.orDie(InternalAuth.layer(insecureInternal))
-}
+export const layer = (options: InternalSecurityOptions): Layer.Layer<InternalAuth, InternalSecurityError> =>
+  Layer.effect(InternalAuth, makeInternalSecurity(options))
+
+/** As `internal.*` says. */
+export const layerConfig = Layer.unwrapEffect(Effect.map(internalSettings, layer))
+
+/** No token, no TLS, every peer admitted: for tests of other things. */
+export const layerTest: Layer.Layer<InternalAuth> = Layer.orDie(layer(insecureInternal))

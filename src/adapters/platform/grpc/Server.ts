@@ -2,7 +2,7 @@ import * as grpc from "@grpc/grpc-js"
 import { Cause, Config, Duration, Effect, Exit, FiberId, FiberSet, Option } from "effect"
 import type { Scope } from "effect"
 import * as Net from "node:net"
-import { FrontDoor } from "../net/FrontDoor.js"
+import * as FrontDoor from "../net/FrontDoor.js"
 import type { Listener } from "../net/FrontDoor.js"
 import { somaxconn } from "../net/NodeServer.js"
 import { duration, int } from "../config/Settings.js"
@@ -47,7 +47,7 @@ export const internalListenerSettings: Config.Config<InternalListenerOptions> = 
 
 /** An internal port's guard at the front door: closed to whoever shows no credentials within the handshake timeout. */
 export const internalListener = (name: string, options: InternalListenerOptions) =>
-  Effect.map(FrontDoor, (door) =>
+  Effect.map(FrontDoor.FrontDoor, (door) =>
     door.listener({
       name,
       maxConnections: options.maxConnections,

@@ -41,58 +41,59 @@ export const memoryLimit = (): number => {
 }
 
 /** The front door of this process: one per process, shared by every listener. */
-export class FrontDoor extends Context.Tag("resonance/net/FrontDoor")<FrontDoor, FrontDoorShape>() {
-  static readonly layer = (options: FrontDoorOptions): Layer.Layer<FrontDoor> =>
-    Layer.scoped(
-      FrontDoor,
-      Effect.gen(function*() {
-        const runFork = Runtime.runFork(yield* Effect.runtime<never>())
-        const door = yield* Effect.acquireRelease(
-          Effect.sync(() =>
-            makeFrontDoor(options, (level, stats) =>
-              runFork(
-                (level === "normal" ? Effect.logInfo("front door: pressure back to normal") : Effect.logWarning(
-                  `front door: pressure ${level}: ${level === "critical" ? "strangers are shed" : "timeouts of strangers shortened"}`
-                )).pipe(Effect.annotateLogs({
-                  pressure: Math.round(stats.pressure * 100) / 100,
-                  connections: stats.open,
-                  budget: stats.connectionBudget,
-                  by_listener: stats.listeners.map((l) => `${l.name}:${l.open}`).join(",")
-                }))
-              ))
-          ),
-          (made) => Effect.sync(made.close)
-        )
-        yield* Effect.logInfo("front door: connection budget from the descriptor limit").pipe(Effect.annotateLogs({
-          max_open_files: options.maxOpenFiles,
-          limit_from: options.limitSource ?? "configuration",
-          connection_budget: options.connectionBudget,
-          max_heap_mb: Math.round(options.maxHeapBytes / 1_048_576),
-          max_rss_mb: Math.round(options.maxRssBytes / 1_048_576)
-        }))
-        return door
-      })
-    )
+export class FrontDoor extends Context.Tag("resonance/net/FrontDoor")<FrontDoor, FrontDoorShape>() {}
 
-  /** A roomy door for tests of other things: the machine's limit, no memory pressure. */
-  static readonly layerTest = (overrides: Partial<FrontDoorOptions> = {}): Layer.Layer<FrontDoor> =>
-    Layer.scoped(
-      FrontDoor,
-      Effect.acquireRelease(
+/** The front door with `options`: its budgets, logged at start, and each change of pressure. */
+export const layer = (options: FrontDoorOptions): Layer.Layer<FrontDoor> =>
+  Layer.scoped(
+    FrontDoor,
+    Effect.gen(function*() {
+      const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+      const door = yield* Effect.acquireRelease(
         Effect.sync(() =>
-          makeFrontDoor({
-            maxOpenFiles: 20_000,
-            connectionBudget: 19_000,
-            pressureThreshold: 0.8,
-            maxHeapBytes: Number.MAX_SAFE_INTEGER,
-            maxRssBytes: Number.MAX_SAFE_INTEGER,
-            ...overrides
-          })
+          makeFrontDoor(options, (level, stats) =>
+            runFork(
+              (level === "normal" ? Effect.logInfo("front door: pressure back to normal") : Effect.logWarning(
+                `front door: pressure ${level}: ${level === "critical" ? "strangers are shed" : "timeouts of strangers shortened"}`
+              )).pipe(Effect.annotateLogs({
+                pressure: Math.round(stats.pressure * 100) / 100,
+                connections: stats.open,
+                budget: stats.connectionBudget,
+                by_listener: stats.listeners.map((l) => `${l.name}:${l.open}`).join(",")
+              }))
+            ))
         ),
-        (door) => Effect.sync(door.close)
+        (made) => Effect.sync(made.close)
       )
+      yield* Effect.logInfo("front door: connection budget from the descriptor limit").pipe(Effect.annotateLogs({
+        max_open_files: options.maxOpenFiles,
+        limit_from: options.limitSource ?? "configuration",
+        connection_budget: options.connectionBudget,
+        max_heap_mb: Math.round(options.maxHeapBytes / 1_048_576),
+        max_rss_mb: Math.round(options.maxRssBytes / 1_048_576)
+      }))
+      return door
+    })
+  )
+
+/** A roomy door for tests of other things: the machine's limit, no memory pressure. */
+export const layerTest = (overrides: Partial<FrontDoorOptions> = {}): Layer.Layer<FrontDoor> =>
+  Layer.scoped(
+    FrontDoor,
+    Effect.acquireRelease(
+      Effect.sync(() =>
+        makeFrontDoor({
+          maxOpenFiles: 20_000,
+          connectionBudget: 19_000,
+          pressureThreshold: 0.8,
+          maxHeapBytes: Number.MAX_SAFE_INTEGER,
+          maxRssBytes: Number.MAX_SAFE_INTEGER,
+          ...overrides
+        })
+      ),
+      (door) => Effect.sync(door.close)
     )
-}
+  )
 
 /** `overload.*`: each left out is derived from this process's limits. */
 export const frontDoorSettings = Config.nested(
@@ -140,5 +141,5 @@ export const frontDoorOptionsConfig: Config.Config<FrontDoorOptions> = Config.ma
 
 /** The front door as `overload.*` says. */
 export const layerConfig: Layer.Layer<FrontDoor, ConfigError.ConfigError> = Layer.unwrapEffect(
-  Effect.map(frontDoorOptionsConfig, FrontDoor.layer)
+  Effect.map(frontDoorOptionsConfig, layer)
 )

@@ -7,7 +7,7 @@ import { clientKeyOf, makeKeyedRateLimiter } from "../../../domain/RateLimit.js"
 import { duration, int, num, serviceSettings } from "../config/Settings.js"
 import type { ClientAddressing } from "./ClientAddress.js"
 import { clientAddressingConfig, directAddressing } from "./ClientAddress.js"
-import { FrontDoor } from "./FrontDoor.js"
+import * as FrontDoor from "./FrontDoor.js"
 import type { PressureLevel } from "./FrontDoor.js"
 
 export interface NodeServerOptions {
@@ -106,108 +106,109 @@ const kStrikes = Symbol("resonance.strikes")
  * request budget (401s, 404s and probes included). The HTTP adapter attaches its `request`
  * handler and the WebSocket adapter owns the `upgrade` event, so neither needs the other.
  */
-export class NodeServer extends Context.Tag("resonance/NodeServer")<NodeServer, NodeServerShape>() {
-  static readonly layer = (options: NodeServerOptions): Layer.Layer<NodeServer, never, FrontDoor> =>
-    Layer.scoped(
-      NodeServer,
-      Effect.gen(function*() {
-        const door = yield* FrontDoor
-        const addressing = options.addressing ?? directAddressing
-        const headersTimeout = options.headersTimeoutMs ?? 10_000
-        const requestTimeout = options.requestTimeoutMs ?? 30_000
-        const keepAliveTimeout = 5_000
-        const maxPipelined = options.maxPipelinedRequests ?? 16
-        const listener = door.listener({
-          name: "http",
-          maxConnections: options.maxConnections ?? 0,
-          maxPerAddress: options.maxConnectionsPerIp ?? 256,
-          // Headers are the door's to time: Node's own checker closes every expired connection in
-          // one pass (a long stall in a flood); the door closes them in slices, shorter under pressure.
-          handshakeTimeoutMs: headersTimeout,
-          farewell: Buffer.from("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"),
-          idleTimeoutMs: keepAliveTimeout * 2,
-          trustedIdleTimeoutMs: 0,
-          requiresCredentials: false,
-          exempt: addressing.isTrustedProxy
-        })
-        const rate = options.requestsPerIpPerSecond ?? 100
-        const limiter = rate > 0
-          ? makeKeyedRateLimiter({ ratePerSecond: rate, burst: Math.max(1, options.requestBurst ?? rate * 2) })
-          : undefined
+export class NodeServer extends Context.Tag("resonance/NodeServer")<NodeServer, NodeServerShape>() {}
 
-        const admitRequest = (request: Http.IncomingMessage): number => {
-          if (limiter === undefined) return 0
-          const socket = request.socket as Socket & { [kStrikes]?: number }
-          const retryAfter = limiter.take(clientKeyOf(addressing.clientIp(request)), Date.now())
-          if (retryAfter === 0) {
-            socket[kStrikes] = 0
-            return 0
-          }
-          const strikes = (socket[kStrikes] ?? 0) + 1
-          socket[kStrikes] = strikes
-          // The refusal is written first; the ban then ends the connection.
-          if (strikes >= STRIKES) setImmediate(() => listener.ban(socket, BAN_MS))
-          return retryAfter
-        }
-
-        const server = yield* Effect.acquireRelease(
-          Effect.async<Http.Server, Error>((resume) => {
-            const server = Http.createServer({
-              headersTimeout: 0,
-              requestTimeout,
-              // Node checks those timeouts every 30 s by default, which would triple them.
-              connectionsCheckingInterval: 1_000
-            })
-            // Keep-alive sockets outliving a response must not hold shutdown hostage.
-            server.keepAliveTimeout = keepAliveTimeout
-            listener.guard(server)
-            server.prependListener("request", (request: Http.IncomingMessage, response: Http.ServerResponse) => {
-              const socket = request.socket
-              listener.requestStarted(socket)
-              response.once("close", () => listener.requestEnded(socket))
-              // Pipelined requests past the depth are not read: the connection goes.
-              if (listener.inFlight(socket) > maxPipelined) socket.destroy()
-            })
-            server.prependListener("upgrade", (request: Http.IncomingMessage) => listener.requestStarted(request.socket))
-            const onError = (error: Error) => resume(Effect.fail(error))
-            server.once("error", onError)
-            // A connect storm overflows a short accept queue and costs clients SYN retries.
-            const backlog = options.listenBacklog !== undefined && options.listenBacklog > 0 ? options.listenBacklog : somaxconn()
-            server.listen({ port: options.port, host: options.host ?? "0.0.0.0", backlog }, () => {
-              server.off("error", onError)
-              resume(Effect.succeed(server))
-            })
-          }),
-          (server) =>
-            Effect.async<void>((resume) => {
-              server.close(() => resume(Effect.void))
-              server.closeIdleConnections()
-              setTimeout(() => server.closeAllConnections(), 1_000).unref()
-            })
-        ).pipe(Effect.orDie)
-
-        // Under pressure idle keep-alives and slow request bodies get less time.
-        const unwatch = door.onLevel((level: PressureLevel) => {
-          const cap = level === "critical" ? 500 : level === "elevated" ? 2_000 : Infinity
-          server.requestTimeout = Math.min(requestTimeout, Math.max(headersTimeout, cap * 5))
-          server.keepAliveTimeout = Math.min(keepAliveTimeout, cap)
-        })
-        yield* Effect.addFinalizer(() => Effect.sync(unwatch))
-        yield* Effect.logInfo("HTTP API and WebSocket listening").pipe(
-          Effect.annotateLogs({ host: options.host ?? "0.0.0.0", port: (server.address() as AddressInfo).port })
-        )
-
-        return {
-          server,
-          port: (server.address() as AddressInfo).port,
-          host: options.host ?? "0.0.0.0",
-          clientIp: addressing.clientIp,
-          admitRequest,
-          trust: (socket) => listener.trust(socket as Socket)
-        }
+/** The server as `options` say, behind the process's front door. */
+export const layer = (options: NodeServerOptions): Layer.Layer<NodeServer, never, FrontDoor.FrontDoor> =>
+  Layer.scoped(
+    NodeServer,
+    Effect.gen(function*() {
+      const door = yield* FrontDoor.FrontDoor
+      const addressing = options.addressing ?? directAddressing
+      const headersTimeout = options.headersTimeoutMs ?? 10_000
+      const requestTimeout = options.requestTimeoutMs ?? 30_000
+      const keepAliveTimeout = 5_000
+      const maxPipelined = options.maxPipelinedRequests ?? 16
+      const listener = door.listener({
+        name: "http",
+        maxConnections: options.maxConnections ?? 0,
+        maxPerAddress: options.maxConnectionsPerIp ?? 256,
+        // Headers are the door's to time: Node's own checker closes every expired connection in
+        // one pass (a long stall in a flood); the door closes them in slices, shorter under pressure.
+        handshakeTimeoutMs: headersTimeout,
+        farewell: Buffer.from("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"),
+        idleTimeoutMs: keepAliveTimeout * 2,
+        trustedIdleTimeoutMs: 0,
+        requiresCredentials: false,
+        exempt: addressing.isTrustedProxy
       })
-    )
+      const rate = options.requestsPerIpPerSecond ?? 100
+      const limiter = rate > 0
+        ? makeKeyedRateLimiter({ ratePerSecond: rate, burst: Math.max(1, options.requestBurst ?? rate * 2) })
+        : undefined
 
-  /** The server as `service.*`, `http.*` and `security.*` configure it. */
-  static readonly layerConfig = Layer.unwrapEffect(Effect.map(nodeServerOptionsConfig, NodeServer.layer))
-}
+      const admitRequest = (request: Http.IncomingMessage): number => {
+        if (limiter === undefined) return 0
+        const socket = request.socket as Socket & { [kStrikes]?: number }
+        const retryAfter = limiter.take(clientKeyOf(addressing.clientIp(request)), Date.now())
+        if (retryAfter === 0) {
+          socket[kStrikes] = 0
+          return 0
+        }
+        const strikes = (socket[kStrikes] ?? 0) + 1
+        socket[kStrikes] = strikes
+        // The refusal is written first; the ban then ends the connection.
+        if (strikes >= STRIKES) setImmediate(() => listener.ban(socket, BAN_MS))
+        return retryAfter
+      }
+
+      const server = yield* Effect.acquireRelease(
+        Effect.async<Http.Server, Error>((resume) => {
+          const server = Http.createServer({
+            headersTimeout: 0,
+            requestTimeout,
+            // Node checks those timeouts every 30 s by default, which would triple them.
+            connectionsCheckingInterval: 1_000
+          })
+          // Keep-alive sockets outliving a response must not hold shutdown hostage.
+          server.keepAliveTimeout = keepAliveTimeout
+          listener.guard(server)
+          server.prependListener("request", (request: Http.IncomingMessage, response: Http.ServerResponse) => {
+            const socket = request.socket
+            listener.requestStarted(socket)
+            response.once("close", () => listener.requestEnded(socket))
+            // Pipelined requests past the depth are not read: the connection goes.
+            if (listener.inFlight(socket) > maxPipelined) socket.destroy()
+          })
+          server.prependListener("upgrade", (request: Http.IncomingMessage) => listener.requestStarted(request.socket))
+          const onError = (error: Error) => resume(Effect.fail(error))
+          server.once("error", onError)
+          // A connect storm overflows a short accept queue and costs clients SYN retries.
+          const backlog = options.listenBacklog !== undefined && options.listenBacklog > 0 ? options.listenBacklog : somaxconn()
+          server.listen({ port: options.port, host: options.host ?? "0.0.0.0", backlog }, () => {
+            server.off("error", onError)
+            resume(Effect.succeed(server))
+          })
+        }),
+        (server) =>
+          Effect.async<void>((resume) => {
+            server.close(() => resume(Effect.void))
+            server.closeIdleConnections()
+            setTimeout(() => server.closeAllConnections(), 1_000).unref()
+          })
+      ).pipe(Effect.orDie)
+
+      // Under pressure idle keep-alives and slow request bodies get less time.
+      const unwatch = door.onLevel((level: PressureLevel) => {
+        const cap = level === "critical" ? 500 : level === "elevated" ? 2_000 : Infinity
+        server.requestTimeout = Math.min(requestTimeout, Math.max(headersTimeout, cap * 5))
+        server.keepAliveTimeout = Math.min(keepAliveTimeout, cap)
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(unwatch))
+      yield* Effect.logInfo("HTTP API and WebSocket listening").pipe(
+        Effect.annotateLogs({ host: options.host ?? "0.0.0.0", port: (server.address() as AddressInfo).port })
+      )
+
+      return {
+        server,
+        port: (server.address() as AddressInfo).port,
+        host: options.host ?? "0.0.0.0",
+        clientIp: addressing.clientIp,
+        admitRequest,
+        trust: (socket) => listener.trust(socket as Socket)
+      }
+    })
+  )
+
+/** The server as `service.*`, `http.*` and `security.*` configure it. */
+export const layerConfig = Layer.unwrapEffect(Effect.map(nodeServerOptionsConfig, layer))
