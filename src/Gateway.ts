@@ -2,14 +2,17 @@ import { Config, Effect, Layer } from "effect"
 import * as Os from "node:os"
 import { Accounts } from "./application/Accounts.js"
 import { Authenticator } from "./application/Authenticator.js"
+import type { AuthenticatorOptions } from "./application/Authenticator.js"
 import { Committed } from "./application/Committed.js"
 import { ConnectionHub } from "./application/ConnectionHub.js"
 import { Dispatcher } from "./application/Dispatcher.js"
+import type { DispatcherOptions } from "./application/Dispatcher.js"
 import * as DrainGate from "./application/DrainGate.js"
 import { GatewayIdentity } from "./application/ports/GatewayIdentity.js"
 import type { Logic } from "./application/ports/Logic.js"
 import type { Metrics } from "./application/ports/Metrics.js"
 import { PresenceBatcher } from "./application/PresenceBatcher.js"
+import type { PresenceBatcherOptions } from "./application/PresenceBatcher.js"
 import { PushDelivery } from "./application/PushDelivery.js"
 import { Readiness } from "./application/Readiness.js"
 import { Sessions } from "./application/Sessions.js"
@@ -44,25 +47,39 @@ export interface GatewayPorts<EL, EI, EM> {
   readonly metrics: Layer.Layer<Metrics, EM, FrontDoor.FrontDoor>
 }
 
+/**
+ * Options of the use cases that a test sets outright, over what the configuration says (a
+ * deadline, a retry schedule, a limit no key names). Production passes none.
+ */
+export interface UseCaseOverrides {
+  readonly dispatcher?: DispatcherOptions
+  readonly presence?: Partial<PresenceBatcherOptions>
+  readonly authenticator?: AuthenticatorOptions
+}
+
 // The use cases know nothing of configuration: their options are read here.
-const dispatcher = Layer.unwrapEffect(Effect.map(
-  Config.all({ limits: dispatcherLimitSettings, shared: sharedLimitSettings, ws: pendingSettings, traceChats: tracingEnabledConfig }),
-  ({ limits, shared, traceChats, ws }) =>
-    Dispatcher.layer({
-      // Each Logic adapter bounds its own calls (the gRPC one by `logic.timeout`, retries included).
-      chatTimeout: 0,
-      ...limits,
-      maxContentBytes: shared.maxMessageBytes,
-      maxPendingBytes: ws.maxPendingBytes,
-      traceChats
-    })
-))
+const dispatcher = (overrides: DispatcherOptions = {}) =>
+  Layer.unwrapEffect(Effect.map(
+    Config.all({ limits: dispatcherLimitSettings, shared: sharedLimitSettings, ws: pendingSettings, traceChats: tracingEnabledConfig }),
+    ({ limits, shared, traceChats, ws }) =>
+      Dispatcher.layer({
+        // Each Logic adapter bounds its own calls (the gRPC one by `logic.timeout`, retries included).
+        chatTimeout: 0,
+        ...limits,
+        maxContentBytes: shared.maxMessageBytes,
+        maxPendingBytes: ws.maxPendingBytes,
+        traceChats,
+        ...overrides
+      })
+  ))
 
 // Revocations are read from Logic in either mode: other gateways, or a restart, may have seen the Logout.
-const authenticator = Layer.unwrapEffect(Effect.map(revocationSettings, ({ revocationPollInterval }) =>
-  Authenticator.layer({ cacheTtl: "30 seconds", revocationPoll: revocationPollInterval })))
+const authenticator = (overrides: AuthenticatorOptions = {}) =>
+  Layer.unwrapEffect(Effect.map(revocationSettings, ({ revocationPollInterval }) =>
+    Authenticator.layer({ cacheTtl: "30 seconds", revocationPoll: revocationPollInterval, ...overrides })))
 
-const presence = Layer.unwrapEffect(Effect.map(statusBatcherSettings, PresenceBatcher.layer))
+const presence = (overrides: Partial<PresenceBatcherOptions> = {}) =>
+  Layer.unwrapEffect(Effect.map(statusBatcherSettings, (settings) => PresenceBatcher.layer({ ...settings, ...overrides })))
 
 // Logins: failures counted per (username, address) within the window; the session rules of the API.
 const accounts = Layer.unwrapEffect(Effect.map(HttpApi.httpLimitSettings, (limits) =>
@@ -70,8 +87,8 @@ const accounts = Layer.unwrapEffect(Effect.map(HttpApi.httpLimitSettings, (limit
 
 const sessions = Layer.unwrapEffect(Effect.map(sharedLimitSettings, (shared) => Sessions.layer({ maxGroupMembers: shared.maxGroupMembers })))
 
-/** Every Layer of a gateway over `ports`; each step is built after the one below it and released before it. */
-export const layer = <EL, EI, EM>(ports: GatewayPorts<EL, EI, EM>) => {
+/** The application over `ports`: every use case, the ports they share, the front door; no listener but metrics'. */
+export const core = <EL, EI, EM>(ports: GatewayPorts<EL, EI, EM>, overrides: UseCaseOverrides = {}) => {
   const base = Layer.mergeAll(
     InternalAuth.layerConfig,
     ConnectionHub.layer,
@@ -81,13 +98,9 @@ export const layer = <EL, EI, EM>(ports: GatewayPorts<EL, EI, EM>) => {
     ports.metrics,
     ports.identity
   ).pipe(Layer.provideMerge(FrontDoor.layerConfig))
-  const entryPoints = Layer.mergeAll(HttpApi.layerConfig, WebSocketGateway.layerConfig, PushServer.layerConfig)
-  return DrainGate.layer.pipe(
-    Layer.provideMerge(entryPoints),
-    Layer.provideMerge(NodeServer.layerConfig),
-    Layer.provideMerge(Layer.mergeAll(dispatcher, accounts, sessions)),
-    Layer.provideMerge(authenticator),
-    Layer.provideMerge(presence),
+  return Layer.mergeAll(dispatcher(overrides.dispatcher), accounts, sessions).pipe(
+    Layer.provideMerge(authenticator(overrides.authenticator)),
+    Layer.provideMerge(presence(overrides.presence)),
     Layer.provideMerge(ports.logic),
     // What an in-process Logic commits is pushed from the application's queue, after the acks.
     Layer.provideMerge(PushDelivery.layerCommitted),
@@ -95,6 +108,14 @@ export const layer = <EL, EI, EM>(ports: GatewayPorts<EL, EI, EM>) => {
     Layer.provideMerge(base)
   )
 }
+
+/** Every Layer of a gateway over `ports`; each step is built after the one below it and released before it. */
+export const layer = <EL, EI, EM>(ports: GatewayPorts<EL, EI, EM>, overrides: UseCaseOverrides = {}) =>
+  DrainGate.layer.pipe(
+    Layer.provideMerge(Layer.mergeAll(HttpApi.layerConfig, WebSocketGateway.layerConfig, PushServer.layerConfig)),
+    Layer.provideMerge(NodeServer.layerConfig),
+    Layer.provideMerge(core(ports, overrides))
+  )
 
 /** Embedded mode: Logic on SQLite in this process, a fixed id. */
 const embedded = {
