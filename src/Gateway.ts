@@ -19,6 +19,7 @@ import { Sessions } from "./application/Sessions.js"
 import * as Discovery from "./adapters/etcd/Discovery.js"
 import * as Registry from "./adapters/etcd/Registry.js"
 import * as PushServer from "./adapters/grpc-push/PushServer.js"
+import * as Jwt from "./adapters/platform/auth/Jwt.js"
 import * as HttpApi from "./adapters/http/HttpApi.js"
 import * as LogicEmbedded from "./adapters/logic-embedded/LogicEmbedded.js"
 import * as LogicGrpc from "./adapters/logic-grpc/LogicGrpc.js"
@@ -126,7 +127,7 @@ const embedded = {
 
 /** Cluster mode: the Logic instances etcd knows, over gRPC; this gateway registered in etcd. */
 const cluster = {
-  logic: LogicGrpc.layerConfig.pipe(Layer.provide(Discovery.layerConfig)),
+  logic: Layer.merge(LogicGrpc.layerConfig.pipe(Layer.provide(Discovery.layerConfig)), Jwt.layerVerifierConfig),
   identity: Registry.layerConfig("gateway"),
   metrics: PrometheusMetrics.layerConfig
 }

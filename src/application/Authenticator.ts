@@ -81,7 +81,7 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
             answers.delete(token)
           }
           if (verifier === undefined) return undefined
-          const check = verifier.verify(token)
+          const check = verifier.verify(token, now)
           switch (check._tag) {
             case "Valid":
               return { username: check.username, expiresAt: check.expiresAt * 1000, tokenId: check.tokenId }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
 import { SignJWT } from "jose"
-import { TOKEN_ISSUER } from "../../src/adapters/logic-embedded/Tokens.js"
+import { TOKEN_ISSUER } from "../../src/adapters/platform/auth/Jwt.js"
 import { makeEmbeddedLogic } from "../../src/adapters/logic-embedded/LogicEmbedded.js"
 import { failure, fixture, recorder, SECRET, tempDir } from "./helpers.js"
 

@@ -7,8 +7,8 @@ import type { Revocation, User } from "../../domain/Model.js"
 import type { Passwords } from "./Passwords.js"
 import type { Prepare } from "./Statements.js"
 import { ROOM_SESSION_ID } from "./Schema.js"
-import { attempt, attemptPromise, fromChecked } from "./Storage.js"
-import type { TokenSigner } from "./Tokens.js"
+import { attempt, fromChecked } from "./Storage.js"
+import type { Jwt } from "../platform/auth/Jwt.js"
 import { checkNickname, checkPassword, checkUsername } from "./Validation.js"
 
 interface UserRow {
@@ -33,7 +33,7 @@ export interface AccountsOptions {
   readonly prepare: Prepare
   /** A new user joined the room at this position. */
   readonly joinedRoom: (user: { readonly username: string; readonly nickname: string }, joinedSeq: bigint) => void
-  readonly tokens: TokenSigner
+  readonly tokens: Jwt
   readonly passwords: Passwords
   /** Makes what was just committed durable before it is acknowledged. */
   readonly durable: Effect.Effect<void, LogicError>
@@ -97,7 +97,7 @@ export const makeAccounts = (options: AccountsOptions): Effect.Effect<Accounts, 
     const issue = (user: UserRow) =>
       Effect.gen(function*() {
         const nowMs = yield* Clock.currentTimeMillis
-        const accessToken = yield* attemptPromise("token signing", () => tokens.sign(user.username, nowMs))
+        const accessToken = yield* attempt("token signing", () => tokens.sign(user.username, nowMs))
         return { accessToken, user: toUser(user) }
       })
 
@@ -105,7 +105,7 @@ export const makeAccounts = (options: AccountsOptions): Effect.Effect<Accounts, 
     const verified = (token: string) =>
       Effect.gen(function*() {
         const nowMs = yield* Clock.currentTimeMillis
-        const check = yield* attemptPromise("token check", () => tokens.verify(token, nowMs))
+        const check = tokens.check(token, nowMs)
         if (check._tag === "Expired") return yield* Effect.fail(logicError("unauthenticated", "access token expired"))
         if (check._tag === "Invalid") return yield* Effect.fail(logicError("unauthenticated", "invalid access token"))
         if (revoked.has(check.tokenId)) return yield* Effect.fail(logicError("unauthenticated", "access token was revoked"))

@@ -1,15 +1,17 @@
-import { Config, Context, Duration, Effect, Either, Layer, Option } from "effect"
+import { Config, Context, Duration, Effect, Layer } from "effect"
 import type { Scope } from "effect"
 import type { CommittedShape } from "../../application/Committed.js"
 import { Committed } from "../../application/Committed.js"
 import type { LogicRoutesShape, LogicShape } from "../../application/ports/Logic.js"
 import { Logic, LogicRoutes } from "../../application/ports/Logic.js"
+import { TokenVerifier } from "../../application/ports/TokenVerifier.js"
+import type { TokenVerifierShape } from "../../application/ports/TokenVerifier.js"
 import { Metrics } from "../../application/ports/Metrics.js"
 import type { LogicError } from "../../domain/Errors.js"
 import { MIN_SECRET_BYTES } from "../../domain/Token.js"
 import { defaultChatRules } from "../../domain/Packet.js"
 import { defaultSessionRules } from "../../domain/Session.js"
-import { duration, int, invalidData, sharedLimitSettings, str } from "../platform/config/Settings.js"
+import { duration, int, merged, sharedLimitSettings, str } from "../platform/config/Settings.js"
 import { makeAccounts } from "./Accounts.js"
 import { makeCheckpointer, scheduleCheckpoints } from "./Checkpointer.js"
 import { EmbeddedLogicError, openDatabase } from "./Database.js"
@@ -24,7 +26,8 @@ import { makeSnowflake, MAX_WORKER_ID } from "./Snowflake.js"
 import type { StatementCounters } from "./Statements.js"
 import { makeCounters, preparer } from "./Statements.js"
 import { storageFailure } from "./Storage.js"
-import { loadOrCreateSecret, makeTokenSigner } from "./Tokens.js"
+import { loadOrCreateSecret } from "./Tokens.js"
+import { makeJwt, tokenSettings } from "../platform/auth/Jwt.js"
 import { makeWalSync, noWalSync } from "./WalSync.js"
 
 export { EmbeddedLogicError } from "./Database.js"
@@ -65,6 +68,8 @@ export interface LogicEmbeddedOptions {
 export interface EmbeddedLogic extends LogicShape, LogicRoutesShape {
   /** SQL executed and rows written so far, for the metrics. */
   readonly counters: Readonly<StatementCounters>
+  /** Checks a token this Logic signed, synchronously: the gateway's `TokenVerifier` in embedded mode. */
+  readonly checkToken: TokenVerifierShape["verify"]
 }
 
 const validateOptions = (options: LogicEmbeddedOptions): Effect.Effect<void, EmbeddedLogicError> => {
@@ -116,6 +121,7 @@ export const makeEmbeddedLogic = (
         new EmbeddedLogicError({ reason: "Secret", message: `cannot load the token secret: ${String(cause)}`, cause })
     }))
 
+    const jwt = makeJwt(secret, Math.floor(options.tokenTtlSeconds ?? 86_400))
     const prepare = preparer(db, counters)
     const cache = makeSessionCache(prepare)
     const maxMsgId = prepare<[], bigint | null>("SELECT MAX(msg_id) FROM messages", { pluck: true })
@@ -134,7 +140,7 @@ export const makeEmbeddedLogic = (
     const accounts = yield* makeAccounts({
       db,
       prepare,
-      tokens: makeTokenSigner(secret, Math.floor(options.tokenTtlSeconds ?? 86_400)),
+      tokens: jwt,
       passwords,
       durable,
       joinedRoom: (user, joinedSeq) => cache.joined(ROOM_SESSION_ID, { ...user, avatarUrl: "", joinedSeq })
@@ -159,23 +165,25 @@ export const makeEmbeddedLogic = (
     }).pipe(Effect.mapError(asStartupError))
     const presence = yield* makePresence(db, prepare).pipe(Effect.mapError(asStartupError))
 
-    return { ...accounts, ...messages, ...reads, ...presence, counters } satisfies EmbeddedLogic
+    return { ...accounts, ...messages, ...reads, ...presence, counters, checkToken: jwt.check } satisfies EmbeddedLogic
   })
 
 /**
- * The embedded Logic as the `Logic` port (and `LogicRoutes`, for the reference Logic); each
+ * The embedded Logic as the `Logic` port (and `LogicRoutes`, for the reference Logic, and the
+ * `TokenVerifier` of its own tokens); each
  * message it commits is offered to the `Committed` queue.
  */
 export const layer = (
   options: LogicEmbeddedOptions
-): Layer.Layer<Logic | LogicRoutes, EmbeddedLogicError, Committed | Metrics> =>
+): Layer.Layer<Logic | LogicRoutes | TokenVerifier, EmbeddedLogicError, Committed | Metrics> =>
   Layer.scopedContext(
     Effect.gen(function*() {
       const committed = yield* Committed
       const metrics = yield* Metrics
       const logic = yield* makeEmbeddedLogic(options, committed.offer)
       metrics.storage(() => logic.counters)
-      return Context.make(Logic, logic).pipe(Context.add(LogicRoutes, logic))
+      // The key is this Logic's: a gateway in the same process checks tokens without asking it.
+      return Context.make(Logic, logic).pipe(Context.add(LogicRoutes, logic), Context.add(TokenVerifier, { verify: logic.checkToken }))
     })
   )
 
@@ -191,25 +199,12 @@ export const embeddedSettings = Config.nested(
 )
 
 /** `auth.*` of accounts and tokens. */
-export const accountSettings = Config.nested(
-  Config.all({
-    secretKey: Config.option(Config.string("secret_key")).pipe(
-      Config.map((value) => Option.getOrUndefined(Option.filter(value, (s) => s !== ""))),
-      Config.mapOrFail((secret) =>
-        secret !== undefined && Buffer.byteLength(secret) < MIN_SECRET_BYTES
-          ? Either.left(invalidData(
-            ["secret_key"],
-            `must be at least ${MIN_SECRET_BYTES} bytes (it signs every token); leave it unset to have one generated`
-          ))
-          : Either.right(secret)
-      )
-    ),
-    tokenTtl: duration("token_ttl", "24h"),
-    bcryptCost: int("bcrypt_cost", 10),
-    hashConcurrency: int("hash_concurrency", 0),
-    hashQueue: int("hash_queue", 32)
-  }),
-  "auth"
+export const accountSettings = merged(
+  tokenSettings,
+  Config.nested(
+    Config.all({ bcryptCost: int("bcrypt_cost", 10), hashConcurrency: int("hash_concurrency", 0), hashQueue: int("hash_queue", 32) }),
+    "auth"
+  )
 )
 
 /** `limits.*` of the embedded Logic's reads. */

@@ -12,15 +12,17 @@ export type TokenCheck =
  * a reconnect storm then costs no Logic call and no promise per token. Where no key is known there
  * is no verifier, and tokens go to `Logic.validateToken`.
  */
-export class TokenVerifier extends Context.Tag("resonance/TokenVerifier")<
-  TokenVerifier,
-  { readonly verify: (token: string) => TokenCheck }
->() {
+export interface TokenVerifierShape {
+  /** Plain and synchronous; expiry judged against `nowMs` (the caller's clock). */
+  readonly verify: (token: string, nowMs: number) => TokenCheck
+}
+
+export class TokenVerifier extends Context.Tag("resonance/TokenVerifier")<TokenVerifier, TokenVerifierShape>() {
   /** Tokens `tok-<username>` are valid for an hour from now; `expired-<x>` expired; anything else invalid. */
   static readonly layerTest: Layer.Layer<TokenVerifier> = Layer.succeed(TokenVerifier, {
-    verify: (token) =>
+    verify: (token, nowMs) =>
       token.startsWith("tok-")
-        ? { _tag: "Valid", username: token.slice(4), tokenId: token, expiresAt: Math.floor(Date.now() / 1000) + 3600 }
+        ? { _tag: "Valid", username: token.slice(4), tokenId: token, expiresAt: Math.floor(nowMs / 1000) + 3600 }
         : token.startsWith("expired-")
         ? { _tag: "Expired" }
         : { _tag: "Invalid" }
