@@ -100,6 +100,8 @@ export interface NodeServerShape {
 
 const kStrikes = Symbol("resonance.strikes")
 
+const UPGRADE_GONE = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+
 /**
  * The one Node HTTP server of the gateway, behind the front door: its connections are counted
  * and shed there, a connection that pipelines too deep is cut, and each client address has a
@@ -170,7 +172,12 @@ export const layer = (options: NodeServerOptions): Layer.Layer<NodeServer, never
             // Pipelined requests past the depth are not read: the connection goes.
             if (listener.inFlight(socket) > maxPipelined) socket.destroy()
           })
-          server.prependListener("upgrade", (request: Http.IncomingMessage) => listener.requestStarted(request.socket))
+          server.prependListener("upgrade", (request: Http.IncomingMessage, socket: Duplex) => {
+            listener.requestStarted(request.socket)
+            // No WebSocket adapter any more (it is gone first at shutdown): answer, or the socket,
+            // no longer the HTTP server's, would hold its close until the shutdown budget ran out.
+            if (server.listenerCount("upgrade") === 1) socket.end(UPGRADE_GONE, () => socket.destroy())
+          })
           const onError = (error: Error) => resume(Effect.fail(error))
           server.once("error", onError)
           // A connect storm overflows a short accept queue and costs clients SYN retries.
