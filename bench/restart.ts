@@ -34,6 +34,8 @@ export interface RestartOptions {
   readonly work: string
   readonly gatewayRoot: string
   readonly gatewayEnv: Record<string, string>
+  /** Extra Node flags for the gateway (`--gateway-flag=`), before npm start's own. */
+  readonly gatewayFlags: ReadonlyArray<string>
   /** Go through `npm start` itself (npm, sh and node in the group) instead of its command line. */
   readonly viaNpm: boolean
   /** Per fault: how long after the signal clients may take to come back or give up. */
@@ -198,8 +200,11 @@ const startGatewayServer = async (options: RestartOptions): Promise<Server> => {
   let runs = 0
   const spawn = () => {
     const name = `gateway-restart-${++runs}`
-    const [command, args] = options.viaNpm ? wrapUlimit("npm", ["start", "--silent"]) : wrapUlimit(process.execPath, npmStartArgs(root))
-    return spawnChild(command, args, { name, env, cwd: root, detached: true, ...options.logFileFor(name) })
+    const [command, args] = options.viaNpm
+      ? wrapUlimit("npm", ["start", "--silent"])
+      : wrapUlimit(process.execPath, [...options.gatewayFlags, ...npmStartArgs(root)])
+    const nodeOptions: Record<string, string> = options.viaNpm && options.gatewayFlags.length > 0 ? { NODE_OPTIONS: options.gatewayFlags.join(" ") } : {}
+    return spawnChild(command, args, { name, env: { ...env, ...nodeOptions }, cwd: root, detached: true, ...options.logFileFor(name) })
   }
   const server: Server = {
     name: "gateway",

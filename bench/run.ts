@@ -950,6 +950,7 @@ const main = async () => {
           work,
           gatewayRoot: Path.resolve(gatewayRoot ?? repoRoot),
           gatewayEnv,
+          gatewayFlags,
           viaNpm: restartViaNpm,
           settleTimeoutMs: 60_000,
           log,
