@@ -312,6 +312,10 @@ export interface FaultResult {
   readonly startCpuS: number
   readonly reconnectCpuS: number
   readonly cpuUsPerReturn: number
+  /** CPU-seconds all client processes used from the signal until the clients settled (the wait included). */
+  readonly clientCpuS: number
+  /** Seconds from the signal until every client was back or had given up (or the wait ended). */
+  readonly settleS: number
   readonly listenOverflows: number
   /** The new gateway's own counts (none for the raw server). */
   readonly accepted?: number
@@ -329,6 +333,7 @@ const spread = (values: Array<number>): Spread => {
 }
 
 const seconds = (ms: number) => Math.round(ms) / 1000
+const round2 = (value: number) => Math.round(value * 100) / 100
 
 const fault = async (
   options: RestartOptions,
@@ -338,6 +343,7 @@ const fault = async (
 ): Promise<FaultResult> => {
   await Promise.all(procs.map((proc) => proc.call({ cmd: "arm" })))
   const queueBefore = listenQueueCounters()
+  const clientCpuBefore = procs.reduce((sum, proc) => sum + cpuSeconds(proc.child.pid), 0)
   const old = server.child
   const signalAt = now()
   old.signalGroup(signal)
@@ -359,6 +365,8 @@ const fault = async (
     await sleep(250)
   }
   const cpuAtSettle = cpuSeconds(fresh.pid)
+  const clientCpu = procs.reduce((sum, proc) => sum + cpuSeconds(proc.child.pid), 0) - clientCpuBefore
+  const settleS = seconds(now() - signalAt)
   const queueAfter = listenQueueCounters()
   const collected = await Promise.all(procs.map((proc) => proc.call({ cmd: "collect" })))
   const counters = server.metricsUrl === undefined ? undefined : await gatewayCounters(server.metricsUrl).catch(() => undefined)
@@ -433,9 +441,11 @@ const fault = async (
     reasons,
     redrops,
     timeline,
-    startCpuS: cpuAtReady,
-    reconnectCpuS: cpuAtSettle - cpuAtReady,
+    startCpuS: round2(cpuAtReady),
+    reconnectCpuS: round2(cpuAtSettle - cpuAtReady),
     cpuUsPerReturn: ((cpuAtSettle - cpuAtReady) * 1e6) / Math.max(1, backTimes.length),
+    clientCpuS: round2(clientCpu),
+    settleS,
     listenOverflows: queueAfter.overflows - queueBefore.overflows,
     ...(counters !== undefined ? { accepted: counters.accepted, rejected: counters.rejected } : {})
   }
@@ -448,7 +458,7 @@ export const faultText = (r: FaultResult): string =>
   `from drop p50 ${r.fromDrop.p50.toFixed(2)} / p99 ${r.fromDrop.p99.toFixed(2)} / max ${r.fromDrop.max.toFixed(2)} s, ` +
   `from signal p99 ${r.fromSignal.p99.toFixed(2)} s; returns ${r.firstBackS.toFixed(2)}–${r.lastBackS.toFixed(2)} s ` +
   `(${Math.round(r.returnsPerS)}/s); failed tries ${r.failedTries} ${JSON.stringify(r.reasons)}, clients by failed tries ` +
-  `${r.triesHistogram.join("/")}; cpu: start ${r.startCpuS.toFixed(2)} s, ${Math.round(r.cpuUsPerReturn)} µs per return; ` +
+  `${r.triesHistogram.join("/")}; cpu: start ${r.startCpuS.toFixed(2)} s, ${Math.round(r.cpuUsPerReturn)} µs per return, clients ${r.clientCpuS.toFixed(1)} s over ${r.settleS.toFixed(1)} s; ` +
   `${r.listenOverflows} listen-queue overflows` +
   (r.rejected !== undefined ? `; gateway accepted ${r.accepted}, refused ${JSON.stringify(r.rejected)}` : "") +
   `; back per 0.5 s: ${r.timeline.join(" ")}`

@@ -960,7 +960,11 @@ const main = async () => {
         Path.join(resultsDir, "restart.json"),
         JSON.stringify({ source: sourceVersion(gatewayRoot ?? repoRoot), date: new Date().toISOString(), mode: quick ? "quick" : "full", ...restart }, null, 2) + "\n"
       )
-      process.stdout.write(`\n${table(["restart", "gateway", "raw ws", "target", ""], restartRows(restartLatest(restart)).map((row) => [row.metric, row.gateway, row.raw, row.target, row.verdict]))}\n\n`)
+      // A complete run prints these rows in its final table.
+      if (!complete) {
+        const body = restartRows(restartLatest(restart)).map((row) => [row.metric, row.gateway, row.raw, row.target, row.verdict])
+        process.stdout.write(`\n${table(["restart", "gateway", "raw ws", "target", ""], body)}\n\n`)
+      }
     }
 
     const details = {
