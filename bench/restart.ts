@@ -47,6 +47,76 @@ export interface RestartOptions {
 /** Epoch milliseconds, sub-millisecond resolution: the client processes use the same clock. */
 const now = () => performance.timeOrigin + performance.now()
 
+// --- process groups --------------------------------------------------------------------------------
+
+/**
+ * Every process group a server was started in. Under `npm start` the group outlives its leader
+ * (npm exits on SIGTERM while node still drains), so children are not enough: whatever happens,
+ * each group is killed whole on the way out.
+ */
+const groups = new Set<number>()
+const killGroups = () => {
+  for (const pgid of groups) {
+    try {
+      process.kill(-pgid, "SIGKILL")
+    } catch {
+      // gone
+    }
+  }
+}
+process.on("exit", killGroups)
+
+/** Whether a process of the group still runs (zombies left for the container's init to reap do not count). */
+const groupAlive = (pgid: number): boolean => {
+  try {
+    process.kill(-pgid, 0)
+  } catch {
+    return false
+  }
+  for (const entry of Fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = Fs.readFileSync(`/proc/${entry}/stat`, "utf8")
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      if (Number(fields[2]) === pgid && fields[0] !== "Z") return true
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return false
+}
+
+/** Resolves when no process of the group is left (polled every 10 ms), with the time it saw that. */
+const groupGone = async (pgid: number, timeoutMs: number): Promise<number> => {
+  const deadline = now() + timeoutMs
+  while (groupAlive(pgid)) {
+    if (now() > deadline) {
+      process.kill(-pgid, "SIGKILL")
+      await sleep(100)
+    } else {
+      await sleep(10)
+    }
+  }
+  groups.delete(pgid)
+  return now()
+}
+
+/** CPU-seconds of every live process in the group (npm, sh and node under `--restart-npm`). */
+const groupCpuSeconds = (pgid: number): number => {
+  let total = 0
+  for (const entry of Fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = Fs.readFileSync(`/proc/${entry}/stat`, "utf8")
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      if (Number(fields[2]) === pgid) total += cpuSeconds(Number(entry))
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return total
+}
+
 // --- client processes --------------------------------------------------------------------------
 
 interface ClientProc {
@@ -204,7 +274,9 @@ const startGatewayServer = async (options: RestartOptions): Promise<Server> => {
       ? wrapUlimit("npm", ["start", "--silent"])
       : wrapUlimit(process.execPath, [...options.gatewayFlags, ...npmStartArgs(root)])
     const nodeOptions: Record<string, string> = options.viaNpm && options.gatewayFlags.length > 0 ? { NODE_OPTIONS: options.gatewayFlags.join(" ") } : {}
-    return spawnChild(command, args, { name, env: { ...env, ...nodeOptions }, cwd: root, detached: true, ...options.logFileFor(name) })
+    const child = spawnChild(command, args, { name, env: { ...env, ...nodeOptions }, cwd: root, detached: true, ...options.logFileFor(name) })
+    groups.add(child.pid)
+    return child
   }
   const server: Server = {
     name: "gateway",
@@ -239,7 +311,9 @@ const startRawServer = async (options: RestartOptions): Promise<Server> => {
   const spawn = () => {
     const name = `baseline-restart-${++runs}`
     const [command, args] = wrapUlimit(process.execPath, [...flags, bundle])
-    return spawnChild(command, args, { name, env: { BENCH_BASELINE_PORT: String(port) }, detached: true, ...options.logFileFor(name) })
+    const child = spawnChild(command, args, { name, env: { BENCH_BASELINE_PORT: String(port) }, detached: true, ...options.logFileFor(name) })
+    groups.add(child.pid)
+    return child
   }
   // The baseline answers /readyz as soon as it listens: its health and readiness are one.
   const server: Server = {
@@ -280,6 +354,8 @@ export interface FaultResult {
   readonly clients: number
   /** Seconds from the signal: the old process's exit (as its parent saw it), the new one's spawn, /healthz 200, /readyz 200. */
   readonly exitS: number
+  /** The group leader's exit (npm's under `--restart-npm`; else the same process). */
+  readonly leaderExitS: number
   readonly exitCode: number | string
   readonly spawnS: number
   readonly healthzS: number
@@ -351,12 +427,14 @@ const fault = async (
   const hung = setTimeout(() => old.signalGroup("SIGKILL"), 60_000)
   const exitCode = await old.exited
   clearTimeout(hung)
-  const exitAt = now()
+  const leaderExitAt = now()
+  // As a supervisor that waits for the whole group (systemd's control group) before starting again.
+  const exitAt = await groupGone(old.pid, 60_000)
   const fresh = server.spawn()
   server.child = fresh
   const spawnAt = now()
   const [healthAt, readyAt] = await Promise.all([firstOk(server.healthUrl, fresh), firstOk(server.readyUrl, fresh)])
-  const cpuAtReady = cpuSeconds(fresh.pid)
+  const cpuAtReady = groupCpuSeconds(fresh.pid)
   const total = procs.reduce((n, proc) => n + proc.count, 0)
   const deadline = signalAt + options.settleTimeoutMs
   for (;;) {
@@ -364,7 +442,7 @@ const fault = async (
     if (status.reduce((n, s) => n + s.settled, 0) >= total || now() > deadline) break
     await sleep(250)
   }
-  const cpuAtSettle = cpuSeconds(fresh.pid)
+  const cpuAtSettle = groupCpuSeconds(fresh.pid)
   const clientCpu = procs.reduce((sum, proc) => sum + cpuSeconds(proc.child.pid), 0) - clientCpuBefore
   const settleS = seconds(now() - signalAt)
   const queueAfter = listenQueueCounters()
@@ -420,6 +498,7 @@ const fault = async (
     signal,
     clients: total,
     exitS: seconds(exitAt - signalAt),
+    leaderExitS: seconds(leaderExitAt - signalAt),
     exitCode,
     spawnS: seconds(spawnAt - signalAt),
     healthzS: seconds(healthAt - signalAt),
@@ -452,7 +531,8 @@ const fault = async (
 }
 
 export const faultText = (r: FaultResult): string =>
-  `${r.server} ${r.signal === "SIGKILL" ? "kill -9" : "SIGTERM"}: exit ${r.exitS.toFixed(2)} s (${r.exitCode}), ` +
+  `${r.server} ${r.signal === "SIGKILL" ? "kill -9" : "SIGTERM"}: exit ${r.exitS.toFixed(2)} s (${r.exitCode}` +
+  (Math.abs(r.leaderExitS - r.exitS) > 0.05 ? `; the group's leader ${r.leaderExitS.toFixed(2)} s` : "") + `), ` +
   `/healthz ${r.healthzS.toFixed(2)} s, /readyz ${r.readyzS.toFixed(2)} s after the signal (start ${r.startS.toFixed(2)} s); ` +
   `back ${r.back}/${r.clients}, ${(r.shareWithin15s * 100).toFixed(2)} % within 15 s, ${r.gaveUp} gave up, ${r.stuck} stuck; ` +
   `from drop p50 ${r.fromDrop.p50.toFixed(2)} / p99 ${r.fromDrop.p99.toFixed(2)} / max ${r.fromDrop.max.toFixed(2)} s, ` +
@@ -511,6 +591,7 @@ export const restartPhase = async (options: RestartOptions): Promise<RestartResu
     }
   } finally {
     for (const step of cleanup.reverse()) await step().catch(() => undefined)
+    killGroups()
   }
 }
 
