@@ -714,6 +714,8 @@ const printLevel = (
 const main = async () => {
   const startedAt = Date.now()
   const work = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-bench-"))
+  // Ctrl-C exits from procs.ts's handler, past the finally below.
+  process.on("exit", () => Fs.rmSync(work, { recursive: true, force: true }))
   const databasePath = Path.join(work, "resonance.db")
   const secretKey = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("hex")
   const resultsDir = Path.join(repoRoot, "bench/results")
