@@ -1,4 +1,5 @@
 import type { LevelResult } from "./protocol.js"
+import type { FaultResult, RestartResult } from "./restart.js"
 
 /** The published figures, numbers only: the keys of issue 7 and those issue 11 added. */
 export interface Latest {
@@ -23,8 +24,99 @@ export interface Latest {
     readonly cpu_us_per_message: number
     readonly p99_ms: number
   }
-  readonly storm: { readonly connects_per_s: number; readonly presence_rpcs_per_1000_connects: number }
+  /**
+   * `ratio_vs_raw_ws`: the gateway's accepted connects per second over the baseline's, and its
+   * server CPU per authenticated connect over the baseline's (issue 27: ≥ 0.9 and ≤ 1.5).
+   */
+  readonly storm: {
+    readonly connects_per_s: number
+    readonly presence_rpcs_per_1000_connects: number
+    readonly cpu_us_per_connect: number
+    readonly ratio_vs_raw_ws: { readonly accepted_per_s: number; readonly cpu_per_connect: number }
+  }
+  readonly restart: RestartLatest
   readonly machine: { readonly cores: number; readonly node: string; readonly date: string }
+}
+
+/** One fault of the restart phase, in seconds from the signal unless named otherwise. */
+export interface FaultLatest {
+  readonly exit_s: number
+  readonly healthz_s: number
+  readonly ready_s: number
+  /** Time from a client's drop until it is connected again; a client never back counts as infinite. */
+  readonly back_p50_s: number
+  readonly back_p99_s: number
+  /** The same from the signal. */
+  readonly back_p99_from_signal_s: number
+  readonly back_within_15s_share: number
+  readonly gave_up: number
+  readonly failed_tries: number
+}
+
+export interface RestartLatest {
+  readonly clients: number
+  readonly kill: FaultLatest & { readonly p99_ratio_vs_raw_ws: number }
+  readonly term: FaultLatest
+  readonly raw_kill: FaultLatest
+}
+
+const faultLatest = (r: FaultResult): FaultLatest => ({
+  exit_s: round(r.exitS, 2),
+  healthz_s: round(r.healthzS, 2),
+  ready_s: round(r.readyzS, 2),
+  back_p50_s: round(r.fromDrop.p50, 2),
+  back_p99_s: round(r.fromDrop.p99, 2),
+  back_p99_from_signal_s: round(r.fromSignal.p99, 2),
+  back_within_15s_share: round(r.shareWithin15s, 4),
+  gave_up: r.gaveUp,
+  failed_tries: r.failedTries
+})
+
+export const restartLatest = (r: RestartResult): RestartLatest => ({
+  clients: r.clients,
+  kill: { ...faultLatest(r.gateway.kill), p99_ratio_vs_raw_ws: round(r.gateway.kill.fromDrop.p99 / r.raw.kill.fromDrop.p99, 2) },
+  term: faultLatest(r.gateway.term),
+  raw_kill: faultLatest(r.raw.kill)
+})
+
+/** The restart rows with the issue's targets (issue 27, "Judged by"). */
+export const restartRows = (r: RestartLatest): Array<Row> => {
+  const s = (value: number) => (Number.isFinite(value) ? value.toFixed(2) : String(value))
+  const share = (value: number) => `${(value * 100).toFixed(2)} %`
+  return [
+    { metric: "restart.clients", gateway: String(r.clients), raw: String(r.clients), target: "", verdict: "" },
+    { metric: "restart.kill.ready_s", gateway: s(r.kill.ready_s), raw: s(r.raw_kill.ready_s), target: "<= 1.5", verdict: verdict(r.kill.ready_s <= 1.5) },
+    { metric: "restart.kill.healthz_s", gateway: s(r.kill.healthz_s), raw: s(r.raw_kill.healthz_s), target: "", verdict: "" },
+    { metric: "restart.kill.back_p50_s", gateway: s(r.kill.back_p50_s), raw: s(r.raw_kill.back_p50_s), target: "", verdict: "" },
+    { metric: "restart.kill.back_p99_s", gateway: s(r.kill.back_p99_s), raw: s(r.raw_kill.back_p99_s), target: "", verdict: "" },
+    {
+      metric: "restart.kill.p99_ratio_vs_raw_ws",
+      gateway: s(r.kill.p99_ratio_vs_raw_ws),
+      raw: "1",
+      target: "<= 1.3",
+      verdict: verdict(r.kill.p99_ratio_vs_raw_ws <= 1.3)
+    },
+    {
+      metric: "restart.kill.back_within_15s",
+      gateway: share(r.kill.back_within_15s_share),
+      raw: share(r.raw_kill.back_within_15s_share),
+      target: ">= 99.9 %",
+      verdict: verdict(r.kill.back_within_15s_share >= 0.999)
+    },
+    { metric: "restart.kill.gave_up", gateway: String(r.kill.gave_up), raw: String(r.raw_kill.gave_up), target: "0", verdict: verdict(r.kill.gave_up === 0) },
+    { metric: "restart.term.exit_s", gateway: s(r.term.exit_s), raw: "", target: "", verdict: "" },
+    { metric: "restart.term.ready_s", gateway: s(r.term.ready_s), raw: "", target: "", verdict: "" },
+    { metric: "restart.term.back_p50_s", gateway: s(r.term.back_p50_s), raw: "", target: "", verdict: "" },
+    { metric: "restart.term.back_p99_s", gateway: s(r.term.back_p99_s), raw: "", target: "", verdict: "" },
+    {
+      metric: "restart.term.back_within_15s",
+      gateway: share(r.term.back_within_15s_share),
+      raw: "",
+      target: ">= 99.9 %",
+      verdict: verdict(r.term.back_within_15s_share >= 0.999)
+    },
+    { metric: "restart.term.gave_up", gateway: String(r.term.gave_up), raw: "", target: "0", verdict: verdict(r.term.gave_up === 0) }
+  ]
 }
 
 export interface Row {
@@ -43,7 +135,10 @@ export const round = (value: number, digits = 0): number => {
 
 const verdict = (ok: boolean | undefined) => (ok === undefined ? "" : ok ? "ok" : "MISS")
 
-export const rows = (latest: Latest, raw: { idleBytes: number; fanoutRate: number; stormRate: number }): Array<Row> => [
+export const rows = (
+  latest: Latest,
+  raw: { idleBytes: number; fanoutRate: number; stormRate: number; stormCpuUsPerConnect: number }
+): Array<Row> => [
   {
     metric: "idle.connections",
     gateway: String(latest.idle.connections),
@@ -113,12 +208,34 @@ export const rows = (latest: Latest, raw: { idleBytes: number; fanoutRate: numbe
     verdict: ""
   },
   {
+    metric: "storm.ratio_vs_raw_ws.accepted_per_s",
+    gateway: String(latest.storm.ratio_vs_raw_ws.accepted_per_s),
+    raw: "1",
+    target: ">= 0.9",
+    verdict: verdict(latest.storm.ratio_vs_raw_ws.accepted_per_s >= 0.9)
+  },
+  {
+    metric: "storm.cpu_us_per_connect",
+    gateway: String(latest.storm.cpu_us_per_connect),
+    raw: String(round(raw.stormCpuUsPerConnect)),
+    target: "",
+    verdict: ""
+  },
+  {
+    metric: "storm.ratio_vs_raw_ws.cpu_per_connect",
+    gateway: String(latest.storm.ratio_vs_raw_ws.cpu_per_connect),
+    raw: "1",
+    target: "<= 1.5",
+    verdict: verdict(latest.storm.ratio_vs_raw_ws.cpu_per_connect <= 1.5)
+  },
+  {
     metric: "storm.presence_rpcs_per_1000_connects",
     gateway: String(latest.storm.presence_rpcs_per_1000_connects),
     raw: "",
     target: "<= 25",
     verdict: verdict(latest.storm.presence_rpcs_per_1000_connects <= 25)
-  }
+  },
+  ...restartRows(latest.restart)
 ]
 
 export const table = (header: ReadonlyArray<string>, body: ReadonlyArray<ReadonlyArray<string>>): string => {
