@@ -44,6 +44,9 @@ const REVOCATION_PAGE = 500
 
 const unavailable = (code: string) => code === "unavailable" || code === "deadline_exceeded"
 
+const expiredToken = new AuthError({ reason: "Expired", message: "access token expired" })
+const revokedToken = new AuthError({ reason: "Revoked", message: "access token was revoked" })
+
 /** token → username, through Logic.validateToken behind a short-lived cache; revocations followed. */
 export class Authenticator extends Context.Tag("resonance/Authenticator")<Authenticator, AuthenticatorShape>() {
   static readonly layer = (options: AuthenticatorOptions = {}) =>
@@ -69,27 +72,27 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
         const authenticateNow = (token: string | undefined): Principal | AuthError | undefined => {
           if (token === undefined || token === "") return new AuthError({ reason: "Missing", message: "missing access token" })
           const now = clock.unsafeCurrentTimeMillis()
-          const claims = readClaims(token)
-          if (claims?.expiresAt !== undefined && claims.expiresAt <= now) {
-            return new AuthError({ reason: "Expired", message: "access token expired" })
-          }
-          const tokenId = tokenIdOf(token, claims)
-          if (revoked.has(tokenId)) return new AuthError({ reason: "Revoked", message: "access token was revoked" })
           const known = answers.get(token)
           if (known !== undefined) {
-            if (known.until > now) return known.principal
+            if (known.until > now && (known.principal.expiresAt === undefined || known.principal.expiresAt > now)) {
+              return revoked.has(known.principal.tokenId) ? revokedToken : known.principal
+            }
             answers.delete(token)
           }
-          if (verifier === undefined) return undefined
-          const check = verifier.verify(token, now)
-          switch (check._tag) {
-            case "Valid":
-              return { username: check.username, expiresAt: check.expiresAt * 1000, tokenId: check.tokenId }
-            case "Expired":
-              return new AuthError({ reason: "Expired", message: "access token expired" })
-            case "Invalid":
-              return new AuthError({ reason: "Invalid", message: "invalid access token" })
+          if (verifier !== undefined) {
+            // The verifier reads the claims itself: one decode of the token, not two.
+            const check = verifier.verify(token, now)
+            if (check._tag === "Expired") return expiredToken
+            if (check._tag === "Invalid") return new AuthError({ reason: "Invalid", message: "invalid access token" })
+            if (revoked.has(check.tokenId)) return revokedToken
+            const principal = { username: check.username, expiresAt: check.expiresAt * 1000, tokenId: check.tokenId }
+            remember(token, principal, now)
+            return principal
           }
+          const claims = readClaims(token)
+          if (claims?.expiresAt !== undefined && claims.expiresAt <= now) return expiredToken
+          if (revoked.has(tokenIdOf(token, claims))) return revokedToken
+          return undefined
         }
 
         const applyRevocation = (revocation: Pick<Revocation, "tokenId" | "username" | "expiresAt">) => {

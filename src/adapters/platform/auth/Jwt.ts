@@ -28,8 +28,9 @@ const expired: TokenCheck = { _tag: "Expired" }
 export const makeJwt = (secret: string, ttlSeconds: number): Jwt => {
   // Every claim is set here, `iat` from the caller's clock (fast-jwt keeps a given `iat`).
   const signer = createSigner({ key: secret, algorithm: "HS256" })
-  // Expiry is compared here against the caller's clock, so the verifier's own check is off; what it
-  // does check (signature, algorithm, issuer, claims) does not change with time, so it may cache.
+  // Expiry is compared here against the caller's clock, so the verifier's own check is off. No
+  // fast-jwt cache: hashing each token for it cost more than verifying (20.6 against 8.4 µs per
+  // first check, measured); the Authenticator keeps the principals it has checked.
   const verifier = createVerifier({
     key: secret,
     algorithms: ["HS256"],
@@ -37,8 +38,7 @@ export const makeJwt = (secret: string, ttlSeconds: number): Jwt => {
     requiredClaims: ["sub", "exp"],
     ignoreExpiration: true,
     ignoreNotBefore: true,
-    cache: 50_000,
-    cacheTTL: 600_000
+    cache: false
   })
   return {
     sign: (username, nowMs) => {
