@@ -4,7 +4,7 @@ import { createSigner, createVerifier } from "fast-jwt"
 import { randomUUID } from "node:crypto"
 import type { TokenCheck } from "../../../application/ports/TokenVerifier.js"
 import { TokenVerifier } from "../../../application/ports/TokenVerifier.js"
-import { MIN_SECRET_BYTES, tokenIdOf } from "../../../domain/Token.js"
+import { MIN_SECRET_BYTES } from "../../../domain/Token.js"
 import { duration, invalidData } from "../config/Settings.js"
 
 /** The `iss` of every access token a Logic of ours signs, and that a gateway accepts. */
@@ -54,7 +54,9 @@ export const makeJwt = (secret: string, ttlSeconds: number): Jwt => {
       }
       if (typeof payload.sub !== "string" || payload.sub === "" || typeof payload.exp !== "number") return invalid
       if (payload.exp * 1000 <= nowMs) return expired
-      return { _tag: "Valid", username: payload.sub, tokenId: tokenIdOf(token), expiresAt: payload.exp }
+      // The id a Logout revokes: the jti, or the whole token when it has none (domain/Token.ts).
+      const jti = (payload as { readonly jti?: unknown }).jti
+      return { _tag: "Valid", username: payload.sub, tokenId: typeof jti === "string" && jti !== "" ? jti : token, expiresAt: payload.exp }
     }
   }
 }
