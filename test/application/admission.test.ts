@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { makeAdmission } from "../../src/application/Admission.js"
 import { ConnectionRegistry } from "../../src/application/ConnectionHub.js"
 import { CloseCodes } from "../../src/domain/Connection.js"
-import { fakeConnection } from "../support/core.js"
+import { fakeConnection } from "../support/helpers.js"
 
 const limits = { maxConnections: 0, maxConnectionsPerIp: 0, maxDevicesPerUser: 0 }
 

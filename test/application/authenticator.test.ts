@@ -8,7 +8,7 @@ import { CloseCodes } from "../../src/domain/Connection.js"
 import { logicError } from "../../src/domain/Errors.js"
 import type { Revocation } from "../../src/domain/Model.js"
 import { tokenIdOf } from "../../src/domain/Token.js"
-import { fakeConnection } from "../support/core.js"
+import { fakeConnection } from "../support/helpers.js"
 
 const b64url = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url")
 const jwt = (claims: object) => `${b64url({ alg: "HS256" })}.${b64url(claims)}.sig`

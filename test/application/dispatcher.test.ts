@@ -8,8 +8,9 @@ import { CloseCodes } from "../../src/domain/Connection.js"
 import { logicError } from "../../src/domain/Errors.js"
 import type { ChatRequest, PresenceBatch } from "../../src/domain/Model.js"
 import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
-import type { CoreOptions } from "../support/core.js"
-import { coreLayer, fakeConnection, recordingMetrics } from "../support/core.js"
+import type { TestGatewayOptions } from "../support/gateway.js"
+import { testCore } from "../support/gateway.js"
+import { fakeConnection, recordingMetrics } from "../support/helpers.js"
 
 /** Lets queued work run: the chats of a turn are sent on the next macrotask, then fibers finish. */
 const settle = Effect.repeatN(
@@ -39,7 +40,7 @@ const pulseFrame = (seq: string) => WsPacket.encode({ seq, payload: { $case: "pu
 const acks = (packets: ReadonlyArray<WsPacket>) =>
   packets.flatMap((p) => (p.payload?.$case === "ack" ? [{ seq: p.seq, ...p.payload.value }] : []))
 
-const withCore = (options: CoreOptions) => Effect.provide(coreLayer(options))
+const withCore = (options: TestGatewayOptions) => Effect.provide(testCore(options))
 
 describe("Dispatcher", () => {
   it.scoped("answers a pulse with a pulse", () => {
@@ -52,7 +53,7 @@ describe("Dispatcher", () => {
       yield* settle
       expect(conn.packets()).toEqual([{ seq: "p-1", payload: { $case: "pulse", value: {} } }])
       expect(recorder.count("pulse")).toBe(1)
-    }).pipe(withCore({ metrics: recorder.layer }))
+    }).pipe(withCore({ metrics: recorder.shape }))
   })
 
   it.scoped("forwards a chat as the authenticated user and acks with ids", () => {
@@ -121,7 +122,7 @@ describe("Dispatcher", () => {
       yield* TestClock.adjust("2 seconds")
       yield* settle
       expect(acks(conn.packets())[0]).toMatchObject({ refSeq: "slow", error: "logic did not answer in time" })
-    }).pipe(withCore({ dispatcher: { chatTimeout: "2 seconds" }, logic: { sendMessage: () => Effect.never } })))
+    }).pipe(withCore({ overrides: { dispatcher: { chatTimeout: "2 seconds" } }, logic: { sendMessage: () => Effect.never } })))
 
   it.scoped("handles frames of one connection in arrival order", () => {
     let call = 0
@@ -208,7 +209,7 @@ describe("Dispatcher", () => {
       users.forEach((user, i) => expect(acks(user.packets())).toMatchObject([{ seq: `s${i}`, msgId: BigInt(i + 1), error: "" }]))
     }).pipe(
       withCore({
-        dispatcher: { chatTimeout: 0 },
+        overrides: { dispatcher: { chatTimeout: 0 } },
         logic: {
           sendMessage: (chat) =>
             Effect.sync(() => {
@@ -304,7 +305,7 @@ describe("Dispatcher", () => {
       expect(conn.pauses).toBe(1)
     }).pipe(
       withCore({
-        dispatcher: { maxPendingFrames: 2, pulsesPerSecond: 0 },
+        overrides: { dispatcher: { maxPendingFrames: 2, pulsesPerSecond: 0 } },
         logic: { sendMessage: () => Effect.as(Deferred.await(release!), { msgId: 1n, seqId: 1n }) }
       })
     )
@@ -328,7 +329,7 @@ describe("Dispatcher", () => {
       expect(refused).toEqual(["b7", "b8"])
     }).pipe(
       withCore({
-        dispatcher: { maxPendingBytes: 1_000, messagesPerSecond: 0 },
+        overrides: { dispatcher: { maxPendingBytes: 1_000, messagesPerSecond: 0 } },
         logic: { sendMessage: () => Effect.never }
       })
     ))
@@ -354,7 +355,7 @@ describe("Dispatcher", () => {
       expect(devices[0]!.closes[0]?.code).toBe(CloseCodes.RateLimited)
     }).pipe(
       withCore({
-        dispatcher: { messagesPerSecond: 1, messageBurst: 5, maxRateViolations: 5 },
+        overrides: { dispatcher: { messagesPerSecond: 1, messageBurst: 5, maxRateViolations: 5 } },
         logic: { sendMessage: () => Effect.succeed({ msgId: 1n, seqId: 1n }) }
       })
     ))
@@ -367,7 +368,7 @@ describe("Dispatcher", () => {
       for (let i = 0; i < 5_000 && conn.closes.length === 0; i++) handle.receive(pulseFrame(`p${i}`))
       expect(conn.packets().filter((p) => p.payload?.$case === "pulse")).toHaveLength(10)
       expect(conn.closes).toEqual([{ code: CloseCodes.RateLimited, reason: "too many messages" }])
-    }).pipe(withCore({ dispatcher: { pulsesPerSecond: 1, pulseBurst: 10, maxRateViolations: 20 } })))
+    }).pipe(withCore({ overrides: { dispatcher: { pulsesPerSecond: 1, pulseBurst: 10, maxRateViolations: 20 } } })))
 
   it.scoped("counts delivery acks: past their budget they are dropped, and a flood closes the connection", () =>
     Effect.gen(function*() {
@@ -385,7 +386,7 @@ describe("Dispatcher", () => {
       expect(sent).toBe(70)
       expect(conn.frames).toHaveLength(0)
       expect(conn.closes[0]?.code).toBe(CloseCodes.RateLimited)
-    }).pipe(withCore({ dispatcher: { acksPerSecond: 10, ackBurst: 50, maxRateViolations: 20 } })))
+    }).pipe(withCore({ overrides: { dispatcher: { acksPerSecond: 10, ackBurst: 50, maxRateViolations: 20 } } })))
 
   it.effect("registers devices in the hub and announces presence for the first and last only", () => {
     const batches: Array<PresenceBatch> = []

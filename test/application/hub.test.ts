@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConnectionRegistry } from "../../src/application/ConnectionHub.js"
-import { fakeConnection } from "../support/core.js"
+import { fakeConnection } from "../support/helpers.js"
 
 describe("ConnectionRegistry", () => {
   it("holds several devices per user and reports the first", () => {

@@ -8,7 +8,7 @@ import { Metrics } from "../../src/application/ports/Metrics.js"
 import { PresenceBatcher } from "../../src/application/PresenceBatcher.js"
 import type { PresenceBatch } from "../../src/domain/Model.js"
 import { logicError } from "../../src/domain/Errors.js"
-import { fakeConnection } from "../support/core.js"
+import { fakeConnection } from "../support/helpers.js"
 
 const settle = Effect.repeatN(Effect.yieldNow(), 50)
 

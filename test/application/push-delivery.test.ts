@@ -1,11 +1,12 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import { Committed } from "../../src/application/Committed.js"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import { PushDelivery } from "../../src/application/PushDelivery.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
-import { coreLayer, fakeConnection, recordingMetrics } from "../support/core.js"
+import { testCore } from "../support/gateway.js"
+import { fakeConnection, recordingMetrics } from "../support/helpers.js"
 
 const message: PushMessage = {
   msgId: 7318624519394279425n,
@@ -34,7 +35,7 @@ describe("PushDelivery", () => {
       expect(b1.frames[0]).toBe(c.frames[0])
       const packet = b1.packets()[0]!
       expect(packet.payload).toEqual({ $case: "push", value: message })
-    }).pipe(Effect.provide(coreLayer())))
+    }).pipe(Effect.provide(testCore())))
 
   it.effect("reports users with no connection here", () =>
     Effect.gen(function*() {
@@ -44,7 +45,7 @@ describe("PushDelivery", () => {
       const report = yield* push.deliver(["b", "ghost", "nobody"], message)
       expect(report.failedUsernames).toEqual(["ghost", "nobody"])
       expect(report.delivered).toBe(1)
-    }).pipe(Effect.provide(coreLayer())))
+    }).pipe(Effect.provide(testCore())))
 
   it.effect("a user whose every write fails is failed; one good device is enough", () =>
     Effect.gen(function*() {
@@ -59,7 +60,7 @@ describe("PushDelivery", () => {
       const report = yield* push.deliver(["b", "c"], message)
       expect(report.failedUsernames).toEqual(["b"])
       expect(c2.frames).toHaveLength(1)
-    }).pipe(Effect.provide(coreLayer())))
+    }).pipe(Effect.provide(testCore())))
 
   it.effect("layerCommitted pushes what a Logic offers to Committed, in order, once the turn that offered it is done", () =>
     Effect.gen(function*() {
@@ -79,7 +80,7 @@ describe("PushDelivery", () => {
         connection.packets().map((p) => (p.payload?.$case === "push" ? p.payload.value.msgId : p.seq))
       expect(seen(b)).toEqual(["ack", 1n, 2n])
       expect(seen(c)).toEqual([2n])
-    }).pipe(Effect.provide(PushDelivery.layerCommitted.pipe(Layer.provideMerge(Committed.layer), Layer.provideMerge(coreLayer())))))
+    }).pipe(Effect.provide(testCore())))
 
   it.effect("counts sent frames, failed users and latency", () => {
     const recorder = recordingMetrics()
@@ -91,6 +92,6 @@ describe("PushDelivery", () => {
       expect(recorder.events.find((e) => e.name === "messagesSent")?.args).toEqual([1])
       expect(recorder.events.find((e) => e.name === "pushFailed")?.args).toEqual([1])
       expect(recorder.count("pushDuration")).toBe(1)
-    }).pipe(Effect.provide(coreLayer({ metrics: recorder.layer })))
+    }).pipe(Effect.provide(testCore({ metrics: recorder.shape })))
   })
 })

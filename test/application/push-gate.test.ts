@@ -10,8 +10,9 @@ import { Logic, withDefaults } from "../../src/application/ports/Logic.js"
 import { logicError } from "../../src/domain/Errors.js"
 import type { PushMessage, SendMessageResult } from "../../src/domain/Model.js"
 import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
-import type { FakeConnection } from "../support/core.js"
-import { coreLayer, fakeConnection } from "../support/core.js"
+import { testCore } from "../support/gateway.js"
+import type { FakeConnection } from "../support/helpers.js"
+import { fakeConnection } from "../support/helpers.js"
 
 /** Lets queued work run: the chats of a turn are sent on the next macrotask, then fibers finish. */
 const settle = Effect.repeatN(
@@ -76,7 +77,7 @@ const controlledLogic = () => {
 
 const harness = (dispatcher: DispatcherOptions = {}) => {
   const control = controlledLogic()
-  const layer = coreLayer({ logic: control.logic, dispatcher })
+  const layer = testCore({ logic: control.logic, overrides: { dispatcher } })
   const setup = Effect.gen(function*() {
     const phone = fakeConnection("alice")
     const laptop = fakeConnection("alice")
@@ -308,11 +309,8 @@ describe("the sender's echo when Logic commits in-process", () => {
             })
           )
       }))
-  ).pipe(Layer.provide(Committed.layer))
-  const layer = PushDelivery.layerCommitted.pipe(
-    Layer.provideMerge(coreLayer({ logicLayer: committingLogic })),
-    Layer.provideMerge(Committed.layer)
   )
+  const layer = testCore({ logicLayer: committingLogic })
 
   it.scoped("is dropped by the gate as with a Task service: the sending socket gets its ack only, its other device and the peer the push", () =>
     Effect.gen(function*() {

@@ -6,7 +6,7 @@ import * as Zlib from "node:zlib"
 import { grpcFrame, parseGrpcTimeout, percentEncode } from "../../src/adapters/platform/grpc/UnaryServer.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import { PushRequest, PushResponse, PushServiceClient } from "../../src/gen/gateway/v1/push.js"
-import { fakeConnection } from "../support/core.js"
+import { fakeConnection } from "../support/helpers.js"
 import { echoRoute, eventually, grpcPrefix, h2, tcpConnection, rawRequest, rawSession, recordingMetrics, servePush, serveRoutes, statusOf as rawStatusOf } from "./support.js"
 
 /**
@@ -30,14 +30,16 @@ const message: PushMessage = {
 }
 const request = { toUsernames: ["alice"], message }
 
-const startPushServer = (maxMessageBytes?: number) =>
-  Effect.gen(function*() {
-    const metrics = recordingMetrics()
-    const { hub, port } = yield* servePush({ metrics: metrics.layer, maxMessageBytes })
-    const alice = fakeConnection("alice")
-    hub.add(alice)
-    return { port, alice, metrics }
-  })
+/** The largest request PushService takes: the unary server's default, which the gateway keeps. */
+const MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
+const startPushServer = Effect.gen(function*() {
+  const metrics = recordingMetrics()
+  const { hub, port } = yield* servePush({ metrics: metrics.shape })
+  const alice = fakeConnection("alice")
+  hub.add(alice)
+  return { port, alice, metrics }
+})
 
 /** A unary call through grpc-js with the bytes `serialize` makes, on a client closed afterwards. */
 const callWith = (port: number, path: string, bytes: Buffer, options: grpc.ClientOptions = {}) =>
@@ -109,7 +111,7 @@ const statusOf = (answer: RawAnswer) => Number(answer.trailers["grpc-status"] ??
 describe("PushService over the node:http2 unary server", () => {
   it.scopedLive("an unknown method is UNIMPLEMENTED and not counted under a made-up label", () =>
     Effect.gen(function*() {
-      const { port, alice, metrics } = yield* startPushServer()
+      const { port, alice, metrics } = yield* startPushServer
       const error = yield* Effect.flip(callWith(port, "/resonance.gateway.v1.PushService/Nope", encoded(request)))
       expect(error.code).toBe(grpc.status.UNIMPLEMENTED)
       expect(error.details).toContain("/resonance.gateway.v1.PushService/Nope")
@@ -119,7 +121,7 @@ describe("PushService over the node:http2 unary server", () => {
 
   it.scopedLive("bytes that are no PushRequest are INTERNAL, deliver nothing, and the next call is served", () =>
     Effect.gen(function*() {
-      const { port, alice, metrics } = yield* startPushServer()
+      const { port, alice, metrics } = yield* startPushServer
       // Field 1, length 16, one byte of it present.
       const error = yield* Effect.flip(callWith(port, PATH, Buffer.from([0x0a, 0x10, 0x41])))
       expect(error.code).toBe(grpc.status.INTERNAL)
@@ -133,13 +135,15 @@ describe("PushService over the node:http2 unary server", () => {
 
   it.scopedLive("a request over the size limit is RESOURCE_EXHAUSTED, also when it only grows past it inflated", () =>
     Effect.gen(function*() {
-      const { port, alice } = yield* startPushServer(1_024)
-      const big = encoded({ toUsernames: Array.from({ length: 200 }, (_, i) => `user-${i}`), message })
-      expect(big.byteLength).toBeGreaterThan(1_024)
+      const { port, alice } = yield* startPushServer
+      // Were it taken, alice would get the push.
+      const big = encoded({ toUsernames: ["alice", "u".repeat(MAX_REQUEST_BYTES)], message })
+      expect(big.byteLength).toBeGreaterThan(MAX_REQUEST_BYTES)
       const error = yield* Effect.flip(callWith(port, PATH, big))
       expect(error.code).toBe(grpc.status.RESOURCE_EXHAUSTED)
       // Compresses to far under the limit; inflated it is over it.
-      const bomb = encoded({ toUsernames: Array.from({ length: 2_000 }, () => "alice"), message })
+      const bomb = encoded({ toUsernames: ["alice", "a".repeat(MAX_REQUEST_BYTES)], message })
+      expect(bomb.byteLength).toBeGreaterThan(MAX_REQUEST_BYTES)
       const zipped = yield* rawCall(port, { "grpc-encoding": "gzip" }, grpcFrameCompressed(Zlib.gzipSync(bomb)))
       expect(zipped.body.byteLength).toBe(0)
       expect(statusOf(zipped)).toBe(grpc.status.RESOURCE_EXHAUSTED)
@@ -151,7 +155,7 @@ describe("PushService over the node:http2 unary server", () => {
 
   it.scopedLive("a grpc-js client compressing with gzip is served; an unknown encoding is UNIMPLEMENTED naming those accepted", () =>
     Effect.gen(function*() {
-      const { port, alice } = yield* startPushServer()
+      const { port, alice } = yield* startPushServer
       const client = new PushServiceClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
         "grpc.default_compression_algorithm": 2
       })
@@ -171,7 +175,7 @@ describe("PushService over the node:http2 unary server", () => {
 
   it.scopedLive("malformed framing from a raw HTTP/2 client is refused without delivering; the reply to a good one decodes", () =>
     Effect.gen(function*() {
-      const { port, alice } = yield* startPushServer()
+      const { port, alice } = yield* startPushServer
       const one = grpcFrame(encoded(request))
 
       const notPost = yield* rawCall(port, { ":method": "PUT" }, one)
@@ -199,7 +203,7 @@ describe("PushService over the node:http2 unary server", () => {
 
   it.scopedLive("a caller that resets its stream half-way through the body costs nothing and delivers nothing", () =>
     Effect.gen(function*() {
-      const { port, alice } = yield* startPushServer()
+      const { port, alice } = yield* startPushServer
       const one = grpcFrame(encoded(request))
       yield* Effect.async<void>((resume) => {
         const session = Http2.connect(`http://127.0.0.1:${port}`)

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer, Logger, LogLevel, TestClock } from "effect"
+import { Effect, Exit, Fiber, LogLevel, TestClock } from "effect"
 import * as path from "node:path"
 import { withFrontDoor } from "../support/door.js"
 import * as InternalAuth from "../../src/adapters/platform/grpc/Security.js"
@@ -9,7 +9,7 @@ import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
 import { logicError } from "../../src/domain/Errors.js"
 import { chat, recorder, SECRET, tempDir } from "../logic-embedded/helpers.js"
-import { connectClient, promise, serverPort, wsGatewayLayer } from "../support/gateway.js"
+import { connectClient, grpcLogic, promise, serverPort, testGateway } from "../support/gateway.js"
 
 describe("retries of the Logic client", () => {
   it.effect("the schedule backs off exponentially with jitter, a bounded number of times, on the Effect clock", () =>
@@ -73,14 +73,11 @@ const sendThroughGateway = (port: number, token: string) =>
     return ack.payload?.$case === "ack" ? ack.payload.value : undefined
   }).pipe(
     Effect.provide(
-      wsGatewayLayer({
-        logicLayer: LogicGrpc.layerStatic([`127.0.0.1:${port}`], {
-          deadline: "5 seconds",
-          attemptTimeout: "400 millis",
-          retries: 3,
-          backoff: "20 millis"
-        })
-      }).pipe(Layer.provide(Logger.minimumLogLevel(LogLevel.None)))
+      testGateway({
+        config: { logic: { timeout: "5s", attempt_timeout: "400ms", retries: 3 } },
+        logicLayer: grpcLogic(`127.0.0.1:${port}`),
+        logLevel: LogLevel.None
+      })
     )
   )
 

@@ -12,7 +12,8 @@ import { Metrics } from "../../src/application/ports/Metrics.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import { PushServiceClient } from "../../src/gen/gateway/v1/push.js"
 import type { PushRequest, PushResponse } from "../../src/gen/gateway/v1/push.js"
-import { fakeConnection } from "../support/core.js"
+import { fakeConnection } from "../support/helpers.js"
+import type { Settings } from "../support/gateway.js"
 import { makePki } from "../support/tls.js"
 import { buildLogic, fakeLogic, servePush } from "./support.js"
 import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
@@ -35,10 +36,21 @@ const options = (overrides: Partial<InternalSecurityOptions>): InternalSecurityO
   ...overrides
 })
 
-/** A real PushService over a hub holding one connection of "victim". */
+/** `security` as the gateway's `internal.*` settings say it. */
+const internalSettings = (security: InternalSecurityOptions): Settings => ({
+  internal: {
+    token: security.token,
+    insecure: security.insecure,
+    tls: { ca: security.tls.ca, cert: security.tls.cert, key: security.tls.key, server_name: security.tls.serverName },
+    ip_allow: security.ipAllow,
+    ip_deny: security.ipDeny
+  }
+})
+
+/** The gateway's PushService, its `internal.*` from `security`, over a hub holding one connection of "victim". */
 const startPushServer = (security: InternalSecurityOptions) =>
   Effect.gen(function*() {
-    const { hub, port } = yield* servePush({ auth: InternalAuth.layer(security) })
+    const { hub, port } = yield* servePush({ config: internalSettings(security) })
     const victim = fakeConnection("victim")
     hub.add(victim)
     return { port, victim }

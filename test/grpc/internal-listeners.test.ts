@@ -93,9 +93,9 @@ const pushCall = (session: Http2.ClientHttp2Session, token: string | undefined) 
 describe("the push port at the front door", () => {
   it.scopedLive("closes a connection that shows no token in time, keeps the Task service's; caps connections per address", () =>
     Effect.gen(function*() {
-      const { port } = yield* servePush({ auth: InternalAuth.layer({ ...insecureInternal, insecure: false, token: TOKEN }) }).pipe(
-        Effect.withConfigProvider(settings)
-      )
+      const { port } = yield* servePush({
+        config: { internal: { insecure: false, token: TOKEN, handshake_timeout: "300ms", max_connections_per_ip: 3 } }
+      })
       const preface = yield* openSession(port)
       const tokenless = yield* openSession(port)
       expect(yield* pushCall(tokenless.session, undefined)).toBe("16")

@@ -10,7 +10,7 @@ import { Logic } from "../../src/application/ports/Logic.js"
 import { Metrics } from "../../src/application/ports/Metrics.js"
 import { directSessionId } from "../../src/domain/Session.js"
 import type { ChatRequest } from "../../src/domain/Model.js"
-import { fakeConnection } from "../support/core.js"
+import { fakeConnection } from "../support/helpers.js"
 import { eventually, servePush, staticClient } from "./support.js"
 
 const SECRET = "test-secret-key-that-is-long-enough-for-hs256"

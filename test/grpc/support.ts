@@ -6,64 +6,38 @@ import { Logic, unavailableLogic } from "../../src/application/ports/Logic.js"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
 import { Metrics } from "../../src/application/ports/Metrics.js"
 import type { MetricsShape } from "../../src/application/ports/Metrics.js"
-import * as PushServerModule from "../../src/adapters/grpc-push/PushServer.js"
-import { PushServer } from "../../src/adapters/grpc-push/PushServer.js"
-import * as FrontDoor from "../../src/adapters/platform/net/FrontDoor.js"
 import { withFrontDoor } from "../support/door.js"
+import type { Settings } from "../support/gateway.js"
+import { mergeSettings, testGateway } from "../support/gateway.js"
+import { freePort } from "../support/process.js"
 import * as InternalAuth from "../../src/adapters/platform/grpc/Security.js"
 import { makeUnaryServer } from "../../src/adapters/platform/grpc/UnaryServer.js"
 import type { UnaryRoute, UnaryServer, UnaryServerOptions } from "../../src/adapters/platform/grpc/UnaryServer.js"
-import * as ProtobufFrameCodec from "../../src/adapters/protobuf/FrameCodec.js"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import type { ConnectionRegistry } from "../../src/application/ConnectionHub.js"
-import { PushDelivery } from "../../src/application/PushDelivery.js"
 import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
 import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
 
-export interface GrpcMetric {
-  readonly method: string
-  readonly code: string
-}
-
-/** A Metrics port that records gRPC calls and ignores the rest. */
-export const recordingMetrics = () => {
-  const grpc: Array<GrpcMetric> = []
-  const shape: MetricsShape = { ...Metrics.noop, grpcRequest: (method, code) => void grpc.push({ method, code }) }
-  return { grpc, layer: Layer.succeed(Metrics, shape) }
-}
+export { recordingMetrics } from "../support/helpers.js"
+export type { GrpcMetric } from "../support/helpers.js"
 
 /**
- * A real PushService on an ephemeral 127.0.0.1 port over a real hub, delivery and codec; its
- * admission from `auth` (insecure unless given), its metrics to `metrics` (none unless given).
+ * The test gateway serving PushService (`push.enabled`) on a free loopback port, internal callers
+ * admitted without credentials unless `config` says otherwise (`internal.*`): its port and its hub.
  */
-export const servePush = <E = never>(
-  options: {
-    readonly auth?: Layer.Layer<InternalAuth.InternalAuth, E>
-    readonly metrics?: Layer.Layer<Metrics>
-    readonly maxMessageBytes?: number
-    /** The unary server's other limits. */
-    readonly limits?: Partial<PushServerModule.PushServerOptions>
-  } = {}
-): Effect.Effect<{ readonly port: number; readonly hub: ConnectionRegistry }, E | Error | ConfigError.ConfigError, Scope.Scope> =>
-  Effect.map(
-    Layer.build(
-      PushServerModule.layer({
-        port: 0,
-        host: "127.0.0.1",
-        shutdownTimeout: "1 second",
-        maxMessageBytes: options.maxMessageBytes,
-        ...options.limits
-      }).pipe(
-        Layer.provide(options.auth ?? InternalAuth.layerTest),
-        Layer.provide(PushDelivery.layer),
-        Layer.provideMerge(ConnectionHub.layer),
-        Layer.provide(ProtobufFrameCodec.layer),
-        Layer.provide(options.metrics ?? Metrics.layerNoop),
-        Layer.provide(FrontDoor.layerTest())
-      )
-    ),
-    (context) => ({ port: Context.get(context, PushServer).port, hub: Context.get(context, ConnectionHub) })
-  )
+export const servePush = (
+  options: { readonly config?: Settings; readonly metrics?: Partial<MetricsShape> } = {}
+) =>
+  Effect.gen(function*() {
+    // The graph keeps its PushServer to itself: the port is chosen here, as the process tests choose theirs.
+    const port = yield* Effect.promise(freePort)
+    const context = yield* Layer.build(testGateway({
+      config: mergeSettings({ push: { enabled: true }, internal: { insecure: true }, service: { grpc_port: port } }, options.config ?? {}),
+      metrics: options.metrics
+    }))
+    const hub: ConnectionRegistry = Context.get(context, ConnectionHub)
+    return { port, hub }
+  })
 
 /** The node:http2 unary server alone on an ephemeral 127.0.0.1 port, admitting every peer, serving `routes`. */
 export const serveRoutes = (

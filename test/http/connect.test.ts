@@ -6,6 +6,9 @@ import { logicError } from "../../src/domain/Errors.js"
 import * as Api from "../../src/gen/gateway/v1/api.js"
 import { bearer, call, callBinary, connect, json, serve } from "./harness.js"
 
+/** The API's body limit (`HttpApi.layerConfig`): a request body past it is refused. */
+const MAX_BODY_BYTES = 1024 * 1024
+
 const expiredJwt = () => {
   const encode = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url")
   return `${encode({ alg: "HS256", typ: "JWT" })}.${encode({ sub: "alice", exp: 1_000 })}.c2ln`
@@ -126,7 +129,7 @@ describe("Connect unary, JSON", () => {
 
   it.scopedLive("a group above limits.max_group_members is refused before Logic is asked", () =>
     Effect.gen(function*() {
-      const { url, calls } = yield* serve({ maxGroupMembers: 3 })
+      const { url, calls } = yield* serve({ limits: { max_group_members: 3 } })
       const create = (members: Array<string>) =>
         call(url + connect("SessionService", "CreateSession"), json({ members, name: "Big", type: 2 }, bearer()))
       expect((yield* create(["bob", "carol"])).status).toBe(200)
@@ -138,7 +141,7 @@ describe("Connect unary, JSON", () => {
 
   it.scopedLive("int64 fields are checked before they are parsed: a megabyte of digits is a 400 at once", () =>
     Effect.gen(function*() {
-      const { url, calls } = yield* serve({ maxBodyBytes: 2 * 1024 * 1024 })
+      const { url, calls } = yield* serve()
       const history = (body: Record<string, unknown>) =>
         call(url + connect("SessionService", "GetHistoryMessages"), json({ sessionId: "s1", ...body }, bearer()))
       for (const body of [{ limit: "9".repeat(1_000_000) }, { limit: 1.5 }, { limit: "1e3" }, { before_seq: "12a" }, { limit: [1] }]) {
@@ -284,10 +287,10 @@ describe("Connect errors", () => {
 
   it.scopedLive("a body over maxBodyBytes is resource_exhausted (413)", () =>
     Effect.gen(function*() {
-      const { url, calls } = yield* serve({ maxBodyBytes: 1024 })
+      const { url, calls } = yield* serve()
       const response = yield* call(
         url + connect("AuthService", "Login"),
-        json({ username: "alice", password: "x".repeat(4096) })
+        json({ username: "alice", password: "x".repeat(MAX_BODY_BYTES + 1) })
       )
       expect(response.status).toBe(413)
       expect(response.body.code).toBe("resource_exhausted")
@@ -299,8 +302,8 @@ describe("Connect errors", () => {
 
   it.scopedLive("a chunked body is read up to maxBodyBytes; one that grows past it costs the connection, not a Logic call", () =>
     Effect.gen(function*() {
-      const { url, calls, metrics } = yield* serve({ maxBodyBytes: 1024 })
-      /** A Login whose password arrives in `chunks` chunks of 100 bytes, without a Content-Length. */
+      const { url, calls, metrics } = yield* serve()
+      /** A Login whose password arrives in `chunks` chunks of a sixteenth of the limit, without a Content-Length. */
       const chunked = (chunks: number) =>
         Effect.promise(() =>
           new Promise<{ status?: number; error?: string }>((resolve) => {
@@ -316,7 +319,7 @@ describe("Connect errors", () => {
             let sent = 0
             const next = () => {
               if (sent++ === chunks) return request.end("\"}")
-              request.write("x".repeat(100))
+              request.write("x".repeat(MAX_BODY_BYTES / 16))
               setTimeout(next, 2)
             }
             next()

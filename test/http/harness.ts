@@ -1,58 +1,12 @@
-import { Context, Duration, Effect, Layer, Logger, LogLevel, Tracer } from "effect"
-import { Authenticator } from "../../src/application/Authenticator.js"
-import { ConnectionHub } from "../../src/application/ConnectionHub.js"
+import { Context, Effect, Layer, Logger, LogLevel, Tracer } from "effect"
+import * as NodeServer from "../../src/adapters/platform/net/NodeServer.js"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
-import { Logic } from "../../src/application/ports/Logic.js"
-import type { MetricsShape } from "../../src/application/ports/Metrics.js"
-import { Metrics } from "../../src/application/ports/Metrics.js"
 import type { ReadinessShape } from "../../src/application/Readiness.js"
 import { Readiness } from "../../src/application/Readiness.js"
 import { logicError } from "../../src/domain/Errors.js"
 import type { PushMessage } from "../../src/domain/Model.js"
-import type { HttpOptions } from "../../src/adapters/http/HttpApi.js"
-import * as HttpApi from "../../src/adapters/http/HttpApi.js"
-import type { RateLimits } from "../../src/adapters/http/Limits.js"
-import { Accounts } from "../../src/application/Accounts.js"
-import { Sessions } from "../../src/application/Sessions.js"
-import type { ClientAddressOptions } from "../../src/adapters/platform/net/ClientAddress.js"
-import { makeClientAddressing } from "../../src/adapters/platform/net/ClientAddress.js"
-import * as FrontDoor from "../../src/adapters/platform/net/FrontDoor.js"
-import * as NodeServer from "../../src/adapters/platform/net/NodeServer.js"
-import { Either } from "effect"
-
-/** The adapter's options and those of the use cases behind it, as the configuration has them. */
-export type TestHttpOptions = Omit<HttpOptions, "addressing" | "rateLimits"> & ClientAddressOptions & {
-  readonly rateLimits: RateLimits & {
-    readonly failedLoginsPerUserPerIp?: number
-    readonly failedLoginWindowSeconds?: number
-  }
-  readonly maxGroupMembers?: number
-}
-
-export const baseOptions: TestHttpOptions = {
-  corsOrigins: ["*"],
-  maxBodyBytes: 64 * 1024,
-  rateLimits: { authPerIpPerMinute: 0, sessionPerUserPerSecond: 0 },
-  ipAllow: [],
-  ipDeny: [],
-  trustedProxies: []
-}
-
-/** HttpOptions with the address lists compiled, as main does once at start. */
-export const httpOptions = (options: Partial<TestHttpOptions> = {}): HttpOptions => {
-  const merged = { ...baseOptions, ...options }
-  return { ...merged, addressing: Either.getOrThrow(makeClientAddressing(merged)) }
-}
-
-/** The use cases the HTTP API serves, with the options a test gave. */
-const useCases = (options: Partial<TestHttpOptions>) =>
-  Layer.merge(
-    Accounts.layer({
-      failuresPerUserAndAddress: options.rateLimits?.failedLoginsPerUserPerIp ?? 0,
-      failureWindow: Duration.seconds(options.rateLimits?.failedLoginWindowSeconds ?? 900)
-    }),
-    Sessions.layer(options.maxGroupMembers === undefined ? undefined : { maxGroupMembers: options.maxGroupMembers })
-  )
+import type { Settings } from "../support/gateway.js"
+import { mergeSettings, testGateway } from "../support/gateway.js"
 
 /** Tokens the fake Logic accepts, and the user each one stands for. */
 export const tokens: Record<string, string> = { "token-alice": "alice", "token-bob": "bob" }
@@ -144,17 +98,26 @@ export interface Served {
   readonly readiness: ReadinessShape
 }
 
-/** The HTTP adapter on a real server on an ephemeral port, with fakes behind it. */
-export const serve = (options: Partial<TestHttpOptions> = {}, logic: Partial<LogicShape> = {}) =>
+/** The HTTP limits a test starts from: none, so that each test turns on the one it is about. */
+export const unlimited: Settings = {
+  limits: {
+    auth_per_ip_per_minute: 0,
+    session_per_user_per_second: 0,
+    failed_logins_per_user_per_ip: 0,
+    logins_in_flight_per_ip: 0
+  }
+}
+
+/**
+ * The test gateway (`testGateway`) with the recording Logic and metrics as its ports, `config`
+ * over `unlimited`; its spans and log lines recorded too.
+ */
+export const serve = (config: Settings = {}, logic: Partial<LogicShape> = {}) =>
   Effect.gen(function*() {
     const calls: Array<{ method: string; input: unknown }> = []
     const metrics: Array<{ route: string; code: number }> = []
     const spans: Array<string> = []
     const logs: Array<{ message: string; annotations: Record<string, unknown> }> = []
-    const recordingMetrics: MetricsShape = {
-      ...Metrics.noop,
-      httpRequest: (route, code) => void metrics.push({ route, code })
-    }
     const baseTracer = yield* Effect.tracer
     const tracer = Tracer.make({
       span: (name, ...rest) => {
@@ -168,22 +131,14 @@ export const serve = (options: Partial<TestHttpOptions> = {}, logic: Partial<Log
       for (const [key, value] of annotations) record[key] = value
       logs.push({ message: String(Array.isArray(message) ? message[0] : message), annotations: record })
     })
-    const http = httpOptions(options)
-    const layer = HttpApi.layer(http).pipe(
-      Layer.provide(useCases(options)),
-      Layer.provideMerge(Authenticator.layer()),
-      Layer.provideMerge(
-        Layer.mergeAll(
-          ConnectionHub.layer,
-          NodeServer.layer({ port: 0, host: "127.0.0.1", addressing: http.addressing }).pipe(Layer.provide(FrontDoor.layerTest())),
-          Readiness.layer,
-          Layer.succeed(Metrics, recordingMetrics),
-          Logic.layerTest(recordingLogic(calls, logic))
-        )
-      ),
+    const layer = testGateway({
+      config: mergeSettings(unlimited, config),
+      logic: recordingLogic(calls, logic),
+      metrics: { httpRequest: (route, code) => void metrics.push({ route, code }) },
+      logLevel: LogLevel.Debug
+    }).pipe(
       Layer.provide(Layer.setTracer(tracer)),
-      Layer.provide(Logger.replace(Logger.defaultLogger, logger)),
-      Layer.provide(Logger.minimumLogLevel(LogLevel.Debug))
+      Layer.provide(Logger.replace(Logger.defaultLogger, logger))
     )
     const context = yield* Layer.build(layer)
     const { port } = Context.get(context, NodeServer.NodeServer)

@@ -3,11 +3,10 @@ import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
 import { Effect, Option } from "effect"
 import { withFrontDoor } from "../support/door.js"
 import * as InternalAuth from "../../src/adapters/platform/grpc/Security.js"
-import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
 import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
 import { layerTest as layerTracingTest } from "../../src/adapters/obs/Tracing.js"
 import { Logic } from "../../src/application/ports/Logic.js"
-import { connectClient, promise, serverPort, tokenFor, wsGatewayLayer } from "../support/gateway.js"
+import { connectClient, grpcLogic, promise, serverPort, testGateway, tokenFor } from "../support/gateway.js"
 import { waitFor } from "../support/process.js"
 
 describe("trace propagation across WebSocket, Dispatcher and gRPC", () => {
@@ -33,9 +32,10 @@ describe("trace propagation across WebSocket, Dispatcher and gRPC", () => {
         withFrontDoor
       )
 
-      const gateway = wsGatewayLayer({
-        dispatcher: { traceChats: true },
-        logicLayer: LogicGrpc.layerStatic([`127.0.0.1:${logicPort}`], { deadline: "2 seconds", retries: 1 })
+      // With a collector named, the Dispatcher traces chats; the spans go to the in-memory exporter provided below.
+      const gateway = testGateway({
+        config: { observability: { trace: { endpoint: "http://127.0.0.1:4318" } }, logic: { timeout: "2s", retries: 1 } },
+        logicLayer: grpcLogic(`127.0.0.1:${logicPort}`)
       })
 
       yield* Effect.gen(function*() {

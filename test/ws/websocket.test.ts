@@ -8,7 +8,7 @@ import { logicError } from "../../src/domain/Errors.js"
 import type { PushMessage } from "../../src/domain/Model.js"
 import type { WsPacket } from "../../src/gen/gateway/v1/packet.js"
 import type { TestClient } from "../support/gateway.js"
-import { connectClient, promise, serverPort, tokenFor, upgradeStatus, wsGatewayLayer } from "../support/gateway.js"
+import { connectClient, promise, serverPort, testGateway, tokenFor, upgradeStatus } from "../support/gateway.js"
 
 const message = (content: string): PushMessage => ({
   msgId: 1n,
@@ -51,14 +51,14 @@ describe("WebSocket adapter", () => {
       expect(yield* promise(() => upgradeStatus(port, { token: "forged" }))).toBe(401)
       expect(yield* promise(() => upgradeStatus(port, { headers: { authorization: "Bearer nope" } }))).toBe(401)
       expect(hub.connectionCount).toBe(0)
-    }).pipe(Effect.provide(wsGatewayLayer())))
+    }).pipe(Effect.provide(testGateway())))
 
   it.scopedLive("answers 503 when Logic cannot validate the token", () =>
     Effect.gen(function*() {
       const port = yield* serverPort
       expect(yield* promise(() => upgradeStatus(port, { token: tokenFor("alice") }))).toBe(503)
     }).pipe(
-      Effect.provide(wsGatewayLayer({ logic: { validateToken: () => Effect.fail(logicError("unavailable", "down")) } }))
+      Effect.provide(testGateway({ logic: { validateToken: () => Effect.fail(logicError("unavailable", "down")) } }))
     ))
 
   it.scopedLive("in a storm, upgrades past what Logic is asked at once wait their turn instead of being refused; past the queue, 503", () => {
@@ -78,8 +78,8 @@ describe("WebSocket adapter", () => {
       expect(statuses).toEqual([101, 101, 101, 503])
       expect(asked).toBe(3)
       yield* promise(() => until(() => hub.connectionCount === 0))
-    }).pipe(Effect.provide(wsGatewayLayer({
-      ws: { upgradeConcurrency: 1, upgradeQueue: 2 },
+    }).pipe(Effect.provide(testGateway({
+      config: { ws_config: { upgrade_concurrency: 1, upgrade_queue: 2 } },
       logic: {
         validateToken: (token) =>
           Effect.promise(() => {
@@ -94,7 +94,7 @@ describe("WebSocket adapter", () => {
     Effect.gen(function*() {
       const port = yield* serverPort
       expect(yield* promise(() => upgradeStatus(port, { token: tokenFor("a"), path: "/socket" }))).toBe(404)
-    }).pipe(Effect.provide(wsGatewayLayer())))
+    }).pipe(Effect.provide(testGateway())))
 
   it.scopedLive("accepts a token from the query or the Authorization header and answers pulses", () =>
     Effect.gen(function*() {
@@ -107,7 +107,7 @@ describe("WebSocket adapter", () => {
       expect((yield* promise(() => byHeader.next())).payload?.$case).toBe("pulse")
       const hub = yield* ConnectionHub
       expect([...hub.users()].sort()).toEqual(["alice", "bob"])
-    }).pipe(Effect.provide(wsGatewayLayer())))
+    }).pipe(Effect.provide(testGateway())))
 
   it.scopedLive("acks a chat with the Logic ids and the authenticated sender", () => {
     const senders: Array<string> = []
@@ -123,7 +123,7 @@ describe("WebSocket adapter", () => {
       expect(senders).toEqual(["alice"])
     }).pipe(
       Effect.provide(
-        wsGatewayLayer({
+        testGateway({
           logic: {
             sendMessage: (c) => Effect.sync(() => (senders.push(c.fromUsername), { msgId: 99n, seqId: 5n }))
           }
@@ -143,7 +143,9 @@ describe("WebSocket adapter", () => {
       expect(seqs).toEqual(Array.from({ length: 30 }, (_, i) => `m${i}`))
     }).pipe(
       Effect.provide(
-        wsGatewayLayer({
+        testGateway({
+          // Every chat reaches Logic: none is refused by the per-user rate.
+          config: { limits: { messages_per_second: 0 } },
           logic: {
             sendMessage: () =>
               Effect.suspend(() => {
@@ -173,7 +175,7 @@ describe("WebSocket adapter", () => {
           expect(packet.payload?.$case === "push" && packet.payload.value.content).toBe(content)
         }
       }
-    }).pipe(Effect.provide(wsGatewayLayer())))
+    }).pipe(Effect.provide(testGateway())))
 
   it.scopedLive("closes with 1009 when a frame exceeds max_message_size", () =>
     Effect.gen(function*() {
@@ -184,7 +186,7 @@ describe("WebSocket adapter", () => {
       expect(closed.code).toBe(1009)
       const hub = yield* ConnectionHub
       yield* promise(() => until(() => hub.connectionCount === 0))
-    }).pipe(Effect.provide(wsGatewayLayer({ ws: { maxMessageSize: 64 * 1024 } }))))
+    }).pipe(Effect.provide(testGateway({ config: { ws_config: { max_message_size: 65536 } } }))))
 
   it.scopedLive("closes with 1007 on a malformed frame and 1003 on a text frame; the server keeps serving", () =>
     Effect.gen(function*() {
@@ -198,7 +200,7 @@ describe("WebSocket adapter", () => {
       const good = yield* promise(() => connectClient(port, { token: tokenFor("alice") }))
       good.send({ seq: "ok", payload: { $case: "pulse", value: {} } })
       expect((yield* promise(() => good.next())).seq).toBe("ok")
-    }).pipe(Effect.provide(wsGatewayLayer())))
+    }).pipe(Effect.provide(testGateway())))
 
   it.scopedLive("an unknown packet type with a seq gets an error ack and the socket stays open", () =>
     Effect.gen(function*() {
@@ -209,7 +211,7 @@ describe("WebSocket adapter", () => {
       expect(ack.payload?.$case === "ack" && ack.payload.value.error).toBe("unknown packet type")
       client.send({ seq: "after", payload: { $case: "pulse", value: {} } })
       expect((yield* promise(() => client.next((p) => p.seq === "after"))).payload?.$case).toBe("pulse")
-    }).pipe(Effect.provide(wsGatewayLayer())))
+    }).pipe(Effect.provide(testGateway())))
 
   it.scopedLive("pings clients and drops one that answers no ping within pong_timeout", () =>
     Effect.gen(function*() {
@@ -222,7 +224,7 @@ describe("WebSocket adapter", () => {
       expect(closed.code).toBe(1006)
       expect(pings).toBeGreaterThanOrEqual(2)
       expect(lively.ws.readyState).toBe(lively.ws.OPEN)
-    }).pipe(Effect.provide(wsGatewayLayer({ ws: { pingInterval: "100 millis", pongTimeout: "350 millis" } }))))
+    }).pipe(Effect.provide(testGateway({ config: { ws_config: { ping_interval: "100ms", pong_timeout: "350ms" } } }))))
 
   it.scopedLive("disconnects a client that stops reading while pushes flood, with bounded buffering", () =>
     Effect.gen(function*() {
@@ -242,7 +244,7 @@ describe("WebSocket adapter", () => {
       }
       expect(failedAt).toBeGreaterThan(0)
       yield* promise(() => until(() => hub.connectionCount === 0))
-    }).pipe(Effect.provide(wsGatewayLayer({ ws: { sendBufferLimit: 256 * 1024 } }))))
+    }).pipe(Effect.provide(testGateway({ config: { ws_config: { send_buffer_limit: 262144 } } }))))
 
   it.scopedLive("limits connections per IP with 429 and globally with 503", () =>
     Effect.gen(function*() {
@@ -256,7 +258,7 @@ describe("WebSocket adapter", () => {
       // The server lets go of the address when it has seen the close too.
       yield* promise(() => until(() => gateway.connectionCount() === 2))
       clients.push(yield* promise(() => connectClient(port, { token: tokenFor("u5") })))
-    }).pipe(Effect.provide(wsGatewayLayer({ ws: { maxConnectionsPerIp: 3 } }))))
+    }).pipe(Effect.provide(testGateway({ config: { limits: { max_connections_per_ip: 3 } } }))))
 
   it.scopedLive("refuses upgrades past the global limit with 503", () =>
     Effect.gen(function*() {
@@ -264,7 +266,7 @@ describe("WebSocket adapter", () => {
       yield* promise(() => connectClient(port, { token: tokenFor("a") }))
       yield* promise(() => connectClient(port, { token: tokenFor("b") }))
       expect(yield* promise(() => upgradeStatus(port, { token: tokenFor("c") }))).toBe(503)
-    }).pipe(Effect.provide(wsGatewayLayer({ ws: { maxConnections: 2 } }))))
+    }).pipe(Effect.provide(testGateway({ config: { limits: { max_connections: 2 } } }))))
 
   it.scopedLive("closes the oldest device with 4002 when a user exceeds max_devices_per_user", () =>
     Effect.gen(function*() {
@@ -276,13 +278,13 @@ describe("WebSocket adapter", () => {
       const hub = yield* ConnectionHub
       yield* promise(() => until(() => hub.connectionsOf("alice")?.size === 2))
       expect(third.ws.readyState).toBe(third.ws.OPEN)
-    }).pipe(Effect.provide(wsGatewayLayer({ ws: { maxDevicesPerUser: 2 } }))))
+    }).pipe(Effect.provide(testGateway({ config: { limits: { max_devices_per_user: 2 } } }))))
 
   it.scopedLive("refuses a denied address with 403", () =>
     Effect.gen(function*() {
       const port = yield* serverPort
       expect(yield* promise(() => upgradeStatus(port, { token: tokenFor("a") }))).toBe(403)
-    }).pipe(Effect.provide(wsGatewayLayer({ ws: { ipAllowed: (ip) => ip !== "127.0.0.1" } }))))
+    }).pipe(Effect.provide(testGateway({ config: { security: { ip_deny: ["127.0.0.1"] } } }))))
 
   it.scopedLive("closes a connection whose token expires with 4001", () => {
     // Whole seconds: +1 could leave a few milliseconds late in a second, and the upgrade be refused.
@@ -294,7 +296,7 @@ describe("WebSocket adapter", () => {
       const client = yield* promise(() => connectClient(port, { token }))
       const closed = yield* promise(() => client.closed)
       expect(closed).toEqual({ code: CloseCodes.TokenExpired, reason: "token expired", wasClean: true })
-    }).pipe(Effect.provide(wsGatewayLayer()))
+    }).pipe(Effect.provide(testGateway()))
   })
 
   const drainScenario = (closeMode: "clean" | "reconnect") =>
@@ -304,8 +306,8 @@ describe("WebSocket adapter", () => {
       const chatReached = yield* Deferred.make<void>()
       const answerChat = yield* Deferred.make<void>()
       const context = yield* Layer.buildWithScope(
-        wsGatewayLayer({
-          ws: { drainSeconds: 0.2, closeMode },
+        testGateway({
+          config: { shutdown: { drain_seconds: 0.2, close_mode: closeMode } },
           logic: {
             sendMessage: () =>
               Deferred.succeed(chatReached, undefined).pipe(
@@ -355,7 +357,7 @@ describe("WebSocket adapter", () => {
       const port = yield* serverPort
       const client = yield* promise(() => connectClient(port, { token: tokenFor("alice"), perMessageDeflate: true }))
       expect(client.ws.extensions).toBe("")
-    }).pipe(Effect.provide(wsGatewayLayer())))
+    }).pipe(Effect.provide(testGateway())))
 
   it.scopedLive("with compression enabled a client that offers deflate gets it, and frames still flow", () =>
     Effect.gen(function*() {
@@ -369,7 +371,7 @@ describe("WebSocket adapter", () => {
       const plain = yield* promise(() => connectClient(port, { token: tokenFor("bob") }))
       expect(plain.ws.extensions).toBe("")
     }).pipe(
-      Effect.provide(wsGatewayLayer({ ws: { compression: { enabled: true, threshold: 1024, concurrencyLimit: 2 } } }))
+      Effect.provide(testGateway({ config: { ws_config: { compression: { enabled: true, threshold: 1024, concurrency_limit: 2 } } } }))
     ))
 })
 
