@@ -85,9 +85,8 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
             if (check._tag === "Expired") return expiredToken
             if (check._tag === "Invalid") return new AuthError({ reason: "Invalid", message: "invalid access token" })
             if (revoked.has(check.tokenId)) return revokedToken
-            const principal = { username: check.username, expiresAt: check.expiresAt * 1000, tokenId: check.tokenId }
-            remember(token, principal, now)
-            return principal
+            // Not remembered: checking again costs microseconds, keeping every socket's token costs memory.
+            return { username: check.username, expiresAt: check.expiresAt * 1000, tokenId: check.tokenId }
           }
           const claims = readClaims(token)
           if (claims?.expiresAt !== undefined && claims.expiresAt <= now) return expiredToken

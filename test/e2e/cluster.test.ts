@@ -277,7 +277,8 @@ describe("cluster mode: two gateways, the reference Logic and a real etcd", () =
       alice.send(chat("down", sessionId, "while logic is down"))
       expect((await ackOf(alice, "down", 15_000)).error).not.toBe("")
       const ack = await restartLogicThenChat(alice, sessionId, "back")
-      expect(Object.keys(await registered("logic-service"))).toHaveLength(2)
+      // The new entry beside the old one (an earlier test's killed Logic may still be listed too).
+      expect(Object.keys(await registered("logic-service")).length).toBeGreaterThanOrEqual(2)
       expect(ack.error, gw1.output().slice(-3000)).toBe("")
     } finally {
       if (!running(logic)) logic = await startLogic()
