@@ -1,20 +1,6 @@
 import { Context, Effect, Layer } from "effect"
-import type { Tracer } from "effect"
-import type { ConnectionInfo } from "../domain/Connection.js"
 import type { PushMessage } from "../domain/Model.js"
-
-/** A client connection as the use cases drive it; the socket behind it lives in an adapter. */
-export interface LiveConnection {
-  readonly info: ConnectionInfo
-  /** Queues a frame; false when the connection is closed or the client is too far behind. */
-  readonly send: (frame: Uint8Array) => boolean
-  readonly close: (code: number, reason: string) => void
-  /** Stops reading the client's frames (back-pressure) until `resumeReads`. */
-  readonly pauseReads: () => void
-  readonly resumeReads: () => void
-  /** The span of the connection's session, made when first asked for; parents its chat spans. */
-  readonly sessionSpan?: () => Tracer.AnySpan
-}
+import type { LiveConnection } from "./ports/LiveConnection.js"
 
 /** What became of a push offered to a gated connection. */
 export const GateOutcome = {

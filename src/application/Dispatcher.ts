@@ -1,7 +1,7 @@
 import { Clock, Context, Duration, Effect, Layer, Option, Random, Runtime } from "effect"
 import type { Scope, Tracer } from "effect"
 import { defaultChatRules } from "../domain/Packet.js"
-import type { LiveConnection } from "./ConnectionHub.js"
+import type { LiveConnection } from "./ports/LiveConnection.js"
 import { ConnectionHub } from "./ConnectionHub.js"
 import { makeChatBatcher } from "./Dispatcher/ChatBatch.js"
 import type { Shared } from "./Dispatcher/Session.js"

@@ -1,4 +1,4 @@
-import type { LiveConnection } from "../../src/application/ConnectionHub.js"
+import type { LiveConnection } from "../../src/application/ports/LiveConnection.js"
 import type { MetricsShape } from "../../src/application/ports/Metrics.js"
 import { Metrics } from "../../src/application/ports/Metrics.js"
 import type { WsPacket } from "../../src/gen/gateway/v1/packet.js"

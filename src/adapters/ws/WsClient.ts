@@ -1,7 +1,7 @@
 import type { Tracer } from "effect"
 import type { Duplex } from "node:stream"
 import { WebSocket } from "ws"
-import type { LiveConnection } from "../../application/ConnectionHub.js"
+import type { LiveConnection } from "../../application/ports/LiveConnection.js"
 import type { ConnectionSession } from "../../application/Dispatcher.js"
 import type { MetricsShape } from "../../application/ports/Metrics.js"
 import type { ConnectionInfo } from "../../domain/Connection.js"

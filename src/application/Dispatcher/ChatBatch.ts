@@ -2,7 +2,7 @@ import { Cause, Duration, Effect, Either, Exit } from "effect"
 import type { Fiber } from "effect"
 import type { LogicError } from "../../domain/Errors.js"
 import type { SendMessageResult } from "../../domain/Model.js"
-import type { LiveConnection } from "../ConnectionHub.js"
+import type { LiveConnection } from "../ports/LiveConnection.js"
 import type { ChatItem, LogicShape } from "../ports/Logic.js"
 import type { Session } from "./Session.js"
 

@@ -1,7 +1,7 @@
 import { Effect } from "effect"
 import type { Scope } from "effect"
 import { CloseCodes } from "../../domain/Connection.js"
-import type { LiveConnection } from "../ConnectionHub.js"
+import type { LiveConnection } from "../ports/LiveConnection.js"
 
 /** Connections by the second their token expires; one ticker closes them, not a timer each. */
 export class ExpiryWheel {

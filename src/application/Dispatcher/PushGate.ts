@@ -1,6 +1,7 @@
 import type { Clock } from "effect"
 import type { PushMessage } from "../../domain/Model.js"
-import type { ConnectionRegistry, LiveConnection, PushGate } from "../ConnectionHub.js"
+import type { ConnectionRegistry, PushGate } from "../ConnectionHub.js"
+import type { LiveConnection } from "../ports/LiveConnection.js"
 import { GateOutcome } from "../ConnectionHub.js"
 
 export interface PushGateLimits {
