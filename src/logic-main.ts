@@ -1,4 +1,4 @@
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Committed } from "./application/Committed.js"
 import { Metrics } from "./application/ports/Metrics.js"
 import { Effect, Layer } from "effect"

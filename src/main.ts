@@ -1,4 +1,4 @@
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Effect, Layer } from "effect"
 import * as Logging from "./adapters/obs/Logging.js"
 import * as Tracing from "./adapters/obs/Tracing.js"

@@ -5,7 +5,7 @@ import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll } from "vitest"
 import { etcdCall } from "../../src/adapters/etcd/Client.js"
-import { makeEtcdClient } from "../../src/adapters/etcd/Client.js"
+import { loadEtcd3, makeEtcdClient } from "../../src/adapters/etcd/Client.js"
 import type { RegistryOptions } from "../../src/adapters/etcd/Registry.js"
 import * as Registry from "../../src/adapters/etcd/Registry.js"
 import { ServiceRegistration } from "../../src/application/ports/ServiceRegistration.js"
@@ -88,7 +88,7 @@ describe("etcd registry", () => {
   it.scopedLive("concurrent claims never get the same id, and a free preferred id is kept", () =>
     Effect.gen(function*() {
       const namespace = freshNamespace()
-      const client = yield* Effect.acquireRelease(Effect.sync(() => makeEtcdClient({ endpoints: [etcd.endpoint] })), (c) => Effect.sync(() => c.close()))
+      const client = yield* Effect.acquireRelease(Effect.map(loadEtcd3, (etcd3) => makeEtcdClient(etcd3, { endpoints: [etcd.endpoint] })), (c) => Effect.sync(() => c.close()))
       const lease = client.lease(10)
       yield* Effect.addFinalizer(() => Effect.promise(() => lease.revoke()))
       const leaseId = yield* etcdCall("grant", () => lease.grant())

@@ -1,7 +1,7 @@
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from "cockatiel"
 import { Config, Data, Duration, Effect } from "effect"
 import type { ConfigError, Scope } from "effect"
-import { Etcd3, isRecoverableError } from "etcd3"
+import type { Etcd3 } from "etcd3"
 import * as Fs from "node:fs"
 import { list, str } from "../platform/config/Settings.js"
 
@@ -96,6 +96,14 @@ export const requiredEtcdClientConfig = Effect.filterOrFail(
   () => new EtcdConfigError({ message: "etcd.endpoints is empty: the etcd registry and discovery need an etcd to talk to" })
 )
 
+export type Etcd3Module = typeof import("etcd3")
+
+/**
+ * etcd3 is loaded when a client is first made, not with the gateway: with its gRPC stubs and
+ * protobufjs it took ~150 ms of every start, embedded mode included, which never talks to etcd.
+ */
+export const loadEtcd3: Effect.Effect<Etcd3Module> = Effect.promise(() => import("etcd3"))
+
 const withScheme = (endpoint: string, secure: boolean) =>
   /^https?:\/\//.test(endpoint) ? endpoint : `${secure ? "https" : "http"}://${endpoint}`
 
@@ -103,7 +111,8 @@ const withScheme = (endpoint: string, secure: boolean) =>
  * An etcd3 client tuned to come back quickly after an etcd restart (etcd3's defaults keep a
  * failed member out for 5 s and let watch reconnects back off up to 30 s).
  */
-export const makeEtcdClient = (options: EtcdClientOptions): Etcd3 => {
+export const makeEtcdClient = (etcd3: Etcd3Module, options: EtcdClientOptions): Etcd3 => {
+  const { Etcd3, isRecoverableError } = etcd3
   const callTimeoutMs = Duration.toMillis(options.callTimeout ?? "5 seconds")
   const halfOpenAfter = Duration.toMillis(options.circuitOpenFor ?? "1 second")
   return new Etcd3({
@@ -133,7 +142,7 @@ export const makeEtcdClient = (options: EtcdClientOptions): Etcd3 => {
 /** The client as a scoped resource: closed (all streams and channels) when the scope ends. */
 export const acquireEtcdClient = (options: EtcdClientOptions): Effect.Effect<Etcd3, never, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.sync(() => makeEtcdClient(options)),
+    Effect.map(loadEtcd3, (etcd3) => makeEtcdClient(etcd3, options)),
     (client) => Effect.sync(() => client.close())
   )
 

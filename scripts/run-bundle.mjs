@@ -1,0 +1,77 @@
+// Runs a CommonJS bundle (dist/<entry>.cjs) in this process with V8's code cache: the compiled
+// code of the functions a start ran is kept beside the bundle and handed to V8 on the next start,
+// which then neither parses the 4.8 MB bundle nor compiles those functions again. Measured on the
+// 2-core machine (exec to /healthz, embedded mode): 390 ms of CPU without the cache, 270 ms with
+// it; compiling the bundle took 110–140 ms of that, reading the cache takes ~40 ms. A restarted
+// gateway is ready sooner for every client waiting to reconnect. Node 20 has no code cache for ES
+// modules (module.enableCompileCache came in 22.1), hence a CommonJS bundle run through vm.Script.
+//
+// The cache is written by the first start that has none (or whose cache V8 refused: another Node
+// version or other V8 flags), a few seconds in, so it holds what serving compiled too. Its name
+// carries the bundle's size and time and the Node version and flags; `npm run build` removes the
+// old ones. A cache that cannot be read or written (a read-only dist/) costs only the speed-up.
+import { createHash } from "node:crypto"
+import * as Fs from "node:fs"
+import { createRequire } from "node:module"
+import Module from "node:module"
+import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
+import * as Vm from "node:vm"
+
+/** How long after the start the cache is written, when there was none to use. */
+const writeAfterMs = 3_000
+
+const cacheFileOf = (file) => {
+  const stat = Fs.statSync(file)
+  const key = createHash("sha256")
+    .update(JSON.stringify([stat.size, stat.mtimeMs, process.version, process.arch, process.execArgv]))
+    .digest("hex")
+    .slice(0, 16)
+  return `${file}.${key}.v8cache`
+}
+
+const readOrUndefined = (file) => {
+  try {
+    return Fs.readFileSync(file)
+  } catch {
+    return undefined
+  }
+}
+
+const writeAtomically = (file, data) => {
+  const temporary = `${file}.${process.pid}.tmp`
+  try {
+    Fs.writeFileSync(temporary, data)
+    Fs.renameSync(temporary, file)
+  } catch {
+    Fs.rmSync(temporary, { force: true })
+  }
+}
+
+/** Runs the bundle at `url` as the main program's module. */
+export const runBundle = (url) => {
+  const file = fileURLToPath(url)
+  const cacheFile = cacheFileOf(file)
+  const cachedData = readOrUndefined(cacheFile)
+  const script = new Vm.Script(Module.wrap(Fs.readFileSync(file, "utf8")), {
+    filename: file,
+    cachedData,
+    importModuleDynamically: Vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER
+  })
+  if (cachedData === undefined || script.cachedDataRejected === true) {
+    setTimeout(() => writeAtomically(cacheFile, script.createCachedData()), writeAfterMs).unref()
+  }
+  const module = new Module(file)
+  module.filename = file
+  module.paths = Module._nodeModulePaths(Path.dirname(file))
+  const run = script.runInThisContext()
+  run.call(module.exports, module.exports, createRequire(file), module, file, Path.dirname(file))
+}
+
+/** Removes the caches of the bundles in `dir` (their bundles are being rebuilt). */
+export const removeCaches = (dir) => {
+  if (!Fs.existsSync(dir)) return
+  for (const name of Fs.readdirSync(dir)) {
+    if (name.endsWith(".v8cache") || name.endsWith(".tmp")) Fs.rmSync(Path.join(dir, name), { force: true })
+  }
+}
