@@ -21,10 +21,14 @@ import * as Vm from "node:vm"
 /** How long after the start the cache is written, when there was none to use. */
 const writeAfterMs = 3_000
 
+/** Node's own profiling options: they do not change V8's code, and a profiled start should be as warm as a real one. */
+const profiling = /^--(cpu-prof|heap-prof|diagnostic-dir)/
+
 const cacheFileOf = (file) => {
   const stat = Fs.statSync(file)
+  const flags = process.execArgv.filter((flag) => !profiling.test(flag))
   const key = createHash("sha256")
-    .update(JSON.stringify([stat.size, stat.mtimeMs, process.version, process.arch, process.execArgv]))
+    .update(JSON.stringify([stat.size, stat.mtimeMs, process.version, process.arch, flags]))
     .digest("hex")
     .slice(0, 16)
   return `${file}.${key}.v8cache`
