@@ -853,11 +853,12 @@ const main = async () => {
             log(`gateway: e2e ${rate} msg/s skipped: ${last.offeredRate} msg/s was already past saturation`)
             continue
           }
-          const cpu = cpuMeter(gateway.child, load.child)
           // A scrape resets prom-client's event-loop histogram: the next one covers this level.
           await loopLag(gateway.metricsUrl)
           const gcBefore = await gcTotals(gateway.metricsUrl)
           const sqlBefore = await sqlCounters(gateway.metricsUrl)
+          // After the bench's own scrapes (0–20 ms of gateway CPU): the window is the level's chats alone.
+          const cpu = cpuMeter(gateway.child, load.child)
           const measured = await marked(`e2e.${rate}`, () =>
             load.call({ cmd: "e2e", rate, warmupMs: plan.e2eWarmupMs, durationMs: plan.e2eDurationMs, drainMs: 5_000 }))
           const share = cpu()
