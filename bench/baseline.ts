@@ -3,12 +3,17 @@
  * clients (reading the user from the token's payload, no signature check), holds the sockets, and
  * on `POST /push` writes one pre-encoded frame to each named user, as the gateway does for a Push RPC.
  *
+ * The chat floor: a client's `chat` frame is decoded, the sender gets an `ack` (its `seq` echoed,
+ * a msg_id and the session's next seq_id) and the recipient's socket the message as a `push`: one
+ * encode and one write each, nothing stored. Other frames are ignored.
+ *
  * Control channel, HTTP/1.1 on the same port:
  *   POST /frame  body = the frame bytes every later push writes
  *   POST /push   body = usernames, one per line; answers the number of frames written
  */
 import * as Http from "node:http"
 import { WebSocket, WebSocketServer } from "ws"
+import { WsPacket } from "../src/gen/gateway/v1/packet.js"
 
 const port = Number(process.env.BENCH_BASELINE_PORT ?? 0)
 const gc = (globalThis as { gc?: () => void }).gc
@@ -26,6 +31,48 @@ const usernameOf = (token: string | null): string | undefined => {
   } catch {
     return undefined
   }
+}
+
+let nextMsgId = 1n
+/** The per-session logical clock a chat needs, in memory only. */
+const seqOf = new Map<string, bigint>()
+
+const encode = (packet: WsPacket): Buffer => {
+  const bytes = WsPacket.encode(packet).finish()
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+}
+
+const onChat = (sender: WebSocket, username: string, data: Buffer) => {
+  const packet = WsPacket.decode(data)
+  if (packet.payload?.$case !== "chat") return
+  const chat = packet.payload.value
+  const msgId = nextMsgId++
+  const seqId = (seqOf.get(chat.sessionId) ?? 0n) + 1n
+  seqOf.set(chat.sessionId, seqId)
+  sender.send(encode({
+    seq: packet.seq,
+    payload: { $case: "ack", value: { refSeq: packet.seq, msgId, seqId, sessionId: chat.sessionId, error: "" } }
+  }))
+  const recipient = byUser.get(chat.toUsername)
+  if (recipient === undefined || recipient.readyState !== WebSocket.OPEN) return
+  recipient.send(encode({
+    seq: "",
+    payload: {
+      $case: "push",
+      value: {
+        msgId,
+        seqId,
+        sessionId: chat.sessionId,
+        // The sender is who the token named, never the client's word.
+        fromUsername: username,
+        toUsername: chat.toUsername,
+        content: chat.content,
+        type: chat.type,
+        timestamp: chat.timestamp !== 0n ? chat.timestamp : BigInt(Math.floor(Date.now() / 1000)),
+        sessionMeta: undefined
+      }
+    }
+  }))
 }
 
 const readBody = (request: Http.IncomingMessage): Promise<Buffer> =>
@@ -72,6 +119,13 @@ server.on("upgrade", (request, socket, head) => {
   wss.handleUpgrade(request, socket, head, (ws) => {
     byUser.set(username, ws)
     ws.on("error", () => {})
+    ws.on("message", (data: Buffer) => {
+      try {
+        onChat(ws, username, data)
+      } catch {
+        ws.close(1007, "malformed frame")
+      }
+    })
     ws.on("close", () => {
       if (byUser.get(username) === ws) byUser.delete(username)
     })

@@ -16,6 +16,12 @@ export interface Latest {
     readonly cpu_us_per_message: number
     readonly sql_statements_per_message: number
     readonly sql_transactions_per_message: number
+    /** The same at the 1,000 msg/s level. */
+    readonly cpu_us_per_message_1000: number
+    /** The baseline's chat floor (decode, ack, push; nothing stored), measured the same way at the same levels. */
+    readonly raw_floor: { readonly cpu_us_per_message_1000: number; readonly cpu_us_per_message_2000: number }
+    /** The gateway's CPU per chat over the floor's (issue 27: ≤ 2.5 at both). */
+    readonly ratio_vs_raw_floor: { readonly cpu_per_message_1000: number; readonly cpu_per_message_2000: number }
   }
   readonly room: {
     readonly members: number
@@ -183,7 +189,34 @@ export const rows = (
     verdict: verdict(latest.e2e.p99_ms <= 10)
   },
   { metric: "e2e.acked_per_s", gateway: String(latest.e2e.acked_per_s), raw: "", target: "", verdict: "" },
-  { metric: "chat.cpu_us_per_message", gateway: String(latest.chat.cpu_us_per_message), raw: "", target: "", verdict: "" },
+  {
+    metric: "chat.cpu_us_per_message",
+    gateway: String(latest.chat.cpu_us_per_message),
+    raw: String(latest.chat.raw_floor.cpu_us_per_message_2000),
+    target: "",
+    verdict: ""
+  },
+  {
+    metric: "chat.cpu_us_per_message_1000",
+    gateway: String(latest.chat.cpu_us_per_message_1000),
+    raw: String(latest.chat.raw_floor.cpu_us_per_message_1000),
+    target: "",
+    verdict: ""
+  },
+  {
+    metric: "chat.ratio_vs_raw_floor.cpu_per_message_1000",
+    gateway: String(latest.chat.ratio_vs_raw_floor.cpu_per_message_1000),
+    raw: "1",
+    target: "<= 2.5",
+    verdict: verdict(latest.chat.ratio_vs_raw_floor.cpu_per_message_1000 <= 2.5)
+  },
+  {
+    metric: "chat.ratio_vs_raw_floor.cpu_per_message_2000",
+    gateway: String(latest.chat.ratio_vs_raw_floor.cpu_per_message_2000),
+    raw: "1",
+    target: "<= 2.5",
+    verdict: verdict(latest.chat.ratio_vs_raw_floor.cpu_per_message_2000 <= 2.5)
+  },
   {
     metric: "chat.sql_statements_per_message",
     gateway: String(latest.chat.sql_statements_per_message),

@@ -179,6 +179,9 @@ const requested: Plan = {
   restartPerAddress: flag("restart-per-address") ?? preset.restartPerAddress
 }
 
+/** The rates chat CPU is judged at against the raw floor (issue 27): measured whether listed or not. */
+const floorRates = [1_000, 2_000] as const
+
 /** Every socket is a file descriptor in the server and in the load process; stay under the hard limit. */
 const fileLimit = hardFileLimit()
 const connectionCap = Math.max(1_000, fileLimit - 1_000)
@@ -188,6 +191,13 @@ const plan: Plan = {
   stormConnects: Math.min(requested.stormConnects, connectionCap),
   restartClients: Math.min(requested.restartClients, connectionCap)
 }
+/** The gateway's e2e levels, ascending. */
+const e2eRates = [...new Set([...plan.e2eLevels, plan.e2eRate, ...floorRates])].sort((a, b) => a - b)
+/**
+ * The raw floor's levels: the gateway's ladder up to the highest judged rate, so each judged level
+ * follows the same levels on both servers (code warmed alike).
+ */
+const floorLadder = e2eRates.filter((rate) => rate <= Math.max(...floorRates))
 /** The restart phase runs `npm start` itself (npm, sh and node in the group) instead of its command line. */
 const restartViaNpm = process.argv.includes("--restart-npm")
 
@@ -681,6 +691,36 @@ const stormPhase = async (load: Load, target: Target, metricsUrl: string | undef
   }
 }
 
+/** The e2e users (every paired user) connect, when no idle phase has connected everyone. */
+const connectChatters = async (load: Load, target: Target) => {
+  const chatters = await load.call({
+    cmd: "connect",
+    url: target.wsUrl,
+    from: 0,
+    count: plan.pairs * 2,
+    concurrency: 100,
+    localAddresses: [],
+    timeoutMs: 30_000
+  })
+  if (chatters.failed > 0) throw new Error(`${target.name}: e2e users could not connect: ${chatters.firstError}`)
+}
+
+type ChatLevel = LevelResult & { readonly cpu: CpuShare; readonly perMessage: PerMessage }
+
+const noSql: SqlCounters = { statements: 0, rowsWritten: 0, transactions: 0 }
+
+/**
+ * One e2e level against the raw floor, measured as the gateway's levels are: server CPU from just
+ * before the level's command to its answer (warm-up, measured seconds, and the wait for the
+ * measured pushes), over every chat sent in it.
+ */
+const chatLevel = async (load: Load, target: Target, rate: number): Promise<ChatLevel> => {
+  const cpu = cpuMeter(target.child, load.child)
+  const measured = await load.call({ cmd: "e2e", rate, warmupMs: plan.e2eWarmupMs, durationMs: plan.e2eDurationMs, drainMs: 5_000 })
+  const share = cpu()
+  return { ...measured, cpu: share, perMessage: perMessage(measured.sent, share, noSql) }
+}
+
 // --- main ---------------------------------------------------------------------------------
 
 const allPhases = ["idle", "fanout", "e2e", "room", "storm", "restart"] as const
@@ -759,12 +799,15 @@ const main = async () => {
     let rawIdle: IdleResult | undefined
     let rawFanout: FanoutResult | undefined
     let rawStorm: StormResult | undefined
-    if (holdAll || phases.has("storm")) {
+    const floorLevels: Array<ChatLevel> = []
+    if (holdAll || phases.has("e2e") || phases.has("storm")) {
       const baseline = await startBaseline(profileDir)
       children.push(baseline.child)
       if (holdAll) {
         rawIdle = await marked("raw.idle", () => idlePhase(load, baseline))
         log(`raw ws: ${rawIdle.connections} idle sockets, ${Math.round(rawIdle.bytesPerConnection)} B each`)
+      } else if (phases.has("e2e")) {
+        await connectChatters(load, baseline)
       }
       if (phases.has("fanout")) {
         rawFanout = await marked("raw.fanout", () => fanoutPhase(load, baseline, seeded.usernames, rawIdle!.connections))
@@ -772,6 +815,21 @@ const main = async () => {
           `raw ws: fan-out ${Math.round(rawFanout.deliveriesPerSecond)} frames/s ` +
             `(${Math.round(rawFanout.framesPerServerCpuSecond)} per server CPU-second); ${cpuText(rawFanout.cpu)}`
         )
+      }
+      if (phases.has("e2e")) {
+        // The gateway's levels come after its fan-out, with the same sockets held: so do these.
+        for (const rate of floorLadder) {
+          const level = await marked(`raw.e2e.${rate}`, () => chatLevel(load, baseline, rate))
+          floorLevels.push(level)
+          log(
+            `raw floor: e2e ${rate} msg/s offered, ${Math.round(level.sentRate)} sent, ${Math.round(level.deliveredRate)} delivered/s: ` +
+              `p50 ${level.p50.toFixed(2)} ms, p99 ${level.p99.toFixed(2)} ms` +
+              (level.received < level.measured ? `, ${level.measured - level.received} pushes missing` : "") +
+              (level.ackErrors > 0 ? `, ${level.ackErrors} ack errors (${level.firstAckError})` : "") +
+              `; ${cpuText(level.cpu)}; ${Math.round(level.perMessage.cpuUsPerMessage)} µs server CPU per message`
+          )
+          await load.call({ cmd: "quiet", quietMs: 500, timeoutMs: 30_000 })
+        }
       }
       await load.call({ cmd: "closeAll" })
       baseline.close()
@@ -796,7 +854,7 @@ const main = async () => {
     let fanout: FanoutResult | undefined
     /** Server-side view from the gateway's own histograms: mean gRPC handler time and delivery time per push. */
     let fanoutServerMs: { grpcCall: number; delivery: number } | undefined
-    const levels: Array<LevelResult & { readonly cpu: CpuShare; readonly perMessage: PerMessage }> = []
+    const levels: Array<ChatLevel> = []
     let room: (RoomResult & { readonly cpu: CpuShare; readonly perMessage: PerMessage }) | undefined
     let saturation: (SaturationResult & { readonly cpu: CpuShare }) | undefined
     if (holdAll || phases.has("e2e") || phases.has("room")) {
@@ -807,16 +865,7 @@ const main = async () => {
         const active = await metricValue(gateway.metricsUrl, "gateway_websocket_connections_active")
         log(`gateway: ${idle.connections} idle sockets (gateway counts ${active}), ${Math.round(idle.bytesPerConnection)} B each`)
       } else {
-        const chatters = await load.call({
-          cmd: "connect",
-          url: gateway.wsUrl,
-          from: 0,
-          count: plan.pairs * 2,
-          concurrency: 100,
-          localAddresses: [],
-          timeoutMs: 30_000
-        })
-        if (chatters.failed > 0) throw new Error(`e2e users could not connect: ${chatters.firstError}`)
+        await connectChatters(load, gateway)
       }
       if (phases.has("fanout")) {
         const metric = (name: string) => metricValue(gateway.metricsUrl, name)
@@ -845,19 +894,19 @@ const main = async () => {
         )
       }
       if (phases.has("e2e")) {
-        const rates = [...new Set([...plan.e2eLevels, plan.e2eRate])].sort((a, b) => a - b)
-        for (const rate of rates) {
+        for (const rate of e2eRates) {
           // Past saturation a level only piles up backlog: one such level shows the knee, more add nothing.
           const last = levels[levels.length - 1]
           if (rate > plan.e2eRate && last !== undefined && last.offeredRate >= plan.e2eRate && last.deliveredRate < 0.8 * last.offeredRate) {
             log(`gateway: e2e ${rate} msg/s skipped: ${last.offeredRate} msg/s was already past saturation`)
             continue
           }
-          const cpu = cpuMeter(gateway.child, load.child)
           // A scrape resets prom-client's event-loop histogram: the next one covers this level.
           await loopLag(gateway.metricsUrl)
           const gcBefore = await gcTotals(gateway.metricsUrl)
           const sqlBefore = await sqlCounters(gateway.metricsUrl)
+          // After the bench's own scrapes (0–20 ms of gateway CPU): the window is the level's chats alone.
+          const cpu = cpuMeter(gateway.child, load.child)
           const measured = await marked(`e2e.${rate}`, () =>
             load.call({ cmd: "e2e", rate, warmupMs: plan.e2eWarmupMs, durationMs: plan.e2eDurationMs, drainMs: 5_000 }))
           const share = cpu()
@@ -987,7 +1036,7 @@ const main = async () => {
       seedMs,
       gateway: { idle, fanout, fanoutServerMs, levels, saturation, room, storm },
       restart,
-      raw: { idle: rawIdle, fanout: rawFanout, storm: rawStorm },
+      raw: { idle: rawIdle, fanout: rawFanout, storm: rawStorm, levels: floorLevels },
       totalSeconds: (Date.now() - startedAt) / 1000,
       marks
     }
@@ -1013,6 +1062,24 @@ const main = async () => {
         }\n`
       )
     }
+    /** Per judged rate: CPU per chat on each server, and the gateway's over the floor's. */
+    const floor = floorRates.map((rate) => {
+      const gatewayUs = levels.find((level) => level.offeredRate === rate)?.perMessage.cpuUsPerMessage ?? Number.NaN
+      const floorUs = floorLevels.find((level) => level.offeredRate === rate)?.perMessage.cpuUsPerMessage ?? Number.NaN
+      return { rate, gatewayUs, floorUs, ratio: gatewayUs / floorUs }
+    })
+    // A complete run prints these in its final table.
+    if (!complete && levels.length > 0 && floorLevels.length > 0) {
+      const body = floor.map(({ floorUs, gatewayUs, rate, ratio }) => [
+        String(rate),
+        String(round(gatewayUs)),
+        String(round(floorUs)),
+        ratio.toFixed(2),
+        "<= 2.5",
+        ratio <= 2.5 ? "ok" : "MISS"
+      ])
+      process.stdout.write(`\n${table(["chat offered/s", "gateway µs/msg", "raw floor µs/msg", "ratio", "target", ""], body)}\n\n`)
+    }
     if (complete) {
       const fixed = levels.find((level) => level.offeredRate === plan.e2eRate)!
       const latest: Latest = {
@@ -1035,7 +1102,10 @@ const main = async () => {
         chat: {
           cpu_us_per_message: round(fixed.perMessage.cpuUsPerMessage),
           sql_statements_per_message: round(fixed.perMessage.statementsPerMessage, 2),
-          sql_transactions_per_message: round(fixed.perMessage.transactionsPerMessage, 3)
+          sql_transactions_per_message: round(fixed.perMessage.transactionsPerMessage, 3),
+          cpu_us_per_message_1000: round(floor[0].gatewayUs),
+          raw_floor: { cpu_us_per_message_1000: round(floor[0].floorUs), cpu_us_per_message_2000: round(floor[1].floorUs) },
+          ratio_vs_raw_floor: { cpu_per_message_1000: round(floor[0].ratio, 2), cpu_per_message_2000: round(floor[1].ratio, 2) }
         },
         room: {
           members: seeded.usernames.length,
