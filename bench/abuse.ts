@@ -438,6 +438,8 @@ class Attacker {
   private readonly messages: Array<AttackerMessage> = []
   private waiters: Array<() => void> = []
 
+  private stopping = false
+
   constructor(readonly spec: AttackSpec) {
     // At the lowest priority: an attacker is another machine, so it gets only the CPU the gateway
     // and the bystander leave (on 2 shared cores it would otherwise slow both down by itself).
@@ -450,7 +452,8 @@ class Attacker {
       this.messages.push(message)
       for (const wake of this.waiters.splice(0)) wake()
     })
-    void this.child.exited.then(() => {
+    void this.child.exited.then((how) => {
+      if (!this.stopping) process.stderr.write(`abuse: ${this.child.name} exited on its own (${how}): ${this.child.output().slice(-2_000)}\n`)
       for (const wake of this.waiters.splice(0)) wake()
     })
   }
@@ -487,7 +490,10 @@ class Attacker {
 
   /** Stops it (its sockets closed) and returns what it had when stopped; killed if it does not answer. */
   async stop(): Promise<Stats | undefined> {
-    if (this.child.process.connected) this.child.process.send({ cmd: "stop" })
+    this.stopping = true
+    // With a callback a failed send (the attacker already gone: EPIPE) is passed here rather than
+    // emitted as an 'error' event, which would take the orchestrator down mid-row.
+    if (this.child.process.connected) this.child.process.send({ cmd: "stop" }, () => {})
     const final = await this.next(["final"], 10_000).catch(() => undefined)
     await this.child.stop("SIGKILL", 1_000)
     if (final !== undefined) return final.stats
