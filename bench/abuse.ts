@@ -51,7 +51,7 @@ const PASSWORD = "secret-pw-of-a-real-user"
 const work = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-abuse-"))
 process.on("exit", () => Fs.rmSync(work, { recursive: true, force: true }))
 
-const startFlags = npmStartFlags()
+const startFlags = [...npmStartFlags(), ...process.argv.filter((a) => a.startsWith("--gateway-flag=")).map((a) => a.slice("--gateway-flag=".length))]
 
 // ---------------------------------------------------------------------------------------------
 // The gateway.
