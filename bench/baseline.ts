@@ -12,12 +12,20 @@
  *   POST /push   body = usernames, one per line; answers the number of frames written
  */
 import * as Http from "node:http"
+import { getHeapSpaceStatistics } from "node:v8"
 import { WebSocket, WebSocketServer } from "ws"
 import { WsPacket } from "../src/gen/gateway/v1/packet.js"
 
 const port = Number(process.env.BENCH_BASELINE_PORT ?? 0)
 const gc = (globalThis as { gc?: () => void }).gc
-if (typeof gc === "function") process.on("SIGUSR2", () => gc())
+if (typeof gc === "function") {
+  process.on("SIGUSR2", () => {
+    gc()
+    // As bench/gc-on-signal.mjs does for the gateway: the young generation's size, for the idle figure.
+    const young = getHeapSpaceStatistics().find((space) => space.space_name === "new_space")
+    process.stderr.write(`bench-gc new_space=${young?.space_size ?? 0}\n`)
+  })
+}
 
 const byUser = new Map<string, WebSocket>()
 let frame: Buffer = Buffer.alloc(0)

@@ -186,6 +186,15 @@ export const cpuSeconds = (pid: number): number => {
   return (Number(fields[11]) + Number(fields[12])) / 100
 }
 
+/**
+ * The size of V8's young generation (new space) the child last reported after a `gc()` on SIGUSR2
+ * (`bench-gc new_space=<bytes>` on stderr: bench/gc-on-signal.mjs, bench/baseline.ts); 0 if none.
+ */
+export const youngGenerationBytes = (child: Child): number => {
+  const reports = [...child.output().matchAll(/bench-gc new_space=(\d+)/g)]
+  return reports.length === 0 ? 0 : Number(reports[reports.length - 1]![1])
+}
+
 /** Full GCs (the child runs `gc()` on SIGUSR2), then RSS once it has settled. */
 export const rssAfterGc = async (pid: number): Promise<number> => {
   for (let i = 0; i < 3; i++) {

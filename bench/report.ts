@@ -5,8 +5,11 @@ import type { FaultResult, RestartResult } from "./restart.js"
 export interface Latest {
   readonly idle: {
     readonly connections: number
+    /** RSS per socket without the young generation's growth (`rss_*`: with it, the figure before 2026-12-07). */
     readonly bytes_per_connection: number
     readonly ratio_vs_raw_ws: number
+    readonly rss_bytes_per_connection: number
+    readonly rss_ratio_vs_raw_ws: number
   }
   /** `ratio_vs_raw_ws`: frames per server CPU-second, the gateway's over the baseline's. */
   readonly fanout: { readonly deliveries_per_s: number; readonly ratio_vs_raw_ws: number; readonly deliveries_per_s_ratio: number }

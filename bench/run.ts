@@ -15,7 +15,7 @@ import { PushServiceClient } from "../src/gen/gateway/v1/push.js"
 import type { PushMessage } from "../src/gen/gateway/v1/packet.js"
 import { WsPacket } from "../src/gen/gateway/v1/packet.js"
 import type { Child } from "./procs.js"
-import { cpuSeconds, freePort, hardFileLimit, listenQueueCounters, killAll, repoRoot, rssAfterGc, sleep, startNode, waitFor, npmStartFlags } from "./procs.js"
+import { cpuSeconds, freePort, hardFileLimit, listenQueueCounters, killAll, repoRoot, rssAfterGc, sleep, startNode, waitFor, npmStartFlags, youngGenerationBytes } from "./procs.js"
 import type {
   ConnectResult,
   LevelResult,
@@ -538,9 +538,19 @@ interface IdleResult {
   readonly firstError: string
   readonly rssBefore: number
   readonly rssAfter: number
+  /** V8's young generation before and after (it grows in steps whatever holds the memory). */
+  readonly youngBefore: number
+  readonly youngAfter: number
+  /** (RSS after − before − the young generation's growth) / connections. */
   readonly bytesPerConnection: number
+  /** The figure before `youngBefore`/`youngAfter` were taken out: (RSS after − before) / connections. */
+  readonly rssBytesPerConnection: number
   readonly connectMs: number
 }
+
+const idleSays = (idle: IdleResult) =>
+  `${Math.round(idle.bytesPerConnection)} B each (RSS alone ${Math.round(idle.rssBytesPerConnection)} B; young generation ` +
+  `${(idle.youngBefore / 1e6).toFixed(1)} -> ${(idle.youngAfter / 1e6).toFixed(1)} MB)`
 
 const idlePhase = async (load: Load, target: Target): Promise<IdleResult> => {
   // Warm-up on users outside the measured set: first-connection code paths are compiled and allocated now.
@@ -556,6 +566,7 @@ const idlePhase = async (load: Load, target: Target): Promise<IdleResult> => {
   await load.call({ cmd: "closeAll" })
   await sleep(500)
   const rssBefore = await rssAfterGc(target.child.pid)
+  const youngBefore = youngGenerationBytes(target.child)
   if (heap) await heapSnapshot(target.child.pid, `${target.name.replace(/\W/g, "-")}-before`)
   const connect = await load.call({
     cmd: "connect",
@@ -569,6 +580,7 @@ const idlePhase = async (load: Load, target: Target): Promise<IdleResult> => {
   if (connect.failed > 0) log(`${target.name}: ${connect.failed} connects failed, first: ${connect.firstError}`)
   await sleep(1_000)
   const rssAfter = await rssAfterGc(target.child.pid)
+  const youngAfter = youngGenerationBytes(target.child)
   if (heap) await heapSnapshot(target.child.pid, `${target.name.replace(/\W/g, "-")}-after`)
   return {
     connections: connect.opened,
@@ -576,7 +588,10 @@ const idlePhase = async (load: Load, target: Target): Promise<IdleResult> => {
     firstError: connect.firstError,
     rssBefore,
     rssAfter,
-    bytesPerConnection: (rssAfter - rssBefore) / Math.max(1, connect.opened),
+    youngBefore,
+    youngAfter,
+    bytesPerConnection: (rssAfter - rssBefore - (youngAfter - youngBefore)) / Math.max(1, connect.opened),
+    rssBytesPerConnection: (rssAfter - rssBefore) / Math.max(1, connect.opened),
     connectMs: connect.elapsedMs
   }
 }
@@ -805,7 +820,7 @@ const main = async () => {
       children.push(baseline.child)
       if (holdAll) {
         rawIdle = await marked("raw.idle", () => idlePhase(load, baseline))
-        log(`raw ws: ${rawIdle.connections} idle sockets, ${Math.round(rawIdle.bytesPerConnection)} B each`)
+        log(`raw ws: ${rawIdle.connections} idle sockets, ${idleSays(rawIdle)}`)
       } else if (phases.has("e2e")) {
         await connectChatters(load, baseline)
       }
@@ -863,7 +878,7 @@ const main = async () => {
       if (holdAll) {
         idle = await marked("idle", () => idlePhase(load, gateway))
         const active = await metricValue(gateway.metricsUrl, "gateway_websocket_connections_active")
-        log(`gateway: ${idle.connections} idle sockets (gateway counts ${active}), ${Math.round(idle.bytesPerConnection)} B each`)
+        log(`gateway: ${idle.connections} idle sockets (gateway counts ${active}), ${idleSays(idle)}`)
       } else {
         await connectChatters(load, gateway)
       }
@@ -1086,7 +1101,9 @@ const main = async () => {
         idle: {
           connections: idle!.connections,
           bytes_per_connection: round(idle!.bytesPerConnection),
-          ratio_vs_raw_ws: round(idle!.bytesPerConnection / rawIdle!.bytesPerConnection, 2)
+          ratio_vs_raw_ws: round(idle!.bytesPerConnection / rawIdle!.bytesPerConnection, 2),
+          rss_bytes_per_connection: round(idle!.rssBytesPerConnection),
+          rss_ratio_vs_raw_ws: round(idle!.rssBytesPerConnection / rawIdle!.rssBytesPerConnection, 2)
         },
         fanout: {
           deliveries_per_s: round(fanout!.deliveriesPerSecond),
