@@ -103,6 +103,37 @@ describe("the front door", () => {
       expect(frontDoor.stats().listeners[0]!.closed).toEqual({ budget: 2 })
     }))
 
+  it.scopedLive("a request that ends after its connection closed leaves nothing to shed in a live stranger's place", () =>
+    Effect.gen(function*() {
+      const frontDoor = yield* door({ connectionBudget: 2 })
+      const listener = frontDoor.listener(policy())
+      const { accepted, port } = yield* serve(listener.guard)
+      const gone = yield* connect(port)
+      yield* admitted(accepted, 1)
+      const goneSide = accepted[0]!
+      listener.requestStarted(goneSide)
+      const serverSawClose = new Promise<void>((resolve) => goneSide.once("close", () => resolve()))
+      gone.socket.destroy()
+      yield* Effect.promise(() => serverSawClose)
+      // As an HTTP response does when its socket closed under it: its end comes after the close.
+      listener.requestEnded(goneSide)
+      expect(frontDoor.stats().open).toBe(0)
+      // Two live strangers that each completed a request: idle, younger than the closed one.
+      const first = yield* connect(port)
+      const second = yield* connect(port)
+      yield* admitted(accepted, 3)
+      for (const socket of accepted.slice(1, 3)) {
+        listener.requestStarted(socket)
+        listener.requestEnded(socket)
+      }
+      const newcomer = yield* connect(port)
+      yield* Effect.promise(() => first.closed)
+      expect(yield* isOpen(second)).toBe(true)
+      expect(yield* isOpen(newcomer)).toBe(true)
+      expect(frontDoor.stats().open).toBe(2)
+      expect(frontDoor.stats().listeners[0]!.closed).toEqual({ budget: 1 })
+    }))
+
   it.scopedLive("one budget for every listener: a newcomer on one listener sheds a stranger of another", () =>
     Effect.gen(function*() {
       const frontDoor = yield* door({ connectionBudget: 2 })

@@ -48,6 +48,8 @@ interface Entry {
   served: boolean
   trusted: boolean
   set: Set<Entry> | undefined
+  /** `address:port` on a listener that trusts peers by it (`trustPeer`). */
+  readonly peer: string | undefined
 }
 
 interface ListenerImpl {
@@ -164,6 +166,20 @@ export const makeFrontDoor = (
       return false
     }
 
+    /**
+     * One `close` listener for every socket of this listener (no closure or once-wrapper each). The
+     * socket forgets its entry, so a response that closes after its socket (`requestEnded`) cannot
+     * put a closed connection back in a set, where it would be picked to shed in a live one's place.
+     */
+    const forgetOnClose = function(this: Net.Socket) {
+      const record = this as unknown as Record<symbol, Entry | undefined>
+      const entry = record[kEntry]
+      if (entry === undefined) return
+      record[kEntry] = undefined
+      forget(entry)
+      if (entry.peer !== undefined) l.peers!.delete(entry.peer)
+    }
+
     const admit = (socket: Net.Socket): boolean => {
       const now = Date.now()
       const ip = normalizeIp(socket.remoteAddress ?? "") ?? ""
@@ -187,18 +203,15 @@ export const makeFrontDoor = (
         if (shed === undefined) return refuse(socket, "listener_full")
         close(shed, "listener_full")
       }
-      const entry: Entry = { socket, listener: l, key, acceptedAt: now, since: now, inFlight: 0, served: false, trusted: false, set: undefined }
+      const peer = l.peers === undefined ? undefined : `${socket.remoteAddress}:${socket.remotePort}`
+      const entry: Entry = { socket, listener: l, key, acceptedAt: now, since: now, inFlight: 0, served: false, trusted: false, set: undefined, peer }
       ;(socket as unknown as Record<symbol, Entry>)[kEntry] = entry
       open++
       l.open++
       l.perKey.set(key, fromKey + 1)
       place(entry, l.fresh, now)
-      const peer = l.peers === undefined ? undefined : `${socket.remoteAddress}:${socket.remotePort}`
       if (peer !== undefined) l.peers!.set(peer, entry)
-      socket.once("close", () => {
-        forget(entry)
-        if (peer !== undefined) l.peers!.delete(peer)
-      })
+      socket.on("close", forgetOnClose)
       return true
     }
 
