@@ -193,8 +193,15 @@ describe("LogicEmbedded lifecycle", () => {
       ])
       yield* logic.syncStatus({ seqId: 2n, gatewayId: "gw-1", onlineBatch: [], offlineBatch: [{ username: "alice", timestamp: at }] })
       expect([...(logic.onlineGateways(["alice"]).get("alice") ?? [])]).toEqual(["gw-2"])
-      expect(yield* logic.forgetGateway("gw-1")).toBe(1)
+      // Users on one gateway share that gateway's set: alice leaving gw-1 must not touch bob's route.
+      expect([...(logic.onlineGateways(["bob"]).get("bob") ?? [])]).toEqual(["gw-1"])
+      yield* logic.syncStatus({ seqId: 3n, gatewayId: "gw-1", onlineBatch: [{ username: "alice", remoteIp: "10.0.0.1", timestamp: at }], offlineBatch: [] })
+      expect([...(logic.onlineGateways(["alice"]).get("alice") ?? [])].sort()).toEqual(["gw-1", "gw-2"])
+      expect(yield* logic.forgetGateway("gw-1")).toBe(2)
       expect(logic.onlineGateways(["bob"]).has("bob")).toBe(false)
+      expect([...(logic.onlineGateways(["alice"]).get("alice") ?? [])]).toEqual(["gw-2"])
+      yield* logic.syncStatus({ seqId: 4n, gatewayId: "gw-1", onlineBatch: [{ username: "bob", remoteIp: "10.0.0.2", timestamp: at }], offlineBatch: [] })
+      expect([...(logic.onlineGateways(["bob"]).get("bob") ?? [])]).toEqual(["gw-1"])
       expect((yield* failure(logic.syncStatus({ seqId: 3n, gatewayId: "", onlineBatch: [], offlineBatch: [] }))).code).toBe(
         "invalid_argument"
       )
