@@ -286,7 +286,7 @@ describe("cluster mode: two gateways, the reference Logic and a real etcd", () =
     alice.ws.close()
   }, 90_000)
 
-  it("the sender sees its own message once (official client's matching rule); its other device, on the other gateway, once too", async () => {
+  it("the sender sees its own message once (official client's matching rule); its other device, on the other gateway, once too; after a reload, once each in the history", async () => {
     const [aliceUser, bobUser] = [await freshUser(gw1, "alice"), await freshUser(gw2, "bob")]
     const created = await session(gw1.url, "CreateSession", { members: [bobUser.username], type: 1 }, aliceUser.token)
     const sessionId: string = created.body.sessionId
@@ -333,6 +333,18 @@ describe("cluster mode: two gateways, the reference Logic and a real etcd", () =
     const onLaptop = laptopList.bubblesOf(sessionId).filter((b) => b.content.startsWith("own "))
     expect(onLaptop.map((b) => b.content)).toEqual(Array.from({ length: count }, (_, i) => `own ${i}`))
     expect(laptop.packets.filter(own)).toHaveLength(count)
+
+    // After a reload the official client shows the session's history: each message once, with
+    // the msg_id its ack gave, through either gateway.
+    for (const gateway of [gw1, gw2]) {
+      const page = await session(gateway.url, "GetHistoryMessages", { sessionId, limit: "100" }, aliceUser.token)
+      expect(page.status).toBe(200)
+      const history: Array<{ content: string; msgId: string }> = (page.body.messages ?? []).filter((m: { content: string }) =>
+        m.content.startsWith("own ")
+      )
+      expect(history.map((m) => m.content)).toEqual(Array.from({ length: count }, (_, i) => `own ${i}`))
+      expect(history.map((m) => m.msgId)).toEqual(bubbles.map((b) => b.msgId))
+    }
     for (const client of [phone, laptop, bob]) client.ws.close()
   }, 60_000)
 
