@@ -9,7 +9,6 @@ import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
 import { logicError } from "../../src/domain/Errors.js"
 import type { FailureCode, LogicError } from "../../src/domain/Errors.js"
 import type {
-  ChatRequest,
   ContactInfo,
   InboxPage,
   PresenceBatch,
@@ -20,7 +19,7 @@ import type {
 import { AuthServiceService } from "../../src/gen/logic/v1/auth.js"
 import { ChatServiceClient } from "../../src/gen/logic/v1/chat.js"
 import type { SendMessageResponse } from "../../src/gen/logic/v1/chat.js"
-import { buildLogic, eventually, fakeLogic, recordingMetrics, recordingTracer, serveFake, staticClient } from "./support.js"
+import { buildLogic, chat, eventually, fakeLogic, recordingMetrics, recordingTracer, serveFake, staticClient } from "./support.js"
 
 const int64Max = 9_223_372_036_854_775_807n
 const user: User = { username: "alice", nickname: "Alice", avatarUrl: "https://cdn.example/alice.png" }
@@ -35,15 +34,6 @@ const message: PushMessage = {
   timestamp: 1_700_000_000n,
   sessionMeta: { name: "Alice & Bob", type: 1 }
 }
-const chat: ChatRequest = {
-  sessionId: "single:alice:bob",
-  fromUsername: "alice",
-  toUsername: "bob",
-  content: "hi",
-  type: "text",
-  timestamp: 1_700_000_001n
-}
-
 const failureOf = <A>(effect: Effect.Effect<A, LogicError>) =>
   Effect.flip(effect).pipe(Effect.map((error) => ({ code: error.code, message: error.message })))
 

@@ -9,7 +9,7 @@ import { withFrontDoor } from "../support/door.js"
 import { Logic } from "../../src/application/ports/Logic.js"
 import { SearchUserRequest } from "../../src/gen/logic/v1/session.js"
 import { PushRequest } from "../../src/gen/gateway/v1/push.js"
-import { servePush } from "./support.js"
+import { rawRequest, servePush, statusOf } from "./support.js"
 
 /**
  * The internal gRPC ports open for credentials, not for connections: a connection that has made
@@ -48,47 +48,29 @@ const openSession = (port: number) =>
     ({ session }) => Effect.sync(() => session.destroy())
   )
 
-/** One SearchUser call on the session; resolves with its grpc-status. */
-const search = (session: Http2.ClientHttp2Session, token: string | undefined) =>
-  Effect.async<string>((resume) => {
-    const stream = session.request({
-      ":method": "POST",
-      ":path": "/resonance.logic.v1.SessionService/SearchUser",
-      "content-type": "application/grpc",
-      te: "trailers",
-      ...(token === undefined ? {} : { authorization: `Bearer ${token}` })
-    })
-    let status = ""
-    stream.on("response", (headers) => (status = String(headers["grpc-status"] ?? status)))
-    stream.on("trailers", (trailers) => (status = String(trailers["grpc-status"] ?? status)))
-    stream.on("data", () => {})
-    stream.on("error", () => {})
-    stream.on("close", () => resume(Effect.succeed(status)))
-    stream.end(grpcFrame(SearchUserRequest.encode({ query: "x" }).finish()))
+/** One unary gRPC call of `path` on the session; its grpc-status. */
+const unaryCall = (session: Http2.ClientHttp2Session, path: string, body: Uint8Array, token: string | undefined) =>
+  Effect.suspend(() => {
+    const { answer, stream } = rawRequest(session, path, token === undefined ? {} : { authorization: `Bearer ${token}` })
+    stream.end(grpcFrame(body))
+    return Effect.map(answer, (received) => String(statusOf(received)))
   })
+
+const search = (session: Http2.ClientHttp2Session, token: string | undefined) =>
+  unaryCall(session, "/resonance.logic.v1.SessionService/SearchUser", SearchUserRequest.encode({ query: "x" }).finish(), token)
+
+const pushCall = (session: Http2.ClientHttp2Session, token: string | undefined) =>
+  unaryCall(
+    session,
+    "/resonance.gateway.v1.PushService/Push",
+    PushRequest.encode({ toUsernames: ["nobody"], message: undefined }).finish(),
+    token
+  )
 
 const stillOpenAfter = (session: Session, ms: number) =>
   Effect.promise(() =>
     Promise.race([session.closed.then(() => false), new Promise<boolean>((resolve) => setTimeout(() => resolve(true), ms))])
   )
-
-const pushCall = (session: Http2.ClientHttp2Session, token: string | undefined) =>
-  Effect.async<string>((resume) => {
-    const stream = session.request({
-      ":method": "POST",
-      ":path": "/resonance.gateway.v1.PushService/Push",
-      "content-type": "application/grpc",
-      te: "trailers",
-      ...(token === undefined ? {} : { authorization: `Bearer ${token}` })
-    })
-    let status = ""
-    stream.on("response", (headers) => (status = String(headers["grpc-status"] ?? status)))
-    stream.on("trailers", (trailers) => (status = String(trailers["grpc-status"] ?? status)))
-    stream.on("data", () => {})
-    stream.on("error", () => {})
-    stream.on("close", () => resume(Effect.succeed(status)))
-    stream.end(grpcFrame(PushRequest.encode({ toUsernames: ["nobody"], message: undefined }).finish()))
-  })
 
 describe("the push port at the front door", () => {
   it.scopedLive("closes a connection that shows no token in time, keeps the Task service's; caps connections per address", () =>

@@ -5,17 +5,7 @@ import * as InternalAuth from "../../src/adapters/platform/grpc/Security.js"
 import * as LogicGrpc from "../../src/adapters/logic-grpc/LogicGrpc.js"
 import { serveLogic } from "../../src/adapters/logic-server/LogicGrpcServer.js"
 import { withFrontDoor } from "../support/door.js"
-import type { ChatRequest } from "../../src/domain/Model.js"
-import { buildLogic, fakeLogic } from "./support.js"
-
-const chat: ChatRequest = {
-  sessionId: "single:alice:bob",
-  fromUsername: "alice",
-  toUsername: "bob",
-  content: "hi",
-  type: "text",
-  timestamp: 1_700_000_001n
-}
+import { buildLogic, chat, fakeLogic } from "./support.js"
 
 const logic = fakeLogic({ sendMessage: () => Effect.succeed({ msgId: 1n, seqId: 1n }) })
 

@@ -6,6 +6,7 @@ import { Logic, unavailableLogic } from "../../src/application/ports/Logic.js"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
 import { Metrics } from "../../src/application/ports/Metrics.js"
 import type { MetricsShape } from "../../src/application/ports/Metrics.js"
+import type { ChatRequest } from "../../src/domain/Model.js"
 import { withFrontDoor } from "../support/door.js"
 import type { Settings } from "../support/gateway.js"
 import { mergeSettings, testGateway } from "../support/gateway.js"
@@ -198,6 +199,16 @@ export const serveFake = (overrides: Partial<LogicShape>): Effect.Effect<string,
     )
     return `127.0.0.1:${port}`
   })
+
+/** A plain direct chat from alice to bob, as the Logic clients' tests send it. */
+export const chat: ChatRequest = {
+  sessionId: "single:alice:bob",
+  fromUsername: "alice",
+  toUsername: "bob",
+  content: "hi",
+  type: "text",
+  timestamp: 1_700_000_001n
+}
 
 export const fakeLogic = (overrides: Partial<LogicShape>): LogicShape => ({ ...unavailableLogic, ...overrides })
 
