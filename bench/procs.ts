@@ -170,6 +170,49 @@ export const startNode = (options: StartOptions): Child => {
   })
 }
 
+/**
+ * Request/answer over a child's IPC channel: `{ id, command }` out, `{ id, ok, result | error }`
+ * back. A command not answered within its timeout, or pending when the child exits, is rejected.
+ */
+export const ipcCaller = <Command extends { readonly cmd: string }, Results extends Record<Command["cmd"], unknown>>(
+  child: Child,
+  name: string,
+  defaultTimeoutMs: number
+) => {
+  let nextId = 1
+  const pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>()
+  child.process.on("message", (reply: { id: number; ok: boolean; result?: unknown; error?: string }) => {
+    const waiter = pending.get(reply.id)
+    if (waiter === undefined) return
+    pending.delete(reply.id)
+    if (reply.ok) waiter.resolve(reply.result)
+    else waiter.reject(new Error(`${name}: ${reply.error}`))
+  })
+  void child.exited.then((code) => {
+    for (const waiter of pending.values()) waiter.reject(new Error(`${name} exited (${code}):\n${child.output()}`))
+    pending.clear()
+  })
+  return <C extends Command>(command: C, timeoutMs = defaultTimeoutMs) =>
+    new Promise<Results[C["cmd"]]>((resolve, reject) => {
+      const id = nextId++
+      const timer = setTimeout(() => {
+        pending.delete(id)
+        reject(new Error(`${name} did not answer ${command.cmd} within ${timeoutMs} ms`))
+      }, timeoutMs)
+      pending.set(id, {
+        resolve: (value) => {
+          clearTimeout(timer)
+          resolve(value as Results[C["cmd"]])
+        },
+        reject: (error) => {
+          clearTimeout(timer)
+          reject(error)
+        }
+      })
+      child.process.send({ id, command })
+    })
+}
+
 /** Resident set size in bytes, from /proc/<pid>/status. */
 export const rssBytes = (pid: number): number => {
   const status = Fs.readFileSync(`/proc/${pid}/status`, "utf8")

@@ -17,7 +17,7 @@ import * as Fs from "node:fs"
 import * as Http from "node:http"
 import * as Path from "node:path"
 import type { Child } from "./procs.js"
-import { cpuSeconds, freePort, listenQueueCounters, repoRoot, sleep, spawnChild, startNode } from "./procs.js"
+import { cpuSeconds, freePort, ipcCaller, listenQueueCounters, repoRoot, sleep, spawnChild, startNode } from "./procs.js"
 import { percentile } from "./protocol.js"
 import type { RestartClientsCommand, RestartClientsResults } from "./restart-clients.js"
 
@@ -127,38 +127,7 @@ interface ClientProc {
 
 const startClientProc = (name: string, count: number, logFileFor: RestartOptions["logFileFor"]): ClientProc => {
   const child = startNode({ name, entry: "bench/restart-clients.ts", ipc: true, ...logFileFor(name) })
-  let nextId = 1
-  const pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>()
-  child.process.on("message", (reply: { id: number; ok: boolean; result?: unknown; error?: string }) => {
-    const waiter = pending.get(reply.id)
-    if (waiter === undefined) return
-    pending.delete(reply.id)
-    if (reply.ok) waiter.resolve(reply.result)
-    else waiter.reject(new Error(`${name}: ${reply.error}`))
-  })
-  void child.exited.then((code) => {
-    for (const waiter of pending.values()) waiter.reject(new Error(`${name} exited (${code}):\n${child.output()}`))
-    pending.clear()
-  })
-  const call = <C extends RestartClientsCommand>(command: C, timeoutMs = 300_000) =>
-    new Promise<RestartClientsResults[C["cmd"]]>((resolve, reject) => {
-      const id = nextId++
-      const timer = setTimeout(() => {
-        pending.delete(id)
-        reject(new Error(`${name} did not answer ${command.cmd} within ${timeoutMs} ms`))
-      }, timeoutMs)
-      pending.set(id, {
-        resolve: (value) => {
-          clearTimeout(timer)
-          resolve(value as RestartClientsResults[C["cmd"]])
-        },
-        reject: (error) => {
-          clearTimeout(timer)
-          reject(error)
-        }
-      })
-      child.process.send({ id, command })
-    })
+  const call = ipcCaller<RestartClientsCommand, RestartClientsResults>(child, name, 300_000)
   return { child, count, call }
 }
 

@@ -15,12 +15,11 @@ import { PushServiceClient } from "../src/gen/gateway/v1/push.js"
 import type { PushMessage } from "../src/gen/gateway/v1/packet.js"
 import { WsPacket } from "../src/gen/gateway/v1/packet.js"
 import type { Child } from "./procs.js"
-import { cpuSeconds, freePort, hardFileLimit, listenQueueCounters, killAll, repoRoot, rssAfterGc, sleep, startNode, waitFor, npmStartFlags, youngGenerationBytes } from "./procs.js"
+import { cpuSeconds, freePort, hardFileLimit, ipcCaller, listenQueueCounters, killAll, repoRoot, rssAfterGc, sleep, startNode, waitFor, npmStartFlags, youngGenerationBytes } from "./procs.js"
 import type {
   ConnectResult,
   LevelResult,
   LoadCommand,
-  LoadReply,
   LoadResults,
   RoomResult,
   SaturationResult
@@ -230,38 +229,7 @@ interface Load {
 
 const startLoad = (): Load => {
   const child = startNode({ name: "load", entry: "bench/load.ts", ipc: true, ...logFileFor("load"), nodeFlags: ["--max-old-space-size=4096"] })
-  let nextId = 1
-  const pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>()
-  child.process.on("message", (reply: LoadReply) => {
-    const waiter = pending.get(reply.id)
-    if (waiter === undefined) return
-    pending.delete(reply.id)
-    if (reply.ok) waiter.resolve(reply.result)
-    else waiter.reject(new Error(`load process: ${reply.error}`))
-  })
-  void child.exited.then((code) => {
-    for (const waiter of pending.values()) waiter.reject(new Error(`load process exited (${code}):\n${child.output()}`))
-    pending.clear()
-  })
-  const call = <C extends LoadCommand>(command: C, timeoutMs = 120_000) =>
-    new Promise<LoadResults[C["cmd"]]>((resolve, reject) => {
-      const id = nextId++
-      const timer = setTimeout(() => {
-        pending.delete(id)
-        reject(new Error(`load process did not answer ${command.cmd} within ${timeoutMs} ms`))
-      }, timeoutMs)
-      pending.set(id, {
-        resolve: (value) => {
-          clearTimeout(timer)
-          resolve(value as LoadResults[C["cmd"]])
-        },
-        reject: (error) => {
-          clearTimeout(timer)
-          reject(error)
-        }
-      })
-      child.process.send({ id, command })
-    })
+  const call = ipcCaller<LoadCommand, LoadResults>(child, "load process", 120_000)
   return { child, call }
 }
 
