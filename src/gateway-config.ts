@@ -16,12 +16,12 @@ import { traceSettings } from "./adapters/obs/Tracing.js"
 import { pushSettings } from "./adapters/grpc-push/PushServer.js"
 import { shutdownTimeoutSettings } from "./adapters/platform/process/ShutdownSignals.js"
 import { bool, duration, int, merged, num, serviceSettings, sharedLimitSettings, str } from "./adapters/platform/config/Settings.js"
-export { isLoopbackHost } from "./adapters/platform/config/Settings.js"
 import { wsDrainSettings, wsLimitSettings, wsSocketSettings } from "./adapters/ws/WebSocketGateway.js"
 
 /**
- * The whole configuration, for the mode decision and the start-up report: the adapters' own slices
- * (each key defined once, where it is used) and the few the composition root reads itself.
+ * The whole configuration in one value: the adapters' own slices (each key defined once, where it
+ * is used) and the few the composition root reads itself. The adapters read their slices through
+ * the ConfigProvider; this aggregate is what the configuration tests read every key through.
  */
 
 /** `limits.*` of the Dispatcher: chats per user, pulses and acks per connection. */
@@ -86,9 +86,6 @@ export const gatewayConfig = Config.all({
 
 export type GatewayConfig = Config.Config.Success<typeof gatewayConfig>
 
-/** The configuration under the ConfigProvider in place, with the hosts resolved as upstream does. */
-export const resolvedGatewayConfig = gatewayConfig
-
 /** The configuration, where it came from, and the provider the adapters' slices read it from. */
 export const loadConfigReport = (
   sources: ConfigSources = defaultSources()
@@ -99,7 +96,7 @@ export const loadConfigReport = (
   Effect.flatMap(collect(sources), ({ report, settings }) => {
     const provider = providerFromSettings(settings)
     return Effect.map(
-      Effect.withConfigProvider(resolvedGatewayConfig, provider),
+      Effect.withConfigProvider(gatewayConfig, provider),
       (config) => ({ config, report, provider })
     )
   })

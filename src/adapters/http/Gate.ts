@@ -1,5 +1,6 @@
 import type * as Http from "node:http"
 import type { NodeServerShape } from "../platform/net/NodeServer.js"
+import { pathOf } from "./AccessLog.js"
 import type { HashPlaces } from "./Limits.js"
 
 export interface GateOptions {
@@ -11,11 +12,6 @@ export interface GateOptions {
   readonly hashing: ReadonlySet<string>
   /** Answers 429 with `Retry-After`, as the API answers (CORS, headers, metrics). */
   readonly refuse: (request: Http.IncomingMessage, response: Http.ServerResponse, retryAfter: number, message: string) => void
-}
-
-const pathOf = (url: string): string => {
-  const query = url.indexOf("?")
-  return query === -1 ? url : url.slice(0, query)
 }
 
 /**
