@@ -134,6 +134,26 @@ describe("the front door", () => {
       expect(frontDoor.stats().listeners[0]!.closed).toEqual({ budget: 1 })
     }))
 
+  it.scopedLive("newcomers admitted in one turn each shed a different stranger, so the budget holds", () =>
+    Effect.gen(function*() {
+      const frontDoor = yield* door({ connectionBudget: 2 })
+      const listener = frontDoor.listener(policy())
+      // Accepted without the door, then admitted by hand back to back, as libuv hands a burst of
+      // accepted connections to the listener in one turn, before any `close` event can run.
+      const { accepted, port } = yield* serve(() => {})
+      const clients = [yield* connect(port), yield* connect(port), yield* connect(port), yield* connect(port)]
+      yield* admitted(accepted, 4)
+      expect(listener.admit(accepted[0]!)).toBe(true)
+      expect(listener.admit(accepted[1]!)).toBe(true)
+      expect(listener.admit(accepted[2]!)).toBe(true)
+      expect(listener.admit(accepted[3]!)).toBe(true)
+      yield* Effect.promise(() => Promise.all([clients[0]!.closed, clients[1]!.closed]))
+      expect(yield* isOpen(clients[2]!)).toBe(true)
+      expect(yield* isOpen(clients[3]!)).toBe(true)
+      expect(frontDoor.stats().open).toBe(2)
+      expect(frontDoor.stats().listeners[0]!.closed).toEqual({ budget: 2 })
+    }))
+
   it.scopedLive("one budget for every listener: a newcomer on one listener sheds a stranger of another", () =>
     Effect.gen(function*() {
       const frontDoor = yield* door({ connectionBudget: 2 })

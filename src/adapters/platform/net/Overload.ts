@@ -101,6 +101,8 @@ export const makeFrontDoor = (
 
   /** Where an entry waits: decides its deadline and its rank for shedding. */
   const settle = (entry: Entry, now: number) => {
+    // Closed by the door, its `close` event still to come: it waits nowhere.
+    if (entry.socket.destroyed) return
     const l = entry.listener
     if (entry.trusted) place(entry, entry.inFlight > 0 ? undefined : l.trustedIdle, now)
     else if (!entry.served || l.policy.requiresCredentials) {
@@ -114,6 +116,9 @@ export const makeFrontDoor = (
     // A slow client (not a flood: those are shed) is told why; the write is left to the kernel.
     if (farewell !== undefined && reason === "handshake_timeout" && level === "normal") entry.socket.end(farewell)
     entry.socket.destroy()
+    // Its `close` event comes later: it leaves its set now, or the next newcomer of the same turn
+    // would pick it to shed again and be let in over the budget.
+    place(entry, undefined, entry.since)
   }
 
   const forget = (entry: Entry) => {
@@ -286,9 +291,6 @@ export const makeFrontDoor = (
       if (quota === 0) return false
       quota--
       close(entry, reason)
-      // `close` event comes later: leave the set now so the walk goes on.
-      set.delete(entry)
-      entry.set = undefined
     }
     return true
   }
