@@ -34,9 +34,12 @@ import { runBundle } from "../scripts/run-bundle.mjs"
 runBundle(new URL("./${name}.cjs", import.meta.url))
 `
 
+/** What a bundle is made with besides src/: the dependencies' lock, and how it is built and run. */
+const recipe = ["package-lock.json", "scripts/build.mjs", "scripts/run-bundle.mjs"]
+
 /** Whether a bundle is missing or older than a source it is built from. */
 export const isStale = () => {
-  const sources = Math.max(newest(Path.join(root, "src")), Fs.statSync(Path.join(root, "package-lock.json")).mtimeMs)
+  const sources = Math.max(newest(Path.join(root, "src")), ...recipe.map((file) => Fs.statSync(Path.join(root, file)).mtimeMs))
   return Object.keys(entries).some(
     (name) => !Fs.existsSync(launcherOf(name)) || !Fs.existsSync(outputOf(name)) || Fs.statSync(outputOf(name)).mtimeMs < sources
   )

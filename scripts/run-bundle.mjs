@@ -8,8 +8,9 @@
 //
 // The cache is written by the first start that has none (or whose cache V8 refused: another Node
 // version or other V8 flags), a few seconds in, so it holds what serving compiled too. Its name
-// carries the bundle's size and time and the Node version and flags; `npm run build` removes the
-// old ones. A cache that cannot be read or written (a read-only dist/) costs only the speed-up.
+// carries the bundle's size and time, the Node version and its flags (NODE_OPTIONS too); `npm run
+// build` removes the old ones. A cache that cannot be read or written (a read-only dist/) costs
+// only the speed-up.
 import { createHash } from "node:crypto"
 import * as Fs from "node:fs"
 import { createRequire } from "node:module"
@@ -26,7 +27,8 @@ const profiling = /^--(cpu-prof|heap-prof|diagnostic-dir)/
 
 const cacheFileOf = (file) => {
   const stat = Fs.statSync(file)
-  const flags = process.execArgv.filter((flag) => !profiling.test(flag))
+  // Flags reach V8 from the command line and from NODE_OPTIONS alike.
+  const flags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)].filter((flag) => flag !== "" && !profiling.test(flag))
   const key = createHash("sha256")
     .update(JSON.stringify([stat.size, stat.mtimeMs, process.version, process.arch, flags]))
     .digest("hex")

@@ -312,8 +312,9 @@ const optionsConfig = (registrant: Registrant): Effect.Effect<RegistryOptions, C
     const etcd = yield* requiredEtcdClientConfig
     const registry = yield* registrySettings
     const service = yield* serviceSettings
-    // The advertised host: `service.host` (whose default the configuration sources make $HOSTNAME), never "".
-    const host = service.advertiseHost.trim() === "" ? "localhost" : service.advertiseHost.trim()
+    // The advertised host: `service.host` (whose default the configuration sources make $HOSTNAME),
+    // trimmed and never "" (serviceSettings).
+    const host = service.advertiseHost
     const http = `${host}:${service.httpPort}`
     const options: RegistryOptions = {
       ...etcd,
