@@ -106,9 +106,9 @@ describe("NodeServer", () => {
 
   it.scopedLive("each address has a request budget; a run of refusals turns the address away, not others", () =>
     Effect.gen(function*() {
-      const { admitRequest, port, server } = yield* serverWith({ requestsPerIpPerSecond: 1, requestBurst: 3 })
+      const { admitRequest, clientIp, port, server } = yield* serverWith({ requestsPerIpPerSecond: 1, requestBurst: 3 })
       server.on("request", (request, response) => {
-        const retryAfter = admitRequest(request)
+        const retryAfter = admitRequest(request, clientIp(request))
         response.writeHead(retryAfter === 0 ? 200 : 429).end()
       })
       // One request at a time on one keep-alive connection, until the server hangs up.

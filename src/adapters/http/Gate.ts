@@ -26,10 +26,10 @@ export const gate = (
 (request: Http.IncomingMessage, response: Http.ServerResponse): void => {
   // Cut by the server (pipelined too deep, banned): nothing to answer.
   if (request.socket.destroyed) return
-  const retryAfter = options.node.admitRequest(request)
+  const ip = options.clientIp(request)
+  const retryAfter = options.node.admitRequest(request, ip)
   if (retryAfter > 0) return options.refuse(request, response, retryAfter, `too many requests from this address, retry in ${retryAfter}s`)
   if (!options.hashing.has(pathOf(request.url ?? "/"))) return handler(request, response)
-  const ip = options.clientIp(request)
   if (!options.logins.enter(ip)) return options.refuse(request, response, 1, "too many logins at once from this address, retry in 1s")
   response.once("close", () => options.logins.leave(ip))
   handler(request, response)

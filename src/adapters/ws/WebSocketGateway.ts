@@ -226,7 +226,7 @@ export const layer = (options: WebSocketOptions) =>
         }
         const ip = options.clientIp(request)
         if (!options.ipAllowed(ip)) return refuse(socket, "permission_denied", "ip_denied", "address not allowed")
-        const retryAfter = node.admitRequest(request)
+        const retryAfter = node.admitRequest(request, ip)
         if (retryAfter > 0) {
           return refuse(socket, "resource_exhausted", "rate_limited", "too many requests from this address", {
             "Retry-After": String(retryAfter)

@@ -90,10 +90,11 @@ export interface NodeServerShape {
   /** The proxy-aware, normalized client address of a request. */
   readonly clientIp: (request: Http.IncomingMessage) => string
   /**
-   * Spends one request of the client address's budget: 0 when it may be served, else the seconds
-   * to wait. A refusal counts against the connection: a run of them turns its address away.
+   * Spends one request of the budget of `ip` (the request's `clientIp`, which the caller has in
+   * hand): 0 when it may be served, else the seconds to wait. A refusal counts against the
+   * connection: a run of them turns its address away.
    */
-  readonly admitRequest: (request: Http.IncomingMessage) => number
+  readonly admitRequest: (request: Http.IncomingMessage, ip: string) => number
   /** The upgraded connection presented valid credentials: the front door never sheds it. */
   readonly trust: (socket: Duplex) => void
 }
@@ -139,10 +140,10 @@ export const layer = (options: NodeServerOptions): Layer.Layer<NodeServer, never
         ? makeKeyedRateLimiter({ ratePerSecond: rate, burst: Math.max(1, options.requestBurst ?? rate * 2) })
         : undefined
 
-      const admitRequest = (request: Http.IncomingMessage): number => {
+      const admitRequest = (request: Http.IncomingMessage, ip: string): number => {
         if (limiter === undefined) return 0
         const socket = request.socket as Socket & { [kStrikes]?: number }
-        const retryAfter = limiter.take(clientKeyOf(addressing.clientIp(request)), Date.now())
+        const retryAfter = limiter.take(clientKeyOf(ip), Date.now())
         if (retryAfter === 0) {
           socket[kStrikes] = 0
           return 0
