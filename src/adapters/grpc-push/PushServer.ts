@@ -49,7 +49,7 @@ export const layer = (
     Effect.gen(function*() {
       // The port's connections as `internal.*` says, behind the front door.
       const ports = yield* internalListenerSettings
-      const listener = yield* internalListener("push", ports)
+      const listener = yield* internalListener("push", ports, false)
       const delivery = yield* PushDelivery
       const metrics = yield* Metrics
       const security = yield* InternalAuth.InternalAuth

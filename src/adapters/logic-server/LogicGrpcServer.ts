@@ -35,7 +35,7 @@ export const serveLogic = (
   Effect.gen(function*() {
     const security = yield* InternalAuth.InternalAuth
     const listenerOptions = yield* internalListenerSettings
-    const listener = yield* internalListener("logic", listenerOptions)
+    const listener = yield* internalListener("logic", listenerOptions, true)
     const bridge = yield* makeUnaryBridge(security, undefined, listener.trustPeer)
     /** One RPC of the Logic: its answer, or its LogicError as the gRPC status the gateway maps back. */
     const serve = <Req, Res>(method: UnaryMethod<Req, Res>, call: (request: Req) => Effect.Effect<Res, LogicError>) =>

@@ -45,8 +45,13 @@ export const internalListenerSettings: Config.Config<InternalListenerOptions> = 
   "internal"
 )
 
-/** An internal port's guard at the front door: closed to whoever shows no credentials within the handshake timeout. */
-export const internalListener = (name: string, options: InternalListenerOptions) =>
+/**
+ * An internal port's guard at the front door: closed to whoever shows no credentials within the
+ * handshake timeout. `byPeer`: the server learns who its caller is by `address:port` only (grpc-js),
+ * so the door keeps its connections findable that way (`trustPeer`); a server that holds the
+ * socket itself (the push port) trusts the socket and needs no such index.
+ */
+export const internalListener = (name: string, options: InternalListenerOptions, byPeer: boolean) =>
   Effect.map(FrontDoor.FrontDoor, (door) =>
     door.listener({
       name,
@@ -57,7 +62,7 @@ export const internalListener = (name: string, options: InternalListenerOptions)
       idleTimeoutMs: 0,
       trustedIdleTimeoutMs: 0,
       requiresCredentials: true,
-      byPeer: true
+      byPeer
     }))
 
 /**
@@ -66,11 +71,11 @@ export const internalListener = (name: string, options: InternalListenerOptions)
  * on (grpc-js switches it off): with at most `max_concurrent_streams` calls of at most 4 MiB per
  * connection and the front door's caps, a connection that reaches it is one to refuse.
  */
-export const serverOptions = (options?: InternalListenerOptions): grpc.ServerOptions => ({
+export const serverOptions = (options: InternalListenerOptions): grpc.ServerOptions => ({
   "grpc.enable_channelz": 0,
-  "grpc.max_concurrent_streams": options?.maxConcurrentStreams ?? 100,
+  "grpc.max_concurrent_streams": options.maxConcurrentStreams,
   "grpc-node.max_session_memory": 32,
-  "grpc.max_connection_idle_ms": Duration.toMillis(options?.idleTimeout ?? Duration.minutes(5))
+  "grpc.max_connection_idle_ms": Duration.toMillis(options.idleTimeout)
 })
 
 /**
