@@ -13,6 +13,10 @@ export type ChatFailure = Pick<LogicError, "code" | "message">
 export const isOutage = (code: string) => code === "unavailable" || code === "deadline_exceeded" || code === "internal"
 
 export const logicTimedOut: ChatFailure = { code: "deadline_exceeded", message: "logic did not answer in time" }
+
+/** A call to Logic failed with `logicTimedOut` past the chat timeout (none when it is zero). */
+export const withinChatTimeout = <A, E>(call: Effect.Effect<A, E>, chatTimeout: Duration.Duration): Effect.Effect<A, E | ChatFailure> =>
+  Duration.isZero(chatTimeout) ? call : Effect.timeoutFail(call, { duration: chatTimeout, onTimeout: () => logicTimedOut })
 const internalError: ChatFailure = { code: "internal", message: "internal error" }
 const unanswered = Either.left(internalError)
 
@@ -53,11 +57,7 @@ export const makeChatBatcher = (
   runFork: RunFork
 ): (chat: PendingChat) => void => {
   const send = (chats: ReadonlyArray<PendingChat>) => {
-    const call = logic.sendMessages(chats)
-    const bounded = Duration.isZero(chatTimeout)
-      ? call
-      : Effect.timeoutFail(call, { duration: chatTimeout, onTimeout: () => logicTimedOut })
-    runFork(bounded).addObserver((exit) => answerAll(chats, exit, runFork))
+    runFork(withinChatTimeout(logic.sendMessages(chats), chatTimeout)).addObserver((exit) => answerAll(chats, exit, runFork))
   }
   if (!logic.batchesChats) return (chat) => send([chat])
   let batch: Array<PendingChat> = []

@@ -13,7 +13,7 @@ import { isFault } from "../ports/FrameCodec.js"
 import type { LogicShape } from "../ports/Logic.js"
 import type { MetricsShape } from "../ports/Metrics.js"
 import type { ChatFailure, PendingChat } from "./ChatBatch.js"
-import { isOutage, logicTimedOut, logOutage } from "./ChatBatch.js"
+import { isOutage, logOutage, withinChatTimeout } from "./ChatBatch.js"
 import type { FrameLimits } from "./FrameBudget.js"
 import { FrameBudget } from "./FrameBudget.js"
 import type { PushGateLimits } from "./PushGate.js"
@@ -239,9 +239,7 @@ export class Session implements ConnectionSession {
     const { info } = this.connection
     const key = this.keyOf(seq)
     const call = logic.sendMessage(chat, key === undefined ? undefined : { idempotencyKey: key })
-    const bounded: Effect.Effect<SendMessageResult, ChatFailure> = Duration.isZero(chatTimeout)
-      ? call
-      : Effect.timeoutFail(call, { duration: chatTimeout, onTimeout: () => logicTimedOut })
+    const bounded: Effect.Effect<SendMessageResult, ChatFailure> = withinChatTimeout(call, chatTimeout)
     const answered = Effect.flatMap(Effect.either(bounded), (result) => {
       const failure = this.answer(seq, chat, result)
       return failure === undefined ? Effect.void : logOutage([this.connection], failure)
