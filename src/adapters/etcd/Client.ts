@@ -83,7 +83,7 @@ export const etcdSettings = Config.nested(
   "etcd"
 )
 
-/** The etcd client's options from `etcd.*`, its PEM files read once. */
+/** The etcd client's options from `etcd.*`, its PEM files read each time it runs (Registry and Discovery each run it once). */
 export const etcdClientConfig: Effect.Effect<EtcdClientOptions, ConfigError.ConfigError | EtcdConfigError> = Effect.flatMap(
   etcdSettings,
   (etcd) => Effect.map(etcdSecurity(etcd), (security): EtcdClientOptions => ({ endpoints: etcd.endpoints, ...security }))
