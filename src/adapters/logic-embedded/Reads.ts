@@ -8,7 +8,7 @@ import { SessionType } from "../../domain/Model.js"
 import type { MessageRow } from "./Messages.js"
 import { sessionNameFor, toPush } from "./Messages.js"
 import type { SessionCache } from "./SessionCache.js"
-import { SNOWFLAKE_EPOCH_MS } from "./Snowflake.js"
+import { firstIdAt } from "./Snowflake.js"
 import type { Prepare } from "./Statements.js"
 import { attempt } from "./Storage.js"
 import { containsPattern, prefixPattern } from "./Validation.js"
@@ -59,13 +59,12 @@ const LEGACY_INBOX_IDS = 1n << 40n
 const MESSAGE_COLUMNS = "m.session_id, m.seq_id, m.msg_id, m.from_username, m.to_username, m.content, m.type, m.timestamp"
 
 /**
- * An inbox cursor before every message committed at `ms` or later: a msg_id is its commit
- * millisecond since the Snowflake epoch above 22 bits of worker and sequence, and never behind
- * the clock (Snowflake.ts).
+ * An inbox cursor before every message committed at `ms` or later: a msg_id carries its commit
+ * millisecond and is never behind the clock (Snowflake.ts).
  */
 const cursorBefore = (ms: number): bigint => {
-  const elapsed = Math.floor(ms) - SNOWFLAKE_EPOCH_MS
-  return elapsed <= 0 ? 0n : (BigInt(elapsed) << 22n) - 1n
+  const first = firstIdAt(ms)
+  return first === 0n ? 0n : first - 1n
 }
 
 export const clampLimit = (requested: bigint, fallback: number, max: number): number =>

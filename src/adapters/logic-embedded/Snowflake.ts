@@ -55,6 +55,12 @@ export const makeSnowflake = (workerId: number, lastId: bigint = 0n): Snowflake 
   }
 }
 
+/** The smallest id any worker hands out at unix time `ms` (0 before the epoch). */
+export const firstIdAt = (ms: number): bigint => {
+  const elapsed = Math.floor(ms) - SNOWFLAKE_EPOCH_MS
+  return elapsed <= 0 ? 0n : BigInt(elapsed) << (WORKER_BITS + SEQUENCE_BITS)
+}
+
 export const snowflakeParts = (id: bigint): SnowflakeParts => ({
   timestampMs: Number(id >> (WORKER_BITS + SEQUENCE_BITS)) + SNOWFLAKE_EPOCH_MS,
   workerId: Number((id >> SEQUENCE_BITS) & BigInt(MAX_WORKER_ID)),
