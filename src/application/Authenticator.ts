@@ -1,6 +1,7 @@
 import { Clock, Context, Duration, Effect, Layer, Option } from "effect"
 import { CloseCodes } from "../domain/Connection.js"
 import { AuthError } from "../domain/Errors.js"
+import type { LogicError } from "../domain/Errors.js"
 import type { Revocation } from "../domain/Model.js"
 import { readClaims, tokenIdOf } from "../domain/Token.js"
 import { ConnectionHub } from "./ConnectionHub.js"
@@ -107,6 +108,12 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
           for (const [tokenId, until] of revoked) if (until <= now) revoked.delete(tokenId)
         }
 
+        /** Logic's refusal of a token: unavailable while Logic cannot answer, invalid otherwise. */
+        const authErrorOf = (error: LogicError): AuthError =>
+          unavailable(error.code)
+            ? new AuthError({ reason: "Unavailable", message: error.message })
+            : new AuthError({ reason: "Invalid", message: error.message || "invalid access token" })
+
         const authenticate = (token: string | undefined): Effect.Effect<Principal, AuthError> =>
           Effect.suspend(() => {
             const now = authenticateNow(token)
@@ -123,11 +130,7 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
               remember(token, principal, clock.unsafeCurrentTimeMillis())
               return principal
             }),
-            Effect.mapError((error) =>
-              unavailable(error.code)
-                ? new AuthError({ reason: "Unavailable", message: error.message })
-                : new AuthError({ reason: "Invalid", message: error.message || "invalid access token" })
-            )
+            Effect.mapError(authErrorOf)
           )
 
         const revoke = (token: string) =>
@@ -141,11 +144,7 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
                   Effect.logWarning("Logic cannot store revocations; the token is refused by this gateway only"),
                   { tokenId: tokenIdOf(token, claims), username: claims?.sub ?? "", expiresAt: BigInt(Math.ceil((claims?.expiresAt ?? now + 86_400_000) / 1000)) }
                 )),
-              Effect.mapError((error) =>
-                unavailable(error.code)
-                  ? new AuthError({ reason: "Unavailable", message: error.message })
-                  : new AuthError({ reason: "Invalid", message: error.message || "invalid access token" })
-              )
+              Effect.mapError(authErrorOf)
             )
             forgetExpired(now)
             applyRevocation(revocation)
