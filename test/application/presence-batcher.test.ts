@@ -45,6 +45,7 @@ const harness = (
 }
 
 const usernames = (batches: ReadonlyArray<PresenceBatch>) => batches.flatMap((b) => b.onlineBatch.map((u) => u.username))
+const usernamesOf = (batch: PresenceBatch) => batch.onlineBatch.map((u) => u.username)
 
 describe("PresenceBatcher", () => {
   it.effect("an online event finding the batcher idle leaves at once, alone", () => {
@@ -114,6 +115,33 @@ describe("PresenceBatcher", () => {
       yield* settle
       expect(h.batches).toHaveLength(2)
       expect(usernames(h.batches)).toEqual(["first", "a", "b", "c"])
+    }).pipe(Effect.provide(h.layer))
+  })
+
+  it.effect("a batch that filled early does not cut the next one's flush interval short", () => {
+    const h = harness({ batchSize: 3 })
+    return Effect.gen(function*() {
+      const presence = yield* PresenceBatcher
+      presence.online("first", "ip")
+      yield* settle
+      // Under load: "a" starts a batch whose interval ends at 100 ms; it fills at 10 ms.
+      presence.online("a", "ip")
+      yield* settle
+      yield* TestClock.adjust("10 millis")
+      presence.online("b", "ip")
+      presence.online("c", "ip")
+      yield* settle
+      expect(h.batches.map(usernamesOf)).toEqual([["first"], ["a", "b", "c"]])
+      // "d" starts the next batch at 20 ms: it leaves at 120 ms, not at the first one's 100 ms.
+      yield* TestClock.adjust("10 millis")
+      presence.online("d", "ip")
+      yield* settle
+      yield* TestClock.adjust("85 millis")
+      yield* settle
+      expect(h.batches).toHaveLength(2)
+      yield* TestClock.adjust("15 millis")
+      yield* settle
+      expect(h.batches.map(usernamesOf)).toEqual([["first"], ["a", "b", "c"], ["d"]])
     }).pipe(Effect.provide(h.layer))
   })
 
