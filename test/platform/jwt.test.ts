@@ -36,6 +36,9 @@ describe("access tokens with fast-jwt", () => {
         .toBe("Invalid")
       expect(jwt.check(yield* forge({ sub: "a", iss: TOKEN_ISSUER, exp }, { alg: "HS512" }), now)._tag).toBe("Invalid")
       expect(jwt.check(yield* forge({ sub: "a", iss: "someone-else", exp }), now)._tag).toBe("Invalid")
+      expect(jwt.check(yield* forge({ sub: "a", iss: [TOKEN_ISSUER], exp }), now)._tag).toBe("Invalid")
+      // A token with no issuer at all is taken, as before (its signature is still checked).
+      expect(jwt.check(yield* forge({ sub: "a", exp }), now)._tag).toBe("Valid")
       expect(jwt.check(yield* forge({ sub: "a", iss: TOKEN_ISSUER }), now)._tag).toBe("Invalid")
       expect(jwt.check(yield* forge({ iss: TOKEN_ISSUER, exp }), now)._tag).toBe("Invalid")
       const unsigned = `${Buffer.from(JSON.stringify({ alg: "none" })).toString("base64url")}.${

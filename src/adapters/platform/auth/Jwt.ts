@@ -30,11 +30,12 @@ export const makeJwt = (secret: string, ttlSeconds: number): Jwt => {
   const signer = createSigner({ key: secret, algorithm: "HS256" })
   // Expiry is compared here against the caller's clock, so the verifier's own check is off. No
   // fast-jwt cache: hashing each token for it cost more than verifying (20.6 against 8.4 µs per
-  // first check, measured), and a reconnect storm brings tokens it has not seen.
+  // first check, measured), and a reconnect storm brings tokens it has not seen. The issuer is
+  // compared here too: fast-jwt's claim validator for it cost 4 µs per token in a fresh process
+  // (5,000 distinct tokens: 19.0-19.7 µs per check with it, 15.4-15.8 without).
   const verifier = createVerifier({
     key: secret,
     algorithms: ["HS256"],
-    allowedIss: TOKEN_ISSUER,
     requiredClaims: ["sub", "exp"],
     ignoreExpiration: true,
     ignoreNotBefore: true,
@@ -46,12 +47,14 @@ export const makeJwt = (secret: string, ttlSeconds: number): Jwt => {
       return signer({ sub: username, iss: TOKEN_ISSUER, iat: issuedAt, exp: issuedAt + ttlSeconds, jti: randomUUID() })
     },
     check: (token, nowMs) => {
-      let payload: { readonly sub?: unknown; readonly exp?: unknown }
+      let payload: { readonly sub?: unknown; readonly exp?: unknown; readonly iss?: unknown }
       try {
         payload = verifier(token)
       } catch {
         return invalid
       }
+      // As fast-jwt's `allowedIss` did: a token without `iss` passes, any other issuer does not.
+      if (payload.iss !== undefined && payload.iss !== TOKEN_ISSUER) return invalid
       if (typeof payload.sub !== "string" || payload.sub === "" || typeof payload.exp !== "number") return invalid
       if (payload.exp * 1000 <= nowMs) return expired
       // The id a Logout revokes: the jti, or the whole token when it has none (domain/Token.ts).
