@@ -257,6 +257,32 @@ describe("the front door", () => {
       expect(yield* isOpen(other)).toBe(true)
       expect(listener.stats().closed).toEqual({ banned: 2 })
     }))
+
+  it.scopedLive("a ban with a grace turns the address away at once and closes the banned connection when the grace ends", () =>
+    Effect.gen(function*() {
+      const frontDoor = yield* door()
+      const listener = frontDoor.listener(policy())
+      const { accepted, port } = yield* serve(listener.guard)
+      const cut = yield* connect(port)
+      yield* admitted(accepted, 1)
+      const bannedAt = performance.now()
+      // What its owner wrote last (a GOAWAY, say) still reaches the peer during the grace.
+      accepted[0]!.write("farewell")
+      listener.ban(accepted[0]!, 60_000, 400)
+      const again = yield* connect(port)
+      yield* Effect.promise(() => again.closed)
+      expect(yield* isOpen(cut)).toBe(true)
+      const received = yield* Effect.promise(() =>
+        new Promise<string>((resolve) => {
+          let text = ""
+          cut.socket.on("data", (chunk: Buffer) => (text += chunk.toString()))
+          void cut.closed.then(() => resolve(text))
+        })
+      )
+      expect(received).toBe("farewell")
+      expect(performance.now() - bannedAt).toBeGreaterThanOrEqual(350)
+      expect(listener.stats().closed).toEqual({ banned: 2 })
+    }))
 })
 
 describe("the budget from the descriptor limit", () => {

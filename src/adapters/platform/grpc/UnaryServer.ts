@@ -181,11 +181,10 @@ export const makeUnaryServer = (
     if (socket === undefined || socket.destroyed) return
     // ...which, to a caller that does not read, is never: it would hold its socket and all queued on it.
     if (reason === "output") socket.destroy()
-    else {
-      setTimeout(() => socket.destroy(), CUT_OFF_GRACE_MS).unref()
-      // Its next connections are refused at accept for a while: a refusal flood costs one accept each.
-      options.listener?.ban(socket, REFUSALS_BAN_MS)
-    }
+    // Its next connections are refused at accept for a while (a refusal flood costs one accept
+    // each); this one is closed once its GOAWAY has had time to leave.
+    else if (options.listener !== undefined) options.listener.ban(socket, REFUSALS_BAN_MS, CUT_OFF_GRACE_MS)
+    else setTimeout(() => socket.destroy(), CUT_OFF_GRACE_MS).unref()
   }
   const refusals = makeKeyedRateLimiter({ ...(options.refusals ?? DEFAULT_REFUSALS), maxKeys: 10_000 })
   /** Counts a refusal on the headers against the peer's address; true when that was one too many and the connection is cut. */

@@ -77,8 +77,11 @@ export interface Listener {
   readonly trust: (socket: Net.Socket) => void
   /** `trust` for a connection known by its peer, `address:port` (a listener with `byPeer`). */
   readonly trustPeer: (peer: string) => void
-  /** Refuses new connections from the socket's client key for `ms` and closes this one. */
-  readonly ban: (socket: Net.Socket, ms: number) => void
+  /**
+   * Refuses new connections from the socket's client key for `ms` and closes this one: at once, or
+   * after `graceMs` (time for a farewell its owner has written, such as an HTTP/2 GOAWAY, to leave).
+   */
+  readonly ban: (socket: Net.Socket, ms: number, graceMs?: number) => void
   /** Requests in flight on the connection (for pipelining caps); 0 for a socket not guarded. */
   readonly inFlight: (socket: Net.Socket) => number
   readonly stats: () => ListenerStats

@@ -247,14 +247,19 @@ export const makeFrontDoor = (
       },
       trust: (socket) => trust(entryOf(socket)),
       trustPeer: (peer) => trust(l.peers?.get(peer)),
-      ban: (socket, ms) => {
+      ban: (socket, ms, graceMs = 0) => {
         const entry = entryOf(socket)
         if (entry !== undefined && policy.exempt?.(normalizeIp(socket.remoteAddress ?? "") ?? "") !== true) {
           if (l.bans.size >= 10_000) l.bans.delete(l.bans.keys().next().value!)
           l.bans.set(entry.key, Date.now() + ms)
         }
-        if (entry !== undefined) close(entry, "banned")
-        else socket.destroy()
+        if (entry === undefined) return void socket.destroy()
+        if (graceMs <= 0) return close(entry, "banned")
+        // Not shed meanwhile: it leaves its set now (as a close does) and is closed when the grace ends.
+        place(entry, undefined, entry.since)
+        setTimeout(() => {
+          if (!socket.destroyed) close(entry, "banned")
+        }, graceMs).unref()
       },
       inFlight: (socket) => entryOf(socket)?.inFlight ?? 0,
       stats: () => statsOf(l)
