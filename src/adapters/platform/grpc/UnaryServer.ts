@@ -4,8 +4,9 @@ import type { Scope } from "effect"
 import * as Http2 from "node:http2"
 import type { IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from "node:http2"
 import type { Socket } from "node:net"
-import { makeKeyedRateLimiter } from "../../../domain/RateLimit.js"
+import { clientKeyOf, makeKeyedRateLimiter } from "../../../domain/RateLimit.js"
 import type { Listener } from "../net/FrontDoor.js"
+import { normalizeIp } from "../net/IpRules.js"
 import type { InternalSecurity } from "./Security.js"
 import type { ListenOptions } from "./Server.js"
 import { shutDown } from "./Server.js"
@@ -187,9 +188,12 @@ export const makeUnaryServer = (
     else setTimeout(() => socket.destroy(), CUT_OFF_GRACE_MS).unref()
   }
   const refusals = makeKeyedRateLimiter({ ...(options.refusals ?? DEFAULT_REFUSALS), maxKeys: 10_000 })
-  /** Counts a refusal on the headers against the peer's address; true when that was one too many and the connection is cut. */
+  /**
+   * Counts a refusal on the headers against the peer's client key (its address; an IPv6 address by
+   * its /64, as the front door counts it); true when that was one too many and the connection is cut.
+   */
   const tooManyRefusals = (peer: Peer, now: number): boolean => {
-    if (refusals.take(peer.address, now) === 0) return false
+    if (refusals.take(clientKeyOf(normalizeIp(peer.address) ?? peer.address), now) === 0) return false
     cutOff(peer, "refusals")
     return true
   }
