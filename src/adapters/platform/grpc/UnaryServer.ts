@@ -37,7 +37,7 @@ export { grpcFrame, parseGrpcTimeout, percentEncode } from "./UnaryServer/Wire.j
  * Held to account, as a port a hostile or broken caller may reach: streams per connection
  * (SETTINGS_MAX_CONCURRENT_STREAMS) and Node's per-connection memory cap; request bytes buffered,
  * per connection and per server; response bytes a caller leaves unread (its connection is cut);
- * calls refused on their headers, per address (GOAWAY ENHANCE_YOUR_CALM past a rate). Connection
+ * calls refused on their headers, per client key (GOAWAY ENHANCE_YOUR_CALM past a rate). Connection
  * counts and idle timeouts are for a connection-level guard: `Peer` is where its state goes.
  */
 
@@ -69,8 +69,9 @@ export interface UnaryServerOptions extends ListenOptions {
   readonly outputGraceMs?: number
   /**
    * Calls refused on their headers (not POST, not gRPC, unknown method, refused admission,
-   * malformed grpc-timeout), per peer address: past this rate the connection refusing one more
-   * gets GOAWAY (ENHANCE_YOUR_CALM) and is closed. Default 20 per second, bursts of 50.
+   * malformed grpc-timeout), per client key (the peer's address; an IPv6 one by its /64): past
+   * this rate the connection refusing one more gets GOAWAY (ENHANCE_YOUR_CALM) and is closed.
+   * Default 20 per second, bursts of 50.
    */
   readonly refusals?: { readonly ratePerSecond: number; readonly burst: number }
   /** Every answered call: its path, status and seconds from its request being complete to its answer. */
