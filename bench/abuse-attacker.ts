@@ -418,7 +418,9 @@ const tokenless = async (s: Extract<AttackSpec, { attack: "h2-tokenless" }>): Pr
       session.on("close", end)
       const call = () => {
         if (over) return
-        if (mine >= share || performance.now() > deadline) {
+        // Cut off by the gateway (GOAWAY, then the socket): no more calls on it, and no crash on a
+        // request to a session already gone.
+        if (mine >= share || performance.now() > deadline || session.closed || session.destroyed) {
           if (inFlight === 0) end()
           return
         }
