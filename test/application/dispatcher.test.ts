@@ -196,6 +196,100 @@ describe("Dispatcher", () => {
       expect(users[0]!.packets().at(-1)?.seq).toBe("after")
     }).pipe(withCore({ logic: { batchesChats: true, sendMessages: () => Effect.dieMessage("a bug in Logic") } })))
 
+  it.scoped("an in-process Logic takes a turn's chats plainly (sendMessagesNow); each is acked when it answers, with its own result", () => {
+    const batches: Array<ReadonlyArray<string>> = []
+    const answers: Array<() => void> = []
+    return Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const users = ["alice", "bob", "carol"].map((name) => fakeConnection(name))
+      const handles = yield* Effect.forEach(users, (user) => dispatcher.attach(user))
+      handles.forEach((handle, i) => handle.receive(chatFrame(`n${i}`, { content: `from ${i}` })))
+      yield* settle
+      expect(batches).toEqual([["from 0", "from 1", "from 2"]])
+      // Not durable yet: nobody is acked, and a pulse waits behind its connection's chat.
+      handles[0]!.receive(pulseFrame("behind"))
+      yield* settle
+      for (const user of users) expect(user.frames).toHaveLength(0)
+      answers[0]!()
+      expect(users[0]!.packets().map((p) => p.seq)).toEqual(["n0", "behind"])
+      expect(acks(users[0]!.packets())).toMatchObject([{ seq: "n0", msgId: 100n, error: "" }])
+      expect(acks(users[1]!.packets())).toMatchObject([{ seq: "n1", msgId: 0n, error: "not a session member" }])
+      expect(acks(users[2]!.packets())).toMatchObject([{ seq: "n2", msgId: 102n, error: "" }])
+      // Answered once: a second call of `done` (a bug in Logic) acks nothing twice.
+      answers[0]!()
+      expect(acks(users[2]!.packets())).toHaveLength(1)
+    }).pipe(
+      withCore({
+        overrides: { dispatcher: { chatTimeout: 0 } },
+        logic: {
+          batchesChats: true,
+          sendMessages: () => Effect.dieMessage("the Effect form is not used when the plain one is there"),
+          sendMessagesNow: (items, done) => {
+            batches.push(items.map((item) => item.chat.content))
+            answers.push(() =>
+              done(items.map((_, i) =>
+                i === 1
+                  ? Either.left(logicError("permission_denied", "not a session member"))
+                  : Either.right({ msgId: BigInt(100 + i), seqId: 1n })
+              ))
+            )
+          }
+        }
+      })
+    )
+  })
+
+  it.scoped("a plain batch that Logic does not answer within the chat timeout is acked with a deadline error, and its late answer is dropped", () => {
+    const answers: Array<() => void> = []
+    return Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      handle.receive(chatFrame("late"))
+      yield* settle
+      expect(answers).toHaveLength(1)
+      expect(conn.frames).toHaveLength(0)
+      // The plain path's deadline is a timer of the event loop, not of the Effect clock.
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 120)))
+      expect(acks(conn.packets())).toMatchObject([{ refSeq: "late", error: "logic did not answer in time" }])
+      answers[0]!()
+      handle.receive(pulseFrame("after"))
+      expect(conn.packets().map((p) => p.seq)).toEqual(["late", "after"])
+    }).pipe(
+      withCore({
+        overrides: { dispatcher: { chatTimeout: "50 millis" } },
+        logic: {
+          batchesChats: true,
+          sendMessagesNow: (items, done) => {
+            answers.push(() => done(items.map(() => Either.right({ msgId: 1n, seqId: 1n }))))
+          }
+        }
+      })
+    )
+  })
+
+  it.scoped("a plain batch Logic that throws has every chat of the batch acked with an error, and the connections go on", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const users = ["alice", "bob"].map((name) => fakeConnection(name))
+      const handles = yield* Effect.forEach(users, (user) => dispatcher.attach(user))
+      handles.forEach((handle, i) => handle.receive(chatFrame(`t${i}`)))
+      yield* settle
+      for (const user of users) expect(acks(user.packets())).toMatchObject([{ error: "internal error" }])
+      handles[1]!.receive(pulseFrame("after"))
+      expect(users[1]!.packets().at(-1)?.seq).toBe("after")
+    }).pipe(
+      withCore({
+        overrides: { dispatcher: { chatTimeout: 0 } },
+        logic: {
+          batchesChats: true,
+          sendMessagesNow: () => {
+            throw new Error("a bug in Logic")
+          }
+        }
+      })
+    ))
+
   it.scoped("a Logic whose chats are separate calls gets each chat in its own call, in the frame's own turn", () => {
     const calls: Array<string> = []
     return Effect.gen(function*() {

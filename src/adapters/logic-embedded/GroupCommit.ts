@@ -2,7 +2,7 @@ import type { Database } from "better-sqlite3"
 import { Effect } from "effect"
 import type { StatementCounters } from "./Statements.js"
 
-type Outcome<O> = { readonly ok: true; readonly value: O } | { readonly ok: false; readonly error: unknown }
+export type Outcome<O> = { readonly ok: true; readonly value: O } | { readonly ok: false; readonly error: unknown }
 
 interface Job<O> {
   readonly work: () => O
@@ -62,24 +62,30 @@ export const makeGroupCommit = (
     }
   }
 
-  /** Runs `work` inside the next batch; what it (or the batch) threw goes to `onError`. */
+  /**
+   * Runs `work` inside the next batch and calls `resume` with what it returned (or what it, or
+   * the batch, threw) once the batch is durable. Plain: the in-process chat path uses it per batch
+   * of chats, with no fiber.
+   */
+  const enqueue = <O>(work: () => O, resume: (outcome: Outcome<O>) => void): void => {
+    queue.push({ work, resume: resume as (outcome: Outcome<unknown>) => void })
+    if (scheduled) return
+    const wait = lastCommitAt + minIntervalMs - performance.now()
+    if (wait <= 0) {
+      flush()
+    } else {
+      scheduled = true
+      setTimeout(flush, wait)
+    }
+  }
+
+  /** `enqueue` as an Effect; what it (or the batch) threw goes to `onError`. */
   const submit = <O, E>(work: () => O, onError: (error: unknown) => Effect.Effect<never, E>): Effect.Effect<O, E> =>
     Effect.async<O, E>((resume) => {
-      queue.push({
-        work,
-        resume: (outcome) => resume(outcome.ok ? Effect.succeed(outcome.value as O) : onError(outcome.error))
-      })
-      if (scheduled) return
-      const wait = lastCommitAt + minIntervalMs - performance.now()
-      if (wait <= 0) {
-        flush()
-      } else {
-        scheduled = true
-        setTimeout(flush, wait)
-      }
+      enqueue(work, (outcome) => resume(outcome.ok ? Effect.succeed(outcome.value) : onError(outcome.error)))
     })
 
-  return { submit }
+  return { enqueue, submit }
 }
 
 export type GroupCommit = ReturnType<typeof makeGroupCommit>

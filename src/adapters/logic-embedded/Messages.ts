@@ -1,5 +1,5 @@
 import type Database from "better-sqlite3"
-import { Clock, Effect, Either } from "effect"
+import { Cause, Clock, Effect, Either, Runtime } from "effect"
 import type { CommittedShape } from "../../application/Committed.js"
 import type { ChatOrigin, LogicShape } from "../../application/ports/Logic.js"
 import type { LogicError } from "../../domain/Errors.js"
@@ -15,7 +15,7 @@ import type { CachedSession, Member, SessionCache } from "./SessionCache.js"
 import type { Snowflake } from "./Snowflake.js"
 import type { Prepare } from "./Statements.js"
 import { sharedRunnerScheduler } from "./SharedScheduler.js"
-import { attempt, storageFailure } from "./Storage.js"
+import { attempt, logStorageFailure, storageError, storageFailure } from "./Storage.js"
 
 export interface MessageRow {
   readonly session_id: string
@@ -76,7 +76,10 @@ export interface MessagesOptions {
   readonly sessionRules: SessionRules
 }
 
-export type Messages = Pick<LogicShape, "sendMessage" | "sendMessages" | "batchesChats" | "createSession" | "updateReadPosition">
+export type Messages = Pick<
+  LogicShape,
+  "sendMessage" | "sendMessages" | "sendMessagesNow" | "batchesChats" | "createSession" | "updateReadPosition"
+>
 
 /**
  * The write side. A message is three statements — its row (with its idempotency key), the
@@ -88,6 +91,8 @@ export const makeMessages = (options: MessagesOptions): Effect.Effect<Messages, 
   Effect.gen(function*() {
     const { db, prepare, cache, snowflake, commit, durable, publish, chatRules, sessionRules } = options
     const clock = yield* Effect.clock
+    // For what the plain chat path has to log (a storage failure, a publish that threw).
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const statements = yield* attempt("preparing messages", () => ({
       // Positional parameters, no `{ ...row, client_key }`: on Node 20's V8 an object spread
       // followed by another property made what each message's row points to (ids, content, key)
@@ -230,8 +235,6 @@ export const makeMessages = (options: MessagesOptions): Effect.Effect<Messages, 
       return createRows(sessionId, SessionType.Direct, "", from, members as Array<Member>, nowMs)
     }
 
-    const failedToStore = (error: unknown) => storageFailure("sendMessage", error)
-
     const notFound = logicError("not_found", "session not found")
     const notMember = logicError("permission_denied", NOT_A_MEMBER)
 
@@ -265,17 +268,35 @@ export const makeMessages = (options: MessagesOptions): Effect.Effect<Messages, 
       return post(session, chat.fromUsername, chat.fromUsername, chat.content, messageTypeOf(chat.type), key, nowMs)
     }
 
-    // The hot path: one Effect for a whole batch of chats, one group-commit job for all of them,
-    // resumed on the shared run queue (see SharedScheduler) when the commit is durable.
+    const failedToStore = storageError("sendMessage")
+
+    // The hot path: one group-commit job for a whole batch of chats, answered plainly once the
+    // commit is durable (the Dispatcher calls this with a turn's chats: no fiber per batch).
+    const sendMessagesNow: NonNullable<Messages["sendMessagesNow"]> = (items, done) => {
+      const nowMs = clock.unsafeCurrentTimeMillis()
+      commit.enqueue(() => items.map((item) => store(item.chat, item.idempotencyKey, nowMs)), (outcome) => {
+        let results: ReadonlyArray<Either.Either<SendMessageResult, LogicError>>
+        if (outcome.ok) {
+          results = outcome.value.map(settle)
+        } else {
+          runFork(logStorageFailure("sendMessage", outcome.error))
+          results = items.map(() => Either.left(failedToStore))
+        }
+        if (publishFailure !== undefined) runFork(reportPublishFailure(undefined))
+        try {
+          done(results)
+        } catch (error) {
+          // A bug in whoever answers: the other batches of this commit must still be resumed.
+          runFork(Effect.logError("answering stored chats failed", Cause.die(error)))
+        }
+      })
+    }
+
+    // The same as an Effect (the reference Logic's gRPC server, a traced chat), resumed on the
+    // shared run queue (see SharedScheduler).
     const sendMessages: Messages["sendMessages"] = (items) =>
       Effect.withScheduler(
-        Effect.suspend(() => {
-          const nowMs = clock.unsafeCurrentTimeMillis()
-          return Effect.matchEffect(commit.submit(() => items.map((item) => store(item.chat, item.idempotencyKey, nowMs)), failedToStore), {
-            onSuccess: (stored) => reportPublishFailure(stored.map(settle)),
-            onFailure: (error) => Effect.succeed(items.map(() => Either.left(error)))
-          })
-        }),
+        Effect.async((resume) => sendMessagesNow(items, (results) => resume(Effect.succeed(results)))),
         sharedRunnerScheduler
       )
 
@@ -336,5 +357,5 @@ export const makeMessages = (options: MessagesOptions): Effect.Effect<Messages, 
       return outcome.unread
     })
 
-    return { sendMessage, sendMessages, batchesChats: true, createSession, updateReadPosition }
+    return { sendMessage, sendMessages, sendMessagesNow, batchesChats: true, createSession, updateReadPosition }
   })

@@ -42,23 +42,36 @@ export interface PendingChat extends ChatItem {
 }
 
 type RunFork = <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+type Results = ReadonlyArray<Either.Either<SendMessageResult, ChatFailure>>
 
 /**
  * The chat path's one batching stage. A Logic that commits chats together (`batchesChats`) gets
- * the chats of one turn of the event loop in one call, run by one fiber: per frame no Effect
- * runs. A Logic over the network gets each chat in its own call at once, so a slow one holds no
- * other's ack back (each RPC has its own deadline; a batch would be answered with its slowest).
- * Every chat is acked when its call ends, then its connection goes on; what timed out or died
- * unanswered is acked with an error.
+ * the chats of one turn of the event loop in one call; an in-process one with `sendMessagesNow`
+ * takes them plainly, so per batch no Effect runs either (a timer only when a chat timeout is
+ * set), otherwise one fiber runs the call. A Logic over the network gets each chat in its own call
+ * at once, so a slow one holds no other's ack back (each RPC has its own deadline; a batch would
+ * be answered with its slowest). Every chat is acked when its call ends, then its connection goes
+ * on; what timed out or died unanswered is acked with an error.
  */
 export const makeChatBatcher = (
   logic: LogicShape,
   chatTimeout: Duration.Duration,
   runFork: RunFork
 ): (chat: PendingChat) => void => {
-  const send = (chats: ReadonlyArray<PendingChat>) => {
-    runFork(withinChatTimeout(logic.sendMessages(chats), chatTimeout)).addObserver((exit) => answerAll(chats, exit, runFork))
-  }
+  const sendMessagesNow = logic.batchesChats ? logic.sendMessagesNow : undefined
+  const send = sendMessagesNow === undefined
+    ? (chats: ReadonlyArray<PendingChat>) => {
+      runFork(withinChatTimeout(logic.sendMessages(chats), chatTimeout)).addObserver((exit) =>
+        answerAll(
+          chats,
+          Exit.isSuccess(exit) ? exit.value : undefined,
+          // A call that timed out answers every chat with its error; one that died (a bug) with "internal".
+          Exit.isFailure(exit) && Cause.isFailType(exit.cause) ? Either.left(exit.cause.error) : unanswered,
+          runFork
+        )
+      )
+    }
+    : sendPlainly(sendMessagesNow, Duration.toMillis(chatTimeout), runFork)
   if (!logic.batchesChats) return (chat) => send([chat])
   let batch: Array<PendingChat> = []
   const sendBatch = () => {
@@ -72,15 +85,40 @@ export const makeChatBatcher = (
   }
 }
 
-/** Acks each chat of a call with its result, or all of them with the call's failure. */
+const timedOut = Either.left(logicTimedOut)
+
+/** A batch through `sendMessagesNow`: answered once, by Logic or by the timeout, whichever is first. */
+const sendPlainly = (
+  sendMessagesNow: NonNullable<LogicShape["sendMessagesNow"]>,
+  timeoutMs: number,
+  runFork: RunFork
+) =>
+(chats: ReadonlyArray<PendingChat>): void => {
+  let done = false
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const finish = (results: Results | undefined, missing: Either.Either<never, ChatFailure>) => {
+    if (done) return
+    done = true
+    if (timer !== undefined) clearTimeout(timer)
+    answerAll(chats, results, missing, runFork)
+  }
+  if (timeoutMs > 0) timer = setTimeout(() => finish(undefined, timedOut), timeoutMs)
+  try {
+    sendMessagesNow(chats, (results) => finish(results, unanswered))
+  } catch (error) {
+    // A bug in Logic: its chats are answered "internal" and the connections go on.
+    finish(undefined, unanswered)
+    runFork(Effect.logError("sending chats to Logic failed", Cause.die(error)))
+  }
+}
+
+/** Acks each chat with its result (`missing` for a chat without one), then lets its connection go on. */
 const answerAll = (
   chats: ReadonlyArray<PendingChat>,
-  exit: Exit.Exit<ReadonlyArray<Either.Either<SendMessageResult, ChatFailure>>, ChatFailure>,
+  results: Results | undefined,
+  missing: Either.Either<never, ChatFailure>,
   runFork: RunFork
 ) => {
-  const results = Exit.isSuccess(exit) ? exit.value : undefined
-  // A call that timed out answers every chat with its error; one that died (a bug) with "internal".
-  const missing = Exit.isFailure(exit) && Cause.isFailType(exit.cause) ? Either.left(exit.cause.error) : unanswered
   let failure: ChatFailure | undefined
   let failed: Array<LiveConnection> | undefined
   for (let i = 0; i < chats.length; i++) {

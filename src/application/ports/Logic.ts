@@ -85,6 +85,15 @@ export interface LogicShape {
    * one per call and a slow chat holds back no other chat's ack.
    */
   readonly batchesChats: boolean
+  /**
+   * `sendMessages` without an Effect, for an in-process Logic that batches chats: `done` is called
+   * once, with one result per item in order, when the batch is durable. The chat path uses it when
+   * present, so a batch of chats costs no fiber (issue 27: chat CPU).
+   */
+  readonly sendMessagesNow?: (
+    items: ReadonlyArray<ChatItem>,
+    done: (results: ReadonlyArray<Either.Either<SendMessageResult, LogicError>>) => void
+  ) => void
   readonly syncStatus: (batch: PresenceBatch) => Effect.Effect<void, LogicError>
   /** One page of the user's sessions (limit 0: Logic's page size; token "": the first page). */
   readonly getSessionList: (username: string, page?: PageRequest) => Effect.Effect<SessionPage, LogicError>
