@@ -1,7 +1,7 @@
 import { Context, Effect, Layer } from "effect"
 import type { PushMessage } from "../domain/Model.js"
 import { pushPacket } from "../domain/Packet.js"
-import { Committed, consumeCommitted } from "./Committed.js"
+import { Committed } from "./Committed.js"
 import { ConnectionHub, GateOutcome } from "./ConnectionHub.js"
 import { FrameCodec } from "./ports/FrameCodec.js"
 import { Metrics } from "./ports/Metrics.js"
@@ -79,14 +79,14 @@ export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDeli
 
   /**
    * Pushes what an in-process Logic committed (the `Committed` queue), as the Task service does
-   * over PushService: one fiber for the life of the Layer, taking the queue's messages in order.
-   * It wakes after the acks of the turn that committed them are written.
+   * over PushService: the queue's consumer for the life of the Layer, taking its messages in order
+   * right after the acks of the turn that committed them are written.
    */
   static readonly layerCommitted: Layer.Layer<never, never, PushDelivery | Committed> = Layer.scopedDiscard(
     Effect.gen(function*() {
       const { deliverNow } = yield* PushDelivery
-      const { messages } = yield* Committed
-      yield* Effect.forkScoped(consumeCommitted(messages, deliverNow))
+      const committed = yield* Committed
+      yield* committed.consume(deliverNow)
     })
   )
 }

@@ -1,6 +1,6 @@
 import { Clock, Context, Duration, Effect, ExecutionStrategy, Exit, FiberSet, Layer, Scope, Stream } from "effect"
 import type { ConfigError, Subscribable } from "effect"
-import { Committed, consumeCommitted } from "../../application/Committed.js"
+import { Committed } from "../../application/Committed.js"
 import type { LogicShape } from "../../application/ports/Logic.js"
 import { Logic, LogicRoutes } from "../../application/ports/Logic.js"
 import type { PresenceBatch, PushMessage } from "../../domain/Model.js"
@@ -66,7 +66,7 @@ const make = (options: ReferenceLogicOptions) =>
       const security = yield* InternalAuth.InternalAuth
       const inner = yield* Logic
       const routes = yield* LogicRoutes
-      const { messages } = yield* Committed
+      const committed = yield* Committed
       const gateways = yield* LiveGateways
       const clients = new Map<string, GatewayClient>()
       const pushes = yield* FiberSet.make<void>()
@@ -168,7 +168,7 @@ const make = (options: ReferenceLogicOptions) =>
 
       // Acks do not wait for the fan-out, as with the Task service behind a queue: a fiber per message.
       const runPush = yield* FiberSet.runtime(pushes)<never>()
-      yield* Effect.forkScoped(consumeCommitted(messages, (recipients, message) => void runPush(deliver(recipients, message))))
+      yield* committed.consume((recipients, message) => void runPush(deliver(recipients, message)))
 
       // The catch-up starts once the routes are stored, so a message committed after it is pushed anyway.
       const served: LogicShape = {
