@@ -44,8 +44,9 @@ export interface Shared {
 
 /**
  * One connection's frame handling, kept plain so an idle socket costs a few small objects and no
- * fiber: frames are handled synchronously, a chat runs as one short-lived fiber, and frames that
- * arrive while it is in flight wait in order behind it.
+ * fiber: frames are handled synchronously, a chat goes to Logic with the others of its turn
+ * (ChatBatch: plainly for an in-process Logic, a fiber per call otherwise), and frames that arrive
+ * while it is in flight wait in order behind it.
  */
 export class Session implements ConnectionSession {
   private pending: Array<Packet> | undefined = undefined
