@@ -80,8 +80,8 @@ export interface DispatcherShape {
  * (a connection's own pushes while its chat is answered), `ExpiryWheel` (token expiry).
  *
  * A chat frame's way: Session.receive (decode, budget, order; the connection's pushes held) →
- * ChatBatch → `Logic.sendMessagesNow` (in-process) or `Logic.sendMessages` → per-message results → Session.answer (the ack; held pushes
- * follow it, but the chat's own echo). A message Logic committed reaches the other sockets through
+ * ChatBatch → `Logic.sendMessagesNow` (in-process) or `Logic.sendMessages` → per-message results
+ * → Session.answer (the ack; held pushes follow it, but the chat's own echo). A message Logic committed reaches the other sockets through
  * PushDelivery: from the Task service over PushService, or from an in-process Logic through the
  * `Committed` queue (`PushDelivery.layerCommitted`), after the acks of its turn.
  */
