@@ -268,6 +268,65 @@ describe("Dispatcher", () => {
     )
   })
 
+  it.scoped("a chat timeout past setTimeout's range means none on the plain path: the chat waits for Logic's answer", () => {
+    const answers: Array<() => void> = []
+    return Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const conn = fakeConnection("alice")
+      const handle = yield* dispatcher.attach(conn)
+      handle.receive(chatFrame("patient"))
+      yield* settle
+      // Node fires a timer past 2^31-1 ms at once (after a warning): that would ack deadline_exceeded here.
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 60)))
+      expect(conn.frames).toHaveLength(0)
+      answers[0]!()
+      expect(acks(conn.packets())).toMatchObject([{ refSeq: "patient", msgId: 7n, error: "" }])
+    }).pipe(
+      withCore({
+        overrides: { dispatcher: { chatTimeout: "30 days" } },
+        logic: {
+          batchesChats: true,
+          sendMessagesNow: (items, done) => {
+            answers.push(() => done(items.map(() => Either.right({ msgId: 7n, seqId: 1n }))))
+          }
+        }
+      })
+    )
+  })
+
+  it.scoped("a connection whose ack throws (a bug) keeps no other chat of its batch unanswered", () => {
+    const answers: Array<() => void> = []
+    return Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher
+      const users = ["alice", "bob", "carol"].map((name) => fakeConnection(name))
+      const handles = yield* Effect.forEach(users, (user) => dispatcher.attach(user))
+      handles.forEach((handle, i) => handle.receive(chatFrame(`x${i}`)))
+      yield* settle
+      Object.assign(users[0]!, {
+        send: () => {
+          throw new Error("a broken socket adapter")
+        }
+      })
+      // Called from an I/O callback in production: nothing may escape it.
+      expect(() => answers[0]!()).not.toThrow()
+      expect(acks(users[1]!.packets())).toMatchObject([{ seq: "x1", error: "" }])
+      expect(acks(users[2]!.packets())).toMatchObject([{ seq: "x2", error: "" }])
+      // The broken connection's chat was settled too: its next frame is handled.
+      handles[1]!.receive(pulseFrame("next"))
+      expect(users[1]!.packets().at(-1)?.seq).toBe("next")
+    }).pipe(
+      withCore({
+        overrides: { dispatcher: { chatTimeout: 0 } },
+        logic: {
+          batchesChats: true,
+          sendMessagesNow: (items, done) => {
+            answers.push(() => done(items.map((_, i) => Either.right({ msgId: BigInt(i + 1), seqId: 1n }))))
+          }
+        }
+      })
+    )
+  })
+
   it.scoped("a plain batch Logic that throws has every chat of the batch acked with an error, and the connections go on", () =>
     Effect.gen(function*() {
       const dispatcher = yield* Dispatcher

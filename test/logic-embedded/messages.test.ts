@@ -192,6 +192,48 @@ describe("LogicEmbedded messages", () => {
       expect((yield* failure(logic.sendMessage(chat("single:bob:carol", "alice", "x")))).code).toBe("not_found")
     }))
 
+  it.scopedLive("sendMessagesNow: batches sharing a commit are each answered once it is durable, even when one answer throws", () =>
+    Effect.gen(function*() {
+      // A long interval: the first batch commits at once, the next two wait for the same commit.
+      const { logic, published } = yield* fixture({ commitIntervalMs: 50 })
+      yield* registerAll(logic, "alice", "bob")
+      const sendNow = logic.sendMessagesNow!
+      const answered: Array<string> = []
+      const item = (content: string) => ({ chat: chat("0", "alice", content), idempotencyKey: `boot:1:${content}` })
+      yield* Effect.async<void>((resume) => {
+        sendNow([item("first")], () => answered.push("first"))
+        sendNow([item("second")], () => {
+          answered.push("second")
+          throw new Error("a bug in whoever answers")
+        })
+        sendNow([item("third"), item("fourth")], (results) => {
+          answered.push(`third+fourth ${results.map((r) => r._tag).join(",")}`)
+          resume(Effect.void)
+        })
+      })
+      expect(answered).toEqual(["first", "second", "third+fourth Right,Right"])
+      expect(published.map((p) => p.message.content)).toEqual(["first", "second", "third", "fourth"])
+      const history = yield* logic.getHistoryMessages({ username: "bob", sessionId: "0", limit: 0n, beforeSeq: 0n })
+      expect(history.map((m) => m.content)).toEqual(["first", "second", "third", "fourth"])
+    }))
+
+  it.scopedLive("sendMessagesNow answers a chat Logic refuses in its place, the others of the batch stored", () =>
+    Effect.gen(function*() {
+      const { logic } = yield* fixture()
+      yield* registerAll(logic, "alice", "bob")
+      const results = yield* Effect.async<ReadonlyArray<unknown>>((resume) =>
+        logic.sendMessagesNow!(
+          [{ chat: chat("0", "alice", "ok") }, { chat: chat("group:404", "alice", "nowhere") }, { chat: chat("0", "bob", "ok too") }],
+          (answers) => resume(Effect.succeed(answers))
+        )
+      )
+      expect(results).toMatchObject([
+        { _tag: "Right", right: { seqId: 1n } },
+        { _tag: "Left", left: { code: "not_found" } },
+        { _tag: "Right", right: { seqId: 2n } }
+      ])
+    }))
+
   it.scopedLive("a publisher that throws does not fail the send: the message is committed, acked and in the inbox", () =>
     Effect.gen(function*() {
       const { logic } = yield* fixture({}, () => {

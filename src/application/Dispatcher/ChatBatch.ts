@@ -86,6 +86,7 @@ export const makeChatBatcher = (
 }
 
 const timedOut = Either.left(logicTimedOut)
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** A batch through `sendMessagesNow`: answered once, by Logic or by the timeout, whichever is first. */
 const sendPlainly = (
@@ -102,7 +103,8 @@ const sendPlainly = (
     if (timer !== undefined) clearTimeout(timer)
     answerAll(chats, results, missing, runFork)
   }
-  if (timeoutMs > 0) timer = setTimeout(() => finish(undefined, timedOut), timeoutMs)
+  // Past setTimeout's range (~24.8 days) Node would fire at once: such a timeout means none.
+  if (timeoutMs > 0 && timeoutMs <= MAX_TIMER_MS) timer = setTimeout(() => finish(undefined, timedOut), timeoutMs)
   try {
     sendMessagesNow(chats, (results) => finish(results, unanswered))
   } catch (error) {
@@ -112,7 +114,11 @@ const sendPlainly = (
   }
 }
 
-/** Acks each chat with its result (`missing` for a chat without one), then lets its connection go on. */
+/**
+ * Acks each chat with its result (`missing` for a chat without one), then lets its connection go
+ * on. Runs in timer and I/O callbacks: what one chat's answer throws (a bug) is logged once and
+ * keeps neither the other chats unanswered nor the exception loose in the event loop.
+ */
 const answerAll = (
   chats: ReadonlyArray<PendingChat>,
   results: Results | undefined,
@@ -121,14 +127,24 @@ const answerAll = (
 ) => {
   let failure: ChatFailure | undefined
   let failed: Array<LiveConnection> | undefined
+  let thrown: unknown = undefined
   for (let i = 0; i < chats.length; i++) {
     const { chat, seq, session } = chats[i]!
-    const outcome = session.answer(seq, chat, results?.[i] ?? missing)
-    if (outcome !== undefined) {
-      failure ??= outcome
-      ;(failed ??= []).push(session.connection)
+    try {
+      const outcome = session.answer(seq, chat, results?.[i] ?? missing)
+      if (outcome !== undefined) {
+        failure ??= outcome
+        ;(failed ??= []).push(session.connection)
+      }
+    } catch (error) {
+      thrown ??= error
     }
-    session.settled()
+    try {
+      session.settled()
+    } catch (error) {
+      thrown ??= error
+    }
   }
   if (failure !== undefined) runFork(logOutage(failed!, failure))
+  if (thrown !== undefined) runFork(Effect.logError("answering chats failed", Cause.die(thrown)))
 }

@@ -88,7 +88,9 @@ export interface LogicShape {
   /**
    * `sendMessages` without an Effect, for an in-process Logic that batches chats: `done` is called
    * once, with one result per item in order, when the batch is durable. The chat path uses it when
-   * present, so a batch of chats costs no fiber (issue 27: chat CPU).
+   * present, so a batch of chats costs no fiber (issue 27: chat CPU). A wrapper that spreads a
+   * Logic and overrides `sendMessage` or `sendMessages` must override or drop this one too, or
+   * the Dispatcher goes around it.
    */
   readonly sendMessagesNow?: (
     items: ReadonlyArray<ChatItem>,
