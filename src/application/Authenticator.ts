@@ -39,6 +39,15 @@ export interface AuthenticatorOptions {
    * here and their sockets closed; undefined for a Logic only this gateway uses.
    */
   readonly revocationPoll?: Duration.DurationInput
+  /**
+   * Tokens asked of Logic at once (only those nothing here can check: no shared key), and how many
+   * more may wait for a turn; past both, a check is refused `Unavailable` at once. A flood of
+   * requests with made-up tokens then costs Logic at most this many calls. Defaults 64 and 8,192,
+   * as the WebSocket upgrades' own turn-taking (`ws_config.upgrade_concurrency` / `.upgrade_queue`),
+   * so upgrades are never refused here before their own queue would refuse them.
+   */
+  readonly logicConcurrency?: number
+  readonly logicQueue?: number
 }
 
 const REVOCATION_PAGE = 500
@@ -46,6 +55,7 @@ const REVOCATION_PAGE = 500
 const unavailable = (code: string) => code === "unavailable" || code === "deadline_exceeded"
 
 const expiredToken = new AuthError({ reason: "Expired", message: "access token expired" })
+const busy = new AuthError({ reason: "Unavailable", message: "too many token checks at once, retry shortly" })
 const revokedToken = new AuthError({ reason: "Revoked", message: "access token was revoked" })
 
 /** token → username, through Logic.validateToken behind a short-lived cache; revocations followed. */
@@ -60,6 +70,11 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
         const clock = yield* Effect.clock
         const ttlMs = Duration.toMillis(Duration.decode(options.cacheTtl ?? "30 seconds"))
         const capacity = options.cacheCapacity ?? 50_000
+        const logicConcurrency = Math.max(1, options.logicConcurrency ?? 64)
+        const logicQueue = Math.max(0, options.logicQueue ?? 8_192)
+        const permits = yield* Effect.makeSemaphore(logicConcurrency)
+        /** Checks asked of Logic or waiting to be. */
+        let admitted = 0
         /** tokenId → unix ms until which the revocation matters. */
         const revoked = new Map<string, number>()
         /** Logic's positive answers: token → the principal, until when it may be reused (insertion order: oldest first). */
@@ -121,17 +136,26 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
             return now instanceof AuthError ? Effect.fail(now) : Effect.succeed(now)
           })
 
-        /** Logic's word on a token nothing here can check; only a valid answer is remembered. */
+        /**
+         * Logic's word on a token nothing here can check, `logicConcurrency` at once and a bounded
+         * queue behind them; only a valid answer is remembered.
+         */
         const askLogic = (token: string): Effect.Effect<Principal, AuthError> =>
-          logic.validateToken(token).pipe(
-            Effect.map((user): Principal => {
-              const claims = readClaims(token)
-              const principal = { username: user.username, expiresAt: claims?.expiresAt, tokenId: tokenIdOf(token, claims) }
-              remember(token, principal, clock.unsafeCurrentTimeMillis())
-              return principal
-            }),
-            Effect.mapError(authErrorOf)
-          )
+          Effect.suspend(() => {
+            if (admitted >= logicConcurrency + logicQueue) return Effect.fail(busy)
+            admitted++
+            return permits.withPermits(1)(
+              logic.validateToken(token).pipe(
+                Effect.map((user): Principal => {
+                  const claims = readClaims(token)
+                  const principal = { username: user.username, expiresAt: claims?.expiresAt, tokenId: tokenIdOf(token, claims) }
+                  remember(token, principal, clock.unsafeCurrentTimeMillis())
+                  return principal
+                }),
+                Effect.mapError(authErrorOf)
+              )
+            ).pipe(Effect.ensuring(Effect.sync(() => admitted--)))
+          })
 
         const revoke = (token: string) =>
           Effect.gen(function*() {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, TestClock } from "effect"
+import { Deferred, Effect, Fiber, FiberId, Layer, TestClock } from "effect"
 import { Authenticator } from "../../src/application/Authenticator.js"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
@@ -49,6 +49,27 @@ describe("Authenticator", () => {
       const auth = yield* Authenticator
       const principal = yield* auth.authenticate(jwt({ sub: "alice", exp: 3600 }))
       expect(principal).toEqual({ username: "alice", expiresAt: 3_600_000, tokenId: principal.tokenId })
+    }).pipe(Effect.provide(h.layer))
+  })
+
+  it.effect("asks Logic at most logicConcurrency tokens at once, queues logicQueue more, and refuses the rest at once", () => {
+    const gate = Deferred.unsafeMake<void>(FiberId.none)
+    const h = harness((token) => Effect.as(Deferred.await(gate), { username: token.slice(-1) }), {}, { logicConcurrency: 2, logicQueue: 1 })
+    return Effect.gen(function*() {
+      const auth = yield* Authenticator
+      const fibers = yield* Effect.forEach(["t-a", "t-b", "t-c"], (token) => Effect.fork(auth.authenticate(token)))
+      yield* Effect.yieldNow()
+      // Two with Logic, one waiting: the fourth is refused without a call.
+      expect(h.calls()).toBe(2)
+      const refused = yield* Effect.flip(auth.authenticate("t-d"))
+      expect(refused.reason).toBe("Unavailable")
+      expect(h.calls()).toBe(2)
+      yield* Deferred.succeed(gate, undefined)
+      const principals = yield* Effect.forEach(fibers, Fiber.join)
+      expect(principals.map((p) => p.username)).toEqual(["a", "b", "c"])
+      expect(h.calls()).toBe(3)
+      // The turns were given back: the next token is asked again.
+      expect((yield* auth.authenticate("t-e")).username).toBe("e")
     }).pipe(Effect.provide(h.layer))
   })
 
