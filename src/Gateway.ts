@@ -120,7 +120,7 @@ export const layer = <EL, EI, EM>(ports: GatewayPorts<EL, EI, EM>, overrides: Us
 
 /** Embedded mode: Logic on SQLite in this process, a fixed id. */
 const embedded = {
-  logic: LogicEmbedded.layerConfig,
+  logic: LogicEmbedded.layerConfigInProcess,
   identity: Layer.unwrapEffect(Effect.map(serviceSettings, (service) => GatewayIdentity.layer(`${service.name}-${Os.hostname()}`))),
   metrics: PrometheusMetrics.layerConfig
 }

@@ -209,4 +209,51 @@ describe("LogicEmbedded lifecycle", () => {
         "invalid_argument"
       )
     }))
+
+  it.scopedLive("presence in memory only (the gateway's embedded mode): the same routes, no row written, none read", () =>
+    Effect.gen(function*() {
+      const databasePath = path.join(yield* tempDir, "presence.db")
+      const open = (storePresence: boolean) =>
+        Effect.gen(function*() {
+          const scope = yield* Scope.make()
+          const logic = yield* LogicEmbedded.makeEmbeddedLogic({ databasePath, bcryptRounds: 4, storePresence }, () => {}).pipe(
+            Effect.orDie,
+            Scope.extend(scope)
+          )
+          return { logic, close: Scope.close(scope, Exit.void) }
+        })
+      // A row a reference Logic left in the file.
+      const stored = yield* open(true)
+      yield* stored.logic.syncStatus({ seqId: 1n, gatewayId: "gw-old", onlineBatch: [{ username: "carol", remoteIp: "", timestamp: 1n }], offlineBatch: [] })
+      yield* stored.close
+
+      const { close, logic } = yield* open(false)
+      // Not read into the routes.
+      expect(logic.onlineGateways(["carol"]).size).toBe(0)
+      const at = 1_700_000_000n
+      yield* logic.syncStatus({
+        seqId: 1n,
+        gatewayId: "gw-1",
+        onlineBatch: [{ username: "alice", remoteIp: "10.0.0.1", timestamp: at }, { username: "bob", remoteIp: "10.0.0.2", timestamp: at }],
+        offlineBatch: []
+      })
+      yield* logic.syncStatus({ seqId: 2n, gatewayId: "gw-2", onlineBatch: [{ username: "alice", remoteIp: "", timestamp: at }], offlineBatch: [] })
+      yield* logic.syncStatus({ seqId: 3n, gatewayId: "gw-1", onlineBatch: [], offlineBatch: [{ username: "alice", timestamp: at }] })
+      expect([...logic.onlineGateways(["alice", "bob", "carol"]).entries()].map(([user, gateways]) => [user, [...gateways]])).toEqual([
+        ["alice", ["gw-2"]],
+        ["bob", ["gw-1"]]
+      ])
+      expect(yield* logic.forgetGateway("gw-1")).toBe(1)
+      expect(logic.onlineGateways(["bob"]).has("bob")).toBe(false)
+      expect((yield* failure(logic.syncStatus({ seqId: 4n, gatewayId: "", onlineBatch: [], offlineBatch: [] }))).code).toBe("invalid_argument")
+      yield* close
+
+      // Nothing written: the file holds the old row only.
+      const file = new Database(databasePath, { readonly: true })
+      try {
+        expect(file.prepare("SELECT username, gateway_id FROM presence").all()).toEqual([{ username: "carol", gateway_id: "gw-old" }])
+      } finally {
+        file.close()
+      }
+    }))
 })

@@ -63,6 +63,12 @@ export interface LogicEmbeddedOptions {
   readonly commitIntervalMs?: number
   /** Least time between two WAL checkpoints while writes come in (default 20 ms). */
   readonly checkpointIntervalMs?: number
+  /**
+   * Whether presence (which gateway holds which user) is written to the file (default true: the
+   * reference Logic service, whose restart keeps the routes of live gateways). The gateway in
+   * embedded mode keeps it in memory only: the process holding the sockets is this one.
+   */
+  readonly storePresence?: boolean
 }
 
 export interface EmbeddedLogic extends LogicShape, LogicRoutesShape {
@@ -163,7 +169,7 @@ export const makeEmbeddedLogic = (
       maxPageBytes: options.maxPageBytes ?? 1024 * 1024,
       sessionPageSize: options.sessionPageSize ?? 100
     }).pipe(Effect.mapError(asStartupError))
-    const presence = yield* makePresence(db, prepare).pipe(Effect.mapError(asStartupError))
+    const presence = yield* makePresence(db, prepare, { store: options.storePresence ?? true }).pipe(Effect.mapError(asStartupError))
 
     return { ...accounts, ...messages, ...reads, ...presence, counters, checkToken: jwt.check } satisfies EmbeddedLogic
   })
@@ -233,5 +239,8 @@ export const optionsConfig: Config.Config<LogicEmbeddedOptions> = Config.map(
   })
 )
 
-/** `layer` with its options from `embedded.*`, `auth.*` and `limits.*`. */
+/** `layer` with its options from `embedded.*`, `auth.*` and `limits.*`: the reference Logic service. */
 export const layerConfig = Layer.unwrapEffect(Effect.map(optionsConfig, layer))
+
+/** `layerConfig` for the gateway in embedded mode: the same process holds the sockets, so presence stays in memory. */
+export const layerConfigInProcess = Layer.unwrapEffect(Effect.map(optionsConfig, (options) => layer({ ...options, storePresence: false })))

@@ -16,11 +16,22 @@ export interface PresenceStore {
 }
 
 /**
- * Which gateway holds which user, for the reference Logic's pushes: stored (a restart keeps it)
- * and indexed in memory, so finding a message's recipients costs no SQL. Entries are per
- * (user, gateway): an offline from one gateway never removes the user's route through another.
+ * Which gateway holds which user, for the reference Logic's pushes: indexed in memory, so finding
+ * a message's recipients costs no SQL, and stored when `store` says so (the reference Logic
+ * service: its restart keeps the routes of gateways that live on). Entries are per (user,
+ * gateway): an offline from one gateway never removes the user's route through another.
+ *
+ * In embedded mode (`store: false`) the gateway and this Logic are one process: nothing routes
+ * through these entries (PushDelivery finds sockets in the hub) and none outlives the process that
+ * holds the sockets, so writing them costs a reconnect storm a transaction per batch for rows that
+ * would only be stale when read (an 18,000-client restart: 360 transactions, each dirtying up to 50
+ * pages). The index stays in memory; rows a reference Logic left in the file are not read.
  */
-export const makePresence = (db: Database.Database, prepare: Prepare): Effect.Effect<PresenceStore, LogicError> =>
+export const makePresence = (
+  db: Database.Database,
+  prepare: Prepare,
+  options: { readonly store: boolean } = { store: true }
+): Effect.Effect<PresenceStore, LogicError> =>
   Effect.gen(function*() {
     const statements = yield* attempt("preparing presence", () => ({
       up: prepare<[string, string, string, bigint]>(
@@ -54,19 +65,33 @@ export const makePresence = (db: Database.Database, prepare: Prepare): Effect.Ef
       const rest = [...gateways].filter((id) => id !== gatewayId)
       byUser.set(username, rest.length === 1 ? aloneOn(rest[0]!) : new Set(rest))
     }
-    for (const row of yield* attempt("loading presence", () => statements.all.all())) add(row.username, row.gateway_id)
+    if (options.store) {
+      for (const row of yield* attempt("loading presence", () => statements.all.all())) add(row.username, row.gateway_id)
+    }
 
     const syncTx = db.transaction((batch: PresenceBatch) => {
       for (const event of batch.offlineBatch) statements.down.run(event.username, batch.gatewayId)
       for (const event of batch.onlineBatch) statements.up.run(event.username, batch.gatewayId, event.remoteIp, event.timestamp)
     })
 
-    const syncStatus: PresenceStore["syncStatus"] = Effect.fn("LogicEmbedded.syncStatus")(function*(batch) {
-      if (batch.gatewayId === "") return yield* Effect.fail(logicError("invalid_argument", "gateway_id is required"))
-      yield* attempt("syncStatus", () => syncTx.immediate(batch))
+    const missingGateway = logicError("invalid_argument", "gateway_id is required")
+    const apply = (batch: PresenceBatch) => {
       for (const event of batch.offlineBatch) remove(event.username, batch.gatewayId)
       for (const event of batch.onlineBatch) add(event.username, batch.gatewayId)
-    })
+    }
+
+    const syncStatus: PresenceStore["syncStatus"] = options.store
+      ? Effect.fn("LogicEmbedded.syncStatus")(function*(batch) {
+        if (batch.gatewayId === "") return yield* Effect.fail(missingGateway)
+        yield* attempt("syncStatus", () => syncTx.immediate(batch))
+        apply(batch)
+      })
+      : (batch) =>
+        Effect.suspend(() => {
+          if (batch.gatewayId === "") return Effect.fail(missingGateway)
+          apply(batch)
+          return Effect.void
+        })
 
     const onlineGateways: PresenceStore["onlineGateways"] = (usernames) => {
       const found = new Map<string, ReadonlySet<string>>()
@@ -79,12 +104,16 @@ export const makePresence = (db: Database.Database, prepare: Prepare): Effect.Ef
 
     const forgetGateway: PresenceStore["forgetGateway"] = (gatewayId) =>
       attempt("forgetGateway", () => {
-        const dropped = statements.dropGateway.run(gatewayId).changes
+        const stored = options.store ? statements.dropGateway.run(gatewayId).changes : 0
+        let held = 0
         for (const [username, gateways] of byUser) {
-          if (gateways.has(gatewayId)) remove(username, gatewayId)
+          if (gateways.has(gatewayId)) {
+            held++
+            remove(username, gatewayId)
+          }
         }
         alone.delete(gatewayId)
-        return dropped
+        return options.store ? stored : held
       })
 
     return { syncStatus, onlineGateways, forgetGateway }
