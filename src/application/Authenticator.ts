@@ -4,6 +4,7 @@ import { AuthError } from "../domain/Errors.js"
 import type { LogicError } from "../domain/Errors.js"
 import type { Revocation } from "../domain/Model.js"
 import { readClaims, tokenIdOf } from "../domain/Token.js"
+import { makeTurns } from "../domain/Turns.js"
 import { ConnectionHub } from "./ConnectionHub.js"
 import { Logic } from "./ports/Logic.js"
 import { TokenVerifier } from "./ports/TokenVerifier.js"
@@ -72,9 +73,7 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
         const capacity = options.cacheCapacity ?? 50_000
         const logicConcurrency = Math.max(1, options.logicConcurrency ?? 64)
         const logicQueue = Math.max(0, options.logicQueue ?? 8_192)
-        const permits = yield* Effect.makeSemaphore(logicConcurrency)
-        /** Checks asked of Logic or waiting to be. */
-        let admitted = 0
+        const inTurn = yield* makeTurns(logicConcurrency, logicQueue)
         /** tokenId → unix ms until which the revocation matters. */
         const revoked = new Map<string, number>()
         /** Logic's positive answers: token → the principal, until when it may be reused (insertion order: oldest first). */
@@ -141,21 +140,18 @@ export class Authenticator extends Context.Tag("resonance/Authenticator")<Authen
          * queue behind them; only a valid answer is remembered.
          */
         const askLogic = (token: string): Effect.Effect<Principal, AuthError> =>
-          Effect.suspend(() => {
-            if (admitted >= logicConcurrency + logicQueue) return Effect.fail(busy)
-            admitted++
-            return permits.withPermits(1)(
-              logic.validateToken(token).pipe(
-                Effect.map((user): Principal => {
-                  const claims = readClaims(token)
-                  const principal = { username: user.username, expiresAt: claims?.expiresAt, tokenId: tokenIdOf(token, claims) }
-                  remember(token, principal, clock.unsafeCurrentTimeMillis())
-                  return principal
-                }),
-                Effect.mapError(authErrorOf)
-              )
-            ).pipe(Effect.ensuring(Effect.sync(() => admitted--)))
-          })
+          inTurn(
+            logic.validateToken(token).pipe(
+              Effect.map((user): Principal => {
+                const claims = readClaims(token)
+                const principal = { username: user.username, expiresAt: claims?.expiresAt, tokenId: tokenIdOf(token, claims) }
+                remember(token, principal, clock.unsafeCurrentTimeMillis())
+                return principal
+              }),
+              Effect.mapError(authErrorOf)
+            ),
+            busy
+          )
 
         const revoke = (token: string) =>
           Effect.gen(function*() {

@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto"
 import * as Os from "node:os"
 import type { LogicError } from "../../domain/Errors.js"
 import { logicError } from "../../domain/Errors.js"
+import { makeTurns } from "../../domain/Turns.js"
 
 export interface PasswordOptions {
   /** bcrypt cost (log2 rounds). */
@@ -36,23 +37,19 @@ const busy = logicError("resource_exhausted", "too many logins at once; retry in
 export const makePasswords = (options: PasswordOptions): Effect.Effect<Passwords> =>
   Effect.gen(function*() {
     const concurrency = options.concurrency > 0 ? options.concurrency : defaultConcurrency()
-    const permits = yield* Effect.makeSemaphore(concurrency)
-    let admitted = 0
+    const inTurn = yield* makeTurns(concurrency, options.queue)
 
     const limited = <A>(operation: string, run: () => Promise<A>): Effect.Effect<A, LogicError> =>
-      Effect.suspend(() => {
-        if (admitted >= concurrency + options.queue) return Effect.fail(busy)
-        admitted++
-        return permits.withPermits(1)(
-          Effect.tryPromise({ try: run, catch: (error) => error }).pipe(
-            Effect.catchAll((error) =>
-              Effect.logError(`embedded logic: ${operation} failed`, Cause.die(error)).pipe(
-                Effect.zipRight(Effect.fail(logicError("internal", `${operation} failed`)))
-              )
+      inTurn(
+        Effect.tryPromise({ try: run, catch: (error) => error }).pipe(
+          Effect.catchAll((error) =>
+            Effect.logError(`embedded logic: ${operation} failed`, Cause.die(error)).pipe(
+              Effect.zipRight(Effect.fail(logicError("internal", `${operation} failed`)))
             )
           )
-        ).pipe(Effect.ensuring(Effect.sync(() => admitted--)))
-      })
+        ),
+        busy
+      )
 
     const decoy = yield* Effect.cached(limited("password hashing", () => bcrypt.hash(randomBytes(16).toString("hex"), options.cost)))
 
