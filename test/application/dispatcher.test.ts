@@ -1,12 +1,14 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Either, Exit, Fiber, Layer, Scope, TestClock } from "effect"
+import type { Duration } from "effect"
 import { ConnectionHub } from "../../src/application/ConnectionHub.js"
 import { Dispatcher } from "../../src/application/Dispatcher.js"
 import { PresenceBatcher } from "../../src/application/PresenceBatcher.js"
 import type { ChatOrigin } from "../../src/application/ports/Logic.js"
 import { CloseCodes } from "../../src/domain/Connection.js"
+import type { LogicError } from "../../src/domain/Errors.js"
 import { logicError } from "../../src/domain/Errors.js"
-import type { ChatRequest, PresenceBatch } from "../../src/domain/Model.js"
+import type { ChatRequest, PresenceBatch, SendMessageResult } from "../../src/domain/Model.js"
 import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
 import type { TestGatewayOptions } from "../support/gateway.js"
 import { testCore } from "../support/gateway.js"
@@ -41,6 +43,27 @@ const acks = (packets: ReadonlyArray<WsPacket>) =>
   packets.flatMap((p) => (p.payload?.$case === "ack" ? [{ seq: p.seq, ...p.payload.value }] : []))
 
 const withCore = (options: TestGatewayOptions) => Effect.provide(testCore(options))
+
+/**
+ * An in-process Logic (`sendMessagesNow`) that answers a batch only when the test says so:
+ * `answers[k]()` answers the k-th batch, its i-th chat with `answer(i)`.
+ */
+const heldPlainLogic = (
+  chatTimeout: Duration.DurationInput,
+  answer: (index: number) => Either.Either<SendMessageResult, LogicError>
+) => {
+  const answers: Array<() => void> = []
+  const core = withCore({
+    overrides: { dispatcher: { chatTimeout } },
+    logic: {
+      batchesChats: true,
+      sendMessagesNow: (items, done) => {
+        answers.push(() => done(items.map((_, i) => answer(i))))
+      }
+    }
+  })
+  return { answers, core }
+}
 
 describe("Dispatcher", () => {
   it.scoped("answers a pulse with a pulse", () => {
@@ -240,7 +263,7 @@ describe("Dispatcher", () => {
   })
 
   it.scoped("a plain batch that Logic does not answer within the chat timeout is acked with a deadline error, and its late answer is dropped", () => {
-    const answers: Array<() => void> = []
+    const { answers, core } = heldPlainLogic("50 millis", () => Either.right({ msgId: 1n, seqId: 1n }))
     return Effect.gen(function*() {
       const dispatcher = yield* Dispatcher
       const conn = fakeConnection("alice")
@@ -255,21 +278,11 @@ describe("Dispatcher", () => {
       answers[0]!()
       handle.receive(pulseFrame("after"))
       expect(conn.packets().map((p) => p.seq)).toEqual(["late", "after"])
-    }).pipe(
-      withCore({
-        overrides: { dispatcher: { chatTimeout: "50 millis" } },
-        logic: {
-          batchesChats: true,
-          sendMessagesNow: (items, done) => {
-            answers.push(() => done(items.map(() => Either.right({ msgId: 1n, seqId: 1n }))))
-          }
-        }
-      })
-    )
+    }).pipe(core)
   })
 
   it.scoped("a chat timeout past setTimeout's range means none on the plain path: the chat waits for Logic's answer", () => {
-    const answers: Array<() => void> = []
+    const { answers, core } = heldPlainLogic("30 days", () => Either.right({ msgId: 7n, seqId: 1n }))
     return Effect.gen(function*() {
       const dispatcher = yield* Dispatcher
       const conn = fakeConnection("alice")
@@ -281,21 +294,11 @@ describe("Dispatcher", () => {
       expect(conn.frames).toHaveLength(0)
       answers[0]!()
       expect(acks(conn.packets())).toMatchObject([{ refSeq: "patient", msgId: 7n, error: "" }])
-    }).pipe(
-      withCore({
-        overrides: { dispatcher: { chatTimeout: "30 days" } },
-        logic: {
-          batchesChats: true,
-          sendMessagesNow: (items, done) => {
-            answers.push(() => done(items.map(() => Either.right({ msgId: 7n, seqId: 1n }))))
-          }
-        }
-      })
-    )
+    }).pipe(core)
   })
 
   it.scoped("a connection whose ack throws (a bug) keeps no other chat of its batch unanswered", () => {
-    const answers: Array<() => void> = []
+    const { answers, core } = heldPlainLogic(0, (i) => Either.right({ msgId: BigInt(i + 1), seqId: 1n }))
     return Effect.gen(function*() {
       const dispatcher = yield* Dispatcher
       const users = ["alice", "bob", "carol"].map((name) => fakeConnection(name))
@@ -314,17 +317,7 @@ describe("Dispatcher", () => {
       // The broken connection's chat was settled too: its next frame is handled.
       handles[1]!.receive(pulseFrame("next"))
       expect(users[1]!.packets().at(-1)?.seq).toBe("next")
-    }).pipe(
-      withCore({
-        overrides: { dispatcher: { chatTimeout: 0 } },
-        logic: {
-          batchesChats: true,
-          sendMessagesNow: (items, done) => {
-            answers.push(() => done(items.map((_, i) => Either.right({ msgId: BigInt(i + 1), seqId: 1n }))))
-          }
-        }
-      })
-    )
+    }).pipe(core)
   })
 
   it.scoped("a plain batch Logic that throws has every chat of the batch acked with an error, and the connections go on", () =>
