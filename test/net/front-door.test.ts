@@ -187,26 +187,92 @@ describe("the front door", () => {
       expect(listener.stats().closed).toEqual({ per_address: 1 })
     }))
 
-  it.scopedLive("handshake and idle deadlines close strangers, shorter under pressure; trusted connections stay", () =>
+  it.scopedLive("under pressure the deadlines of idle strangers and half-sent requests shrink; a silent one keeps its own until critical; trusted connections stay", () =>
     Effect.gen(function*() {
-      const frontDoor = yield* door({ connectionBudget: 10, pressureThreshold: 0.3 })
+      let loopIdle = 0
+      const frontDoor = yield* Effect.acquireRelease(
+        Effect.sync(() => makeFrontDoor({ ...roomy, connectionBudget: 10, pressureThreshold: 0.3 }, undefined, () => loopIdle)),
+        (made) => Effect.sync(made.close)
+      )
       const listener = frontDoor.listener(policy({ handshakeTimeoutMs: 10_000, idleTimeoutMs: 10_000 }))
       const { accepted, port } = yield* serve(listener.guard)
       const silent = yield* connect(port)
       const served = yield* connect(port)
       const trusted = yield* connect(port)
-      yield* admitted(accepted, 3)
+      const halfSent = yield* connect(port)
+      yield* admitted(accepted, 4)
       listener.requestStarted(accepted[1]!)
       listener.requestEnded(accepted[1]!)
       listener.trust(accepted[2]!)
+      // A slow-loris: part of a request, never the end of its headers.
+      halfSent.socket.write("GET /healthz HTTP/1.1\r\nHost: x\r\n")
+      yield* Effect.promise(() =>
+        new Promise<void>((resolve) => {
+          const check = () => (accepted[3]!.bytesRead > 0 ? resolve() : setTimeout(check, 5))
+          check()
+        })
+      )
       const levels: Array<string> = []
       frontDoor.onLevel((level) => levels.push(level))
-      // Three of ten is past the threshold of 0.3: strangers get 2 s instead of 10.
-      frontDoor.sweep(Date.now() + 2_500)
+      // Four of ten is past the threshold of 0.3: an idle stranger and a half-sent request get 2 s
+      // instead of 10. One we have read nothing from may be a client of a storm waiting for its
+      // turn: it keeps its 10 s, even though the loop has been idle since it came.
+      const start = Date.now()
+      frontDoor.sweep(start)
+      loopIdle = 5
+      frontDoor.sweep(start + 2_500)
       expect(levels).toEqual(["normal", "elevated"])
-      yield* Effect.promise(() => Promise.all([silent.closed, served.closed]))
+      yield* Effect.promise(() => Promise.all([served.closed, halfSent.closed]))
+      expect(yield* isOpen(silent)).toBe(true)
+      expect(listener.stats().closed).toEqual({ idle_timeout: 1, handshake_timeout: 1 })
+      frontDoor.sweep(start + 10_100)
+      yield* Effect.promise(() => silent.closed)
       expect(yield* isOpen(trusted)).toBe(true)
-      expect(listener.stats().closed).toEqual({ handshake_timeout: 1, idle_timeout: 1 })
+      expect(listener.stats().closed).toEqual({ idle_timeout: 1, handshake_timeout: 2 })
+    }))
+
+  it.scopedLive("at critical pressure a fresh stranger gets 500 ms, counted once the event loop has caught up since it came", () =>
+    Effect.gen(function*() {
+      let loopIdle = 0
+      const frontDoor = yield* Effect.acquireRelease(
+        Effect.sync(() => makeFrontDoor({ ...roomy, connectionBudget: 2 }, undefined, () => loopIdle)),
+        (made) => Effect.sync(made.close)
+      )
+      const listener = frontDoor.listener(policy({ handshakeTimeoutMs: 10_000 }))
+      const { accepted, port } = yield* serve(listener.guard)
+      const first = yield* connect(port)
+      const second = yield* connect(port)
+      yield* admitted(accepted, 2)
+      const start = Date.now()
+      // Two of two: critical. The loop has been busy all along (no idle time), as in a storm that
+      // it is still serving in order: what the clients sent may be unread, so nobody is closed.
+      frontDoor.sweep(start)
+      frontDoor.sweep(start + 600)
+      expect(frontDoor.level()).toBe("critical")
+      expect(yield* isOpen(first)).toBe(true)
+      expect(yield* isOpen(second)).toBe(true)
+      // The loop waited with nothing to do after the reading at `start`: both have shown nothing
+      // though it could read them, and are closed at their shortened deadline.
+      loopIdle = 5
+      frontDoor.sweep(start + 700)
+      yield* Effect.promise(() => Promise.all([first.closed, second.closed]))
+      expect(listener.stats().closed).toEqual({ handshake_timeout: 2 })
+    }))
+
+  it.scopedLive("however busy the loop, a fresh stranger is closed at its configured handshake timeout", () =>
+    Effect.gen(function*() {
+      const frontDoor = yield* Effect.acquireRelease(
+        Effect.sync(() => makeFrontDoor({ ...roomy, connectionBudget: 1 }, undefined, () => 0)),
+        (made) => Effect.sync(made.close)
+      )
+      const listener = frontDoor.listener(policy({ handshakeTimeoutMs: 10_000 }))
+      const { accepted, port } = yield* serve(listener.guard)
+      const silent = yield* connect(port)
+      yield* admitted(accepted, 1)
+      frontDoor.sweep(Date.now() + 9_000)
+      expect(yield* isOpen(silent)).toBe(true)
+      frontDoor.sweep(Date.now() + 10_100)
+      yield* Effect.promise(() => silent.closed)
     }))
 
   it.scopedLive("a listener that requires credentials closes an untrusted connection at the deadline even while it is busy", () =>

@@ -1,4 +1,5 @@
 import type * as Net from "node:net"
+import { performance } from "node:perf_hooks"
 import * as V8 from "node:v8"
 import { clientKeyOf } from "../../../domain/RateLimit.js"
 import type {
@@ -24,6 +25,16 @@ import { normalizeIp } from "./IpRules.js"
  * `trusted` (it presented credentials: an authenticated WebSocket, an admitted internal call).
  * Trusted connections are never shed; a listener that `requiresCredentials` (the internal gRPC
  * ports) closes an untrusted connection at its handshake deadline whatever it is doing.
+ *
+ * A reconnect storm looks like a flood at first: thousands of connections that have shown nothing
+ * yet. Its clients have sent their requests, or will as soon as their own process gets to it, and
+ * each one closed costs an official client one of its five tries. A real client's request comes
+ * whole; a slow-loris sends part of one. So under pressure the handshake deadline shrinks at once
+ * for a connection that has sent part of a request, but for one we have read nothing from only at
+ * `critical`, and only once the event loop has been idle since it came: before that the loop may
+ * not have read what the client sent (in a storm it serves upgrades for seconds in the order they
+ * came). A silent connection is bounded by its handshake timeout, and at the budget the oldest
+ * stranger is shed for each newcomer.
  */
 
 const CRITICAL = 0.95
@@ -74,9 +85,17 @@ const entryOf = (socket: Net.Socket): Entry | undefined =>
 
 function onSocketError() {}
 
+/** Milliseconds the event loop has spent waiting with nothing to do, since the process started. */
+const loopIdleMs = () => performance.eventLoopUtilization().idle
+
+/** Sweeps' readings of the loop's idle time kept: 16 s at the default interval, past any shortened timeout. */
+const IDLE_READINGS = 64
+
 export const makeFrontDoor = (
   options: FrontDoorOptions,
-  say: (level: PressureLevel, stats: FrontDoorStats) => void = () => {}
+  say: (level: PressureLevel, stats: FrontDoorStats) => void = () => {},
+  /** The loop's idle time so far, in ms (tests drive it); by default Node's event-loop utilization. */
+  loopIdle: () => number = loopIdleMs
 ): FrontDoorShape & { readonly sweep: (now: number) => void; readonly close: () => void } => {
   const listeners: Array<ListenerImpl> = []
   const levelWatchers = new Set<(level: PressureLevel) => void>()
@@ -88,8 +107,25 @@ export const makeFrontDoor = (
 
   const pressure = () => Math.max(open / options.connectionBudget, memoryPressure)
 
+  /** An idle stranger's timeout at the current level. */
   const timeoutOf = (configured: number) =>
     level === "normal" ? configured : Math.min(configured, level === "critical" ? CRITICAL_TIMEOUT_MS : ELEVATED_TIMEOUT_MS)
+
+  /** The loop's idle time at each sweep, oldest first (the last `IDLE_READINGS`). */
+  const readingsAt: Array<number> = []
+  const readingsIdle: Array<number> = []
+  let idleNow = 0
+
+  /**
+   * The loop has been idle since any time up to this one, as far as the sweeps tell: the last
+   * reading it has been idle after (readings only grow, so every earlier one too); -Infinity if none.
+   */
+  const idleCutoff = (): number => {
+    for (let i = readingsAt.length - 1; i >= 0; i--) {
+      if (readingsIdle[i]! < idleNow) return readingsAt[i]!
+    }
+    return -Infinity
+  }
 
   const place = (entry: Entry, set: Set<Entry> | undefined, now: number) => {
     if (entry.set === set) return
@@ -300,12 +336,33 @@ export const makeFrontDoor = (
     return true
   }
 
+  /**
+   * `expire` for connections that have shown nothing: past `configuredMs` each is closed; past the
+   * level's shorter deadline, one that sent part of a request, and at `critical` one we have read
+   * nothing from once the loop has been idle since it came.
+   */
+  const expireFresh = (set: Set<Entry>, configuredMs: number, now: number): boolean => {
+    if (configuredMs <= 0) return true
+    const shortMs = timeoutOf(configuredMs)
+    const silentSince = level === "critical" ? idleCutoff() : -Infinity
+    for (const entry of set) {
+      const age = now - entry.since
+      if (age < shortMs) return true
+      // Nothing read from it yet, and the loop may not have had its turn: its own deadline.
+      if (age < configuredMs && entry.socket.bytesRead === 0 && entry.since > silentSince) continue
+      if (quota === 0) return false
+      quota--
+      close(entry, "handshake_timeout")
+    }
+    return true
+  }
+
   /** One slice of closing what expired at `now`; the rest in the next turn. */
   const closeExpired = (now: number) => {
     quota = SLICE
     let done = true
     for (const l of listeners) {
-      done = expire(l.fresh, timeoutOf(l.policy.handshakeTimeoutMs), now, "handshake_timeout") && done
+      done = expireFresh(l.fresh, l.policy.handshakeTimeoutMs, now) && done
       done = expire(l.idle, timeoutOf(l.policy.idleTimeoutMs), now, "idle_timeout") && done
       done = expire(l.trustedIdle, l.policy.trustedIdleTimeoutMs, now, "idle_timeout") && done
       // Short of memory, strangers go first, whatever their age.
@@ -323,6 +380,13 @@ export const makeFrontDoor = (
   }
 
   const sweep = (now: number) => {
+    idleNow = loopIdle()
+    if (readingsAt.length === IDLE_READINGS) {
+      readingsAt.shift()
+      readingsIdle.shift()
+    }
+    readingsAt.push(now)
+    readingsIdle.push(idleNow)
     const heap = V8.getHeapStatistics().used_heap_size / options.maxHeapBytes
     const rss = process.memoryUsage.rss() / options.maxRssBytes
     memoryPressure = Math.max(heap, rss)
