@@ -364,7 +364,7 @@ describe("the budget from the descriptor limit", () => {
   })
 
   it("derives the budget below the limit, with headroom", () => {
-    expect(connectionBudgetOf(20_000)).toBe(19_000)
+    expect(connectionBudgetOf(20_000)).toBe(19_600)
     expect(connectionBudgetOf(1_024)).toBe(960)
     for (const limit of [64, 256, 1_024, 65_536]) expect(connectionBudgetOf(limit)).toBeLessThan(limit)
   })

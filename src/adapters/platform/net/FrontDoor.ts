@@ -26,8 +26,14 @@ export const readOpenFileLimit = (): number | undefined => {
   }
 }
 
-/** What a budget leaves for files, outgoing connections, etcd and libuv: 5 %, at least 64. */
-export const connectionBudgetOf = (maxOpenFiles: number) => Math.max(16, maxOpenFiles - Math.max(64, Math.ceil(maxOpenFiles * 0.05)))
+/**
+ * What a budget leaves for files, outgoing connections, etcd and libuv: 2 %, at least 64. An
+ * embedded gateway holds 33 descriptors besides its connections (SQLite's files, the loop's own,
+ * its pipes); in cluster mode a few more go to Logic, etcd and the trace exporter. 400 of 20,000
+ * leaves room for ten times that, and each one more in the budget is one more client of a storm
+ * kept under `critical`.
+ */
+export const connectionBudgetOf = (maxOpenFiles: number) => Math.max(16, maxOpenFiles - Math.max(64, Math.ceil(maxOpenFiles * 0.02)))
 
 /** The memory this process may use: its cgroup's limit when it has one, else the machine's. */
 export const memoryLimit = (): number => {
@@ -111,7 +117,7 @@ const invalid = (key: string, message: string) => ConfigError.InvalidData(["over
 
 /**
  * The descriptor limit from `/proc/self/limits` (1,024 assumed where it cannot be read), the
- * budget 5 % (at least 64) below it, 90 % of V8's heap limit and of the cgroup's or machine's
+ * budget 2 % (at least 64) below it, 90 % of V8's heap limit and of the cgroup's or machine's
  * memory; a configured budget is refused at or above the limit.
  */
 export const frontDoorOptionsConfig: Config.Config<FrontDoorOptions> = Config.mapOrFail(frontDoorSettings, (settings) => {
