@@ -1,5 +1,4 @@
 import type * as Net from "node:net"
-import { performance } from "node:perf_hooks"
 import * as V8 from "node:v8"
 import { clientKeyOf } from "../../../domain/RateLimit.js"
 import type {
@@ -13,6 +12,7 @@ import type {
   ShedReason
 } from "./Guard.js"
 import { normalizeIp } from "./IpRules.js"
+import { loopIdleMs, makeLoopIdleReadings } from "./LoopIdle.js"
 
 /**
  * The process's front door, in the spirit of Envoy's overload manager: every listener's
@@ -85,12 +85,6 @@ const entryOf = (socket: Net.Socket): Entry | undefined =>
 
 function onSocketError() {}
 
-/** Milliseconds the event loop has spent waiting with nothing to do, since the process started. */
-const loopIdleMs = () => performance.eventLoopUtilization().idle
-
-/** Sweeps' readings of the loop's idle time kept: 16 s at the default interval, past any shortened timeout. */
-const IDLE_READINGS = 64
-
 export const makeFrontDoor = (
   options: FrontDoorOptions,
   say: (level: PressureLevel, stats: FrontDoorStats) => void = () => {},
@@ -107,25 +101,11 @@ export const makeFrontDoor = (
 
   const pressure = () => Math.max(open / options.connectionBudget, memoryPressure)
 
-  /** An idle stranger's timeout at the current level. */
+  /** A stranger's timeout at the current level (one that has sent nothing: `expireFresh`). */
   const timeoutOf = (configured: number) =>
     level === "normal" ? configured : Math.min(configured, level === "critical" ? CRITICAL_TIMEOUT_MS : ELEVATED_TIMEOUT_MS)
 
-  /** The loop's idle time at each sweep, oldest first (the last `IDLE_READINGS`). */
-  const readingsAt: Array<number> = []
-  const readingsIdle: Array<number> = []
-  let idleNow = 0
-
-  /**
-   * The loop has been idle since any time up to this one, as far as the sweeps tell: the last
-   * reading it has been idle after (readings only grow, so every earlier one too); -Infinity if none.
-   */
-  const idleCutoff = (): number => {
-    for (let i = readingsAt.length - 1; i >= 0; i--) {
-      if (readingsIdle[i]! < idleNow) return readingsAt[i]!
-    }
-    return -Infinity
-  }
+  const loopReadings = makeLoopIdleReadings(loopIdle)
 
   const place = (entry: Entry, set: Set<Entry> | undefined, now: number) => {
     if (entry.set === set) return
@@ -344,7 +324,7 @@ export const makeFrontDoor = (
   const expireFresh = (set: Set<Entry>, configuredMs: number, now: number): boolean => {
     if (configuredMs <= 0) return true
     const shortMs = timeoutOf(configuredMs)
-    const silentSince = level === "critical" ? idleCutoff() : -Infinity
+    const silentSince = level === "critical" ? loopReadings.caughtUpSince() : -Infinity
     for (const entry of set) {
       const age = now - entry.since
       if (age < shortMs) return true
@@ -380,13 +360,7 @@ export const makeFrontDoor = (
   }
 
   const sweep = (now: number) => {
-    idleNow = loopIdle()
-    if (readingsAt.length === IDLE_READINGS) {
-      readingsAt.shift()
-      readingsIdle.shift()
-    }
-    readingsAt.push(now)
-    readingsIdle.push(idleNow)
+    loopReadings.read(now)
     const heap = V8.getHeapStatistics().used_heap_size / options.maxHeapBytes
     const rss = process.memoryUsage.rss() / options.maxRssBytes
     memoryPressure = Math.max(heap, rss)
