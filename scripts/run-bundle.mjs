@@ -59,7 +59,9 @@ export const runBundle = (url) => {
   const file = fileURLToPath(url)
   const cacheFile = cacheFileOf(file)
   const cachedData = readOrUndefined(cacheFile)
-  const script = new Vm.Script(Module.wrap(Fs.readFileSync(file, "utf8")), {
+  // Read, then decoded: Node 20's readFileSync(file, "utf8") took 50-68 ms for the 4.8 MB bundle,
+  // the two steps 33 ms. The bundle is ASCII (a test keeps it so), so V8 holds it one byte a char.
+  const script = new Vm.Script(Module.wrap(Fs.readFileSync(file).toString("utf8")), {
     filename: file,
     cachedData,
     importModuleDynamically: Vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER

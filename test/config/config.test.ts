@@ -221,6 +221,10 @@ describe("configuration", () => {
 
   it("parses Go durations and plain seconds", () => {
     expect(Either.map(parseDuration("100ms"), Duration.toMillis)).toEqual(Either.right(100))
+    // Go's three spellings of microseconds: us, the micro sign and the Greek mu.
+    for (const micro of ["1500us", "1500\u00b5s", "1500\u03bcs"]) {
+      expect(Either.map(parseDuration(micro), Duration.toMillis)).toEqual(Either.right(1.5))
+    }
     expect(Either.map(parseDuration("1h2m3s"), Duration.toSeconds)).toEqual(Either.right(3723))
     expect(Either.map(parseDuration("45"), Duration.toSeconds)).toEqual(Either.right(45))
     expect(Either.isLeft(parseDuration("10 parsecs"))).toBe(true)
