@@ -231,31 +231,32 @@ describe("the front door", () => {
       expect(listener.stats().closed).toEqual({ idle_timeout: 1, handshake_timeout: 2 })
     }))
 
-  it.scopedLive("at critical pressure a fresh stranger gets 500 ms, counted once the event loop has caught up since it came", () =>
+  it.scopedLive("at critical pressure silent strangers get 500 ms once the event loop has caught up since they came, shed only down to the critical line", () =>
     Effect.gen(function*() {
       let loopIdle = 0
       const frontDoor = yield* Effect.acquireRelease(
-        Effect.sync(() => makeFrontDoor({ ...roomy, connectionBudget: 2 }, undefined, () => loopIdle)),
+        Effect.sync(() => makeFrontDoor({ ...roomy, connectionBudget: 40 }, undefined, () => loopIdle)),
         (made) => Effect.sync(made.close)
       )
       const listener = frontDoor.listener(policy({ handshakeTimeoutMs: 10_000 }))
       const { accepted, port } = yield* serve(listener.guard)
-      const first = yield* connect(port)
-      const second = yield* connect(port)
-      yield* admitted(accepted, 2)
+      const clients: Array<Client> = []
+      for (let i = 0; i < 40; i++) clients.push(yield* connect(port))
+      yield* admitted(accepted, 40)
       const start = Date.now()
-      // Two of two: critical. The loop has been busy all along (no idle time), as in a storm that
+      // Forty of forty: critical. The loop has been busy all along (no idle time), as in a storm that
       // it is still serving in order: what the clients sent may be unread, so nobody is closed.
       frontDoor.sweep(start)
       frontDoor.sweep(start + 600)
       expect(frontDoor.level()).toBe("critical")
-      expect(yield* isOpen(first)).toBe(true)
-      expect(yield* isOpen(second)).toBe(true)
-      // The loop waited with nothing to do after the reading at `start`: both have shown nothing
-      // though it could read them, and are closed at their shortened deadline.
+      expect(yield* Effect.all(clients.map(isOpen), { concurrency: "unbounded" })).toEqual(clients.map(() => true))
+      // The loop waited with nothing to do after the reading at `start`: they have shown nothing
+      // though it could read them. The oldest two are closed, which brings the count to the
+      // critical line (38 of 40); the others keep their own deadline.
       loopIdle = 5
       frontDoor.sweep(start + 700)
-      yield* Effect.promise(() => Promise.all([first.closed, second.closed]))
+      yield* Effect.promise(() => Promise.all([clients[0]!.closed, clients[1]!.closed]))
+      expect(yield* Effect.all(clients.slice(2).map(isOpen), { concurrency: "unbounded" })).toEqual(clients.slice(2).map(() => true))
       expect(listener.stats().closed).toEqual({ handshake_timeout: 2 })
     }))
 

@@ -12,6 +12,8 @@ import type {
   ShedReason
 } from "./Guard.js"
 import { normalizeIp } from "./IpRules.js"
+import type { Entry, ListenerImpl } from "./DoorEntry.js"
+import { entryOf, kEntry } from "./DoorEntry.js"
 import { loopIdleMs, makeLoopIdleReadings } from "./LoopIdle.js"
 
 /**
@@ -46,43 +48,6 @@ const BUSY_GRACE_MS = 1_000
 /** How long the pressure must stay under the threshold before strangers get their full timeouts back. */
 const RELAX_MS = 30_000
 
-const kEntry = Symbol("resonance.frontDoor")
-
-interface Entry {
-  readonly socket: Net.Socket
-  readonly listener: ListenerImpl
-  readonly key: string
-  readonly acceptedAt: number
-  /** Since when it is in its current set. */
-  since: number
-  inFlight: number
-  served: boolean
-  trusted: boolean
-  set: Set<Entry> | undefined
-  /** `address:port` on a listener that trusts peers by it (`trustPeer`). */
-  readonly peer: string | undefined
-}
-
-interface ListenerImpl {
-  readonly policy: ListenerPolicy
-  readonly perKey: Map<string, number>
-  readonly bans: Map<string, number>
-  /** Strangers that have shown nothing (or, requiring credentials, shown none), oldest first. */
-  readonly fresh: Set<Entry>
-  readonly idle: Set<Entry>
-  readonly busy: Set<Entry>
-  readonly trustedIdle: Set<Entry>
-  readonly peers: Map<string, Entry> | undefined
-  open: number
-  trusted: number
-  readonly closed: Record<string, number>
-}
-
-const entryOf = (socket: Net.Socket): Entry | undefined =>
-  (socket as unknown as Record<symbol, Entry | undefined>)[kEntry] ??
-    // A TLS socket wraps the TCP socket the listener admitted.
-    ((socket as unknown as { _parent?: Net.Socket })._parent as unknown as Record<symbol, Entry | undefined> | undefined)?.[kEntry]
-
 function onSocketError() {}
 
 export const makeFrontDoor = (
@@ -94,6 +59,8 @@ export const makeFrontDoor = (
   const listeners: Array<ListenerImpl> = []
   const levelWatchers = new Set<(level: PressureLevel) => void>()
   let open = 0
+  /** Of `open`, those the door has closed whose `close` event has not come yet. */
+  let closing = 0
   let level: PressureLevel = "normal"
   let memoryPressure = 0
   /** The last sweep that found pressure. */
@@ -127,6 +94,10 @@ export const makeFrontDoor = (
   }
 
   const close = (entry: Entry, reason: ShedReason) => {
+    if (!entry.closing) {
+      entry.closing = true
+      closing++
+    }
     entry.listener.closed[reason] = (entry.listener.closed[reason] ?? 0) + 1
     const farewell = entry.listener.policy.farewell
     // A slow client (not a flood: those are shed) is told why; the write is left to the kernel.
@@ -139,6 +110,7 @@ export const makeFrontDoor = (
 
   const forget = (entry: Entry) => {
     const l = entry.listener
+    if (entry.closing) closing--
     entry.set?.delete(entry)
     entry.set = undefined
     open--
@@ -225,7 +197,7 @@ export const makeFrontDoor = (
         close(shed, "listener_full")
       }
       const peer = l.peers === undefined ? undefined : `${socket.remoteAddress}:${socket.remotePort}`
-      const entry: Entry = { socket, listener: l, key, acceptedAt: now, since: now, inFlight: 0, served: false, trusted: false, set: undefined, peer }
+      const entry: Entry = { socket, listener: l, key, acceptedAt: now, since: now, inFlight: 0, served: false, trusted: false, set: undefined, closing: false, peer }
       ;(socket as unknown as Record<symbol, Entry>)[kEntry] = entry
       open++
       l.open++
@@ -319,17 +291,19 @@ export const makeFrontDoor = (
   /**
    * `expire` for connections that have shown nothing: past `configuredMs` each is closed; past the
    * level's shorter deadline, one that sent part of a request, and at `critical` one we have read
-   * nothing from once the loop has been idle since it came.
+   * nothing from once the loop has been idle since it came, and only as many as bring the count
+   * back to the critical line (a storm near the budget loses no more of its clients than it must).
    */
   const expireFresh = (set: Set<Entry>, configuredMs: number, now: number): boolean => {
     if (configuredMs <= 0) return true
     const shortMs = timeoutOf(configuredMs)
     const silentSince = level === "critical" ? loopReadings.caughtUpSince() : -Infinity
+    const criticalLine = Math.floor(CRITICAL * options.connectionBudget)
     for (const entry of set) {
       const age = now - entry.since
       if (age < shortMs) return true
       // Nothing read from it yet, and the loop may not have had its turn: its own deadline.
-      if (age < configuredMs && entry.socket.bytesRead === 0 && entry.since > silentSince) continue
+      if (age < configuredMs && entry.socket.bytesRead === 0 && (entry.since > silentSince || open - closing <= criticalLine)) continue
       if (quota === 0) return false
       quota--
       close(entry, "handshake_timeout")
