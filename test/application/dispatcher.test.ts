@@ -65,6 +65,21 @@ const heldPlainLogic = (
   return { answers, core }
 }
 
+/**
+ * Two users send a chat each in one turn, to a Logic that fails the batch by a bug: every chat is
+ * acked "internal error", and each connection goes on (its next frame is answered).
+ */
+const chatsOfABrokenBatch = Effect.gen(function*() {
+  const dispatcher = yield* Dispatcher
+  const users = ["alice", "bob"].map((name) => fakeConnection(name))
+  const handles = yield* Effect.forEach(users, (user) => dispatcher.attach(user))
+  handles.forEach((handle, i) => handle.receive(chatFrame(`c${i}`)))
+  yield* settle
+  for (const user of users) expect(acks(user.packets())).toMatchObject([{ error: "internal error" }])
+  handles.forEach((handle, i) => handle.receive(pulseFrame(`after${i}`)))
+  users.forEach((user, i) => expect(user.packets().at(-1)?.seq).toBe(`after${i}`))
+})
+
 describe("Dispatcher", () => {
   it.scoped("answers a pulse with a pulse", () => {
     const recorder = recordingMetrics()
@@ -208,16 +223,7 @@ describe("Dispatcher", () => {
   })
 
   it.scoped("a batch that dies is acked with an error for every chat in it, and the connections go on", () =>
-    Effect.gen(function*() {
-      const dispatcher = yield* Dispatcher
-      const users = ["alice", "bob"].map((name) => fakeConnection(name))
-      const handles = yield* Effect.forEach(users, (user) => dispatcher.attach(user))
-      handles.forEach((handle, i) => handle.receive(chatFrame(`d${i}`)))
-      yield* settle
-      for (const user of users) expect(acks(user.packets())).toMatchObject([{ error: "internal error" }])
-      handles[0]!.receive(pulseFrame("after"))
-      expect(users[0]!.packets().at(-1)?.seq).toBe("after")
-    }).pipe(withCore({ logic: { batchesChats: true, sendMessages: () => Effect.dieMessage("a bug in Logic") } })))
+    chatsOfABrokenBatch.pipe(withCore({ logic: { batchesChats: true, sendMessages: () => Effect.dieMessage("a bug in Logic") } })))
 
   it.scoped("an in-process Logic takes a turn's chats plainly (sendMessagesNow); each is acked when it answers, with its own result", () => {
     const batches: Array<ReadonlyArray<string>> = []
@@ -321,16 +327,7 @@ describe("Dispatcher", () => {
   })
 
   it.scoped("a plain batch Logic that throws has every chat of the batch acked with an error, and the connections go on", () =>
-    Effect.gen(function*() {
-      const dispatcher = yield* Dispatcher
-      const users = ["alice", "bob"].map((name) => fakeConnection(name))
-      const handles = yield* Effect.forEach(users, (user) => dispatcher.attach(user))
-      handles.forEach((handle, i) => handle.receive(chatFrame(`t${i}`)))
-      yield* settle
-      for (const user of users) expect(acks(user.packets())).toMatchObject([{ error: "internal error" }])
-      handles[1]!.receive(pulseFrame("after"))
-      expect(users[1]!.packets().at(-1)?.seq).toBe("after")
-    }).pipe(
+    chatsOfABrokenBatch.pipe(
       withCore({
         overrides: { dispatcher: { chatTimeout: 0 } },
         logic: {
