@@ -81,9 +81,10 @@ export interface DispatcherShape {
  *
  * A chat frame's way: Session.receive (decode, budget, order; the connection's pushes held) →
  * ChatBatch → `Logic.sendMessagesNow` (in-process) or `Logic.sendMessages` → per-message results
- * → Session.answer (the ack; held pushes follow it, but the chat's own echo). A message Logic committed reaches the other sockets through
- * PushDelivery: from the Task service over PushService, or from an in-process Logic through the
- * `Committed` queue (`PushDelivery.layerCommitted`), after the acks of its turn.
+ * → Session.answer (the ack; held pushes follow it, but the chat's own echo). A message Logic
+ * committed reaches the other sockets through PushDelivery: from the Task service over
+ * PushService, or from an in-process Logic through the `Committed` queue
+ * (`PushDelivery.layerCommitted`), after the acks of its turn.
  */
 export class Dispatcher extends Context.Tag("resonance/Dispatcher")<Dispatcher, DispatcherShape>() {
   static readonly layer = (options: DispatcherOptions = {}) =>
