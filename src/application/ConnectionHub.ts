@@ -20,8 +20,11 @@ export type GateOutcome = (typeof GateOutcome)[keyof typeof GateOutcome]
  * has a chat in flight, or remembers msg_ids it was answered for, its pushes go through `offer`.
  */
 export interface PushGate {
-  /** Takes a push in place of `connection.send`; `frame` is the encoded push, shared by every recipient. */
-  readonly offer: (frame: Uint8Array, message: PushMessage) => GateOutcome
+  /**
+   * Takes a push in place of `connection.send`. `frame` encodes the push once, shared by every
+   * recipient; an echo never asks for it.
+   */
+  readonly offer: (frame: () => Uint8Array, message: PushMessage) => GateOutcome
 }
 
 /**

@@ -20,11 +20,11 @@ export interface PushDeliveryShape {
 }
 
 /**
- * Fans a message out: the frame is encoded once and the same bytes go to every device. A
- * connection with a gate (a chat of its own in flight, or msg_ids it was just answered for) gets
- * the push through it: held until the ack is written, and dropped when it is its own echo. So a
- * sender's socket is spared its echo whoever pushes (the Task service, or the embedded Logic
- * through `layerCommitted`), and its other devices get the message.
+ * Fans a message out: the frame is encoded once, when a device first needs it, and the same bytes
+ * go to every device. A connection with a gate (a chat of its own in flight, or msg_ids it was
+ * just answered for) gets the push through it: held until the ack is written, and dropped when it
+ * is its own echo. So a sender's socket is spared its echo whoever pushes (the Task service, or
+ * the embedded Logic through `layerCommitted`), and its other devices get the message.
  */
 export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDelivery, PushDeliveryShape>() {
   static readonly layer = Layer.effect(
@@ -36,7 +36,10 @@ export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDeli
 
       const deliverNow = (usernames: ReadonlyArray<string>, message: PushMessage): DeliveryReport => {
         const started = performance.now()
-        const frame = codec.encode(pushPacket(message))
+        // Encoded at the first device that takes it: a direct chat's copy for its sender, whose
+        // only device is usually the one that sent it, is an echo and never needs the bytes.
+        let frame: Uint8Array | undefined
+        const frameOf = (): Uint8Array => (frame ??= codec.encode(pushPacket(message)))
         const gates = hub.activeGates()
         const failedUsernames: Array<string> = []
         let delivered = 0
@@ -49,10 +52,10 @@ export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDeli
               const gate = gates === undefined ? undefined : gates.get(connection)
               if (gate === undefined) {
                 attempted++
-                if (connection.send(frame)) reached++
+                if (connection.send(frameOf())) reached++
                 continue
               }
-              const outcome = gate.offer(frame, message)
+              const outcome = gate.offer(frameOf, message)
               if (outcome === GateOutcome.Echo) continue
               attempted++
               if (outcome !== GateOutcome.Failed) reached++

@@ -1,9 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Either, Layer, TestClock } from "effect"
 import { Committed } from "../../src/application/Committed.js"
-import { ConnectionHub } from "../../src/application/ConnectionHub.js"
+import { ConnectionHub, ConnectionRegistry, GateOutcome } from "../../src/application/ConnectionHub.js"
 import { Dispatcher } from "../../src/application/Dispatcher.js"
 import type { DispatcherOptions } from "../../src/application/Dispatcher.js"
+import { ConnectionPushGate, defaultPushGateLimits } from "../../src/application/Dispatcher/PushGate.js"
 import { PushDelivery } from "../../src/application/PushDelivery.js"
 import type { LogicShape } from "../../src/application/ports/Logic.js"
 import { Logic, withDefaults } from "../../src/application/ports/Logic.js"
@@ -327,4 +328,30 @@ describe("the sender's echo when Logic commits in-process", () => {
       expect(seen(laptop)).toEqual(["push 50"])
       expect(seen(bob)).toEqual(["push 50"])
     }).pipe(Effect.provide(layer)))
+})
+
+describe("the push frame", () => {
+  it.effect("is not encoded for a connection that would drop it as its own echo", () =>
+    Effect.gen(function*() {
+      const clock = yield* Effect.clock
+      const phone = fakeConnection("alice")
+      const gate = new ConnectionPushGate(phone, new ConnectionRegistry(), clock, defaultPushGateLimits)
+      gate.hold()
+      gate.answered(42n)
+      let encoded = 0
+      const frameOf = () => {
+        encoded++
+        return new Uint8Array([encoded])
+      }
+      expect(gate.offer(frameOf, pushOf(42n, "alice"))).toBe(GateOutcome.Echo)
+      expect(encoded).toBe(0)
+      expect(phone.frames).toHaveLength(0)
+      // Anything else is encoded when written: held behind a chat in flight, or sent at once.
+      expect(gate.offer(frameOf, pushOf(43n, "bob"))).toBe(GateOutcome.Sent)
+      gate.hold()
+      expect(gate.offer(frameOf, pushOf(44n, "bob"))).toBe(GateOutcome.Held)
+      expect(encoded).toBe(2)
+      gate.answered(45n)
+      expect(phone.frames.map((frame) => frame[0])).toEqual([1, 2])
+    }))
 })

@@ -68,9 +68,10 @@ export class ConnectionPushGate implements PushGate {
     this.release(now)
   }
 
-  offer(frame: Uint8Array, message: PushMessage): GateOutcome {
+  offer(frameOf: () => Uint8Array, message: PushMessage): GateOutcome {
     const now = this.clock.unsafeCurrentTimeMillis()
     if (this.isEcho(message, now)) return GateOutcome.Echo
+    const frame = frameOf()
     if (this.holding) {
       const { maxHeldPushes, maxHeldBytes } = this.limits
       if (this.heldFrames.length < maxHeldPushes && this.heldBytes + frame.byteLength <= maxHeldBytes) {
