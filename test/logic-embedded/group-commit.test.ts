@@ -6,7 +6,7 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { makeGroupCommit } from "../../src/adapters/logic-embedded/GroupCommit.js"
 import { makeCounters } from "../../src/adapters/logic-embedded/Statements.js"
-import { makeWalSync } from "../../src/adapters/logic-embedded/WalSync.js"
+import { makeWalSync, syncThroughWalSync } from "../../src/adapters/logic-embedded/WalSync.js"
 import { makeCheckpointer, scheduleCheckpoints } from "../../src/adapters/logic-embedded/Checkpointer.js"
 
 const openDb = () => {
@@ -107,6 +107,31 @@ describe("WAL flush", () => {
       yield* wal.sync
       const flushed = yield* Effect.async<Error | undefined>((resume) => wal.flush((error) => resume(Effect.succeed(error))))
       expect(flushed).toBeUndefined()
+    }))
+
+  it.scopedLive("the serving connection syncs nothing while a WalSync flushes for it, and syncs again before it closes", () =>
+    Effect.gen(function*() {
+      const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-wal-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true })))
+      const file = Path.join(dir, "db.sqlite")
+      const db = new Database(file)
+      db.pragma("journal_mode = WAL")
+      db.pragma("synchronous = NORMAL")
+      db.pragma("wal_autocheckpoint = 0")
+      const synchronous = () => Number(db.pragma("synchronous", { simple: true }))
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* syncThroughWalSync(db)
+        expect(synchronous()).toBe(0)
+        db.exec("CREATE TABLE t (v TEXT)")
+        db.prepare("INSERT INTO t VALUES ('x')").run()
+      }))
+      // NORMAL again: the close below checkpoints the WAL into the database (synced) and deletes it.
+      expect(synchronous()).toBe(1)
+      db.close()
+      expect(Fs.existsSync(`${file}-wal`)).toBe(false)
+      const reopened = new Database(file, { readonly: true })
+      expect(reopened.prepare("SELECT count(*) AS n FROM t").get()).toEqual({ n: 1 })
+      reopened.close()
     }))
 })
 

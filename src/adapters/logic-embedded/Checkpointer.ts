@@ -10,6 +10,9 @@ const { parentPort, workerData } = require("node:worker_threads")
 const Database = require(workerData.driver)
 const db = new Database(workerData.databasePath)
 db.pragma("busy_timeout = 1000")
+// Syncs the WAL before it copies pages into the database, and the database after: the serving
+// connection relies on it (WalSync.ts, syncThroughWalSync).
+db.pragma("synchronous = NORMAL")
 parentPort.on("message", (message) => {
   if (message === "close") { db.close(); parentPort.close(); return }
   try {

@@ -28,7 +28,7 @@ import { makeCounters, preparer } from "./Statements.js"
 import { storageFailure } from "./Storage.js"
 import { loadOrCreateSecret } from "./Tokens.js"
 import { makeJwt, tokenSettings } from "../platform/auth/Jwt.js"
-import { makeWalSync, noWalSync } from "./WalSync.js"
+import { makeWalSync, noWalSync, syncThroughWalSync } from "./WalSync.js"
 
 export { EmbeddedLogicError } from "./Database.js"
 
@@ -116,6 +116,7 @@ export const makeEmbeddedLogic = (
     const inMemory = options.databasePath === ":memory:"
     const db = yield* openDatabase(options.databasePath)
     const wal = inMemory || options.synchronous === "normal" ? noWalSync : yield* makeWalSync(options.databasePath)
+    if (wal !== noWalSync) yield* syncThroughWalSync(db)
     const counters = makeCounters()
     if (!inMemory) {
       yield* scheduleCheckpoints(yield* makeCheckpointer(options.databasePath), counters, options.checkpointIntervalMs ?? 20)
