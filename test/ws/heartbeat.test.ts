@@ -1,5 +1,5 @@
-import { describe, expect, it } from "@effect/vitest"
-import { Effect, TestClock } from "effect"
+import { afterEach, beforeEach, describe, expect, it, vi } from "@effect/vitest"
+import { Effect } from "effect"
 import { WebSocket } from "ws"
 import { forkHeartbeat } from "../../src/adapters/ws/Heartbeat.js"
 import type { WsClient } from "../../src/adapters/ws/WsClient.js"
@@ -25,7 +25,13 @@ const fakeClient = (id: number, silentForMs = 0) => {
   return { client, state }
 }
 
+/** The heartbeat's plain timer, on vitest's clock; Effect's own timers stay real. */
+const advance = (ms: number) => Effect.sync(() => vi.advanceTimersByTime(ms))
+
 describe("heartbeat", () => {
+  beforeEach(() => void vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] }))
+  afterEach(() => void vi.useRealTimers())
+
   it.scoped("pings an equal share of the clients every 100 ms, each once per interval", () =>
     Effect.gen(function*() {
       const fakes = Array.from({ length: 30 }, (_, i) => fakeClient(i + 1))
@@ -35,13 +41,13 @@ describe("heartbeat", () => {
       yield* forkHeartbeat(clients, "300 millis", "10 seconds")
       yield* Effect.yieldNow()
       expect(pinged()).toBe(10)
-      yield* TestClock.adjust("100 millis")
+      yield* advance(100)
       expect(pinged()).toBe(20)
-      yield* TestClock.adjust("100 millis")
+      yield* advance(100)
       expect(pinged()).toBe(30)
       expect(fakes.every((fake) => fake.state.pings === 1)).toBe(true)
       // The next interval starts over from the first client.
-      yield* TestClock.adjust("100 millis")
+      yield* advance(100)
       expect(fakes.slice(0, 10).every((fake) => fake.state.pings === 2)).toBe(true)
       expect(fakes.slice(10).every((fake) => fake.state.pings === 1)).toBe(true)
     }))
@@ -56,7 +62,7 @@ describe("heartbeat", () => {
       const late = fakeClient(5)
       clients.add(late.client)
       clients.delete(fakes[3]!.client)
-      for (let tick = 0; tick < 4; tick++) yield* TestClock.adjust("100 millis")
+      for (let tick = 0; tick < 4; tick++) yield* advance(100)
       expect(late.state.pings).toBeGreaterThanOrEqual(1)
       expect(fakes[3]!.state.pings).toBe(0)
       expect(silent.state.terminated).toBe(true)

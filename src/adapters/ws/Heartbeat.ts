@@ -1,6 +1,7 @@
-import { Duration, Effect, Schedule } from "effect"
+import { Duration, Effect } from "effect"
 import type { Scope } from "effect"
 import { WebSocket } from "ws"
+import { scopedInterval } from "../platform/process/Interval.js"
 import type { WsClient } from "./WsClient.js"
 
 /** How often the heartbeat wakes: short enough that one wake-up's pings cost well under a millisecond. */
@@ -11,7 +12,8 @@ const TICK_MS = 100
  * longer than `pongTimeout`. A ping is a write to the kernel: 10,000 of them at once stall the
  * event loop for tens of milliseconds, and even a thirtieth of them a second (~7 ms) shows in the
  * chat latency. So a cursor walks the clients in equal shares every 100 ms (10,000 sockets at the
- * default 30 s: ~33 pings a wake-up). Forked into the scope.
+ * default 30 s: ~33 pings a wake-up), on a plain timer for the scope's life; the first share at
+ * once.
  */
 export const forkHeartbeat = (
   clients: ReadonlySet<WsClient>,
@@ -22,7 +24,7 @@ export const forkHeartbeat = (
   const pongMs = Duration.toMillis(Duration.decode(pongTimeout))
   const ticks = Math.max(1, Math.floor(pingMs / TICK_MS))
   let cursor: Iterator<WsClient> = clients.values()
-  const sweep = Effect.sync(() => {
+  const sweep = () => {
     const now = Date.now()
     // A Set's iterator goes on past deletions and sees clients added after it began.
     for (let share = Math.ceil(clients.size / ticks); share > 0; share--) {
@@ -39,6 +41,6 @@ export const forkHeartbeat = (
         client.ws.ping()
       }
     }
-  })
-  return Effect.asVoid(Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(Duration.millis(pingMs / ticks)))))
+  }
+  return Effect.zipRight(Effect.sync(sweep), scopedInterval("heartbeat", pingMs / ticks, sweep))
 }
