@@ -21,10 +21,10 @@ export type GateOutcome = (typeof GateOutcome)[keyof typeof GateOutcome]
  */
 export interface PushGate {
   /**
-   * Takes a push in place of `connection.send`. `frame` encodes the push once, shared by every
+   * Takes a push in place of `connection.send`. `frameOf` encodes the push once, shared by every
    * recipient; an echo never asks for it.
    */
-  readonly offer: (frame: () => Uint8Array, message: PushMessage) => GateOutcome
+  readonly offer: (frameOf: () => Uint8Array, message: PushMessage) => GateOutcome
 }
 
 /**

@@ -1,8 +1,8 @@
 import { Effect, Runtime } from "effect"
-import { scopedInterval } from "../platform/process/Interval.js"
 import type { Scope } from "effect"
 import { createRequire } from "node:module"
 import { Worker } from "node:worker_threads"
+import { scopedInterval } from "../platform/process/Interval.js"
 
 // Runs in a worker thread with its own connection: a checkpoint copies WAL pages into the
 // database and fsyncs it, which must not stall the event loop that serves sockets.
@@ -90,6 +90,6 @@ export const scheduleCheckpoints = (
     ticks = 0
     checkpointer.request()
   }
-  // The first at once (a WAL left by a crash), then on a plain timer: 50 wake-ups a second.
-  return Effect.zipRight(Effect.sync(tick), scopedInterval("WAL checkpoint tick", intervalMs, tick))
+  // The first at once (a WAL left by a crash), then 50 wake-ups a second.
+  return scopedInterval("WAL checkpoint tick", intervalMs, tick)
 }

@@ -42,5 +42,5 @@ export const forkHeartbeat = (
       }
     }
   }
-  return Effect.zipRight(Effect.sync(sweep), scopedInterval("heartbeat", pingMs / ticks, sweep))
+  return scopedInterval("heartbeat", pingMs / ticks, sweep)
 }
