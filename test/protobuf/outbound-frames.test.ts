@@ -95,6 +95,30 @@ describe("OutboundFrames", () => {
     }
   })
 
+  it("refuses an int64 out of range, as the generated writer does, instead of wrapping it", () => {
+    const message: PushMessage = {
+      msgId: 2n ** 63n,
+      seqId: 1n,
+      sessionId: "s",
+      fromUsername: "a",
+      toUsername: "b",
+      content: "c",
+      type: "text",
+      timestamp: 1n,
+      sessionMeta: undefined
+    }
+    expect(() => WsPacket.encode({ seq: "", payload: { $case: "push", value: message } }).finish()).toThrow()
+    expect(() => encodePushFrame("", message)).toThrow(/out of range/)
+    expect(() => encodeAckFrame("1", { refSeq: "1", msgId: 1n, seqId: -(2n ** 63n) - 1n, sessionId: "", error: "" })).toThrow(
+      /out of range/
+    )
+    for (const type of [1.5, 2 ** 31, -(2 ** 31) - 1]) {
+      const withMeta = { ...message, msgId: 1n, sessionMeta: { name: "n", type } }
+      expect(() => WsPacket.encode({ seq: "", payload: { $case: "push", value: withMeta } }).finish()).toThrow()
+      expect(() => encodePushFrame("", withMeta)).toThrow(/out of range/)
+    }
+  })
+
   it("writes pulses with and without a seq", () => {
     for (const seq of samples) same(encodePulseFrame(seq), { seq, payload: { $case: "pulse", value: {} } })
   })

@@ -22,9 +22,14 @@ const varintNumberSize = (n: number): number => {
   return size
 }
 
+const INT64_MAX = 9_223_372_036_854_775_807n
+const INT64_MIN = -9_223_372_036_854_775_808n
+
 /** Bytes of an int64 as protobuf writes it (two's complement, 10 bytes when negative). */
 const int64Size = (value: bigint): number => {
   if (value >= 0n && value <= MAX_SAFE) return varintNumberSize(Number(value))
+  // As the generated writer does: a value that is no int64 is refused, not wrapped.
+  if (value > INT64_MAX || value < INT64_MIN) throw new Error(`int64 out of range: ${value}`)
   if (value < 0n) return 10
   const high = Number(value >> 32n)
   return high < 0x8 ? 5 : 5 + varint32Size(high >>> 3)
@@ -90,7 +95,10 @@ class Cursor {
   }
 }
 
-const int32Size = (value: number): number => (value >= 0 ? varint32Size(value) : 10)
+const int32Size = (value: number): number => {
+  if (!Number.isInteger(value) || value > 0x7fff_ffff || value < -0x8000_0000) throw new Error(`int32 out of range: ${value}`)
+  return value >= 0 ? varint32Size(value) : 10
+}
 
 /** WsPacket { seq, push: message }. */
 export const encodePushFrame = (seq: string, message: PushMessage): Buffer => {
