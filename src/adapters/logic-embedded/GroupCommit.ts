@@ -39,11 +39,13 @@ export const makeGroupCommit = (
   const minIntervalMs = options.minIntervalMs ?? 0
   let queue: Array<Job<unknown>> = []
   let scheduled = false
+  let held = false
   let lastCommitAt = -Infinity
   const commitAll = db.transaction((jobs: ReadonlyArray<Job<unknown>>) => jobs.map((job) => job.work()))
 
   const flush = () => {
     scheduled = false
+    if (held) return
     lastCommitAt = performance.now()
     while (queue.length > 0) {
       const jobs = queue.length <= maxBatch ? queue : queue.slice(0, maxBatch)
@@ -79,13 +81,28 @@ export const makeGroupCommit = (
     }
   }
 
+  /**
+   * Stops committing until `release`: writes wait in the queue. The Checkpointer holds the writes
+   * for the length of one checkpoint so that the WAL is wholly copied when the next commit
+   * begins, which lets that commit start the log over from its beginning.
+   */
+  const hold = (): void => {
+    held = true
+  }
+
+  const release = (): void => {
+    if (!held) return
+    held = false
+    if (queue.length > 0 && !scheduled) flush()
+  }
+
   /** `enqueue` as an Effect; what it (or the batch) threw goes to `onError`. */
   const submit = <O, E>(work: () => O, onError: (error: unknown) => Effect.Effect<never, E>): Effect.Effect<O, E> =>
     Effect.async<O, E>((resume) => {
       enqueue(work, (outcome) => resume(outcome.ok ? Effect.succeed(outcome.value) : onError(outcome.error)))
     })
 
-  return { enqueue, submit }
+  return { enqueue, submit, hold, release }
 }
 
 export type GroupCommit = ReturnType<typeof makeGroupCommit>

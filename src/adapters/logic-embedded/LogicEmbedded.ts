@@ -118,9 +118,6 @@ export const makeEmbeddedLogic = (
     const wal = inMemory || options.synchronous === "normal" ? noWalSync : yield* makeWalSync(options.databasePath)
     if (wal !== noWalSync) yield* syncThroughWalSync(db)
     const counters = makeCounters()
-    if (!inMemory) {
-      yield* scheduleCheckpoints(yield* makeCheckpointer(options.databasePath), counters, options.checkpointIntervalMs ?? 20)
-    }
     const durable = wal.sync.pipe(Effect.catchAll((error) => storageFailure("flushing the WAL", error)))
     const secret = options.secretKey || (yield* Effect.try({
       try: () => loadOrCreateSecret(options.databasePath),
@@ -138,6 +135,9 @@ export const makeEmbeddedLogic = (
       onRollback: cache.clear,
       minIntervalMs: options.commitIntervalMs ?? 2
     })
+    if (!inMemory) {
+      yield* scheduleCheckpoints(yield* makeCheckpointer(options.databasePath, commit), counters, options.checkpointIntervalMs ?? 20)
+    }
     const passwords = yield* makePasswords({
       cost: options.bcryptRounds ?? 10,
       concurrency: options.hashConcurrency ?? 0,
