@@ -17,6 +17,19 @@ const openDb = () => {
   return { db, cleanup: () => (db.close(), Fs.rmSync(dir, { recursive: true, force: true })) }
 }
 
+/** A WAL database file that only the caller checkpoints, removed with the scope. */
+const scopedWalDb = (table: string) =>
+  Effect.gen(function*() {
+    const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-ckpt-"))
+    const file = Path.join(dir, "db.sqlite")
+    const db = new Database(file)
+    yield* Effect.addFinalizer(() => Effect.sync(() => (db.close(), Fs.rmSync(dir, { recursive: true, force: true }))))
+    db.pragma("journal_mode = WAL")
+    db.pragma("wal_autocheckpoint = 0")
+    db.exec(`CREATE TABLE t (${table})`)
+    return { db, file }
+  })
+
 const count = (db: Database.Database) => (db.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n
 
 describe("group commit", () => {
@@ -87,6 +100,28 @@ describe("group commit", () => {
       expect(flushes).toBe(5)
     }).pipe(Effect.ensuring(Effect.sync(cleanup)))
   })
+
+  it.live("while held, writes wait in the queue; release commits them in one transaction", () => {
+    const { db, cleanup } = openDb()
+    const insert = db.prepare("INSERT INTO t (v) VALUES (?)")
+    const counters = makeCounters()
+    const commit = makeGroupCommit(db, counters, { minIntervalMs: 0 })
+    return Effect.gen(function*() {
+      commit.hold()
+      const resumed: Array<string> = []
+      for (const v of ["a", "b", "c"]) commit.enqueue(() => insert.run(v), (outcome) => void resumed.push(outcome.ok ? v : "error"))
+      yield* Effect.sleep("20 millis")
+      expect(count(db)).toBe(0)
+      expect(resumed).toEqual([])
+      commit.release()
+      expect(count(db)).toBe(3)
+      expect(counters.transactions).toBe(1)
+      expect(resumed).toEqual(["a", "b", "c"])
+      // Released means released: the next write commits at once again.
+      commit.enqueue(() => insert.run("d"), () => {})
+      expect(count(db)).toBe(4)
+    }).pipe(Effect.ensuring(Effect.sync(cleanup)))
+  })
 })
 
 describe("WAL flush", () => {
@@ -138,13 +173,7 @@ describe("WAL flush", () => {
 describe("checkpointer", () => {
   it.scopedLive("copies WAL pages into the database file from its own thread", () =>
     Effect.gen(function*() {
-      const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-ckpt-"))
-      const file = Path.join(dir, "db.sqlite")
-      const db = new Database(file)
-      yield* Effect.addFinalizer(() => Effect.sync(() => (db.close(), Fs.rmSync(dir, { recursive: true, force: true }))))
-      db.pragma("journal_mode = WAL")
-      db.pragma("wal_autocheckpoint = 0")
-      db.exec("CREATE TABLE t (v TEXT)")
+      const { db, file } = yield* scopedWalDb("v TEXT")
       const insert = db.prepare("INSERT INTO t VALUES (?)")
       db.transaction(() => {
         for (let i = 0; i < 2000; i++) insert.run("x".repeat(200))
@@ -188,51 +217,24 @@ describe("checkpointer", () => {
       expect(requests).toBe(0)
     }))
 
-  it.live("while held, writes wait in the queue; release commits them in one transaction", () => {
-    const { db, cleanup } = openDb()
-    const insert = db.prepare("INSERT INTO t (v) VALUES (?)")
-    const counters = makeCounters()
-    const commit = makeGroupCommit(db, counters, { minIntervalMs: 0 })
-    return Effect.gen(function*() {
-      commit.hold()
-      const resumed: Array<string> = []
-      for (const v of ["a", "b", "c"]) commit.enqueue(() => insert.run(v), (outcome) => void resumed.push(outcome.ok ? v : "error"))
-      yield* Effect.sleep("20 millis")
-      expect(count(db)).toBe(0)
-      expect(resumed).toEqual([])
-      commit.release()
-      expect(count(db)).toBe(3)
-      expect(counters.transactions).toBe(1)
-      expect(resumed).toEqual(["a", "b", "c"])
-      // Released means released: the next write commits at once again.
-      commit.enqueue(() => insert.run("d"), () => {})
-      expect(count(db)).toBe(4)
-    }).pipe(Effect.ensuring(Effect.sync(cleanup)))
-  })
 
   it.scoped("under steady commits the WAL starts over instead of growing: once the log is long, a second checkpoint holds the writes", () =>
     Effect.gen(function*() {
-      const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-restart-"))
-      const file = Path.join(dir, "db.sqlite")
-      const db = new Database(file)
-      yield* Effect.addFinalizer(() => Effect.sync(() => (db.close(), Fs.rmSync(dir, { recursive: true, force: true }))))
-      db.pragma("journal_mode = WAL")
-      db.pragma("wal_autocheckpoint = 0")
-      db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+      const { db, file } = yield* scopedWalDb("id INTEGER PRIMARY KEY, v TEXT NOT NULL")
       const insert = db.prepare("INSERT INTO t (v) VALUES (?)")
       const counters = makeCounters()
       const commit = makeGroupCommit(db, counters, { minIntervalMs: 0 })
       let held = 0
       const watched = { hold: () => (held++, commit.hold()), release: commit.release }
-      const watchedCheckpointer = yield* makeCheckpointer(file, watched, { restartFrames: 50 })
-      // A commit every turn of the loop and a checkpoint every 2 ms, for 1.5 s: a checkpoint beside
-      // the commits never finds the log wholly copied when a write begins.
+      const checkpointer = yield* makeCheckpointer(file, watched, { restartFrames: 50 })
+      // A commit every turn of the loop and a checkpoint asked for every fourth, for 1.5 s: a
+      // checkpoint beside the commits rarely finds the log wholly copied when a write begins.
       const until = Date.now() + 1_500
       let largest = 0
       let ticks = 0
       while (Date.now() < until) {
         commit.enqueue(() => insert.run("x".repeat(300)), () => {})
-        if (++ticks % 4 === 0) watchedCheckpointer.request()
+        if (++ticks % 4 === 0) checkpointer.request()
         largest = Math.max(largest, Fs.statSync(`${file}-wal`).size)
         // A turn of the event loop, where the worker's answers come in.
         yield* Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))

@@ -5,9 +5,13 @@ import { encodeAckFrame, encodePulseFrame, encodePushFrame } from "../../src/ada
 import { WsPacket } from "../../src/gen/gateway/v1/packet.js"
 
 /** A deterministic generator, so a failure names the case that broke. */
-const random = (seed: number) => () => {
-  seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648
-  return seed / 2_147_483_648
+const random = (seed: number) => {
+  const next = () => {
+    seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648
+    return seed / 2_147_483_648
+  }
+  const pick = <A>(values: ReadonlyArray<A>): A => values[Math.floor(next() * values.length)]!
+  return { next, pick }
 }
 
 const samples = [
@@ -60,8 +64,7 @@ const same = (frame: Uint8Array, packet: WsPacket) => {
 
 describe("OutboundFrames", () => {
   it("writes every push exactly as the generated WsPacket writer does", () => {
-    const next = random(7)
-    const pick = <A>(values: ReadonlyArray<A>): A => values[Math.floor(next() * values.length)]!
+    const { next, pick } = random(7)
     for (let i = 0; i < 3_000; i++) {
       const message: PushMessage = {
         msgId: pick(int64s),
@@ -80,8 +83,7 @@ describe("OutboundFrames", () => {
   })
 
   it("writes every ack exactly as the generated WsPacket writer does", () => {
-    const next = random(11)
-    const pick = <A>(values: ReadonlyArray<A>): A => values[Math.floor(next() * values.length)]!
+    const { pick } = random(11)
     for (let i = 0; i < 2_000; i++) {
       const ack: AckBody = {
         refSeq: pick(samples),
