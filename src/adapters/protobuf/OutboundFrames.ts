@@ -38,7 +38,18 @@ const int64Size = (value: bigint): number => {
 /** UTF-8 bytes of a string (lone surrogates count as U+FFFD, as `TextEncoder` writes them). */
 const utf8Size = (text: string): number => (text.length === 0 ? 0 : Buffer.byteLength(text, "utf8"))
 
+const int32Size = (value: number): number => {
+  if (!Number.isInteger(value) || value > 0x7fff_ffff || value < -0x8000_0000) throw new Error(`int32 out of range: ${value}`)
+  return value >= 0 ? varint32Size(value) : 10
+}
+
 const fieldSize = (bytes: number): number => 1 + varint32Size(bytes) + bytes
+
+/** A string field of `bytes` UTF-8 bytes, left out when empty (proto3). */
+const stringFieldSize = (bytes: number): number => (bytes > 0 ? fieldSize(bytes) : 0)
+
+/** An int64 field, left out when 0 (proto3). */
+const int64FieldSize = (value: bigint): number => (value !== 0n ? 1 + int64Size(value) : 0)
 
 class Cursor {
   pos = 0
@@ -67,7 +78,10 @@ class Cursor {
     this.varint32(low)
   }
 
-  int64(value: bigint): void {
+  /** Field `tag` (its key byte) holding `value`; nothing when 0. */
+  int64Field(tag: number, value: bigint): void {
+    if (value === 0n) return
+    this.byte(tag)
     if (value >= 0n && value <= MAX_SAFE) {
       const n = Number(value)
       if (n <= 0xffff_ffff) return this.varint32(n)
@@ -82,8 +96,10 @@ class Cursor {
     this.varint64(value >>> 0, 0xffff_ffff)
   }
 
-  /** `bytes` is `utf8Size(text)`. */
-  string(text: string, bytes: number): void {
+  /** Field `tag` (its key byte) holding `text`, whose `utf8Size` is `bytes`; nothing when empty. */
+  stringField(tag: number, text: string, bytes: number): void {
+    if (bytes === 0) return
+    this.byte(tag)
     this.varint32(bytes)
     if (bytes === text.length && bytes < 24) {
       // ASCII: a short loop is cheaper than a call into C++.
@@ -95,14 +111,21 @@ class Cursor {
   }
 }
 
-const int32Size = (value: number): number => {
-  if (!Number.isInteger(value) || value > 0x7fff_ffff || value < -0x8000_0000) throw new Error(`int32 out of range: ${value}`)
-  return value >= 0 ? varint32Size(value) : 10
+/**
+ * A frame of `seq` and one payload field (key byte `payloadTag`) of `body` bytes, written up to
+ * the payload's own fields.
+ */
+const openFrame = (seq: string, payloadTag: number, body: number): Cursor => {
+  const seqBytes = utf8Size(seq)
+  const out = new Cursor(Buffer.allocUnsafe(stringFieldSize(seqBytes) + fieldSize(body)))
+  out.stringField(10, seq, seqBytes)
+  out.byte(payloadTag)
+  out.varint32(body)
+  return out
 }
 
 /** WsPacket { seq, push: message }. */
 export const encodePushFrame = (seq: string, message: PushMessage): Buffer => {
-  const seqBytes = utf8Size(seq)
   const session = utf8Size(message.sessionId)
   const from = utf8Size(message.fromUsername)
   const to = utf8Size(message.toUsername)
@@ -110,62 +133,29 @@ export const encodePushFrame = (seq: string, message: PushMessage): Buffer => {
   const type = utf8Size(message.type)
   const meta = message.sessionMeta
   const metaName = meta === undefined ? 0 : utf8Size(meta.name)
-  const metaBody = meta === undefined ? 0 : (metaName > 0 ? fieldSize(metaName) : 0) + (meta.type !== 0 ? 1 + int32Size(meta.type) : 0)
-  const body = (message.msgId !== 0n ? 1 + int64Size(message.msgId) : 0) +
-    (message.seqId !== 0n ? 1 + int64Size(message.seqId) : 0) +
-    (session > 0 ? fieldSize(session) : 0) +
-    (from > 0 ? fieldSize(from) : 0) +
-    (to > 0 ? fieldSize(to) : 0) +
-    (content > 0 ? fieldSize(content) : 0) +
-    (type > 0 ? fieldSize(type) : 0) +
-    (message.timestamp !== 0n ? 1 + int64Size(message.timestamp) : 0) +
+  const metaBody = meta === undefined ? 0 : stringFieldSize(metaName) + (meta.type !== 0 ? 1 + int32Size(meta.type) : 0)
+  const body = int64FieldSize(message.msgId) +
+    int64FieldSize(message.seqId) +
+    stringFieldSize(session) +
+    stringFieldSize(from) +
+    stringFieldSize(to) +
+    stringFieldSize(content) +
+    stringFieldSize(type) +
+    int64FieldSize(message.timestamp) +
     (meta !== undefined ? fieldSize(metaBody) : 0)
-  const out = new Cursor(Buffer.allocUnsafe((seqBytes > 0 ? fieldSize(seqBytes) : 0) + fieldSize(body)))
-  if (seqBytes > 0) {
-    out.byte(10)
-    out.string(seq, seqBytes)
-  }
-  out.byte(98)
-  out.varint32(body)
-  if (message.msgId !== 0n) {
-    out.byte(8)
-    out.int64(message.msgId)
-  }
-  if (message.seqId !== 0n) {
-    out.byte(16)
-    out.int64(message.seqId)
-  }
-  if (session > 0) {
-    out.byte(26)
-    out.string(message.sessionId, session)
-  }
-  if (from > 0) {
-    out.byte(34)
-    out.string(message.fromUsername, from)
-  }
-  if (to > 0) {
-    out.byte(42)
-    out.string(message.toUsername, to)
-  }
-  if (content > 0) {
-    out.byte(50)
-    out.string(message.content, content)
-  }
-  if (type > 0) {
-    out.byte(58)
-    out.string(message.type, type)
-  }
-  if (message.timestamp !== 0n) {
-    out.byte(64)
-    out.int64(message.timestamp)
-  }
+  const out = openFrame(seq, 98, body)
+  out.int64Field(8, message.msgId)
+  out.int64Field(16, message.seqId)
+  out.stringField(26, message.sessionId, session)
+  out.stringField(34, message.fromUsername, from)
+  out.stringField(42, message.toUsername, to)
+  out.stringField(50, message.content, content)
+  out.stringField(58, message.type, type)
+  out.int64Field(64, message.timestamp)
   if (meta !== undefined) {
     out.byte(82)
     out.varint32(metaBody)
-    if (metaName > 0) {
-      out.byte(10)
-      out.string(meta.name, metaName)
-    }
+    out.stringField(10, meta.name, metaName)
     if (meta.type !== 0) {
       out.byte(16)
       out.int32(meta.type)
@@ -176,54 +166,22 @@ export const encodePushFrame = (seq: string, message: PushMessage): Buffer => {
 
 /** WsPacket { seq, ack }. */
 export const encodeAckFrame = (seq: string, ack: AckBody): Buffer => {
-  const seqBytes = utf8Size(seq)
   const refSeq = utf8Size(ack.refSeq)
   const session = utf8Size(ack.sessionId)
   const error = utf8Size(ack.error)
-  const body = (refSeq > 0 ? fieldSize(refSeq) : 0) +
-    (ack.msgId !== 0n ? 1 + int64Size(ack.msgId) : 0) +
-    (ack.seqId !== 0n ? 1 + int64Size(ack.seqId) : 0) +
-    (session > 0 ? fieldSize(session) : 0) +
-    (error > 0 ? fieldSize(error) : 0)
-  const out = new Cursor(Buffer.allocUnsafe((seqBytes > 0 ? fieldSize(seqBytes) : 0) + fieldSize(body)))
-  if (seqBytes > 0) {
-    out.byte(10)
-    out.string(seq, seqBytes)
-  }
-  out.byte(106)
-  out.varint32(body)
-  if (refSeq > 0) {
-    out.byte(10)
-    out.string(ack.refSeq, refSeq)
-  }
-  if (ack.msgId !== 0n) {
-    out.byte(16)
-    out.int64(ack.msgId)
-  }
-  if (ack.seqId !== 0n) {
-    out.byte(24)
-    out.int64(ack.seqId)
-  }
-  if (session > 0) {
-    out.byte(34)
-    out.string(ack.sessionId, session)
-  }
-  if (error > 0) {
-    out.byte(42)
-    out.string(ack.error, error)
-  }
+  const body = stringFieldSize(refSeq) +
+    int64FieldSize(ack.msgId) +
+    int64FieldSize(ack.seqId) +
+    stringFieldSize(session) +
+    stringFieldSize(error)
+  const out = openFrame(seq, 106, body)
+  out.stringField(10, ack.refSeq, refSeq)
+  out.int64Field(16, ack.msgId)
+  out.int64Field(24, ack.seqId)
+  out.stringField(34, ack.sessionId, session)
+  out.stringField(42, ack.error, error)
   return out.buf
 }
 
 /** WsPacket { seq, pulse {} }. */
-export const encodePulseFrame = (seq: string): Buffer => {
-  const seqBytes = utf8Size(seq)
-  const out = new Cursor(Buffer.allocUnsafe((seqBytes > 0 ? fieldSize(seqBytes) : 0) + 2))
-  if (seqBytes > 0) {
-    out.byte(10)
-    out.string(seq, seqBytes)
-  }
-  out.byte(82)
-  out.byte(0)
-  return out.buf
-}
+export const encodePulseFrame = (seq: string): Buffer => openFrame(seq, 82, 0).buf
