@@ -7,7 +7,7 @@ import * as Path from "node:path"
 import { makeGroupCommit } from "../../src/adapters/logic-embedded/GroupCommit.js"
 import { makeCounters } from "../../src/adapters/logic-embedded/Statements.js"
 import { makeWalSync, syncThroughWalSync } from "../../src/adapters/logic-embedded/WalSync.js"
-import { makeCheckpointer, scheduleCheckpoints } from "../../src/adapters/logic-embedded/Checkpointer.js"
+import { limitWalFile, makeCheckpointer, scheduleCheckpoints } from "../../src/adapters/logic-embedded/Checkpointer.js"
 
 const openDb = () => {
   const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-group-commit-"))
@@ -217,6 +217,35 @@ describe("checkpointer", () => {
       expect(requests).toBe(0)
     }))
 
+
+  it.scopedLive("after a burst the WAL file is cut back to its cap once the log starts over, and kept without one", () =>
+    Effect.gen(function*() {
+      /** A burst of ~1.2 MB in one transaction, a checkpoint from the worker, then one more commit. */
+      const burstThenCommit = (cap: boolean) =>
+        Effect.gen(function*() {
+          const { db, file } = yield* scopedWalDb("v TEXT")
+          const limit = cap ? limitWalFile(db, 50) : undefined
+          const insert = db.prepare("INSERT INTO t VALUES (?)")
+          db.transaction(() => {
+            for (let i = 0; i < 3000; i++) insert.run("x".repeat(400))
+          })()
+          const burst = Fs.statSync(`${file}-wal`).size
+          const checkpointer = yield* makeCheckpointer(file)
+          checkpointer.request()
+          // Until the worker has copied the log into the database (or 5 s).
+          for (let i = 0; i < 250 && Fs.statSync(file).size < 1_000_000; i++) yield* Effect.sleep("20 millis")
+          expect(Fs.statSync(file).size).toBeGreaterThan(1_000_000)
+          // The log was wholly copied, so this commit starts it over (and, capped, cuts the file).
+          insert.run("after")
+          return { burst, after: Fs.statSync(`${file}-wal`).size, limit }
+        })
+      const capped = yield* burstThenCommit(true)
+      expect(capped.limit).toBe(32 + 63 * 4_120)
+      expect(capped.burst).toBeGreaterThan(1_000_000)
+      expect(capped.after).toBeLessThanOrEqual(capped.limit!)
+      const uncapped = yield* burstThenCommit(false)
+      expect(uncapped.after).toBe(uncapped.burst)
+    }))
 
   it.scoped("under steady commits the WAL starts over instead of growing: once the log is long, a second checkpoint holds the writes", () =>
     Effect.gen(function*() {

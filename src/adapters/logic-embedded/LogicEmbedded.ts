@@ -13,7 +13,7 @@ import { defaultChatRules } from "../../domain/Packet.js"
 import { defaultSessionRules } from "../../domain/Session.js"
 import { duration, int, merged, sharedLimitSettings, str } from "../platform/config/Settings.js"
 import { makeAccounts } from "./Accounts.js"
-import { makeCheckpointer, scheduleCheckpoints } from "./Checkpointer.js"
+import { limitWalFile, makeCheckpointer, scheduleCheckpoints } from "./Checkpointer.js"
 import { EmbeddedLogicError, openDatabase } from "./Database.js"
 import { makeGroupCommit } from "./GroupCommit.js"
 import { makeMessages } from "./Messages.js"
@@ -136,6 +136,7 @@ export const makeEmbeddedLogic = (
       minIntervalMs: options.commitIntervalMs ?? 2
     })
     if (!inMemory) {
+      limitWalFile(db)
       yield* scheduleCheckpoints(yield* makeCheckpointer(options.databasePath, commit), counters, options.checkpointIntervalMs ?? 20)
     }
     const passwords = yield* makePasswords({
