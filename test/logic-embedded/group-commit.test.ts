@@ -144,6 +144,43 @@ describe("WAL flush", () => {
       expect(flushed).toBeUndefined()
     }))
 
+  it.scopedLive("one fdatasync at a time: flushes asked for while one runs share the next, which starts after it", () =>
+    Effect.gen(function*() {
+      const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-wal-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true })))
+      const file = Path.join(dir, "db.sqlite")
+      Fs.writeFileSync(`${file}-wal`, "")
+      // A disk that answers only when told to.
+      const pending: Array<(error: NodeJS.ErrnoException | null) => void> = []
+      const wal = yield* makeWalSync(file, (_fd, callback) => void pending.push(callback))
+      const done: Array<string> = []
+      wal.flush(() => done.push("a"))
+      expect(pending.length).toBe(1)
+      // Committed while the first runs: that one may have begun before their frames were written.
+      wal.flush(() => done.push("b"))
+      wal.flush(() => done.push("c"))
+      expect(pending.length).toBe(1)
+      pending.shift()!(null)
+      expect(done).toEqual(["a"])
+      // The second one started as the first ended, for both of them.
+      expect(pending.length).toBe(1)
+      wal.flush(() => done.push("d"))
+      pending.shift()!(null)
+      expect(done).toEqual(["a", "b", "c"])
+      expect(pending.length).toBe(1)
+      const failure = Object.assign(new Error("EIO"), { code: "EIO" })
+      pending.shift()!(failure)
+      expect(done).toEqual(["a", "b", "c", "d"])
+      expect(pending.length).toBe(0)
+      // An error reaches the callers of that flush, and the next flush runs again.
+      const errors: Array<Error | undefined> = []
+      wal.flush((error) => errors.push(error))
+      pending.shift()!(failure)
+      wal.flush((error) => errors.push(error))
+      pending.shift()!(null)
+      expect(errors).toEqual([failure, undefined])
+    }))
+
   it.scopedLive("the serving connection syncs nothing while a WalSync flushes for it, and syncs again before it closes", () =>
     Effect.gen(function*() {
       const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "resonance-wal-"))
