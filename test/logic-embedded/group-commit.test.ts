@@ -37,11 +37,13 @@ describe("group commit", () => {
     const { db, cleanup } = openDb()
     const insert = db.prepare("INSERT INTO t (v) VALUES (?)")
     const counters = makeCounters()
-    const commit = makeGroupCommit(db, counters, { minIntervalMs: 50 })
+    let told = 0
+    const commit = makeGroupCommit(db, counters, { minIntervalMs: 50, onCommit: () => void told++ })
     return Effect.gen(function*() {
       const first = Effect.runFork(commit.submit(() => (insert.run("a"), "A"), Effect.fail))
       // No deferral: the row is committed before the submitting code has gone on.
       expect(count(db)).toBe(1)
+      expect(told).toBe(1)
       expect(yield* Fiber.join(first)).toBe("A")
       const results = yield* Effect.all(
         ["b", "c", "d"].map((v) => commit.submit(() => (insert.run(v), v.toUpperCase()), Effect.fail)),
@@ -49,6 +51,7 @@ describe("group commit", () => {
       )
       expect(results).toEqual(["B", "C", "D"])
       expect(counters.transactions).toBe(2)
+      expect(told).toBe(2)
       const rows = db.prepare("SELECT v FROM t ORDER BY v").all() as Array<{ v: string }>
       expect(rows.map((r) => r.v)).toEqual(["a", "b", "c", "d"])
     }).pipe(Effect.ensuring(Effect.sync(cleanup)))
@@ -229,31 +232,48 @@ describe("checkpointer", () => {
       expect((db.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n).toBe(2000)
     }))
 
-  it.scoped("asks for a checkpoint each interval while commits come in, and once a second when none do", () =>
+  it.scoped("asks for a checkpoint each interval while commits come in, and once a second when none do, with no short timer left", () =>
     Effect.gen(function*() {
       vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] })
       yield* Effect.addFinalizer(() => Effect.sync(() => void vi.useRealTimers()))
       const advance = (ms: number) => Effect.sync(() => vi.advanceTimersByTime(ms))
       let requests = 0
       const counters = makeCounters()
-      yield* scheduleCheckpoints({ request: () => void requests++ }, counters, 20)
-      yield* Effect.yieldNow()
+      const schedule = yield* scheduleCheckpoints({ request: () => void requests++ }, counters, 20)
+      // The first at once: a WAL left by a crash.
+      expect(requests).toBe(1)
       requests = 0
-      // Idle: one request a second, not fifty.
+      // Idle: one request a second, on the one timer there is.
       yield* advance(1_000)
       expect(requests).toBe(1)
+      expect(vi.getTimerCount()).toBe(1)
       // Writing: every 20 ms tick that follows a commit asks for one.
       requests = 0
       for (let tick = 0; tick < 10; tick++) {
         counters.transactions++
+        schedule.wake()
         yield* advance(20)
       }
       expect(requests).toBe(10)
+      expect(vi.getTimerCount()).toBe(2)
+      // A second without a commit: one request as the short timer stops, then one a second again.
       requests = 0
-      yield* advance(500)
-      expect(requests).toBe(0)
+      yield* advance(1_000)
+      expect(requests).toBeGreaterThanOrEqual(1)
+      expect(requests).toBeLessThanOrEqual(2)
+      expect(vi.getTimerCount()).toBe(1)
+      requests = 0
+      yield* advance(2_000)
+      expect(requests).toBe(2)
+      // A commit whose wake never came is still noticed, by the once-a-second tick.
+      counters.transactions++
+      yield* advance(1_000)
+      expect(vi.getTimerCount()).toBe(2)
+      requests = 0
+      counters.transactions++
+      yield* advance(20)
+      expect(requests).toBe(1)
     }))
-
 
   it.scopedLive("after a burst the WAL file is cut back to its cap once the log starts over, and kept without one", () =>
     Effect.gen(function*() {

@@ -1,5 +1,5 @@
 import type Database from "better-sqlite3"
-import { Effect, Runtime } from "effect"
+import { Cause, Effect, Runtime } from "effect"
 import type { Scope } from "effect"
 import { createRequire } from "node:module"
 import { Worker } from "node:worker_threads"
@@ -144,27 +144,63 @@ export const makeCheckpointer = (
     return { request }
   })
 
+/** What the group commit tells the schedule. */
+export interface CheckpointSchedule {
+  /** After each commit: when the short interval has stopped, it starts again at once. */
+  readonly wake: () => void
+}
+
 /**
  * Asks for a checkpoint every `intervalMs` while write transactions commit, and once a second
  * otherwise. Small, frequent checkpoints keep each flush of the database file short: one a second
  * wrote every page a second of chats had touched (a page per active session in each index) and
  * flushed them at once, and every WAL flush queued behind it, holding up acks for 10-40 ms.
+ *
+ * The short interval runs only while commits come: after a second without one it stops, and the
+ * next commit's `wake` starts it again. An idle gateway woke 50 times a second for it before; now
+ * the once-a-second timer is all that is left. That one also covers the writes that do not go
+ * through the group commit (accounts, new sessions) and, at once, a WAL left by a crash.
  */
 export const scheduleCheckpoints = (
   checkpointer: Checkpointer,
   counters: { readonly transactions: number },
   intervalMs: number
-): Effect.Effect<void, never, Scope.Scope> => {
-  const ticksPerSecond = Math.max(1, Math.round(1_000 / intervalMs))
-  let committed = -1
-  let ticks = 0
-  const tick = () => {
-    ticks++
-    if (counters.transactions === committed && ticks < ticksPerSecond) return
-    committed = counters.transactions
-    ticks = 0
-    checkpointer.request()
-  }
-  // The first at once (a WAL left by a crash), then 50 wake-ups a second.
-  return scopedInterval("WAL checkpoint tick", intervalMs, tick)
-}
+): Effect.Effect<CheckpointSchedule, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+    const ticksPerSecond = Math.max(1, Math.round(1_000 / intervalMs))
+    let committed = counters.transactions
+    let quiet = 0
+    let short: ReturnType<typeof setInterval> | undefined
+    const stop = () => {
+      if (short !== undefined) clearInterval(short)
+      short = undefined
+    }
+    yield* Effect.addFinalizer(() => Effect.sync(stop))
+    const shortTick = () => {
+      try {
+        if (counters.transactions !== committed) {
+          committed = counters.transactions
+          quiet = 0
+          checkpointer.request()
+        } else if (++quiet >= ticksPerSecond) {
+          stop()
+          checkpointer.request()
+        }
+      } catch (error) {
+        runFork(Effect.logError("WAL checkpoint tick failed", Cause.die(error)))
+      }
+    }
+    const wake = () => {
+      if (short !== undefined) return
+      quiet = 0
+      short = setInterval(shortTick, intervalMs).unref()
+    }
+    yield* scopedInterval("WAL checkpoint tick", 1_000, () => {
+      if (short !== undefined) return
+      // Commits whose wake was missed still bring the short interval back.
+      if (counters.transactions !== committed) wake()
+      checkpointer.request()
+    })
+    return { wake }
+  })

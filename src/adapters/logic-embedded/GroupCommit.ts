@@ -24,6 +24,8 @@ export const makeGroupCommit = (
   counters: StatementCounters,
   options: {
     readonly afterCommit?: (done: (error?: Error) => void) => void
+    /** After each transaction, before its flush (the checkpoint schedule wakes on it). */
+    readonly onCommit?: () => void
     readonly onRollback?: () => void
     readonly maxBatch?: number
     /**
@@ -58,6 +60,7 @@ export const makeGroupCommit = (
         options.onRollback?.()
       }
       counters.transactions++
+      options.onCommit?.()
       afterCommit((error) => {
         for (let i = 0; i < jobs.length; i++) jobs[i]!.resume(error === undefined ? outcomes[i]! : { ok: false, error })
       })

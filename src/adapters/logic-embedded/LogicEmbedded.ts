@@ -130,14 +130,21 @@ export const makeEmbeddedLogic = (
     const cache = makeSessionCache(prepare)
     const maxMsgId = prepare<[], bigint | null>("SELECT MAX(msg_id) FROM messages", { pluck: true })
     const snowflake = makeSnowflake(options.workerId ?? 0, maxMsgId.get() ?? 0n)
+    let committed = () => {}
     const commit = makeGroupCommit(db, counters, {
       afterCommit: wal.flush,
+      onCommit: () => committed(),
       onRollback: cache.clear,
       minIntervalMs: options.commitIntervalMs ?? 2
     })
     if (!inMemory) {
       limitWalFile(db)
-      yield* scheduleCheckpoints(yield* makeCheckpointer(options.databasePath, commit), counters, options.checkpointIntervalMs ?? 20)
+      const checkpoints = yield* scheduleCheckpoints(
+        yield* makeCheckpointer(options.databasePath, commit),
+        counters,
+        options.checkpointIntervalMs ?? 20
+      )
+      committed = checkpoints.wake
     }
     const passwords = yield* makePasswords({
       cost: options.bcryptRounds ?? 10,
