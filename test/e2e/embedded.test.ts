@@ -210,6 +210,10 @@ describe("embedded mode end to end (a real gateway process)", () => {
     expect(value(during, "gateway_messages_received_total")! - (value(before, "gateway_messages_received_total") ?? 0)).toBe(1)
     expect(value(during, "gateway_websocket_connections_total")!).toBeGreaterThan(value(before, "gateway_websocket_connections_total") ?? 0)
     expect(value(during, "gateway_push_duration_seconds_count")!).toBeGreaterThan(value(before, "gateway_push_duration_seconds_count") ?? 0)
+    // The chat's ack waited for a WAL flush, and the flush was timed.
+    expect(value(during, "gateway_logic_wal_flush_duration_seconds_count")!).toBeGreaterThan(
+      value(before, "gateway_logic_wal_flush_duration_seconds_count") ?? 0
+    )
     expect(during).toMatch(/gateway_http_requests_total\{route="\/resonance\.gateway\.v1\.SessionService\/GetHistoryMessages",code="200"\} \d+/)
     expect(during).toMatch(/gateway_http_errors_total\{route="[^"]+",code="401"\} \d+/)
     client.ws.close()

@@ -155,7 +155,11 @@ describe("WAL flush", () => {
       Fs.writeFileSync(`${file}-wal`, "")
       // A disk that answers only when told to.
       const pending: Array<(error: NodeJS.ErrnoException | null) => void> = []
-      const wal = yield* makeWalSync(file, (_fd, callback) => void pending.push(callback))
+      const durations: Array<number> = []
+      const wal = yield* makeWalSync(file, {
+        fdatasync: (_fd, callback) => void pending.push(callback),
+        flushed: (seconds) => void durations.push(seconds)
+      })
       const done: Array<string> = []
       wal.flush(() => done.push("a"))
       expect(pending.length).toBe(1)
@@ -182,6 +186,9 @@ describe("WAL flush", () => {
       wal.flush((error) => errors.push(error))
       pending.shift()!(null)
       expect(errors).toEqual([failure, undefined])
+      // Each fdatasync is timed once, however many flushes it answered.
+      expect(durations.length).toBe(5)
+      expect(durations.every((seconds) => seconds >= 0 && seconds < 5)).toBe(true)
     }))
 
   it.scopedLive("the serving connection syncs nothing while a WalSync flushes for it, and syncs again before it closes", () =>

@@ -109,13 +109,15 @@ const asStartupError = (error: LogicError) => new EmbeddedLogicError({ reason: "
  */
 export const makeEmbeddedLogic = (
   options: LogicEmbeddedOptions,
-  publish: CommittedShape["offer"]
+  publish: CommittedShape["offer"],
+  /** How long each WAL flush took (the metrics port's `walFlush`). */
+  walFlushed?: (seconds: number) => void
 ): Effect.Effect<EmbeddedLogic, EmbeddedLogicError, Scope.Scope> =>
   Effect.gen(function*() {
     yield* validateOptions(options)
     const inMemory = options.databasePath === ":memory:"
     const db = yield* openDatabase(options.databasePath)
-    const wal = inMemory || options.synchronous === "normal" ? noWalSync : yield* makeWalSync(options.databasePath)
+    const wal = inMemory || options.synchronous === "normal" ? noWalSync : yield* makeWalSync(options.databasePath, { flushed: walFlushed })
     if (wal !== noWalSync) yield* syncThroughWalSync(db)
     const counters = makeCounters()
     const durable = wal.sync.pipe(Effect.catchAll((error) => storageFailure("flushing the WAL", error)))
@@ -195,7 +197,7 @@ export const layer = (
     Effect.gen(function*() {
       const committed = yield* Committed
       const metrics = yield* Metrics
-      const logic = yield* makeEmbeddedLogic(options, committed.offer)
+      const logic = yield* makeEmbeddedLogic(options, committed.offer, metrics.walFlush)
       metrics.storage(() => logic.counters)
       // The key is this Logic's: a gateway in the same process checks tokens without asking it.
       return Context.make(Logic, logic).pipe(Context.add(LogicRoutes, logic), Context.add(TokenVerifier, { verify: logic.checkToken }))

@@ -26,7 +26,11 @@ export const noWalSync: WalSync = { flush: (done) => done(), sync: Effect.void }
  */
 export const makeWalSync = (
   databasePath: string,
-  fdatasync: (fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => void = fs.fdatasync
+  options: {
+    /** How long each fdatasync took (the metrics port's `walFlush`). */
+    readonly flushed?: (seconds: number) => void
+    readonly fdatasync?: (fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => void
+  } = {}
 ): Effect.Effect<WalSync, never, Scope.Scope> =>
   Effect.gen(function*() {
     const walPath = `${databasePath}-wal`
@@ -37,6 +41,8 @@ export const makeWalSync = (
         fd = undefined
       })
     )
+    const fdatasync = options.fdatasync ?? fs.fdatasync
+    const flushed = options.flushed ?? (() => {})
     let running = false
     /** Callers for the next fdatasync, made after the running one ends. */
     let next: Array<(error?: Error) => void> = []
@@ -44,8 +50,10 @@ export const makeWalSync = (
       const waiting = next
       next = []
       running = true
+      const startedAt = performance.now()
       fdatasync(file, (error) => {
         running = false
+        flushed((performance.now() - startedAt) / 1000)
         // The next one first: these callers' answers may take a while (acks to write).
         if (next.length > 0) {
           if (fd !== undefined) start(fd)

@@ -138,6 +138,12 @@ export const makePrometheusMetrics = (
   const sent = counter("gateway_messages_sent_total", "Frames written to clients")
   const pushFailed = counter("gateway_push_failed_total", "Push recipients that could not be reached")
   const pushDuration = histogram("gateway_push_duration_seconds", "Time to deliver one push to its recipients", [], pushBuckets)
+  const walFlush = histogram(
+    "gateway_logic_wal_flush_duration_seconds",
+    "One fdatasync of the embedded Logic's WAL; every ack of a chat waits for one (a slow disk shows here first)",
+    [],
+    pushBuckets
+  )
   const httpRequest = requestRecorder<number>(
     counter("gateway_http_requests_total", "HTTP requests served, by route and status code", ["route", "code"]),
     counter("gateway_http_errors_total", "HTTP requests answered with a status code of 400 or more", ["route", "code"]),
@@ -240,6 +246,9 @@ export const makePrometheusMetrics = (
     grpcRequest,
     storage: (read) => {
       storageSource = read
+    },
+    walFlush: (seconds) => {
+      if (Number.isFinite(seconds)) walFlush.observe(seconds)
     }
   }
   return { metrics, registry, close: () => clearInterval(fdTimer) }

@@ -18,6 +18,8 @@ export interface MetricsShape {
   readonly grpcRequest: (method: string, code: string, seconds: number) => void
   /** A store's running totals, read when metrics are collected (the embedded Logic's SQL). */
   readonly storage: (read: () => StorageTotals) => void
+  /** One flush of the embedded Logic's WAL to disk: the acks of its commits waited for it. */
+  readonly walFlush: (seconds: number) => void
 }
 
 export interface StorageTotals {
@@ -39,7 +41,8 @@ export class Metrics extends Context.Tag("resonance/Metrics")<Metrics, MetricsSh
     pushDuration: () => {},
     httpRequest: () => {},
     grpcRequest: () => {},
-    storage: () => {}
+    storage: () => {},
+    walFlush: () => {}
   }
   /** Nothing counted: metrics switched off (`observability.metrics.enabled: false`). */
   static readonly layerNoop: Layer.Layer<Metrics> = Layer.succeed(Metrics, Metrics.noop)
