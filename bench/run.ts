@@ -301,6 +301,33 @@ const gcText = (before: GcTotals, after: GcTotals) =>
   `gc: ${after.minor.count - before.minor.count} minor ${(after.minor.ms - before.minor.ms).toFixed(0)} ms, ` +
   `${after.major.count - before.major.count} major ${(after.major.ms - before.major.ms).toFixed(0)} ms`
 
+interface WalFlushTotals {
+  readonly count: number
+  readonly seconds: number
+  /** Flushes that took longer than 10 ms. */
+  readonly slow: number
+}
+
+/** The gateway's WAL flushes so far (gateway_logic_wal_flush_duration_seconds); undefined for a gateway without it. */
+const walFlushTotals = async (metricsUrl: string): Promise<WalFlushTotals | undefined> => {
+  const text = await (await fetch(metricsUrl)).text()
+  const read = (suffix: string) => {
+    const match = new RegExp(`^gateway_logic_wal_flush_duration_seconds${suffix} ([0-9.e+-]+)`, "m").exec(text)
+    return match === null ? undefined : Number(match[1])
+  }
+  const count = read("_count")
+  if (count === undefined) return undefined
+  return { count, seconds: read("_sum") ?? 0, slow: count - (read('_bucket\\{le="0.01"\\}') ?? count) }
+}
+
+/** A level's WAL flushes, from the totals before and after it: a stalling disk shows as slow ones. */
+const walFlushText = (before: WalFlushTotals | undefined, after: WalFlushTotals | undefined) => {
+  if (before === undefined || after === undefined) return ""
+  const count = after.count - before.count
+  const meanMs = count > 0 ? ((after.seconds - before.seconds) / count) * 1000 : 0
+  return `; WAL flushes: ${count}, mean ${meanMs.toFixed(2)} ms, ${after.slow - before.slow} over 10 ms`
+}
+
 /** The gateway's event-loop delay since the previous scrape (prom-client's default metrics). */
 const loopLag = async (metricsUrl: string): Promise<LoopLag> => {
   const text = await (await fetch(metricsUrl)).text()
@@ -722,13 +749,19 @@ const phases = new Set<Phase>(
 const complete = allPhases.every((phase) => phases.has(phase))
 
 const printLevel = (
-  level: LevelResult & { readonly cpu: CpuShare; readonly gatewayLoopLag: LoopLag; readonly gc: string; readonly perMessage: PerMessage }
+  level: LevelResult & {
+    readonly cpu: CpuShare
+    readonly gatewayLoopLag: LoopLag
+    readonly gc: string
+    readonly walFlush: string
+    readonly perMessage: PerMessage
+  }
 ) =>
   log(
     `gateway: e2e ${level.offeredRate} msg/s offered, ${Math.round(level.sentRate)} sent, ${Math.round(level.deliveredRate)} delivered/s: ` +
       `p50 ${level.p50.toFixed(2)} ms, p99 ${level.p99.toFixed(2)} ms` +
       `; event-loop lag max/p99: gateway ${level.gatewayLoopLag.maxMs.toFixed(1)}/${level.gatewayLoopLag.p99Ms.toFixed(1)} ms, ` +
-      `load ${level.loadLoopLagMaxMs.toFixed(1)}/${level.loadLoopLagP99Ms.toFixed(1)} ms; ${level.gc}` +
+      `load ${level.loadLoopLagMaxMs.toFixed(1)}/${level.loadLoopLagP99Ms.toFixed(1)} ms; ${level.gc}${level.walFlush}` +
       (level.received < level.measured ? `, ${level.measured - level.received} pushes missing` : "") +
       (level.ackErrors > 0 ? `, ${level.ackErrors} ack errors (${level.firstAckError})` : "") +
       `; ${cpuText(level.cpu)}; ${perMessageText(level.perMessage)}`
@@ -888,6 +921,7 @@ const main = async () => {
           await loopLag(gateway.metricsUrl)
           const gcBefore = await gcTotals(gateway.metricsUrl)
           const sqlBefore = await sqlCounters(gateway.metricsUrl)
+          const flushesBefore = await walFlushTotals(gateway.metricsUrl)
           // After the bench's own scrapes (0–20 ms of gateway CPU): the window is the level's chats alone.
           const cpu = cpuMeter(gateway.child, load.child)
           const measured = await marked(`e2e.${rate}`, () =>
@@ -900,7 +934,8 @@ const main = async () => {
             cpu: share,
             perMessage: perMessage(measured.sent, share, sqlDelta(sqlBefore, await sqlCounters(gateway.metricsUrl))),
             gatewayLoopLag,
-            gc: gcText(gcBefore, await gcTotals(gateway.metricsUrl))
+            gc: gcText(gcBefore, await gcTotals(gateway.metricsUrl)),
+            walFlush: walFlushText(flushesBefore, await walFlushTotals(gateway.metricsUrl))
           }
           levels.push(level)
           printLevel(level)
