@@ -214,6 +214,8 @@ describe("embedded mode end to end (a real gateway process)", () => {
     expect(value(during, "gateway_logic_wal_flush_duration_seconds_count")!).toBeGreaterThan(
       value(before, "gateway_logic_wal_flush_duration_seconds_count") ?? 0
     )
+    // Checkpoints run from the start (one at once, for a WAL left by a crash) and are timed.
+    expect(value(during, "gateway_logic_wal_checkpoint_duration_seconds_count")!).toBeGreaterThan(0)
     expect(during).toMatch(/gateway_http_requests_total\{route="\/resonance\.gateway\.v1\.SessionService\/GetHistoryMessages",code="200"\} \d+/)
     expect(during).toMatch(/gateway_http_errors_total\{route="[^"]+",code="401"\} \d+/)
     client.ws.close()

@@ -226,7 +226,8 @@ describe("checkpointer", () => {
         for (let i = 0; i < 2000; i++) insert.run("x".repeat(200))
       })()
       const before = Fs.statSync(file).size
-      const checkpointer = yield* makeCheckpointer(file)
+      const durations: Array<number> = []
+      const checkpointer = yield* makeCheckpointer(file, undefined, { checkpointed: (seconds) => void durations.push(seconds) })
       checkpointer.request()
       let after = before
       // Until the whole copy is in (or 2 s): the thread writes page by page, so a size read in
@@ -237,6 +238,11 @@ describe("checkpointer", () => {
       }
       expect(after).toBeGreaterThan(before + 200_000)
       expect((db.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n).toBe(2000)
+      // The worker's answer, timed once (it may come a moment after the file has grown).
+      for (let i = 0; i < 100 && durations.length === 0; i++) yield* Effect.sleep("10 millis")
+      expect(durations.length).toBe(1)
+      expect(durations[0]).toBeGreaterThan(0)
+      expect(durations[0]).toBeLessThan(5)
     }))
 
   it.scoped("asks for a checkpoint each interval while commits come in, and once a second when none do, with no short timer left", () =>
@@ -294,10 +300,13 @@ describe("checkpointer", () => {
             for (let i = 0; i < 3000; i++) insert.run("x".repeat(400))
           })()
           const burst = Fs.statSync(`${file}-wal`).size
-          const checkpointer = yield* makeCheckpointer(file)
+          let answered = false
+          const checkpointer = yield* makeCheckpointer(file, undefined, { checkpointed: () => void (answered = true) })
           checkpointer.request()
-          // Until the worker has copied the log into the database (or 5 s).
-          for (let i = 0; i < 250 && Fs.statSync(file).size < 1_000_000; i++) yield* Effect.sleep("20 millis")
+          // Until the worker has answered (or 5 s): the database file grows page by page while it
+          // copies, so its size alone says too early that the copy is done.
+          for (let i = 0; i < 250 && !answered; i++) yield* Effect.sleep("20 millis")
+          expect(answered).toBe(true)
           expect(Fs.statSync(file).size).toBeGreaterThan(1_000_000)
           // The log was wholly copied, so this commit starts it over (and, capped, cuts the file).
           insert.run("after")

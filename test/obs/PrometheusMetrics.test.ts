@@ -72,6 +72,7 @@ describe("PrometheusMetrics", () => {
       }
       expect(types.get("gateway_websocket_connections_rejected_total")).toBe("counter")
       expect(types.get("gateway_logic_wal_flush_duration_seconds")).toBe("histogram")
+      expect(types.get("gateway_logic_wal_checkpoint_duration_seconds")).toBe("histogram")
       expect(types.get("process_cpu_user_seconds_total")).toBe("counter")
       expect(types.get("nodejs_heap_size_used_bytes")).toBe("gauge")
     }).pipe(Effect.provide(testLayer)))

@@ -70,6 +70,8 @@ export interface CheckpointerOptions {
   readonly restartFrames?: number
   /** Longest a checkpoint holds the writes, whatever the worker does. */
   readonly maxHoldMs?: number
+  /** How long each checkpoint took, from the request to the worker's answer (the metrics port's `walCheckpoint`). */
+  readonly checkpointed?: (seconds: number) => void
 }
 
 /**
@@ -111,9 +113,11 @@ export const makeCheckpointer = (
       runFork(Effect.logWarning("embedded logic: WAL checkpoint failed").pipe(Effect.annotateLogs({ error })))
     /** Whether the running checkpoint is the one that holds the writes. */
     let restarting = false
+    let startedAt = 0
     const start = (holding: boolean) => {
       wanted = false
       running = true
+      startedAt = performance.now()
       restarting = holding
       if (holding && writers !== undefined) {
         writers.hold()
@@ -124,6 +128,7 @@ export const makeCheckpointer = (
     }
     worker.on("message", (result: { ok: boolean; error?: string; log?: number }) => {
       running = false
+      options.checkpointed?.((performance.now() - startedAt) / 1000)
       const held = restarting
       restarting = false
       release()

@@ -110,14 +110,14 @@ const asStartupError = (error: LogicError) => new EmbeddedLogicError({ reason: "
 export const makeEmbeddedLogic = (
   options: LogicEmbeddedOptions,
   publish: CommittedShape["offer"],
-  /** How long each WAL flush took (the metrics port's `walFlush`). */
-  walFlushed?: (seconds: number) => void
+  /** How long each WAL flush and each checkpoint took (the metrics port's `walFlush`, `walCheckpoint`). */
+  observe: { readonly walFlushed?: (seconds: number) => void; readonly checkpointed?: (seconds: number) => void } = {}
 ): Effect.Effect<EmbeddedLogic, EmbeddedLogicError, Scope.Scope> =>
   Effect.gen(function*() {
     yield* validateOptions(options)
     const inMemory = options.databasePath === ":memory:"
     const db = yield* openDatabase(options.databasePath)
-    const wal = inMemory || options.synchronous === "normal" ? noWalSync : yield* makeWalSync(options.databasePath, { flushed: walFlushed })
+    const wal = inMemory || options.synchronous === "normal" ? noWalSync : yield* makeWalSync(options.databasePath, { flushed: observe.walFlushed })
     if (wal !== noWalSync) yield* syncThroughWalSync(db)
     const counters = makeCounters()
     const durable = wal.sync.pipe(Effect.catchAll((error) => storageFailure("flushing the WAL", error)))
@@ -142,7 +142,7 @@ export const makeEmbeddedLogic = (
     if (!inMemory) {
       limitWalFile(db)
       const checkpoints = yield* scheduleCheckpoints(
-        yield* makeCheckpointer(options.databasePath, commit),
+        yield* makeCheckpointer(options.databasePath, commit, { checkpointed: observe.checkpointed }),
         counters,
         options.checkpointIntervalMs ?? 20
       )
@@ -197,7 +197,10 @@ export const layer = (
     Effect.gen(function*() {
       const committed = yield* Committed
       const metrics = yield* Metrics
-      const logic = yield* makeEmbeddedLogic(options, committed.offer, metrics.walFlush)
+      const logic = yield* makeEmbeddedLogic(options, committed.offer, {
+        walFlushed: metrics.walFlush,
+        checkpointed: metrics.walCheckpoint
+      })
       metrics.storage(() => logic.counters)
       // The key is this Logic's: a gateway in the same process checks tokens without asking it.
       return Context.make(Logic, logic).pipe(Context.add(LogicRoutes, logic), Context.add(TokenVerifier, { verify: logic.checkToken }))

@@ -29,6 +29,7 @@ export class MetricsServerError extends Data.TaggedError("MetricsServerError")<{
 
 // Pushes are in-process writes, usually well under a millisecond.
 const pushBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
+const checkpointBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
 
 interface CodeChildren {
   readonly requests: Counter.Internal
@@ -144,6 +145,12 @@ export const makePrometheusMetrics = (
     [],
     pushBuckets
   )
+  const walCheckpoint = histogram(
+    "gateway_logic_wal_checkpoint_duration_seconds",
+    "One checkpoint of the embedded Logic's WAL into its database file, on a worker thread; long ones slow the WAL flushes beside them",
+    [],
+    checkpointBuckets
+  )
   const httpRequest = requestRecorder<number>(
     counter("gateway_http_requests_total", "HTTP requests served, by route and status code", ["route", "code"]),
     counter("gateway_http_errors_total", "HTTP requests answered with a status code of 400 or more", ["route", "code"]),
@@ -249,6 +256,9 @@ export const makePrometheusMetrics = (
     },
     walFlush: (seconds) => {
       if (Number.isFinite(seconds)) walFlush.observe(seconds)
+    },
+    walCheckpoint: (seconds) => {
+      if (Number.isFinite(seconds)) walCheckpoint.observe(seconds)
     }
   }
   return { metrics, registry, close: () => clearInterval(fdTimer) }

@@ -20,6 +20,8 @@ export interface MetricsShape {
   readonly storage: (read: () => StorageTotals) => void
   /** One flush of the embedded Logic's WAL to disk: the acks of its commits waited for it. */
   readonly walFlush: (seconds: number) => void
+  /** One checkpoint of the embedded Logic's WAL into its database file (a worker thread's). */
+  readonly walCheckpoint: (seconds: number) => void
 }
 
 export interface StorageTotals {
@@ -42,7 +44,8 @@ export class Metrics extends Context.Tag("resonance/Metrics")<Metrics, MetricsSh
     httpRequest: () => {},
     grpcRequest: () => {},
     storage: () => {},
-    walFlush: () => {}
+    walFlush: () => {},
+    walCheckpoint: () => {}
   }
   /** Nothing counted: metrics switched off (`observability.metrics.enabled: false`). */
   static readonly layerNoop: Layer.Layer<Metrics> = Layer.succeed(Metrics, Metrics.noop)
