@@ -1,9 +1,9 @@
 import type Database from "better-sqlite3"
-import { Cause, Effect, Runtime } from "effect"
+import { Effect, Runtime } from "effect"
 import type { Scope } from "effect"
 import { createRequire } from "node:module"
 import { Worker } from "node:worker_threads"
-import { scopedInterval } from "../platform/process/Interval.js"
+import { guardedTick, scopedInterval } from "../platform/process/Interval.js"
 
 // Runs in a worker thread with its own connection: a checkpoint copies WAL pages into the
 // database and fsyncs it, which must not stall the event loop that serves sockets.
@@ -172,7 +172,6 @@ export const scheduleCheckpoints = (
   intervalMs: number
 ): Effect.Effect<CheckpointSchedule, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const ticksPerSecond = Math.max(1, Math.round(1_000 / intervalMs))
     let committed = counters.transactions
     let quiet = 0
@@ -182,20 +181,16 @@ export const scheduleCheckpoints = (
       short = undefined
     }
     yield* Effect.addFinalizer(() => Effect.sync(stop))
-    const shortTick = () => {
-      try {
-        if (counters.transactions !== committed) {
-          committed = counters.transactions
-          quiet = 0
-          checkpointer.request()
-        } else if (++quiet >= ticksPerSecond) {
-          stop()
-          checkpointer.request()
-        }
-      } catch (error) {
-        runFork(Effect.logError("WAL checkpoint tick failed", Cause.die(error)))
+    const shortTick = yield* guardedTick("WAL checkpoint tick", () => {
+      if (counters.transactions !== committed) {
+        committed = counters.transactions
+        quiet = 0
+        checkpointer.request()
+      } else if (++quiet >= ticksPerSecond) {
+        stop()
+        checkpointer.request()
       }
-    }
+    })
     const wake = () => {
       if (short !== undefined) return
       quiet = 0
