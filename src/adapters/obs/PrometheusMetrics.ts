@@ -125,6 +125,10 @@ export const makePrometheusMetrics = (
     labelNames: ReadonlyArray<L> = [],
     buckets?: Array<number>
   ) => new Histogram<L>({ name, help, labelNames, registers, ...(buckets === undefined ? {} : { buckets }) })
+  /** Seconds into an unlabelled histogram; a reading that is not finite is dropped. */
+  const observer = (target: Histogram) => (seconds: number): void => {
+    if (Number.isFinite(seconds)) target.observe(seconds)
+  }
 
   const connectionsActive = new Gauge({
     name: "gateway_websocket_connections_active",
@@ -138,19 +142,19 @@ export const makePrometheusMetrics = (
   const received = counter("gateway_messages_received_total", "Frames received from clients")
   const sent = counter("gateway_messages_sent_total", "Frames written to clients")
   const pushFailed = counter("gateway_push_failed_total", "Push recipients that could not be reached")
-  const pushDuration = histogram("gateway_push_duration_seconds", "Time to deliver one push to its recipients", [], pushBuckets)
-  const walFlush = histogram(
+  const pushDuration = observer(histogram("gateway_push_duration_seconds", "Time to deliver one push to its recipients", [], pushBuckets))
+  const walFlush = observer(histogram(
     "gateway_logic_wal_flush_duration_seconds",
     "One fdatasync of the embedded Logic's WAL; every ack of a chat waits for one (a slow disk shows here first)",
     [],
     pushBuckets
-  )
-  const walCheckpoint = histogram(
+  ))
+  const walCheckpoint = observer(histogram(
     "gateway_logic_wal_checkpoint_duration_seconds",
     "One checkpoint of the embedded Logic's WAL into its database file, on a worker thread; long ones slow the WAL flushes beside them",
     [],
     checkpointBuckets
-  )
+  ))
   const httpRequest = requestRecorder<number>(
     counter("gateway_http_requests_total", "HTTP requests served, by route and status code", ["route", "code"]),
     counter("gateway_http_errors_total", "HTTP requests answered with a status code of 400 or more", ["route", "code"]),
@@ -246,20 +250,14 @@ export const makePrometheusMetrics = (
     pushFailed: (users) => {
       if (users > 0 && Number.isFinite(users)) pushFailed.inc(users)
     },
-    pushDuration: (seconds) => {
-      if (Number.isFinite(seconds)) pushDuration.observe(seconds)
-    },
+    pushDuration,
     httpRequest,
     grpcRequest,
     storage: (read) => {
       storageSource = read
     },
-    walFlush: (seconds) => {
-      if (Number.isFinite(seconds)) walFlush.observe(seconds)
-    },
-    walCheckpoint: (seconds) => {
-      if (Number.isFinite(seconds)) walCheckpoint.observe(seconds)
-    }
+    walFlush,
+    walCheckpoint
   }
   return { metrics, registry, close: () => clearInterval(fdTimer) }
 }
