@@ -117,7 +117,9 @@ export const makeEmbeddedLogic = (
     yield* validateOptions(options)
     const inMemory = options.databasePath === ":memory:"
     const db = yield* openDatabase(options.databasePath)
-    const wal = inMemory || options.synchronous === "normal" ? noWalSync : yield* makeWalSync(options.databasePath, { flushed: observe.walFlushed })
+    const wal = inMemory || options.synchronous === "normal"
+      ? noWalSync
+      : yield* makeWalSync(options.databasePath, { flushed: observe.walFlushed })
     if (wal !== noWalSync) yield* syncThroughWalSync(db)
     const counters = makeCounters()
     const durable = wal.sync.pipe(Effect.catchAll((error) => storageFailure("flushing the WAL", error)))
@@ -132,10 +134,11 @@ export const makeEmbeddedLogic = (
     const cache = makeSessionCache(prepare)
     const maxMsgId = prepare<[], bigint | null>("SELECT MAX(msg_id) FROM messages", { pluck: true })
     const snowflake = makeSnowflake(options.workerId ?? 0, maxMsgId.get() ?? 0n)
-    let committed = () => {}
+    // The checkpoint schedule needs the group commit (to hold it) and wakes on its commits.
+    let wakeCheckpoints = () => {}
     const commit = makeGroupCommit(db, counters, {
       afterCommit: wal.flush,
-      onCommit: () => committed(),
+      onCommit: () => wakeCheckpoints(),
       onRollback: cache.clear,
       minIntervalMs: options.commitIntervalMs ?? 2
     })
@@ -146,7 +149,7 @@ export const makeEmbeddedLogic = (
         counters,
         options.checkpointIntervalMs ?? 20
       )
-      committed = checkpoints.wake
+      wakeCheckpoints = checkpoints.wake
     }
     const passwords = yield* makePasswords({
       cost: options.bcryptRounds ?? 10,
