@@ -286,9 +286,8 @@ interface GcTotals {
   readonly major: { readonly count: number; readonly ms: number }
 }
 
-/** The gateway's GC pauses so far, by kind (prom-client's nodejs_gc_duration_seconds). */
-const gcTotals = async (metricsUrl: string): Promise<GcTotals> => {
-  const text = await (await fetch(metricsUrl)).text()
+/** The gateway's GC pauses so far, by kind (prom-client's nodejs_gc_duration_seconds), in one scrape's text. */
+const gcTotals = (text: string): GcTotals => {
   const read = (kind: string, what: "sum" | "count") =>
     Number(new RegExp(`^nodejs_gc_duration_seconds_${what}\\{kind="${kind}"\\} ([0-9.e+-]+)`, "m").exec(text)?.[1] ?? 0)
   return {
@@ -308,9 +307,11 @@ interface WalFlushTotals {
   readonly slow: number
 }
 
-/** The gateway's WAL flushes so far (gateway_logic_wal_flush_duration_seconds); undefined for a gateway without it. */
-const walFlushTotals = async (metricsUrl: string): Promise<WalFlushTotals | undefined> => {
-  const text = await (await fetch(metricsUrl)).text()
+/**
+ * The gateway's WAL flushes so far (gateway_logic_wal_flush_duration_seconds), in one scrape's
+ * text; undefined for a gateway without it.
+ */
+const walFlushTotals = (text: string): WalFlushTotals | undefined => {
   const read = (suffix: string) => {
     const match = new RegExp(`^gateway_logic_wal_flush_duration_seconds${suffix} ([0-9.e+-]+)`, "m").exec(text)
     return match === null ? undefined : Number(match[1])
@@ -919,9 +920,8 @@ const main = async () => {
           }
           // A scrape resets prom-client's event-loop histogram: the next one covers this level.
           await loopLag(gateway.metricsUrl)
-          const gcBefore = await gcTotals(gateway.metricsUrl)
+          const scrapedBefore = await (await fetch(gateway.metricsUrl)).text()
           const sqlBefore = await sqlCounters(gateway.metricsUrl)
-          const flushesBefore = await walFlushTotals(gateway.metricsUrl)
           // After the bench's own scrapes (0–20 ms of gateway CPU): the window is the level's chats alone.
           const cpu = cpuMeter(gateway.child, load.child)
           const measured = await marked(`e2e.${rate}`, () =>
@@ -929,13 +929,14 @@ const main = async () => {
           const share = cpu()
           // First scrape after the level: it reads (and resets) the event-loop histogram.
           const gatewayLoopLag = await loopLag(gateway.metricsUrl)
+          const scrapedAfter = await (await fetch(gateway.metricsUrl)).text()
           const level = {
             ...measured,
             cpu: share,
             perMessage: perMessage(measured.sent, share, sqlDelta(sqlBefore, await sqlCounters(gateway.metricsUrl))),
             gatewayLoopLag,
-            gc: gcText(gcBefore, await gcTotals(gateway.metricsUrl)),
-            walFlush: walFlushText(flushesBefore, await walFlushTotals(gateway.metricsUrl))
+            gc: gcText(gcTotals(scrapedBefore), gcTotals(scrapedAfter)),
+            walFlush: walFlushText(walFlushTotals(scrapedBefore), walFlushTotals(scrapedAfter))
           }
           levels.push(level)
           printLevel(level)
