@@ -207,7 +207,10 @@ const make = (
     }).pipe(
       Effect.withSpan(`Logic.${name}`, {
         kind: "client",
-        attributes: { "rpc.system": "grpc", "rpc.method": label }
+        attributes: { "rpc.system": "grpc", "rpc.method": label },
+        // Every call's span starts here, so the captured frame says nothing; capturing it costs
+        // each chat batch and presence batch an Error (as for the chat and RPC server spans).
+        captureStackTrace: false
       })
     )
   }
