@@ -66,10 +66,10 @@ export const makeAdmission = (limits: AdmissionLimits, hub: ConnectionRegistry):
     connected: (username) => {
       open++
       if (limits.maxDevicesPerUser <= 0) return
-      const devices = hub.connectionsOf(username)
-      if (devices === undefined || devices.size < limits.maxDevicesPerUser) return
-      let excess = devices.size - limits.maxDevicesPerUser + 1
-      for (const oldest of devices) {
+      const count = hub.deviceCount(username)
+      if (count < limits.maxDevicesPerUser) return
+      let excess = count - limits.maxDevicesPerUser + 1
+      for (const oldest of hub.connectionsOf(username)!) {
         if (excess-- <= 0) break
         oldest.close(CloseCodes.DeviceLimit, "device limit reached: a newer device connected")
       }

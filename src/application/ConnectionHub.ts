@@ -27,46 +27,86 @@ export interface PushGate {
   readonly offer: (frameOf: () => Uint8Array, message: PushMessage) => GateOutcome
 }
 
+/** A user's devices: the connection itself while it is the only one (nearly every user), else a set. */
+type Devices = LiveConnection | Set<LiveConnection>
+
+/** Whether `devicesOf` answered with several connections (else the only one). */
+export const isDeviceSet = (devices: LiveConnection | ReadonlySet<LiveConnection>): devices is ReadonlySet<LiveConnection> =>
+  devices instanceof Set
+
+const FIRST = Object.freeze({ first: true })
+const NOT_FIRST = Object.freeze({ first: false })
+const LAST = Object.freeze({ last: true })
+const NOT_LAST = Object.freeze({ last: false })
+
 /**
  * username → live connections of that user (every device). Plain methods: the push path
- * looks users up once per recipient, so it stays out of Effect.
+ * looks users up once per recipient, so it stays out of Effect. A user with one device keeps no
+ * set of its own (a `Set` and its table cost ~90 bytes per online user); the second device makes
+ * one, and the set goes again when one device is left.
  */
 export class ConnectionRegistry {
-  private readonly byUser = new Map<string, Set<LiveConnection>>()
+  private readonly byUser = new Map<string, Devices>()
   private readonly gates = new Map<LiveConnection, PushGate>()
   private total = 0
 
   /** Adds the connection; `first` tells whether the user just came online. Idempotent. */
   add(connection: LiveConnection): { readonly first: boolean } {
     const username = connection.info.username
-    let devices = this.byUser.get(username)
+    const devices = this.byUser.get(username)
     if (devices === undefined) {
-      devices = new Set()
-      this.byUser.set(username, devices)
+      this.byUser.set(username, connection)
+      this.total++
+      return FIRST
     }
-    if (devices.has(connection)) return { first: false }
-    devices.add(connection)
+    if (devices instanceof Set) {
+      if (devices.has(connection)) return NOT_FIRST
+      devices.add(connection)
+    } else {
+      if (devices === connection) return NOT_FIRST
+      this.byUser.set(username, new Set([devices, connection]))
+    }
     this.total++
-    return { first: devices.size === 1 }
+    return NOT_FIRST
   }
 
-  /** Removes exactly this connection; `last` tells whether the user just went offline. Idempotent. */
+  /** Removes the connection; `last` tells whether the user just went offline here. Idempotent. */
   remove(connection: LiveConnection): { readonly last: boolean } {
     const username = connection.info.username
     const devices = this.byUser.get(username)
-    if (devices === undefined || !devices.delete(connection)) return { last: false }
+    if (devices === undefined) return NOT_LAST
+    let last = false
+    if (devices instanceof Set) {
+      if (!devices.delete(connection)) return NOT_LAST
+      if (devices.size === 1) this.byUser.set(username, devices.values().next().value!)
+    } else {
+      if (devices !== connection) return NOT_LAST
+      this.byUser.delete(username)
+      last = true
+    }
     this.total--
     this.gates.delete(connection)
-    if (devices.size === 0) {
-      this.byUser.delete(username)
-      return { last: true }
-    }
-    return { last: false }
+    return last ? LAST : NOT_LAST
   }
 
-  /** The user's connections, oldest first. */
-  connectionsOf(username: string): ReadonlySet<LiveConnection> | undefined {
+  /**
+   * The user's devices without a copy, for the push path: the connection itself when it is the
+   * only one, else the set of them, oldest first.
+   */
+  devicesOf(username: string): LiveConnection | ReadonlySet<LiveConnection> | undefined {
     return this.byUser.get(username)
+  }
+
+  /** How many connections the user has here. */
+  deviceCount(username: string): number {
+    const devices = this.byUser.get(username)
+    return devices === undefined ? 0 : devices instanceof Set ? devices.size : 1
+  }
+
+  /** The user's connections, oldest first (a new set for a user with one device: not for hot paths). */
+  connectionsOf(username: string): ReadonlySet<LiveConnection> | undefined {
+    const devices = this.byUser.get(username)
+    return devices === undefined || devices instanceof Set ? devices : new Set([devices])
   }
 
   /** Routes the connection's pushes through `gate` until `ungate`. */
@@ -96,7 +136,10 @@ export class ConnectionRegistry {
   }
 
   *connections(): IterableIterator<LiveConnection> {
-    for (const devices of this.byUser.values()) yield* devices
+    for (const devices of this.byUser.values()) {
+      if (devices instanceof Set) yield* devices
+      else yield devices
+    }
   }
 }
 

@@ -2,8 +2,9 @@ import { Context, Effect, Layer } from "effect"
 import type { PushMessage } from "../domain/Model.js"
 import { pushPacket } from "../domain/Packet.js"
 import { Committed } from "./Committed.js"
-import { ConnectionHub, GateOutcome } from "./ConnectionHub.js"
+import { ConnectionHub, GateOutcome, isDeviceSet } from "./ConnectionHub.js"
 import { FrameCodec } from "./ports/FrameCodec.js"
+import type { LiveConnection } from "./ports/LiveConnection.js"
 import { Metrics } from "./ports/Metrics.js"
 
 export interface DeliveryReport {
@@ -43,28 +44,32 @@ export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDeli
         const gates = hub.activeGates()
         const failedUsernames: Array<string> = []
         let delivered = 0
+        let reached = 0
+        let attempted = 0
+        const offer = (connection: LiveConnection) => {
+          const gate = gates === undefined ? undefined : gates.get(connection)
+          if (gate === undefined) {
+            attempted++
+            if (connection.send(frameOf())) reached++
+            return
+          }
+          const outcome = gate.offer(frameOf, message)
+          if (outcome === GateOutcome.Echo) return
+          attempted++
+          if (outcome !== GateOutcome.Failed) reached++
+        }
         for (const username of usernames) {
-          const devices = hub.connectionsOf(username)
-          let reached = 0
-          let attempted = 0
-          if (devices !== undefined) {
-            for (const connection of devices) {
-              const gate = gates === undefined ? undefined : gates.get(connection)
-              if (gate === undefined) {
-                attempted++
-                if (connection.send(frameOf())) reached++
-                continue
-              }
-              const outcome = gate.offer(frameOf, message)
-              if (outcome === GateOutcome.Echo) continue
-              attempted++
-              if (outcome !== GateOutcome.Failed) reached++
-            }
-          }
-          // A user whose only device is the sender, getting its own echo, counts as reached.
-          if (reached === 0 && !(attempted === 0 && devices !== undefined && devices.size > 0)) {
+          const devices = hub.devicesOf(username)
+          if (devices === undefined) {
             failedUsernames.push(username)
+            continue
           }
+          reached = 0
+          attempted = 0
+          if (isDeviceSet(devices)) for (const connection of devices) offer(connection)
+          else offer(devices)
+          // A user whose only device is the sender, getting its own echo, counts as reached.
+          if (reached === 0 && attempted > 0) failedUsernames.push(username)
           delivered += reached
         }
         metrics.messagesSent(delivered)

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { ConnectionRegistry } from "../../src/application/ConnectionHub.js"
+import { ConnectionRegistry, isDeviceSet } from "../../src/application/ConnectionHub.js"
 import { fakeConnection } from "../support/helpers.js"
 
 describe("ConnectionRegistry", () => {
@@ -60,6 +60,34 @@ describe("ConnectionRegistry", () => {
     const b2 = fakeConnection("b")
     for (const c of [a, b1, b2]) hub.add(c)
     expect([...hub.users()].sort()).toEqual(["a", "b"])
-    expect([...hub.connections()]).toHaveLength(3)
+    expect([...hub.connections()]).toEqual([a, b1, b2])
+  })
+
+  it("keeps a lone device without a set, makes one for the second and drops it at one again", () => {
+    const hub = new ConnectionRegistry()
+    const phone = fakeConnection("alice")
+    const laptop = fakeConnection("alice")
+    const tablet = fakeConnection("alice")
+    hub.add(phone)
+    expect(hub.devicesOf("alice")).toBe(phone)
+    expect(hub.deviceCount("alice")).toBe(1)
+    expect([...hub.connectionsOf("alice")!]).toEqual([phone])
+
+    hub.add(laptop)
+    hub.add(tablet)
+    const devices = hub.devicesOf("alice")!
+    expect(isDeviceSet(devices) ? [...devices] : devices).toEqual([phone, laptop, tablet])
+    expect(hub.deviceCount("alice")).toBe(3)
+
+    hub.remove(laptop)
+    expect(hub.deviceCount("alice")).toBe(2)
+    expect(hub.remove(phone)).toEqual({ last: false })
+    // One device left: held as itself again, and still removable.
+    expect(hub.devicesOf("alice")).toBe(tablet)
+    expect(hub.connectionCount).toBe(1)
+    expect(hub.remove(tablet)).toEqual({ last: true })
+    expect(hub.devicesOf("alice")).toBeUndefined()
+    expect(hub.deviceCount("alice")).toBe(0)
+    expect(hub.connectionCount).toBe(0)
   })
 })
