@@ -3,7 +3,7 @@ import type { LogicError } from "../domain/Errors.js"
 import type { PresenceBatch } from "../domain/Model.js"
 import type { PresenceEvent } from "../domain/Presence.js"
 import { foldPresence, offline, online } from "../domain/Presence.js"
-import { ConnectionHub } from "./ConnectionHub.js"
+import { ConnectionHub, isDeviceSet } from "./ConnectionHub.js"
 import { GatewayIdentity } from "./ports/GatewayIdentity.js"
 import { Logic } from "./ports/Logic.js"
 import { Metrics } from "./ports/Metrics.js"
@@ -137,11 +137,13 @@ export class PresenceBatcher extends Context.Tag("resonance/PresenceBatcher")<Pr
           const skipped = overflowed
           overflowed = undefined
           for (const username of hub.users()) {
-            const first = hub.connectionsOf(username)?.values().next().value
+            // The oldest device's address; no set is made for a user with one device.
+            const devices = hub.devicesOf(username)
+            const first = devices === undefined || !isDeviceSet(devices) ? devices : devices.values().next().value
             enqueue(online(username, first?.info.remoteAddress ?? "", at))
           }
           if (skipped !== undefined && sendOffline) {
-            for (const username of skipped) if (hub.connectionsOf(username) === undefined) enqueue(offline(username, at))
+            for (const username of skipped) if (hub.devicesOf(username) === undefined) enqueue(offline(username, at))
           }
           return skipped?.size
         }).pipe(
