@@ -44,19 +44,12 @@ export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDeli
         const gates = hub.activeGates()
         const failedUsernames: Array<string> = []
         let delivered = 0
-        let reached = 0
-        let attempted = 0
-        const offer = (connection: LiveConnection) => {
+        /** 0: the connection's own echo, not attempted; 1: attempted, not reached; 2: written or held. */
+        const offer = (connection: LiveConnection): 0 | 1 | 2 => {
           const gate = gates === undefined ? undefined : gates.get(connection)
-          if (gate === undefined) {
-            attempted++
-            if (connection.send(frameOf())) reached++
-            return
-          }
+          if (gate === undefined) return connection.send(frameOf()) ? 2 : 1
           const outcome = gate.offer(frameOf, message)
-          if (outcome === GateOutcome.Echo) return
-          attempted++
-          if (outcome !== GateOutcome.Failed) reached++
+          return outcome === GateOutcome.Echo ? 0 : outcome === GateOutcome.Failed ? 1 : 2
         }
         for (const username of usernames) {
           const devices = hub.devicesOf(username)
@@ -64,10 +57,19 @@ export class PushDelivery extends Context.Tag("resonance/PushDelivery")<PushDeli
             failedUsernames.push(username)
             continue
           }
-          reached = 0
-          attempted = 0
-          if (isDeviceSet(devices)) for (const connection of devices) offer(connection)
-          else offer(devices)
+          let reached = 0
+          let attempted = 0
+          if (isDeviceSet(devices)) {
+            for (const connection of devices) {
+              const result = offer(connection)
+              if (result > 0) attempted++
+              if (result === 2) reached++
+            }
+          } else {
+            const result = offer(devices)
+            attempted = result > 0 ? 1 : 0
+            reached = result === 2 ? 1 : 0
+          }
           // A user whose only device is the sender, getting its own echo, counts as reached.
           if (reached === 0 && attempted > 0) failedUsernames.push(username)
           delivered += reached
