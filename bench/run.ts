@@ -258,8 +258,13 @@ const message: PushMessage = {
 /** What the gateway writes for `message`, so the baseline writes byte-identical frames. */
 const pushFrame = Buffer.from(WsPacket.encode({ seq: "", payload: { $case: "push", value: message } }).finish())
 
-const metricValue = async (metricsUrl: string, name: string): Promise<number> => {
-  const text = await (await fetch(metricsUrl)).text()
+/** One scrape of the gateway's `/metrics`: each makes prom-client list every open fd of the gateway. */
+const scrape = async (metricsUrl: string): Promise<string> => (await fetch(metricsUrl)).text()
+
+const metricValue = async (metricsUrl: string, name: string): Promise<number> => metricIn(await scrape(metricsUrl), name)
+
+/** A metric's value in one scrape's text. */
+const metricIn = (text: string, name: string): number => {
   const match = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, "m").exec(text)
   if (match !== null) return Number(match[1])
   // A labelled series appears with its first observation: absent means zero so far. A metric
@@ -329,9 +334,8 @@ const walFlushText = (before: WalFlushTotals | undefined, after: WalFlushTotals 
   return `; WAL flushes: ${count}, mean ${meanMs.toFixed(2)} ms, ${after.slow - before.slow} over 10 ms`
 }
 
-/** The gateway's event-loop delay since the previous scrape (prom-client's default metrics). */
-const loopLag = async (metricsUrl: string): Promise<LoopLag> => {
-  const text = await (await fetch(metricsUrl)).text()
+/** The gateway's event-loop delay since the previous scrape (prom-client's default metrics), in one scrape's text. */
+const loopLag = (text: string): LoopLag => {
   const value = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)`, "m").exec(text)?.[1] ?? Number.NaN) * 1000
   return { maxMs: value("nodejs_eventloop_lag_max_seconds"), p99Ms: value("nodejs_eventloop_lag_p99_seconds") }
 }
@@ -452,14 +456,12 @@ interface SqlCounters {
 }
 
 /** The embedded Logic's SQL counters (gateway_logic_sql_*). */
-const sqlCounters = async (metricsUrl: string): Promise<SqlCounters> => {
-  const [statements, rowsWritten, transactions] = await Promise.all([
-    metricValue(metricsUrl, "gateway_logic_sql_statements_total"),
-    metricValue(metricsUrl, "gateway_logic_rows_written_total"),
-    metricValue(metricsUrl, "gateway_logic_transactions_total")
-  ])
-  return { statements, rowsWritten, transactions }
-}
+/** The embedded Logic's SQL totals so far, in one scrape's text. */
+const sqlCounters = (text: string): SqlCounters => ({
+  statements: metricIn(text, "gateway_logic_sql_statements_total"),
+  rowsWritten: metricIn(text, "gateway_logic_rows_written_total"),
+  transactions: metricIn(text, "gateway_logic_transactions_total")
+})
 
 const sqlDelta = (before: SqlCounters, after: SqlCounters): SqlCounters => ({
   statements: after.statements - before.statements,
@@ -918,23 +920,21 @@ const main = async () => {
             log(`gateway: e2e ${rate} msg/s skipped: ${last.offeredRate} msg/s was already past saturation`)
             continue
           }
-          // A scrape resets prom-client's event-loop histogram: the next one covers this level.
-          await loopLag(gateway.metricsUrl)
-          const scrapedBefore = await (await fetch(gateway.metricsUrl)).text()
-          const sqlBefore = await sqlCounters(gateway.metricsUrl)
-          // After the bench's own scrapes (0–20 ms of gateway CPU): the window is the level's chats alone.
+          // One scrape before the level: it resets prom-client's event-loop histogram (the next
+          // one covers this level) and holds the GC, WAL-flush and SQL totals the level starts from.
+          const scrapedBefore = await scrape(gateway.metricsUrl)
+          // After the bench's own scrape (0–20 ms of gateway CPU): the window is the level's chats alone.
           const cpu = cpuMeter(gateway.child, load.child)
           const measured = await marked(`e2e.${rate}`, () =>
             load.call({ cmd: "e2e", rate, warmupMs: plan.e2eWarmupMs, durationMs: plan.e2eDurationMs, drainMs: 5_000 }))
           const share = cpu()
-          // First scrape after the level: it reads (and resets) the event-loop histogram.
-          const gatewayLoopLag = await loopLag(gateway.metricsUrl)
-          const scrapedAfter = await (await fetch(gateway.metricsUrl)).text()
+          // One scrape after the level: it reads (and resets) the event-loop histogram, and holds the totals.
+          const scrapedAfter = await scrape(gateway.metricsUrl)
           const level = {
             ...measured,
             cpu: share,
-            perMessage: perMessage(measured.sent, share, sqlDelta(sqlBefore, await sqlCounters(gateway.metricsUrl))),
-            gatewayLoopLag,
+            perMessage: perMessage(measured.sent, share, sqlDelta(sqlCounters(scrapedBefore), sqlCounters(scrapedAfter))),
+            gatewayLoopLag: loopLag(scrapedAfter),
             gc: gcText(gcTotals(scrapedBefore), gcTotals(scrapedAfter)),
             walFlush: walFlushText(walFlushTotals(scrapedBefore), walFlushTotals(scrapedAfter))
           }
@@ -961,7 +961,7 @@ const main = async () => {
         const members = seeded.usernames.length
         log(`gateway: room phase, ${members} members, ${open} online (${closed} went offline)`)
         const cpu = cpuMeter(gateway.child, load.child)
-        const sqlBefore = await sqlCounters(gateway.metricsUrl)
+        const sqlBefore = sqlCounters(await scrape(gateway.metricsUrl))
         const measured = await marked("room", () =>
           load.call({
             cmd: "room",
@@ -976,7 +976,7 @@ const main = async () => {
         room = {
           ...measured,
           cpu: share,
-          perMessage: perMessage(measured.messages, share, sqlDelta(sqlBefore, await sqlCounters(gateway.metricsUrl)))
+          perMessage: perMessage(measured.messages, share, sqlDelta(sqlBefore, sqlCounters(await scrape(gateway.metricsUrl))))
         }
         log(
           `gateway: room ${room.rate} msg/s to ${members} members (${room.receivers} online receivers): ` +
